@@ -1,0 +1,375 @@
+//! quiver's typed configuration: the [`Config`] tree with its defaults, the loader that layers
+//! defaults → TOML file → `QUIVER_*` environment variables, and [`Config::validate`].
+//!
+//! Libraries in the workspace take a [`Config`] (or one of its sections) as a value and never
+//! read the environment themselves; [`Config::load`] is the single place that does, and only the
+//! binary calls it. Everything else (tests, embedders) uses [`Config::load_from`],
+//! [`Config::from_toml_str`] or builds a [`Config`] directly.
+//!
+//! `config/quiver.example.toml` lists every key with its default value.
+//!
+//! # Environment variables
+//!
+//! Every variable whose name starts with `QUIVER_` is an override: the rest of its name is the
+//! key path, with `__` separating a section from a key and the name matched case-insensitively,
+//! so `QUIVER_LIMITS__MAX_BATCH_POINTS=500` sets `limits.max_batch_points` and
+//! `QUIVER_NODE__LISTEN=127.0.0.1:7000` sets `node.listen`. Values are parsed like figment's
+//! `Env` provider does: `true`/`false` are booleans, integers are numbers, anything else is a
+//! string; a string that looks like a number must be quoted (`QUIVER_LOG__LEVEL='"5"'`).
+//!
+//! A `QUIVER_` variable that does not name a known key is an error, just like an unknown key in
+//! the file. The one exception is `QUIVER_ENDPOINT`, which the CLI uses for the server address
+//! and the loader ignores.
+
+mod env;
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Format, Toml};
+use figment::value::{Dict, Map};
+use figment::{Figment, Metadata, Profile, Provider};
+use serde::{Deserialize, Serialize};
+
+use crate::env::EnvPairs;
+
+/// Prefix of the environment variables that override configuration keys.
+pub const ENV_PREFIX: &str = "QUIVER_";
+
+/// Environment variables that start with [`ENV_PREFIX`] but are not configuration keys; the
+/// loader ignores them. `QUIVER_ENDPOINT` is the CLI's server address.
+pub const ENV_IGNORED: &[&str] = &["QUIVER_ENDPOINT"];
+
+/// The whole configuration of a quiver node. Every section and key is optional in the file;
+/// missing ones take their defaults, unknown ones are errors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// `[node]`: where the node keeps its data and where it listens.
+    pub node: NodeConfig,
+    /// `[limits]`: upper bounds on what a single request may ask for.
+    pub limits: LimitsConfig,
+    /// `[search]`: search tuning.
+    pub search: SearchConfig,
+    /// `[storage]`: durability and persistence of the index.
+    pub storage: StorageConfig,
+    /// `[log]`: logging.
+    pub log: LogConfig,
+}
+
+/// The `[node]` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// `node.data_dir`: directory holding the node's RocksDB database and HNSW graph dumps; it
+    /// is created if missing. Default `"./quiver-data"`.
+    pub data_dir: PathBuf,
+    /// `node.listen`: address the gRPC server binds to, as `ip:port` (port 0 picks a free port).
+    /// Default `127.0.0.1:6334`.
+    pub listen: SocketAddr,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            data_dir: PathBuf::from("./quiver-data"),
+            listen: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 6334)),
+        }
+    }
+}
+
+/// The `[limits]` section: every request exceeding one of these is rejected.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// `limits.max_request_bytes`: largest gRPC message accepted, in bytes (at least 1024).
+    /// Default 64 MiB (`67108864`).
+    pub max_request_bytes: usize,
+    /// `limits.max_batch_points`: most points in one upsert batch. Default `10000`.
+    pub max_batch_points: usize,
+    /// `limits.max_dimension`: largest vector dimension a collection may be created with (at
+    /// most 65536). Default `4096`.
+    pub max_dimension: usize,
+    /// `limits.max_payload_bytes`: largest payload of one point, in bytes of JSON. Default
+    /// `65536`.
+    pub max_payload_bytes: usize,
+    /// `limits.max_top_k`: largest number of results one search may ask for. Default `10000`.
+    pub max_top_k: usize,
+    /// `limits.max_scroll_limit`: most points in one scroll page. Default `10000`.
+    pub max_scroll_limit: usize,
+    /// `limits.max_ids_per_request`: most point ids in one get or delete request. Default
+    /// `10000`.
+    pub max_ids_per_request: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_request_bytes: 64 * 1024 * 1024,
+            max_batch_points: 10_000,
+            max_dimension: 4096,
+            max_payload_bytes: 65_536,
+            max_top_k: 10_000,
+            max_scroll_limit: 10_000,
+            max_ids_per_request: 10_000,
+        }
+    }
+}
+
+/// The `[search]` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SearchConfig {
+    /// `search.exact_search_threshold`: a filtered search whose estimated number of matching
+    /// points is at or below this is answered exactly, by scoring every matching point, instead
+    /// of walking the HNSW graph; 0 turns exact search off except for filters matching nothing.
+    /// Default `2000`.
+    pub exact_search_threshold: usize,
+    /// `search.default_ef`: HNSW search breadth (`ef`) used when a request does not set one
+    /// (between 1 and `search.max_ef`). Default `64`.
+    pub default_ef: usize,
+    /// `search.max_ef`: largest `ef` a request may ask for. Default `4096`.
+    pub max_ef: usize,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        SearchConfig {
+            exact_search_threshold: 2_000,
+            default_ef: 64,
+            max_ef: 4_096,
+        }
+    }
+}
+
+/// The `[storage]` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// `storage.sync_writes`: fsync RocksDB's write-ahead log before a write is acknowledged;
+    /// `false` is faster but can lose the last acknowledged writes on power loss. Default `true`.
+    pub sync_writes: bool,
+    /// `storage.hnsw_dump_every_inserts`: dump a collection's HNSW graph to disk once this many
+    /// points have been inserted since its last dump (at least 1). Default `20000`.
+    pub hnsw_dump_every_inserts: usize,
+    /// `storage.hnsw_dump_interval_secs`: how often, in seconds, to check for graphs that are
+    /// due for a dump (at least 1). Default `60`.
+    pub hnsw_dump_interval_secs: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            sync_writes: true,
+            hnsw_dump_every_inserts: 20_000,
+            hnsw_dump_interval_secs: 60,
+        }
+    }
+}
+
+/// The `[log]` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `log.level`: tracing `EnvFilter` directive selecting what is logged, e.g.
+    /// `"info,quiver_node=debug"`. Default `"info"`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".to_owned(),
+        }
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file given explicitly could not be read (a missing file is this error too).
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file that was asked for.
+        path: PathBuf,
+        /// Why reading it failed.
+        source: std::io::Error,
+    },
+    /// The file or an environment variable is malformed, has a value of the wrong type, or
+    /// names an unknown key; the message is figment's, naming the key and where it came from.
+    #[error("invalid configuration: {0}")]
+    Parse(String),
+    /// The configuration parsed but breaks [`Config::validate`]'s rules; one entry per problem,
+    /// each formatted `- section.key: what is wrong`.
+    #[error("invalid configuration:\n{}", .0.join("\n"))]
+    Invalid(Vec<String>),
+}
+
+impl Config {
+    /// Loads the configuration the binary runs with: defaults, then the TOML `file` (if given),
+    /// then the process's `QUIVER_*` environment variables (nested keys separated by `__`, e.g.
+    /// `QUIVER_LIMITS__MAX_BATCH_POINTS=500`, `QUIVER_NODE__LISTEN=127.0.0.1:7000`), then
+    /// [`validate`](Config::validate). `QUIVER_ENDPOINT` is ignored; any other `QUIVER_`
+    /// variable that names no key is an error.
+    ///
+    /// This is the only function in the workspace that reads the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let vars = std::env::vars_os().map(|(name, value)| {
+            (
+                name.to_string_lossy().into_owned(),
+                value.to_string_lossy().into_owned(),
+            )
+        });
+        Config::load_from(file, vars)
+    }
+
+    /// Like [`load`](Config::load), but with the environment given explicitly as `(name, value)`
+    /// pairs, for tests and callers that must not read the process environment. Pairs whose name
+    /// does not start with `QUIVER_` are ignored, so a whole environment may be passed.
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut figment = Figment::new();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+            figment = figment.merge(TomlSource::file(path, text));
+        }
+        figment = figment.merge(EnvPairs::new(env));
+        Config::extract(figment)
+    }
+
+    /// Parses `text` as a TOML config file over the defaults (no environment) and validates it.
+    pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
+        Config::extract(Figment::from(TomlSource::string(text)))
+    }
+
+    /// Checks the rules a loaded configuration must satisfy, reporting every problem at once as
+    /// [`ConfigError::Invalid`].
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        let mut problem = |key: &str, what: String| problems.push(format!("- {key}: {what}"));
+
+        if self.node.data_dir.as_os_str().is_empty() {
+            problem("node.data_dir", "must not be empty".to_owned());
+        }
+
+        let limits = &self.limits;
+        if limits.max_request_bytes < 1024 {
+            problem(
+                "limits.max_request_bytes",
+                "must be at least 1024".to_owned(),
+            );
+        }
+        for (key, value) in [
+            ("limits.max_batch_points", limits.max_batch_points),
+            ("limits.max_dimension", limits.max_dimension),
+            ("limits.max_payload_bytes", limits.max_payload_bytes),
+            ("limits.max_top_k", limits.max_top_k),
+            ("limits.max_scroll_limit", limits.max_scroll_limit),
+            ("limits.max_ids_per_request", limits.max_ids_per_request),
+        ] {
+            if value < 1 {
+                problem(key, "must be at least 1".to_owned());
+            }
+        }
+        if limits.max_dimension > MAX_DIMENSION {
+            problem(
+                "limits.max_dimension",
+                format!("must be at most {MAX_DIMENSION}"),
+            );
+        }
+
+        let search = &self.search;
+        if search.max_ef < 1 {
+            problem("search.max_ef", "must be at least 1".to_owned());
+        }
+        if search.default_ef < 1 {
+            problem("search.default_ef", "must be at least 1".to_owned());
+        } else if search.default_ef > search.max_ef {
+            problem(
+                "search.default_ef",
+                format!("must be at most search.max_ef ({})", search.max_ef),
+            );
+        }
+
+        let storage = &self.storage;
+        if storage.hnsw_dump_every_inserts < 1 {
+            problem(
+                "storage.hnsw_dump_every_inserts",
+                "must be at least 1".to_owned(),
+            );
+        }
+        if storage.hnsw_dump_interval_secs < 1 {
+            problem(
+                "storage.hnsw_dump_interval_secs",
+                "must be at least 1".to_owned(),
+            );
+        }
+
+        if self.log.level.trim().is_empty() {
+            problem("log.level", "must not be empty".to_owned());
+        }
+
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    /// Extracts a [`Config`] from `figment` (missing keys take their defaults) and validates it.
+    fn extract(figment: Figment) -> Result<Config, ConfigError> {
+        let config: Config = figment
+            .extract()
+            .map_err(|e| ConfigError::Parse(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// Largest value `limits.max_dimension` may be set to.
+const MAX_DIMENSION: usize = 65_536;
+
+/// TOML text (a file's contents or a string) as a figment provider whose errors name the key
+/// as `section.key` and say where the text came from.
+struct TomlSource {
+    text: String,
+    metadata: Metadata,
+}
+
+impl TomlSource {
+    /// The contents of the file at `path`.
+    fn file(path: &Path, text: String) -> Self {
+        TomlSource {
+            text,
+            metadata: Metadata::from("TOML file", path),
+        }
+    }
+
+    /// A string not read from any file.
+    fn string(text: &str) -> Self {
+        TomlSource {
+            text: text.to_owned(),
+            metadata: Metadata::named("TOML string"),
+        }
+    }
+}
+
+impl Provider for TomlSource {
+    fn metadata(&self) -> Metadata {
+        self.metadata
+            .clone()
+            .interpolater(|_: &Profile, keys: &[&str]| keys.join("."))
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        Toml::string(&self.text).data()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,1327 @@
+//! The payload filter language: a [`Filter`] tree, its JSON form (Mongo/Pinecone style) and its
+//! evaluation against a payload (a JSON object).
+//!
+//! # JSON form
+//!
+//! - The top level is an object. An object with several keys is an implicit `$and` of its
+//!   entries; the empty object `{}` is `And([])`, which matches everything.
+//! - `{"$and": [f, ...]}` and `{"$or": [f, ...]}` take non-empty arrays of filter objects;
+//!   `{"$not": f}` takes one filter object.
+//! - `{"field": {"$op": v, ...}}` applies operators to a field addressed by a dotted path
+//!   (`"meta.author.name"`). Several operators in one object are ANDed, except that
+//!   `$gt`/`$gte`/`$lt`/`$lte` merge into one [`Range`]. `{"field": v}` with a scalar `v` is
+//!   shorthand for `{"field": {"$eq": v}}`.
+//! - Operators: `$eq` and `$ne` take a scalar (string, number or bool); `$in` and `$nin` a
+//!   non-empty array of scalars; `$gt`, `$gte`, `$lt` and `$lte` a number or a datetime string
+//!   that [`parse_datetime`] accepts (which becomes [`Bound::DateTime`]); `$exists` a bool.
+//! - `null`, nested objects or arrays where a scalar is expected, unknown operators (any key
+//!   starting with `$` other than the logical operators), empty keys, keys with an empty path
+//!   segment (`"a..b"`) and filters nesting deeper than [`MAX_FILTER_DEPTH`] are errors. Every
+//!   [`FilterError`] carries the JSON location of the problem, e.g. `$and[1].price.$gt`.
+//!
+//! # Evaluation
+//!
+//! - [`lookup`] follows the dots of a key through nested objects (it does not descend into
+//!   arrays). A missing field or a JSON `null` counts as absent.
+//! - `$eq` matches when the field value equals the scalar: strings by exact equality, numbers
+//!   numerically (so `3 == 3.0`), bools by value; values of different types never match. When the
+//!   field value is an array, `$eq` matches when any element equals.
+//! - `$ne` is NOT `$eq`, so absent fields match `$ne` (as in MongoDB). `$in` matches when any of
+//!   its values `$eq`-matches; `$nin` is NOT `$in`.
+//! - A range matches when the field value (or, for an array, any one element) satisfies every
+//!   present bound. [`Bound::Number`] bounds need a number value. [`Bound::DateTime`] bounds need
+//!   a string that [`parse_datetime`] accepts, or a number, which is taken as seconds since the
+//!   Unix epoch (fractions allowed, rounded to the microsecond); both are compared in
+//!   microseconds. Any other value does not match.
+//! - `$exists: true` matches a present, non-null field; `$exists: false` the opposite.
+//! - NaN never compares equal or in range, so `$eq`, `$in` and range conditions holding a NaN
+//!   match nothing, and their negations `$ne` and `$nin` match everything.
+//!
+//! # Invariants
+//!
+//! - A filter produced by [`Filter::from_json`] always passes [`Filter::validate`]: its depth is
+//!   at most [`MAX_FILTER_DEPTH`], its keys are non-empty dotted paths without empty segments,
+//!   `$or`, `$in` and `$nin` are non-empty and every range has a bound.
+//! - Nothing here recurses more than [`MAX_FILTER_DEPTH`] levels: the parser checks the depth
+//!   before descending, [`Filter::validate`] stops at the limit, and [`Filter::matches`]
+//!   evaluates a filter nesting deeper than the limit (which `validate` rejects) to no match.
+
+use chrono::{DateTime, NaiveDate};
+use serde_json::{Map, Value};
+
+/// The deepest a filter tree may nest: a lone condition has depth 1, and each `$and`, `$or` or
+/// `$not` adds one level above its deepest child.
+pub const MAX_FILTER_DEPTH: usize = 32;
+
+/// A payload filter.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Filter {
+    /// Every child matches; `And([])` matches everything.
+    And(Vec<Filter>),
+    /// At least one child matches.
+    Or(Vec<Filter>),
+    /// The child does not match.
+    Not(Box<Filter>),
+    /// A condition on one payload field.
+    Condition(Condition),
+}
+
+/// A condition on one payload field.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Condition {
+    /// Dotted path of the field, e.g. `"meta.author.name"`.
+    pub key: String,
+    /// What the field value must satisfy.
+    pub op: Op,
+}
+
+/// An operator of a [`Condition`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    /// The value (or any element of an array value) equals the scalar.
+    Eq(Scalar),
+    /// NOT [`Op::Eq`]; absent fields match.
+    Ne(Scalar),
+    /// The value `$eq`-matches any of the scalars.
+    In(Vec<Scalar>),
+    /// NOT [`Op::In`]; absent fields match.
+    Nin(Vec<Scalar>),
+    /// The value (or any element of an array value) satisfies every present bound.
+    Range(Range),
+    /// `true`: the field is present and not null; `false`: the opposite.
+    Exists(bool),
+}
+
+/// A scalar operand of `$eq`, `$ne`, `$in` and `$nin`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Scalar {
+    /// A string, compared by exact equality.
+    String(String),
+    /// A number, compared numerically.
+    Number(f64),
+    /// A bool.
+    Bool(bool),
+}
+
+/// The bounds of a range condition; every present bound must hold.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Range {
+    /// Value strictly greater than this.
+    pub gt: Option<Bound>,
+    /// Value greater than or equal to this.
+    pub gte: Option<Bound>,
+    /// Value strictly less than this.
+    pub lt: Option<Bound>,
+    /// Value less than or equal to this.
+    pub lte: Option<Bound>,
+}
+
+/// One bound of a [`Range`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Bound {
+    /// Compared with number values.
+    Number(f64),
+    /// Microseconds since the Unix epoch (UTC), compared with datetime strings and with numbers
+    /// taken as seconds since the epoch.
+    DateTime(i64),
+}
+
+/// An invalid filter: `path` is the JSON location of the problem (`""` for the whole filter).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("filter at `{path}`: {message}")]
+pub struct FilterError {
+    /// Location in the JSON form, e.g. `$and[1].price.$gt`.
+    pub path: String,
+    /// What is wrong, lowercase without a trailing period.
+    pub message: String,
+}
+
+impl FilterError {
+    fn new(path: &str, message: impl Into<String>) -> Self {
+        FilterError {
+            path: path.to_string(),
+            message: message.into(),
+        }
+    }
+
+    fn too_deep(path: &str) -> Self {
+        FilterError::new(
+            path,
+            format!("filter nests deeper than {MAX_FILTER_DEPTH} levels"),
+        )
+    }
+}
+
+impl Filter {
+    /// Parses the JSON filter form (see the module docs).
+    pub fn from_json(value: &Value) -> Result<Filter, FilterError> {
+        let filter = match value {
+            Value::Object(map) => parse_object(map, "", 1)?,
+            other => {
+                return Err(FilterError::new(
+                    "",
+                    format!("expected a filter object, got {}", describe(other)),
+                ))
+            }
+        };
+        // The parser enforces every rule itself; this is a cheap, bounded safety net.
+        filter.validate()?;
+        Ok(filter)
+    }
+
+    /// Parses a JSON string; a JSON syntax error is reported at path `""` with its line and
+    /// column.
+    pub fn from_json_str(text: &str) -> Result<Filter, FilterError> {
+        let value: Value = serde_json::from_str(text)
+            .map_err(|e| FilterError::new("", format!("invalid JSON: {e}")))?;
+        Filter::from_json(&value)
+    }
+
+    /// Whether a payload (a JSON object) matches. A filter nesting deeper than
+    /// [`MAX_FILTER_DEPTH`] (which [`Filter::validate`] rejects) matches nothing.
+    pub fn matches(&self, payload: &Map<String, Value>) -> bool {
+        self.eval(payload, 1).unwrap_or(false)
+    }
+
+    /// `None` when the filter nests deeper than the limit below `depth`.
+    fn eval(&self, payload: &Map<String, Value>, depth: usize) -> Option<bool> {
+        if depth > MAX_FILTER_DEPTH {
+            return None;
+        }
+        match self {
+            Filter::And(children) => {
+                for child in children {
+                    if !child.eval(payload, depth + 1)? {
+                        return Some(false);
+                    }
+                }
+                Some(true)
+            }
+            Filter::Or(children) => {
+                for child in children {
+                    if child.eval(payload, depth + 1)? {
+                        return Some(true);
+                    }
+                }
+                Some(false)
+            }
+            Filter::Not(child) => Some(!child.eval(payload, depth + 1)?),
+            Filter::Condition(condition) => Some(condition.matches(payload)),
+        }
+    }
+
+    /// Checks what [`Filter::from_json`] enforces, for filters built from another
+    /// representation: depth at most [`MAX_FILTER_DEPTH`], keys that are non-empty dotted paths
+    /// without empty segments and not starting with `$`, non-empty `$or`, `$in` and `$nin`, and
+    /// ranges with at least one bound. Paths in errors use the JSON form (`$and[0].$not.price`).
+    pub fn validate(&self) -> Result<(), FilterError> {
+        self.validate_at("", 1)
+    }
+
+    fn validate_at(&self, path: &str, depth: usize) -> Result<(), FilterError> {
+        if depth > MAX_FILTER_DEPTH {
+            return Err(FilterError::too_deep(path));
+        }
+        match self {
+            Filter::And(children) => {
+                for (i, child) in children.iter().enumerate() {
+                    child.validate_at(&index_path(&join(path, "$and"), i), depth + 1)?;
+                }
+                Ok(())
+            }
+            Filter::Or(children) => {
+                let or_path = join(path, "$or");
+                if children.is_empty() {
+                    return Err(FilterError::new(
+                        &or_path,
+                        "expected a non-empty array of filters, got an empty array",
+                    ));
+                }
+                for (i, child) in children.iter().enumerate() {
+                    child.validate_at(&index_path(&or_path, i), depth + 1)?;
+                }
+                Ok(())
+            }
+            Filter::Not(child) => child.validate_at(&join(path, "$not"), depth + 1),
+            Filter::Condition(condition) => {
+                if condition.key.starts_with('$') {
+                    return Err(FilterError::new(
+                        &join(path, &condition.key),
+                        format!("field key `{}` starts with `$`", condition.key),
+                    ));
+                }
+                check_key(path, &condition.key)?;
+                let key_path = join(path, &condition.key);
+                match &condition.op {
+                    Op::In(values) | Op::Nin(values) if values.is_empty() => {
+                        let name = if matches!(condition.op, Op::In(_)) {
+                            "$in"
+                        } else {
+                            "$nin"
+                        };
+                        Err(FilterError::new(
+                            &join(&key_path, name),
+                            "expected a non-empty array of values, got an empty array",
+                        ))
+                    }
+                    Op::Range(range) if range.is_unbounded() => {
+                        Err(FilterError::new(&key_path, "range has no bounds"))
+                    }
+                    _ => Ok(()),
+                }
+            }
+        }
+    }
+}
+
+impl Condition {
+    /// Whether a payload satisfies this condition (see the module docs for the semantics).
+    pub fn matches(&self, payload: &Map<String, Value>) -> bool {
+        let value = lookup(payload, &self.key);
+        match &self.op {
+            Op::Eq(scalar) => value.is_some_and(|v| value_eq(v, scalar)),
+            Op::Ne(scalar) => !value.is_some_and(|v| value_eq(v, scalar)),
+            Op::In(scalars) => value.is_some_and(|v| scalars.iter().any(|s| value_eq(v, s))),
+            Op::Nin(scalars) => !value.is_some_and(|v| scalars.iter().any(|s| value_eq(v, s))),
+            Op::Range(range) => value.is_some_and(|v| match v {
+                Value::Array(items) => items.iter().any(|item| range.contains(item)),
+                other => range.contains(other),
+            }),
+            Op::Exists(wanted) => value.is_some() == *wanted,
+        }
+    }
+}
+
+impl Range {
+    /// Whether no bound is present.
+    pub fn is_unbounded(&self) -> bool {
+        self.gt.is_none() && self.gte.is_none() && self.lt.is_none() && self.lte.is_none()
+    }
+
+    /// Whether a single (non-array) value satisfies every present bound.
+    pub fn contains(&self, value: &Value) -> bool {
+        let checks: [(Option<Bound>, fn(std::cmp::Ordering) -> bool); 4] = [
+            (self.gt, |o| o.is_gt()),
+            (self.gte, |o| o.is_ge()),
+            (self.lt, |o| o.is_lt()),
+            (self.lte, |o| o.is_le()),
+        ];
+        checks.iter().all(|(bound, accept)| match bound {
+            None => true,
+            Some(bound) => compare_to_bound(value, bound).is_some_and(accept),
+        })
+    }
+}
+
+/// How `value` compares to `bound`, or `None` when they cannot be compared (type mismatch,
+/// unparseable datetime, NaN).
+fn compare_to_bound(value: &Value, bound: &Bound) -> Option<std::cmp::Ordering> {
+    match bound {
+        Bound::Number(b) => value.as_f64()?.partial_cmp(b),
+        Bound::DateTime(b) => Some(value_micros(value)?.cmp(b)),
+    }
+}
+
+/// The microseconds since the epoch that a value stands for against a [`Bound::DateTime`]: a
+/// string [`parse_datetime`] accepts, or a number of seconds since the epoch.
+pub(crate) fn value_micros(value: &Value) -> Option<i64> {
+    match value {
+        Value::String(s) => parse_datetime(s),
+        Value::Number(n) => seconds_to_micros(n.as_f64()?),
+        _ => None,
+    }
+}
+
+/// Seconds since the epoch to whole microseconds (rounded), `None` when not finite or out of
+/// the `i64` range.
+fn seconds_to_micros(seconds: f64) -> Option<i64> {
+    let micros = (seconds * 1_000_000.0).round();
+    // i64::MIN is exactly -2^63; 2^63 itself is out of range.
+    const LIMIT: f64 = 9_223_372_036_854_775_808.0;
+    if micros.is_finite() && (-LIMIT..LIMIT).contains(&micros) {
+        Some(micros as i64)
+    } else {
+        None
+    }
+}
+
+/// `$eq` on a field value: an array matches when any element does.
+fn value_eq(value: &Value, scalar: &Scalar) -> bool {
+    match value {
+        Value::Array(items) => items.iter().any(|item| scalar_eq(item, scalar)),
+        other => scalar_eq(other, scalar),
+    }
+}
+
+fn scalar_eq(value: &Value, scalar: &Scalar) -> bool {
+    match (value, scalar) {
+        (Value::String(v), Scalar::String(s)) => v == s,
+        (Value::Number(v), Scalar::Number(s)) => v.as_f64().is_some_and(|v| v == *s),
+        (Value::Bool(v), Scalar::Bool(s)) => v == s,
+        _ => false,
+    }
+}
+
+/// Parses an RFC 3339 datetime (`"2024-01-15T10:00:00Z"`, with a UTC offset such as `+02:00`
+/// and optional fractional seconds) or a plain date `"2024-01-15"` (midnight UTC) into
+/// microseconds since the Unix epoch. Sub-microsecond digits are truncated.
+pub fn parse_datetime(s: &str) -> Option<i64> {
+    let bytes = s.as_bytes();
+    if bytes.len() == 10 {
+        let shape_ok = bytes.iter().enumerate().all(|(i, b)| match i {
+            4 | 7 => *b == b'-',
+            _ => b.is_ascii_digit(),
+        });
+        if !shape_ok {
+            return None;
+        }
+        let year = s.get(0..4)?.parse().ok()?;
+        let month = s.get(5..7)?.parse().ok()?;
+        let day = s.get(8..10)?.parse().ok()?;
+        let date = NaiveDate::from_ymd_opt(year, month, day)?;
+        return Some(date.and_hms_opt(0, 0, 0)?.and_utc().timestamp_micros());
+    }
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|dt| dt.timestamp_micros())
+}
+
+/// Resolves a dotted path (`"a.b.c"`) through nested objects of a payload. Returns `None` when a
+/// segment is missing, when an intermediate value is not an object, or when the value is JSON
+/// `null` (which counts as absent).
+pub fn lookup<'a>(payload: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+    let mut segments = key.split('.');
+    let mut current = payload.get(segments.next()?)?;
+    for segment in segments {
+        current = current.as_object()?.get(segment)?;
+    }
+    if current.is_null() {
+        None
+    } else {
+        Some(current)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parsing
+// ---------------------------------------------------------------------------------------------
+
+/// Appends `.segment` to a path (or starts it).
+fn join(path: &str, segment: &str) -> String {
+    if path.is_empty() {
+        segment.to_string()
+    } else {
+        format!("{path}.{segment}")
+    }
+}
+
+/// Appends `[i]` to a path.
+fn index_path(path: &str, i: usize) -> String {
+    format!("{path}[{i}]")
+}
+
+/// A short description of a JSON value for error messages: scalars as JSON text (long strings
+/// cut), containers by kind.
+fn describe(value: &Value) -> String {
+    const MAX_CHARS: usize = 64;
+    match value {
+        Value::Null => "null".to_string(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => {
+            if s.chars().count() > MAX_CHARS {
+                let cut: String = s.chars().take(MAX_CHARS).collect();
+                format!("{}…", Value::String(cut))
+            } else {
+                Value::String(s.clone()).to_string()
+            }
+        }
+        Value::Array(items) if items.is_empty() => "an empty array".to_string(),
+        Value::Array(_) => "an array".to_string(),
+        Value::Object(_) => "an object".to_string(),
+    }
+}
+
+/// Checks a field key: non-empty, no empty path segment. `parent` is the path of the object
+/// holding the key.
+fn check_key(parent: &str, key: &str) -> Result<(), FilterError> {
+    if key.is_empty() {
+        return Err(FilterError::new(parent, "empty field key"));
+    }
+    if key.split('.').any(str::is_empty) {
+        return Err(FilterError::new(
+            &join(parent, key),
+            format!("field key `{key}` has an empty path segment"),
+        ));
+    }
+    Ok(())
+}
+
+/// Parses a filter object whose node sits at `level` of the tree (the root is level 1).
+fn parse_object(map: &Map<String, Value>, path: &str, level: usize) -> Result<Filter, FilterError> {
+    if level > MAX_FILTER_DEPTH {
+        return Err(FilterError::too_deep(path));
+    }
+    match map.len() {
+        0 => Ok(Filter::And(Vec::new())),
+        1 => {
+            let (key, value) = map.iter().next().ok_or_else(|| {
+                FilterError::new(path, "expected a filter object with one entry")
+            })?;
+            parse_entry(key, value, path, level)
+        }
+        _ => map
+            .iter()
+            .map(|(key, value)| parse_entry(key, value, path, level + 1))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Filter::And),
+    }
+}
+
+/// Parses one entry of a filter object (`path` is the object's path) into a node at `level`.
+fn parse_entry(key: &str, value: &Value, path: &str, level: usize) -> Result<Filter, FilterError> {
+    let entry_path = join(path, key);
+    if level > MAX_FILTER_DEPTH {
+        return Err(FilterError::too_deep(&entry_path));
+    }
+    match key {
+        "$and" | "$or" => {
+            let items = match value {
+                Value::Array(items) if !items.is_empty() => items,
+                other => {
+                    return Err(FilterError::new(
+                        &entry_path,
+                        format!(
+                            "expected a non-empty array of filters, got {}",
+                            describe(other)
+                        ),
+                    ))
+                }
+            };
+            let children = items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| {
+                    let item_path = index_path(&entry_path, i);
+                    match item {
+                        Value::Object(map) => parse_object(map, &item_path, level + 1),
+                        other => Err(FilterError::new(
+                            &item_path,
+                            format!("expected a filter object, got {}", describe(other)),
+                        )),
+                    }
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(if key == "$and" {
+                Filter::And(children)
+            } else {
+                Filter::Or(children)
+            })
+        }
+        "$not" => match value {
+            Value::Object(map) => Ok(Filter::Not(Box::new(parse_object(
+                map,
+                &entry_path,
+                level + 1,
+            )?))),
+            other => Err(FilterError::new(
+                &entry_path,
+                format!("expected a filter object, got {}", describe(other)),
+            )),
+        },
+        _ if key.starts_with('$') => Err(FilterError::new(
+            &entry_path,
+            format!("unknown operator `{key}`"),
+        )),
+        _ => {
+            check_key(path, key)?;
+            match value {
+                Value::Object(ops) => parse_field_ops(key, ops, &entry_path, level),
+                other => Ok(Filter::Condition(Condition {
+                    key: key.to_string(),
+                    op: Op::Eq(parse_scalar(other, &entry_path)?),
+                })),
+            }
+        }
+    }
+}
+
+/// Parses `{"$op": v, ...}` for field `key` (at `path`) into a node at `level`.
+fn parse_field_ops(
+    key: &str,
+    ops: &Map<String, Value>,
+    path: &str,
+    level: usize,
+) -> Result<Filter, FilterError> {
+    if ops.is_empty() {
+        return Err(FilterError::new(
+            path,
+            "expected a scalar or an object of operators, got an empty object",
+        ));
+    }
+    let mut conditions: Vec<Op> = Vec::new();
+    // Index in `conditions` of the merged range, once a range operator has been seen.
+    let mut range_at: Option<usize> = None;
+    for (name, value) in ops {
+        let op_path = join(path, name);
+        let op = match name.as_str() {
+            "$eq" => Op::Eq(parse_scalar(value, &op_path)?),
+            "$ne" => Op::Ne(parse_scalar(value, &op_path)?),
+            "$in" => Op::In(parse_scalars(value, &op_path)?),
+            "$nin" => Op::Nin(parse_scalars(value, &op_path)?),
+            "$exists" => match value {
+                Value::Bool(b) => Op::Exists(*b),
+                other => {
+                    return Err(FilterError::new(
+                        &op_path,
+                        format!("expected a bool, got {}", describe(other)),
+                    ))
+                }
+            },
+            "$gt" | "$gte" | "$lt" | "$lte" => {
+                let bound = parse_bound(value, &op_path)?;
+                let index = match range_at {
+                    Some(index) => index,
+                    None => {
+                        conditions.push(Op::Range(Range::default()));
+                        range_at = Some(conditions.len() - 1);
+                        conditions.len() - 1
+                    }
+                };
+                if let Some(Op::Range(range)) = conditions.get_mut(index) {
+                    let slot = match name.as_str() {
+                        "$gt" => &mut range.gt,
+                        "$gte" => &mut range.gte,
+                        "$lt" => &mut range.lt,
+                        _ => &mut range.lte,
+                    };
+                    *slot = Some(bound);
+                }
+                continue;
+            }
+            "$and" | "$or" | "$not" => {
+                return Err(FilterError::new(
+                    &op_path,
+                    format!("logical operator `{name}` cannot be used inside a field condition"),
+                ))
+            }
+            _ if name.starts_with('$') => {
+                return Err(FilterError::new(
+                    &op_path,
+                    format!("unknown operator `{name}`"),
+                ))
+            }
+            _ => {
+                return Err(FilterError::new(
+                    &op_path,
+                    format!(
+                        "expected an operator, got `{name}` (address nested fields with a dotted key such as `{key}.{name}`)"
+                    ),
+                ))
+            }
+        };
+        conditions.push(op);
+    }
+    let mut conditions: Vec<Filter> = conditions
+        .into_iter()
+        .map(|op| {
+            Filter::Condition(Condition {
+                key: key.to_string(),
+                op,
+            })
+        })
+        .collect();
+    if conditions.len() == 1 {
+        if let Some(only) = conditions.pop() {
+            return Ok(only);
+        }
+    }
+    if level + 1 > MAX_FILTER_DEPTH {
+        return Err(FilterError::too_deep(path));
+    }
+    Ok(Filter::And(conditions))
+}
+
+fn parse_scalar(value: &Value, path: &str) -> Result<Scalar, FilterError> {
+    match value {
+        Value::String(s) => Ok(Scalar::String(s.clone())),
+        Value::Bool(b) => Ok(Scalar::Bool(*b)),
+        Value::Number(n) => n.as_f64().map(Scalar::Number).ok_or_else(|| {
+            FilterError::new(path, format!("number {n} is not representable as a float"))
+        }),
+        other => Err(FilterError::new(
+            path,
+            format!("expected a string, number or bool, got {}", describe(other)),
+        )),
+    }
+}
+
+fn parse_scalars(value: &Value, path: &str) -> Result<Vec<Scalar>, FilterError> {
+    match value {
+        Value::Array(items) if !items.is_empty() => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| parse_scalar(item, &index_path(path, i)))
+            .collect(),
+        other => Err(FilterError::new(
+            path,
+            format!("expected a non-empty array of values, got {}", describe(other)),
+        )),
+    }
+}
+
+fn parse_bound(value: &Value, path: &str) -> Result<Bound, FilterError> {
+    let parsed = match value {
+        Value::Number(n) => n.as_f64().map(Bound::Number),
+        Value::String(s) => parse_datetime(s).map(Bound::DateTime),
+        _ => None,
+    };
+    parsed.ok_or_else(|| {
+        FilterError::new(
+            path,
+            format!(
+                "expected a number or an RFC 3339 datetime, got {}",
+                describe(value)
+            ),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(value: Value) -> Filter {
+        match Filter::from_json(&value) {
+            Ok(filter) => filter,
+            Err(e) => panic!("{value} should parse: {e}"),
+        }
+    }
+
+    fn parse_err(value: Value) -> FilterError {
+        match Filter::from_json(&value) {
+            Ok(filter) => panic!("{value} should not parse, got {filter:?}"),
+            Err(e) => e,
+        }
+    }
+
+    fn assert_err(value: Value, path: &str, message: &str) {
+        let err = parse_err(value);
+        assert_eq!(err.path, path, "{err}");
+        assert_eq!(err.message, message, "{err}");
+    }
+
+    fn cond(key: &str, op: Op) -> Filter {
+        Filter::Condition(Condition {
+            key: key.to_string(),
+            op,
+        })
+    }
+
+    fn s(v: &str) -> Scalar {
+        Scalar::String(v.to_string())
+    }
+
+    fn payload(value: Value) -> Map<String, Value> {
+        match value {
+            Value::Object(map) => map,
+            other => panic!("payload must be an object, got {other}"),
+        }
+    }
+
+    fn matches(filter: Value, doc: Value) -> bool {
+        parse(filter).matches(&payload(doc))
+    }
+
+    const JAN_15: i64 = 1_705_276_800_000_000; // 2024-01-15T00:00:00Z
+
+    // ---- parser ----------------------------------------------------------------------------
+
+    #[test]
+    fn parses_each_operator() {
+        assert_eq!(parse(json!({"a": {"$eq": "x"}})), cond("a", Op::Eq(s("x"))));
+        assert_eq!(
+            parse(json!({"a": {"$ne": 3}})),
+            cond("a", Op::Ne(Scalar::Number(3.0)))
+        );
+        assert_eq!(
+            parse(json!({"a": {"$in": ["x", 1, true]}})),
+            cond(
+                "a",
+                Op::In(vec![s("x"), Scalar::Number(1.0), Scalar::Bool(true)])
+            )
+        );
+        assert_eq!(
+            parse(json!({"a": {"$nin": ["x"]}})),
+            cond("a", Op::Nin(vec![s("x")]))
+        );
+        assert_eq!(
+            parse(json!({"a": {"$exists": false}})),
+            cond("a", Op::Exists(false))
+        );
+        for (name, expected) in [
+            (
+                "$gt",
+                Range {
+                    gt: Some(Bound::Number(1.5)),
+                    ..Range::default()
+                },
+            ),
+            (
+                "$gte",
+                Range {
+                    gte: Some(Bound::Number(1.5)),
+                    ..Range::default()
+                },
+            ),
+            (
+                "$lt",
+                Range {
+                    lt: Some(Bound::Number(1.5)),
+                    ..Range::default()
+                },
+            ),
+            (
+                "$lte",
+                Range {
+                    lte: Some(Bound::Number(1.5)),
+                    ..Range::default()
+                },
+            ),
+        ] {
+            assert_eq!(
+                parse(json!({"a": {name: 1.5}})),
+                cond("a", Op::Range(expected))
+            );
+        }
+    }
+
+    #[test]
+    fn parses_shorthand_eq() {
+        assert_eq!(parse(json!({"a": "x"})), cond("a", Op::Eq(s("x"))));
+        assert_eq!(
+            parse(json!({"a": 2})),
+            cond("a", Op::Eq(Scalar::Number(2.0)))
+        );
+        assert_eq!(
+            parse(json!({"a.b": false})),
+            cond("a.b", Op::Eq(Scalar::Bool(false)))
+        );
+    }
+
+    #[test]
+    fn parses_implicit_and() {
+        assert_eq!(parse(json!({})), Filter::And(vec![]));
+        let filter = parse(json!({"a": 1, "b": "x"}));
+        assert_eq!(
+            filter,
+            Filter::And(vec![
+                cond("a", Op::Eq(Scalar::Number(1.0))),
+                cond("b", Op::Eq(s("x"))),
+            ])
+        );
+    }
+
+    #[test]
+    fn merges_range_operators_and_ands_the_others() {
+        assert_eq!(
+            parse(json!({"p": {"$gt": 1, "$lte": 5}})),
+            cond(
+                "p",
+                Op::Range(Range {
+                    gt: Some(Bound::Number(1.0)),
+                    lte: Some(Bound::Number(5.0)),
+                    ..Range::default()
+                })
+            )
+        );
+        let filter = parse(json!({"p": {"$gte": 1, "$lt": 5, "$ne": 3}}));
+        let Filter::And(children) = filter else {
+            panic!("expected an and, got {filter:?}");
+        };
+        assert_eq!(children.len(), 2);
+        assert!(children.contains(&cond("p", Op::Ne(Scalar::Number(3.0)))));
+        assert!(children.contains(&cond(
+            "p",
+            Op::Range(Range {
+                gte: Some(Bound::Number(1.0)),
+                lt: Some(Bound::Number(5.0)),
+                ..Range::default()
+            })
+        )));
+    }
+
+    #[test]
+    fn parses_logical_nesting() {
+        let filter = parse(json!({
+            "$or": [
+                {"$and": [{"a": 1}, {"b": {"$exists": true}}]},
+                {"$not": {"c": "x"}}
+            ]
+        }));
+        assert_eq!(
+            filter,
+            Filter::Or(vec![
+                Filter::And(vec![
+                    cond("a", Op::Eq(Scalar::Number(1.0))),
+                    cond("b", Op::Exists(true)),
+                ]),
+                Filter::Not(Box::new(cond("c", Op::Eq(s("x"))))),
+            ])
+        );
+    }
+
+    #[test]
+    fn parses_datetime_bounds() {
+        assert_eq!(
+            parse(json!({"t": {"$gte": "2024-01-15", "$lt": "2024-01-15T10:00:00+02:00"}})),
+            cond(
+                "t",
+                Op::Range(Range {
+                    gte: Some(Bound::DateTime(JAN_15)),
+                    lt: Some(Bound::DateTime(JAN_15 + 8 * 3_600_000_000)),
+                    ..Range::default()
+                })
+            )
+        );
+    }
+
+    #[test]
+    fn parses_json_strings() {
+        assert_eq!(
+            Filter::from_json_str(r#"{"a": {"$in": ["x"]}}"#),
+            Ok(cond("a", Op::In(vec![s("x")])))
+        );
+        let err = Filter::from_json_str("{\"a\": \n  }").unwrap_err();
+        assert_eq!(err.path, "");
+        assert!(err.message.contains("line 2 column 3"), "{err}");
+        assert!(err.message.starts_with("invalid JSON: "), "{err}");
+    }
+
+    // ---- parse errors ----------------------------------------------------------------------
+
+    #[test]
+    fn rejects_non_object_filters() {
+        assert_err(json!([1]), "", "expected a filter object, got an array");
+        assert_err(json!("x"), "", "expected a filter object, got \"x\"");
+        assert_err(
+            json!({"$and": [{"a": 1}, 2]}),
+            "$and[1]",
+            "expected a filter object, got 2",
+        );
+        assert_err(
+            json!({"$not": [1]}),
+            "$not",
+            "expected a filter object, got an array",
+        );
+    }
+
+    #[test]
+    fn rejects_bad_logical_arrays() {
+        assert_err(
+            json!({"$and": []}),
+            "$and",
+            "expected a non-empty array of filters, got an empty array",
+        );
+        assert_err(
+            json!({"$or": {"a": 1}}),
+            "$or",
+            "expected a non-empty array of filters, got an object",
+        );
+    }
+
+    #[test]
+    fn rejects_bad_bounds_with_exact_paths() {
+        assert_err(
+            json!({"$and": [{"a": 1}, {"price": {"$gt": "abc"}}]}),
+            "$and[1].price.$gt",
+            "expected a number or an RFC 3339 datetime, got \"abc\"",
+        );
+        assert_err(
+            json!({"price": {"$lte": true}}),
+            "price.$lte",
+            "expected a number or an RFC 3339 datetime, got true",
+        );
+        assert_err(
+            json!({"price": {"$lt": null}}),
+            "price.$lt",
+            "expected a number or an RFC 3339 datetime, got null",
+        );
+    }
+
+    #[test]
+    fn rejects_unknown_operators() {
+        assert_err(
+            json!({"a": {"$foo": 1}}),
+            "a.$foo",
+            "unknown operator `$foo`",
+        );
+        assert_err(json!({"$foo": 1}), "$foo", "unknown operator `$foo`");
+        assert_err(
+            json!({"$or": [{"$nor": []}]}),
+            "$or[0].$nor",
+            "unknown operator `$nor`",
+        );
+        assert_err(
+            json!({"a": {"$and": [{"b": 1}]}}),
+            "a.$and",
+            "logical operator `$and` cannot be used inside a field condition",
+        );
+        assert_err(
+            json!({"a": {"b": 1}}),
+            "a.b",
+            "expected an operator, got `b` (address nested fields with a dotted key such as `a.b`)",
+        );
+    }
+
+    #[test]
+    fn rejects_null_and_nested_values() {
+        assert_err(
+            json!({"a": null}),
+            "a",
+            "expected a string, number or bool, got null",
+        );
+        assert_err(
+            json!({"a": {"$eq": null}}),
+            "a.$eq",
+            "expected a string, number or bool, got null",
+        );
+        assert_err(
+            json!({"a": [1, 2]}),
+            "a",
+            "expected a string, number or bool, got an array",
+        );
+        assert_err(
+            json!({"a": {"$ne": {"b": 1}}}),
+            "a.$ne",
+            "expected a string, number or bool, got an object",
+        );
+        assert_err(
+            json!({"a": {"$in": [1, [2]]}}),
+            "a.$in[1]",
+            "expected a string, number or bool, got an array",
+        );
+        assert_err(
+            json!({"a": {"$nin": [null]}}),
+            "a.$nin[0]",
+            "expected a string, number or bool, got null",
+        );
+        assert_err(
+            json!({"a": {"$in": []}}),
+            "a.$in",
+            "expected a non-empty array of values, got an empty array",
+        );
+        assert_err(
+            json!({"a": {"$nin": "x"}}),
+            "a.$nin",
+            "expected a non-empty array of values, got \"x\"",
+        );
+        assert_err(
+            json!({"a": {"$exists": 1}}),
+            "a.$exists",
+            "expected a bool, got 1",
+        );
+        assert_err(
+            json!({"a": {}}),
+            "a",
+            "expected a scalar or an object of operators, got an empty object",
+        );
+    }
+
+    #[test]
+    fn rejects_bad_keys() {
+        assert_err(json!({"": 1}), "", "empty field key");
+        assert_err(json!({"$or": [{"": 1}]}), "$or[0]", "empty field key");
+        assert_err(
+            json!({"a..b": 1}),
+            "a..b",
+            "field key `a..b` has an empty path segment",
+        );
+        assert_err(
+            json!({"$not": {".a": 1}}),
+            "$not..a",
+            "field key `.a` has an empty path segment",
+        );
+        assert_err(
+            json!({"a.": {"$exists": true}}),
+            "a.",
+            "field key `a.` has an empty path segment",
+        );
+    }
+
+    #[test]
+    fn truncates_long_values_in_messages() {
+        let long = "x".repeat(200);
+        let err = parse_err(json!({"a": {"$gt": long}}));
+        assert!(err.message.chars().count() < 140, "{err}");
+        assert!(err.message.ends_with('…'), "{err}");
+    }
+
+    fn nested_nots(levels: usize) -> Value {
+        let mut value = json!({"a": 1});
+        for _ in 0..levels {
+            value = json!({ "$not": value });
+        }
+        value
+    }
+
+    #[test]
+    fn accepts_the_maximum_depth_and_rejects_one_more() {
+        // 31 `$not`s above a condition: depth 32.
+        assert!(Filter::from_json(&nested_nots(MAX_FILTER_DEPTH - 1)).is_ok());
+        let err = parse_err(nested_nots(MAX_FILTER_DEPTH));
+        assert_eq!(err.message, "filter nests deeper than 32 levels");
+        assert_eq!(err.path, vec!["$not"; MAX_FILTER_DEPTH].join("."));
+
+        // Implicit ands count as levels too.
+        let mut value = json!({"a": 1, "b": 2});
+        for _ in 0..MAX_FILTER_DEPTH - 2 {
+            value = json!({ "$not": value });
+        }
+        assert!(Filter::from_json(&value).is_ok());
+        let err = parse_err(json!({ "$not": value }));
+        assert_eq!(err.message, "filter nests deeper than 32 levels");
+
+        // So do the ands of several operators on one field.
+        let mut value = json!({"a": {"$ne": 1, "$exists": true}});
+        for _ in 0..MAX_FILTER_DEPTH - 2 {
+            value = json!({ "$not": value });
+        }
+        assert!(Filter::from_json(&value).is_ok());
+        let err = parse_err(json!({ "$not": value }));
+        assert_eq!(err.path, vec!["$not"; MAX_FILTER_DEPTH - 1].join(".") + ".a");
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        // Built and dropped on a thread with a large stack: serde_json drops values recursively.
+        // The parser itself stops after MAX_FILTER_DEPTH levels, as the error path shows.
+        let handle = std::thread::Builder::new()
+            .stack_size(256 << 20)
+            .spawn(|| {
+                let value = nested_nots(10_000);
+                let err = Filter::from_json(&value).map(|_| ());
+                let text = "{\"$not\":".repeat(10_000) + "{}" + &"}".repeat(10_000);
+                let from_str = Filter::from_json_str(&text).map(|_| ());
+                (err, from_str)
+            })
+            .expect("spawn test thread");
+        let (err, from_str) = handle.join().expect("test thread");
+        let err = err.unwrap_err();
+        assert_eq!(err.message, "filter nests deeper than 32 levels");
+        assert_eq!(err.path, vec!["$not"; MAX_FILTER_DEPTH].join("."));
+        assert_eq!(from_str.unwrap_err().path, "");
+
+        // Within serde_json's own nesting limit, the depth check reports it.
+        let text = "{\"$not\":".repeat(100) + "{}" + &"}".repeat(100);
+        let err = Filter::from_json_str(&text).unwrap_err();
+        assert_eq!(err.message, "filter nests deeper than 32 levels");
+    }
+
+    // ---- validate --------------------------------------------------------------------------
+
+    #[test]
+    fn validate_checks_trees_built_in_code() {
+        assert_eq!(Filter::And(vec![]).validate(), Ok(()));
+        let mut deep = cond("a", Op::Exists(true));
+        for _ in 0..MAX_FILTER_DEPTH - 1 {
+            deep = Filter::Not(Box::new(deep));
+        }
+        assert_eq!(deep.validate(), Ok(()));
+        let deeper = Filter::Or(vec![deep]);
+        let err = deeper.validate().unwrap_err();
+        assert_eq!(err.message, "filter nests deeper than 32 levels");
+        // A too-deep filter matches nothing instead of recursing without bound.
+        assert!(!deeper.matches(&payload(json!({"a": 1}))));
+
+        let err = Filter::And(vec![cond("a", Op::Exists(true)), cond("", Op::Exists(true))])
+            .validate()
+            .unwrap_err();
+        assert_eq!((err.path.as_str(), err.message.as_str()), ("$and[1]", "empty field key"));
+
+        let err = Filter::Not(Box::new(cond("x..y", Op::Exists(true))))
+            .validate()
+            .unwrap_err();
+        assert_eq!(err.path, "$not.x..y");
+
+        let err = cond("$x", Op::Exists(true)).validate().unwrap_err();
+        assert_eq!(err.path, "$x");
+
+        let err = Filter::Or(vec![]).validate().unwrap_err();
+        assert_eq!(err.path, "$or");
+
+        let err = Filter::Or(vec![cond("a", Op::Nin(vec![]))])
+            .validate()
+            .unwrap_err();
+        assert_eq!(err.path, "$or[0].a.$nin");
+
+        let err = cond("a", Op::Range(Range::default())).validate().unwrap_err();
+        assert_eq!((err.path.as_str(), err.message.as_str()), ("a", "range has no bounds"));
+    }
+
+    // ---- evaluation ------------------------------------------------------------------------
+
+    #[test]
+    fn eq_compares_by_type_and_numerically() {
+        let doc = json!({"s": "x", "n": 3, "f": 2.5, "b": true});
+        assert!(matches(json!({"s": "x"}), doc.clone()));
+        assert!(!matches(json!({"s": "X"}), doc.clone()));
+        assert!(matches(json!({"n": 3.0}), doc.clone()));
+        assert!(matches(json!({"f": 2.5}), doc.clone()));
+        assert!(!matches(json!({"n": "3"}), doc.clone()));
+        assert!(matches(json!({"b": true}), doc.clone()));
+        assert!(!matches(json!({"b": 1}), doc.clone()));
+        assert!(!matches(json!({"missing": "x"}), doc));
+    }
+
+    #[test]
+    fn arrays_match_when_any_element_does() {
+        let doc = json!({"tags": ["a", "b", 7], "nums": [1, 5, 9]});
+        assert!(matches(json!({"tags": "b"}), doc.clone()));
+        assert!(matches(json!({"tags": 7}), doc.clone()));
+        assert!(!matches(json!({"tags": "c"}), doc.clone()));
+        assert!(!matches(json!({"tags": {"$ne": "a"}}), doc.clone()));
+        assert!(matches(json!({"tags": {"$in": ["z", "a"]}}), doc.clone()));
+        assert!(matches(json!({"tags": {"$nin": ["z", "y"]}}), doc.clone()));
+        assert!(!matches(json!({"tags": {"$nin": ["z", "b"]}}), doc.clone()));
+        assert!(matches(json!({"nums": {"$gt": 4, "$lt": 6}}), doc.clone()));
+        assert!(!matches(json!({"nums": {"$gt": 5, "$lt": 9}}), doc));
+    }
+
+    #[test]
+    fn nested_keys_follow_objects() {
+        let doc = json!({"meta": {"author": {"name": "ann", "age": 40}}, "flat": 1});
+        assert!(matches(json!({"meta.author.name": "ann"}), doc.clone()));
+        assert!(matches(json!({"meta.author.age": {"$gte": 40}}), doc.clone()));
+        assert!(!matches(json!({"meta.author.name.first": "ann"}), doc.clone()));
+        assert!(!matches(json!({"flat.x": {"$exists": true}}), doc.clone()));
+        assert!(matches(json!({"meta.author": {"$exists": true}}), doc.clone()));
+        let doc = payload(doc);
+        assert_eq!(lookup(&doc, "meta.author.name"), Some(&json!("ann")));
+        assert_eq!(lookup(&doc, "meta.nobody"), None);
+        assert_eq!(lookup(&doc, ""), None);
+    }
+
+    #[test]
+    fn absent_and_null_fields() {
+        let doc = json!({"a": null, "b": 1});
+        for key in ["a", "missing"] {
+            assert!(!matches(json!({key: {"$exists": true}}), doc.clone()));
+            assert!(matches(json!({key: {"$exists": false}}), doc.clone()));
+            assert!(matches(json!({key: {"$ne": 1}}), doc.clone()));
+            assert!(matches(json!({key: {"$nin": [1]}}), doc.clone()));
+            assert!(!matches(json!({key: {"$in": [1]}}), doc.clone()));
+            assert!(!matches(json!({key: {"$gte": 0}}), doc.clone()));
+        }
+        assert!(matches(json!({"b": {"$exists": true}}), doc.clone()));
+        assert!(!matches(json!({"b": {"$exists": false}}), doc));
+    }
+
+    #[test]
+    fn logical_operators() {
+        let doc = json!({"a": 1, "b": "x"});
+        assert!(matches(json!({}), doc.clone()));
+        assert!(matches(json!({"a": 1, "b": "x"}), doc.clone()));
+        assert!(!matches(json!({"a": 1, "b": "y"}), doc.clone()));
+        assert!(matches(json!({"$or": [{"a": 2}, {"b": "x"}]}), doc.clone()));
+        assert!(!matches(json!({"$or": [{"a": 2}, {"b": "y"}]}), doc.clone()));
+        assert!(matches(json!({"$not": {"a": 2}}), doc.clone()));
+        assert!(!matches(json!({"$and": [{"a": 1}, {"$not": {"b": "x"}}]}), doc));
+    }
+
+    #[test]
+    fn ranges_respect_strictness_and_types() {
+        let doc = json!({"n": 5, "s": "5"});
+        assert!(matches(json!({"n": {"$gte": 5}}), doc.clone()));
+        assert!(!matches(json!({"n": {"$gt": 5}}), doc.clone()));
+        assert!(matches(json!({"n": {"$lte": 5}}), doc.clone()));
+        assert!(!matches(json!({"n": {"$lt": 5}}), doc.clone()));
+        assert!(matches(json!({"n": {"$gt": 4.5, "$lt": 5.5}}), doc.clone()));
+        assert!(!matches(json!({"s": {"$gte": 0}}), doc));
+    }
+
+    #[test]
+    fn datetime_ranges() {
+        let doc = json!({
+            "t": "2024-01-15T10:00:00+02:00", // 08:00Z
+            "d": "2024-01-15",
+            "epoch": 1_705_276_800, // 2024-01-15T00:00:00Z in seconds
+            "bad": "yesterday",
+            "many": ["2020-01-01", "2024-06-01T00:00:00Z"]
+        });
+        assert!(matches(json!({"t": {"$gt": "2024-01-15T07:59:59Z"}}), doc.clone()));
+        assert!(matches(json!({"t": {"$lte": "2024-01-15T08:00:00Z"}}), doc.clone()));
+        assert!(!matches(json!({"t": {"$lt": "2024-01-15T08:00:00Z"}}), doc.clone()));
+        assert!(matches(
+            json!({"t": {"$gte": "2024-01-15T09:00:00+01:00"}}),
+            doc.clone()
+        ));
+        assert!(matches(
+            json!({"t": {"$gt": "2024-01-15T07:59:59.999999Z"}}),
+            doc.clone()
+        ));
+        assert!(matches(json!({"d": {"$gte": "2024-01-15T00:00:00Z"}}), doc.clone()));
+        assert!(!matches(json!({"d": {"$gt": "2024-01-15"}}), doc.clone()));
+        assert!(matches(json!({"epoch": {"$gte": "2024-01-15"}}), doc.clone()));
+        assert!(!matches(json!({"epoch": {"$gt": "2024-01-15"}}), doc.clone()));
+        assert!(!matches(json!({"bad": {"$gt": "2000-01-01"}}), doc.clone()));
+        assert!(matches(json!({"many": {"$gt": "2024-01-01"}}), doc.clone()));
+        assert!(!matches(json!({"many": {"$gt": "2025-01-01"}}), doc.clone()));
+        // A datetime string never compares with a number bound.
+        assert!(!matches(json!({"d": {"$gt": 0}}), doc));
+    }
+
+    #[test]
+    fn parse_datetime_forms() {
+        assert_eq!(parse_datetime("2024-01-15"), Some(JAN_15));
+        assert_eq!(parse_datetime("2024-01-15T00:00:00Z"), Some(JAN_15));
+        assert_eq!(parse_datetime("2024-01-15T02:00:00+02:00"), Some(JAN_15));
+        assert_eq!(parse_datetime("2024-01-14T19:00:00-05:00"), Some(JAN_15));
+        assert_eq!(parse_datetime("2024-01-15T00:00:00.25Z"), Some(JAN_15 + 250_000));
+        assert_eq!(parse_datetime("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(parse_datetime("1969-12-31"), Some(-86_400_000_000));
+        for bad in [
+            "",
+            "2024-1-15",
+            "2024-02-30",
+            "2024-01-15T10:00:00",
+            "2024-01-15 10:00",
+            "yesterday",
+            "+2024-01-1",
+            "２０２４-01-15",
+        ] {
+            assert_eq!(parse_datetime(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn nan_never_matches() {
+        let doc = payload(json!({"n": 1.0, "tags": [1, 2]}));
+        assert!(!cond("n", Op::Eq(Scalar::Number(f64::NAN))).matches(&doc));
+        assert!(!cond("n", Op::In(vec![Scalar::Number(f64::NAN)])).matches(&doc));
+        assert!(cond("n", Op::Ne(Scalar::Number(f64::NAN))).matches(&doc));
+        for range in [
+            Range {
+                gt: Some(Bound::Number(f64::NAN)),
+                ..Range::default()
+            },
+            Range {
+                lte: Some(Bound::Number(f64::NAN)),
+                ..Range::default()
+            },
+        ] {
+            assert!(!cond("n", Op::Range(range)).matches(&doc));
+            assert!(!cond("tags", Op::Range(range)).matches(&doc));
+        }
+    }
+
+    #[test]
+    fn seconds_convert_to_micros() {
+        assert_eq!(seconds_to_micros(1.5), Some(1_500_000));
+        assert_eq!(seconds_to_micros(-1.0), Some(-1_000_000));
+        assert_eq!(seconds_to_micros(f64::NAN), None);
+        assert_eq!(seconds_to_micros(1e300), None);
+        assert_eq!(value_micros(&json!(true)), None);
+    }
+}

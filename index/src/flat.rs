@@ -1,0 +1,180 @@
+//! Exact search: a contiguous vector arena addressed by slot, and a bounded top-k.
+//!
+//! [`VectorArena`] stores one vector per slot back to back (`slot * dim`), so a scan is a linear
+//! walk through memory. Vectors are stored already [`prepare`](crate::distance::Metric::prepare)d.
+//! [`TopK`] keeps the best `k` hits seen so far in a heap whose top is the worst kept hit.
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+
+use crate::distance::Metric;
+use crate::{ScoredSlot, Slot};
+
+/// Vectors of one dimension, addressed by slot.
+#[derive(Debug, Clone)]
+pub struct VectorArena {
+    dim: usize,
+    data: Vec<f32>,
+}
+
+impl VectorArena {
+    pub fn new(dim: usize) -> Self {
+        Self { dim, data: Vec::new() }
+    }
+
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Number of slots allocated (live or not).
+    pub fn len(&self) -> usize {
+        self.data.len() / self.dim.max(1)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// Stores `vector` at `slot`, growing the arena (with zero vectors) as needed.
+    pub fn set(&mut self, slot: Slot, vector: &[f32]) {
+        debug_assert_eq!(vector.len(), self.dim);
+        let start = slot as usize * self.dim;
+        if self.data.len() < start + self.dim {
+            self.data.resize(start + self.dim, 0.0);
+        }
+        self.data[start..start + self.dim].copy_from_slice(vector);
+    }
+
+    /// The vector at `slot`, if the arena reaches that far.
+    pub fn get(&self, slot: Slot) -> Option<&[f32]> {
+        let start = slot as usize * self.dim;
+        self.data.get(start..start + self.dim)
+    }
+
+    /// Bytes held by the vectors.
+    pub fn memory_bytes(&self) -> usize {
+        self.data.capacity() * std::mem::size_of::<f32>()
+    }
+
+    /// Exact top-k over `slots`, best first.
+    pub fn search(
+        &self,
+        metric: Metric,
+        query: &[f32],
+        k: usize,
+        slots: impl IntoIterator<Item = Slot>,
+    ) -> Vec<ScoredSlot> {
+        let mut top = TopK::new(metric, k);
+        for slot in slots {
+            if let Some(v) = self.get(slot) {
+                top.push(ScoredSlot {
+                    slot,
+                    score: metric.score(query, v),
+                });
+            }
+        }
+        top.into_sorted_vec()
+    }
+}
+
+/// The best `k` scored slots seen so far.
+pub struct TopK {
+    metric: Metric,
+    k: usize,
+    heap: BinaryHeap<Ranked>,
+}
+
+/// Orders hits so the heap's top is the *worst* kept hit; ties broken by slot for determinism.
+struct Ranked {
+    hit: ScoredSlot,
+    higher_is_better: bool,
+}
+
+impl Ranked {
+    fn key(&self) -> f32 {
+        if self.higher_is_better {
+            -self.hit.score
+        } else {
+            self.hit.score
+        }
+    }
+}
+
+impl PartialEq for Ranked {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Ranked {}
+impl PartialOrd for Ranked {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Ranked {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.key()
+            .total_cmp(&other.key())
+            .then(self.hit.slot.cmp(&other.hit.slot))
+    }
+}
+
+impl TopK {
+    pub fn new(metric: Metric, k: usize) -> Self {
+        Self {
+            metric,
+            k,
+            heap: BinaryHeap::with_capacity(k + 1),
+        }
+    }
+
+    pub fn push(&mut self, hit: ScoredSlot) {
+        if self.k == 0 || hit.score.is_nan() {
+            return;
+        }
+        let ranked = Ranked {
+            hit,
+            higher_is_better: self.metric.higher_is_better(),
+        };
+        if self.heap.len() < self.k {
+            self.heap.push(ranked);
+        } else if let Some(worst) = self.heap.peek() {
+            if ranked < *worst {
+                self.heap.pop();
+                self.heap.push(ranked);
+            }
+        }
+    }
+
+    /// The kept hits, best first.
+    pub fn into_sorted_vec(self) -> Vec<ScoredSlot> {
+        self.heap.into_sorted_vec().into_iter().map(|r| r.hit).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_k_keeps_best_in_order() {
+        let mut arena = VectorArena::new(1);
+        for (slot, x) in [5.0f32, 1.0, 3.0, 2.0, 4.0].iter().enumerate() {
+            arena.set(slot as Slot, &[*x]);
+        }
+        let hits = arena.search(Metric::L2, &[0.0], 3, 0..5);
+        let slots: Vec<Slot> = hits.iter().map(|h| h.slot).collect();
+        assert_eq!(slots, vec![1, 3, 2]);
+        let hits = arena.search(Metric::Dot, &[1.0], 2, 0..5);
+        let slots: Vec<Slot> = hits.iter().map(|h| h.slot).collect();
+        assert_eq!(slots, vec![0, 4]);
+    }
+
+    #[test]
+    fn search_skips_slots_beyond_the_arena_and_k_zero() {
+        let mut arena = VectorArena::new(2);
+        arena.set(0, &[1.0, 1.0]);
+        assert_eq!(arena.search(Metric::L2, &[0.0, 0.0], 5, [0, 7]).len(), 1);
+        assert!(arena.search(Metric::L2, &[0.0, 0.0], 0, [0]).is_empty());
+    }
+}

@@ -1,0 +1,24 @@
+//! quiver's index algorithms: pure, synchronous code with no I/O.
+//!
+//! - [`distance`]: metrics and SIMD distance kernels (AVX2/FMA detected at run time, scalar fallback);
+//! - [`filter`]: the payload filter language (Mongo/Pinecone-style JSON) and its evaluation;
+//! - [`payload_index`]: per-field payload indexes that bound the candidates of a filter;
+//! - [`flat`]: exact top-k search;
+//! - [`hnsw`]: the HNSW graph (via `hnsw_rs`) with filtered search and dump/load.
+
+pub mod distance;
+pub mod filter;
+pub mod flat;
+pub mod hnsw;
+pub mod payload_index;
+
+/// Position of one stored vector version inside an index. A point that is replaced gets a new
+/// slot; the old slot becomes a tombstone.
+pub type Slot = u32;
+
+/// One search hit: a slot and its user-facing score (see [`distance::Metric::score`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ScoredSlot {
+    pub slot: Slot,
+    pub score: f32,
+}
