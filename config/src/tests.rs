@@ -205,7 +205,10 @@ fn env_value_of_wrong_type_names_the_variable() {
 fn unknown_file_keys_are_errors_naming_them() {
     let message = parse_message(Config::from_toml_str("[limits]\nmax_batch_pointz = 1\n"));
     assert!(message.contains("max_batch_pointz"), "{message}");
-    assert!(message.contains("for key \"limits.max_batch_pointz\""), "{message}");
+    assert!(
+        message.contains("for key \"limits.max_batch_pointz\""),
+        "{message}"
+    );
 
     let message = parse_message(Config::from_toml_str("[limitz]\nmax_batch_points = 1\n"));
     assert!(message.contains("limitz"), "{message}");
@@ -348,6 +351,8 @@ fn missing_file_is_a_read_error() {
 }
 
 #[test]
+// `Jail::expect_with` fixes the closure's error type to figment's (large) `Error`.
+#[allow(clippy::result_large_err)]
 fn load_reads_the_process_environment() {
     figment::Jail::expect_with(|jail| {
         jail.create_file(

@@ -465,9 +465,10 @@ fn parse_object(map: &Map<String, Value>, path: &str, level: usize) -> Result<Fi
     match map.len() {
         0 => Ok(Filter::And(Vec::new())),
         1 => {
-            let (key, value) = map.iter().next().ok_or_else(|| {
-                FilterError::new(path, "expected a filter object with one entry")
-            })?;
+            let (key, value) = map
+                .iter()
+                .next()
+                .ok_or_else(|| FilterError::new(path, "expected a filter object with one entry"))?;
             parse_entry(key, value, path, level)
         }
         _ => map
@@ -665,7 +666,10 @@ fn parse_scalars(value: &Value, path: &str) -> Result<Vec<Scalar>, FilterError> 
             .collect(),
         other => Err(FilterError::new(
             path,
-            format!("expected a non-empty array of values, got {}", describe(other)),
+            format!(
+                "expected a non-empty array of values, got {}",
+                describe(other)
+            ),
         )),
     }
 }
@@ -1090,7 +1094,10 @@ mod tests {
         }
         assert!(Filter::from_json(&value).is_ok());
         let err = parse_err(json!({ "$not": value }));
-        assert_eq!(err.path, vec!["$not"; MAX_FILTER_DEPTH - 1].join(".") + ".a");
+        assert_eq!(
+            err.path,
+            vec!["$not"; MAX_FILTER_DEPTH - 1].join(".") + ".a"
+        );
     }
 
     #[test]
@@ -1135,10 +1142,16 @@ mod tests {
         // A too-deep filter matches nothing instead of recursing without bound.
         assert!(!deeper.matches(&payload(json!({"a": 1}))));
 
-        let err = Filter::And(vec![cond("a", Op::Exists(true)), cond("", Op::Exists(true))])
-            .validate()
-            .unwrap_err();
-        assert_eq!((err.path.as_str(), err.message.as_str()), ("$and[1]", "empty field key"));
+        let err = Filter::And(vec![
+            cond("a", Op::Exists(true)),
+            cond("", Op::Exists(true)),
+        ])
+        .validate()
+        .unwrap_err();
+        assert_eq!(
+            (err.path.as_str(), err.message.as_str()),
+            ("$and[1]", "empty field key")
+        );
 
         let err = Filter::Not(Box::new(cond("x..y", Op::Exists(true))))
             .validate()
@@ -1156,8 +1169,13 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.path, "$or[0].a.$nin");
 
-        let err = cond("a", Op::Range(Range::default())).validate().unwrap_err();
-        assert_eq!((err.path.as_str(), err.message.as_str()), ("a", "range has no bounds"));
+        let err = cond("a", Op::Range(Range::default()))
+            .validate()
+            .unwrap_err();
+        assert_eq!(
+            (err.path.as_str(), err.message.as_str()),
+            ("a", "range has no bounds")
+        );
     }
 
     // ---- evaluation ------------------------------------------------------------------------
@@ -1193,10 +1211,19 @@ mod tests {
     fn nested_keys_follow_objects() {
         let doc = json!({"meta": {"author": {"name": "ann", "age": 40}}, "flat": 1});
         assert!(matches(json!({"meta.author.name": "ann"}), doc.clone()));
-        assert!(matches(json!({"meta.author.age": {"$gte": 40}}), doc.clone()));
-        assert!(!matches(json!({"meta.author.name.first": "ann"}), doc.clone()));
+        assert!(matches(
+            json!({"meta.author.age": {"$gte": 40}}),
+            doc.clone()
+        ));
+        assert!(!matches(
+            json!({"meta.author.name.first": "ann"}),
+            doc.clone()
+        ));
         assert!(!matches(json!({"flat.x": {"$exists": true}}), doc.clone()));
-        assert!(matches(json!({"meta.author": {"$exists": true}}), doc.clone()));
+        assert!(matches(
+            json!({"meta.author": {"$exists": true}}),
+            doc.clone()
+        ));
         let doc = payload(doc);
         assert_eq!(lookup(&doc, "meta.author.name"), Some(&json!("ann")));
         assert_eq!(lookup(&doc, "meta.nobody"), None);
@@ -1225,9 +1252,15 @@ mod tests {
         assert!(matches(json!({"a": 1, "b": "x"}), doc.clone()));
         assert!(!matches(json!({"a": 1, "b": "y"}), doc.clone()));
         assert!(matches(json!({"$or": [{"a": 2}, {"b": "x"}]}), doc.clone()));
-        assert!(!matches(json!({"$or": [{"a": 2}, {"b": "y"}]}), doc.clone()));
+        assert!(!matches(
+            json!({"$or": [{"a": 2}, {"b": "y"}]}),
+            doc.clone()
+        ));
         assert!(matches(json!({"$not": {"a": 2}}), doc.clone()));
-        assert!(!matches(json!({"$and": [{"a": 1}, {"$not": {"b": "x"}}]}), doc));
+        assert!(!matches(
+            json!({"$and": [{"a": 1}, {"$not": {"b": "x"}}]}),
+            doc
+        ));
     }
 
     #[test]
@@ -1250,9 +1283,18 @@ mod tests {
             "bad": "yesterday",
             "many": ["2020-01-01", "2024-06-01T00:00:00Z"]
         });
-        assert!(matches(json!({"t": {"$gt": "2024-01-15T07:59:59Z"}}), doc.clone()));
-        assert!(matches(json!({"t": {"$lte": "2024-01-15T08:00:00Z"}}), doc.clone()));
-        assert!(!matches(json!({"t": {"$lt": "2024-01-15T08:00:00Z"}}), doc.clone()));
+        assert!(matches(
+            json!({"t": {"$gt": "2024-01-15T07:59:59Z"}}),
+            doc.clone()
+        ));
+        assert!(matches(
+            json!({"t": {"$lte": "2024-01-15T08:00:00Z"}}),
+            doc.clone()
+        ));
+        assert!(!matches(
+            json!({"t": {"$lt": "2024-01-15T08:00:00Z"}}),
+            doc.clone()
+        ));
         assert!(matches(
             json!({"t": {"$gte": "2024-01-15T09:00:00+01:00"}}),
             doc.clone()
@@ -1261,13 +1303,25 @@ mod tests {
             json!({"t": {"$gt": "2024-01-15T07:59:59.999999Z"}}),
             doc.clone()
         ));
-        assert!(matches(json!({"d": {"$gte": "2024-01-15T00:00:00Z"}}), doc.clone()));
+        assert!(matches(
+            json!({"d": {"$gte": "2024-01-15T00:00:00Z"}}),
+            doc.clone()
+        ));
         assert!(!matches(json!({"d": {"$gt": "2024-01-15"}}), doc.clone()));
-        assert!(matches(json!({"epoch": {"$gte": "2024-01-15"}}), doc.clone()));
-        assert!(!matches(json!({"epoch": {"$gt": "2024-01-15"}}), doc.clone()));
+        assert!(matches(
+            json!({"epoch": {"$gte": "2024-01-15"}}),
+            doc.clone()
+        ));
+        assert!(!matches(
+            json!({"epoch": {"$gt": "2024-01-15"}}),
+            doc.clone()
+        ));
         assert!(!matches(json!({"bad": {"$gt": "2000-01-01"}}), doc.clone()));
         assert!(matches(json!({"many": {"$gt": "2024-01-01"}}), doc.clone()));
-        assert!(!matches(json!({"many": {"$gt": "2025-01-01"}}), doc.clone()));
+        assert!(!matches(
+            json!({"many": {"$gt": "2025-01-01"}}),
+            doc.clone()
+        ));
         // A datetime string never compares with a number bound.
         assert!(!matches(json!({"d": {"$gt": 0}}), doc));
     }
@@ -1278,7 +1332,10 @@ mod tests {
         assert_eq!(parse_datetime("2024-01-15T00:00:00Z"), Some(JAN_15));
         assert_eq!(parse_datetime("2024-01-15T02:00:00+02:00"), Some(JAN_15));
         assert_eq!(parse_datetime("2024-01-14T19:00:00-05:00"), Some(JAN_15));
-        assert_eq!(parse_datetime("2024-01-15T00:00:00.25Z"), Some(JAN_15 + 250_000));
+        assert_eq!(
+            parse_datetime("2024-01-15T00:00:00.25Z"),
+            Some(JAN_15 + 250_000)
+        );
         assert_eq!(parse_datetime("1970-01-01T00:00:00Z"), Some(0));
         assert_eq!(parse_datetime("1969-12-31"), Some(-86_400_000_000));
         for bad in [

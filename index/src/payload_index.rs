@@ -242,7 +242,7 @@ impl FieldIndex {
     }
 
     /// Slots whose value may `$eq` the scalar, or `None` when this index can't tell.
-    fn eq(&self, scalar: &Scalar) -> Option<RoaringBitmap> {
+    fn eq_slots(&self, scalar: &Scalar) -> Option<RoaringBitmap> {
         match (self, scalar) {
             (FieldIndex::Keyword(map), Scalar::String(s)) => {
                 Some(map.get(s).cloned().unwrap_or_default())
@@ -255,7 +255,7 @@ impl FieldIndex {
     }
 
     /// Slots with a value in the range, or `None` when this index can't tell.
-    fn range(&self, range: &Range) -> Option<RoaringBitmap> {
+    fn range_slots(&self, range: &Range) -> Option<RoaringBitmap> {
         match self {
             FieldIndex::Keyword(_) => None,
             FieldIndex::Integer { .. } | FieldIndex::Float(_) => {
@@ -554,15 +554,15 @@ impl PayloadIndex {
     fn condition_candidates(&self, condition: &Condition) -> Option<RoaringBitmap> {
         let (_, field) = self.fields.iter().find(|(n, _)| *n == condition.key)?;
         match &condition.op {
-            Op::Eq(scalar) => field.eq(scalar),
+            Op::Eq(scalar) => field.eq_slots(scalar),
             Op::In(scalars) => {
                 let mut slots = RoaringBitmap::new();
                 for scalar in scalars {
-                    slots |= field.eq(scalar)?;
+                    slots |= field.eq_slots(scalar)?;
                 }
                 Some(slots)
             }
-            Op::Range(range) => field.range(range),
+            Op::Range(range) => field.range_slots(range),
             Op::Ne(_) | Op::Nin(_) | Op::Exists(_) => None,
         }
     }
@@ -663,7 +663,10 @@ mod tests {
             json!({"kw": "c", "m": {"k": "a"}}),
             json!({"kw": 1}),
         ]);
-        assert_eq!(candidates(&index, json!({"kw": "a"})), Some(bitmap(&[0, 1])));
+        assert_eq!(
+            candidates(&index, json!({"kw": "a"})),
+            Some(bitmap(&[0, 1]))
+        );
         assert_eq!(candidates(&index, json!({"kw": "zzz"})), Some(bitmap(&[])));
         assert_eq!(
             candidates(&index, json!({"kw": {"$in": ["b", "c"]}})),
@@ -719,7 +722,10 @@ mod tests {
             );
         }
         // Datetime bounds on numeric fields and number eq on keyword fields are not bounded.
-        assert_eq!(candidates(&index, json!({"int": {"$gt": "2024-01-01"}})), None);
+        assert_eq!(
+            candidates(&index, json!({"int": {"$gt": "2024-01-01"}})),
+            None
+        );
         assert_eq!(candidates(&index, json!({"flt": "x"})), None);
     }
 
@@ -755,7 +761,7 @@ mod tests {
     #[test]
     fn nan_and_infinite_bounds() {
         let index = index_of(&[json!({"int": 1, "flt": 1.5})]);
-        let nan = |key: &str, range: Range| {
+        let range_on = |key: &str, range: Range| {
             Filter::Condition(Condition {
                 key: key.to_string(),
                 op: Op::Range(range),
@@ -766,7 +772,7 @@ mod tests {
                 lt: Some(Bound::Number(f64::NAN)),
                 ..Range::default()
             };
-            assert_eq!(index.candidates(&nan(key, lt_nan)), Some(bitmap(&[])));
+            assert_eq!(index.candidates(&range_on(key, lt_nan)), Some(bitmap(&[])));
             let eq_nan = Filter::Condition(Condition {
                 key: key.to_string(),
                 op: Op::Eq(Scalar::Number(f64::NAN)),
@@ -777,7 +783,7 @@ mod tests {
                 lt: Some(Bound::Number(f64::INFINITY)),
                 ..Range::default()
             };
-            assert_eq!(index.candidates(&nan(key, all)), Some(bitmap(&[0])));
+            assert_eq!(index.candidates(&range_on(key, all)), Some(bitmap(&[0])));
         }
     }
 
@@ -793,8 +799,14 @@ mod tests {
         let cases = [
             (json!({"dt": {"$gt": "2024-01-15"}}), vec![1]),
             (json!({"dt": {"$gte": "2024-01-15"}}), vec![0, 1, 2]),
-            (json!({"dt": {"$lt": "2024-01-15T08:00:00Z"}}), vec![0, 2, 3]),
-            (json!({"dt": {"$lte": "2024-01-15T08:00:00Z"}}), vec![0, 1, 2, 3]),
+            (
+                json!({"dt": {"$lt": "2024-01-15T08:00:00Z"}}),
+                vec![0, 2, 3],
+            ),
+            (
+                json!({"dt": {"$lte": "2024-01-15T08:00:00Z"}}),
+                vec![0, 1, 2, 3],
+            ),
             (
                 json!({"dt": {"$gt": "2019-12-31", "$lt": "2021-01-01"}}),
                 vec![3],
@@ -863,7 +875,10 @@ mod tests {
             json!({"kw": "a", "int": [1, 2.5], "flt": 0.5, "dt": 1_704_067_200}),
         ];
         let mut index = index_of(&docs);
-        assert_eq!(candidates(&index, json!({"kw": "a"})), Some(bitmap(&[0, 1])));
+        assert_eq!(
+            candidates(&index, json!({"kw": "a"})),
+            Some(bitmap(&[0, 1]))
+        );
         assert_eq!(candidates(&index, json!({"int": 1})), Some(bitmap(&[0, 1])));
         assert_eq!(
             candidates(&index, json!({"dt": {"$gte": "2024-01-01"}})),
@@ -907,8 +922,8 @@ mod tests {
 
     // ---- property: candidates is a superset of the matching slots ---------------------------
 
-    const KEYS: [&str; 6] = ["kw", "int", "flt", "dt", "m.k", "free"];
-    const STRINGS: [&str; 7] = [
+    static KEYS: [&str; 6] = ["kw", "int", "flt", "dt", "m.k", "free"];
+    static STRINGS: [&str; 7] = [
         "a",
         "b",
         "2024-01-01",
@@ -917,7 +932,7 @@ mod tests {
         "2024-01-02T00:00:00.5Z",
         "2023-12-31",
     ];
-    const NUMBERS: [f64; 12] = [
+    static NUMBERS: [f64; 12] = [
         -1.5,
         -0.0,
         0.0,
@@ -957,7 +972,7 @@ mod tests {
     fn payload_strategy() -> impl Strategy<Value = Map<String, Value>> {
         proptest::collection::vec(
             (
-                proptest::sample::select(&["kw", "int", "flt", "dt", "m", "free"][..]),
+                proptest::sample::select(vec!["kw", "int", "flt", "dt", "m", "free"]),
                 field_value(),
             ),
             0..6,
@@ -991,22 +1006,23 @@ mod tests {
             2 => Just(None),
             2 => (-3i64..4).prop_map(|i| Some(Bound::Number(i as f64))),
             2 => proptest::sample::select(&NUMBERS[..]).prop_map(|x| Some(Bound::Number(x))),
-            1 => proptest::sample::select(&[f64::NAN, f64::INFINITY, f64::NEG_INFINITY][..])
+            1 => proptest::sample::select(vec![f64::NAN, f64::INFINITY, f64::NEG_INFINITY])
                 .prop_map(|x| Some(Bound::Number(x))),
             3 => datetime.prop_map(Some),
         ]
     }
 
     fn condition() -> impl Strategy<Value = Filter> {
-        let op = prop_oneof![
-            scalar().prop_map(Op::Eq),
-            scalar().prop_map(Op::Ne),
-            proptest::collection::vec(scalar(), 1..4).prop_map(Op::In),
-            proptest::collection::vec(scalar(), 1..4).prop_map(Op::Nin),
-            (bound(), bound(), bound(), bound())
-                .prop_map(|(gt, gte, lt, lte)| Op::Range(Range { gt, gte, lt, lte })),
-            any::<bool>().prop_map(Op::Exists),
-        ];
+        let op =
+            prop_oneof![
+                scalar().prop_map(Op::Eq),
+                scalar().prop_map(Op::Ne),
+                proptest::collection::vec(scalar(), 1..4).prop_map(Op::In),
+                proptest::collection::vec(scalar(), 1..4).prop_map(Op::Nin),
+                (bound(), bound(), bound(), bound())
+                    .prop_map(|(gt, gte, lt, lte)| Op::Range(Range { gt, gte, lt, lte })),
+                any::<bool>().prop_map(Op::Exists),
+            ];
         (proptest::sample::select(&KEYS[..]), op).prop_map(|(key, op)| {
             Filter::Condition(Condition {
                 key: key.to_string(),

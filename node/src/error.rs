@@ -1,0 +1,36 @@
+//! The node's error type. Every failure a request can meet is one variant here; the gRPC layer
+//! maps them to status codes in exactly one place (`service::status`).
+
+use thiserror::Error;
+
+/// Errors of the node library.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum NodeError {
+    /// The request is malformed; `field` names where (e.g. `points[3].vector`).
+    #[error("{field}: {message}")]
+    InvalidArgument { field: String, message: String },
+    /// A named thing does not exist (e.g. `collection \`docs\``).
+    #[error("{0} not found")]
+    NotFound(String),
+    /// A named thing exists already.
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    /// The storage engine failed; the write did not happen.
+    #[error("storage: {0}")]
+    Storage(String),
+    /// A bug or an impossible state.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl NodeError {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        NodeError::InvalidArgument {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Result with [`NodeError`].
+pub type Result<T, E = NodeError> = std::result::Result<T, E>;

@@ -1,0 +1,309 @@
+//! The state machine: applies [`Command`]s in log order onto storage, then onto the in-memory
+//! collections.
+//!
+//! Invariants:
+//! - `apply(index, cmd)` with `index <= last_applied` changes nothing (re-delivery is a no-op);
+//! - the last applied index is written in the same atomic batch as the command's data, so after a
+//!   crash storage holds a prefix of the log, never half an entry;
+//! - a command that cannot take effect (unknown collection, wrong dimension after a re-create) is
+//!   still consumed: the index advances, nothing else changes, and the error is returned. The
+//!   outcome depends only on the state and the command, so every replica agrees;
+//! - memory (collections, graphs) is updated only after the batch is durable, and is always
+//!   derivable from storage.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use quiver_index::Slot;
+use tracing::info;
+
+use crate::collection::Collection;
+use crate::command::{CollectionsCommand, Command, PointsCommand};
+use crate::error::{NodeError, Result};
+use crate::point::{CollectionMeta, JsonMap, PointId, PointRecord};
+use crate::storage::{prefix_end, Storage, Table, WriteBatch};
+
+const APPLIED_KEY: &[u8] = b"applied";
+const COLLECTION_PREFIX: &[u8] = b"collection/";
+const NEXT_SLOT_PREFIX: &[u8] = b"next_slot/";
+
+fn collection_key(name: &str) -> Vec<u8> {
+    [COLLECTION_PREFIX, name.as_bytes()].concat()
+}
+
+fn next_slot_key(collection_id: u64) -> Vec<u8> {
+    [NEXT_SLOT_PREFIX, &collection_id.to_be_bytes()].concat()
+}
+
+/// Key prefix of a collection's points.
+pub fn points_prefix(collection_id: u64) -> Vec<u8> {
+    collection_id.to_be_bytes().to_vec()
+}
+
+/// Key of one point.
+pub fn point_key(collection_id: u64, id: &PointId) -> Vec<u8> {
+    [points_prefix(collection_id), id.to_key()].concat()
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {
+    bincode::serialize(value).map_err(|e| NodeError::Internal(format!("encode: {e}")))
+}
+
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    bincode::deserialize(bytes).map_err(|e| NodeError::Storage(format!("corrupt record: {e}")))
+}
+
+/// The collections a node serves, shared by the state machine (writer) and readers.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    collections: RwLock<BTreeMap<String, Arc<Collection>>>,
+}
+
+impl Catalog {
+    pub fn get(&self, name: &str) -> Result<Arc<Collection>> {
+        self.collections
+            .read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| NodeError::NotFound(format!("collection `{name}`")))
+    }
+
+    pub fn list(&self) -> Vec<Arc<Collection>> {
+        self.collections.read().values().cloned().collect()
+    }
+}
+
+/// The result of applying one command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    pub index: u64,
+    /// Points written or deleted, or collections created or dropped.
+    pub affected: u64,
+    /// True when the index had been applied before and nothing was done.
+    pub duplicate: bool,
+}
+
+/// What to do in memory once a batch is durable.
+enum Effect {
+    Create(CollectionMeta),
+    Drop(Arc<Collection>),
+    Upsert(Arc<Collection>, Vec<(PointId, Slot, Vec<f32>, JsonMap)>),
+    Delete(Arc<Collection>, Vec<PointId>),
+}
+
+/// Applies commands to storage and collections.
+pub struct StateMachine {
+    storage: Arc<dyn Storage>,
+    catalog: Arc<Catalog>,
+    graph_root: PathBuf,
+    applied: u64,
+}
+
+impl StateMachine {
+    /// Opens the state in `storage`, rebuilding every collection (graphs from their dumps under
+    /// `graph_root` when present).
+    pub fn open(storage: Arc<dyn Storage>, graph_root: &Path) -> Result<Self> {
+        let applied = match storage.get(Table::Meta, APPLIED_KEY)? {
+            Some(b) => u64::from_be_bytes(
+                b.as_slice()
+                    .try_into()
+                    .map_err(|_| NodeError::Storage("corrupt applied index".into()))?,
+            ),
+            None => 0,
+        };
+        let catalog = Arc::new(Catalog::default());
+        for (_, value) in storage.scan(Table::Meta, COLLECTION_PREFIX, None, usize::MAX)? {
+            let meta: CollectionMeta = decode(&value)?;
+            let mut records = Vec::new();
+            let prefix = points_prefix(meta.id);
+            storage.for_each(Table::Points, &prefix, &mut |k, v| {
+                records.push((PointId::from_key(&k[prefix.len()..])?, decode::<PointRecord>(v)?));
+                Ok(true)
+            })?;
+            let dir = graph_dir(graph_root, meta.id);
+            let (collection, report) = Collection::open(meta, records, &dir)?;
+            info!(
+                collection = %collection.name(),
+                points = report.points,
+                graph_loaded = report.graph_loaded,
+                graph_inserts = report.graph_inserts,
+                elapsed_ms = report.elapsed_ms as u64,
+                "collection opened"
+            );
+            catalog
+                .collections
+                .write()
+                .insert(collection.name().to_string(), Arc::new(collection));
+        }
+        Ok(Self {
+            storage,
+            catalog,
+            graph_root: graph_root.to_path_buf(),
+            applied,
+        })
+    }
+
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog.clone()
+    }
+
+    pub fn last_applied(&self) -> u64 {
+        self.applied
+    }
+
+    /// Where a collection's graph dumps live.
+    pub fn graph_dir(&self, collection_id: u64) -> PathBuf {
+        graph_dir(&self.graph_root, collection_id)
+    }
+
+    /// Applies `command` at log position `index` (see the module invariants).
+    pub fn apply(&mut self, index: u64, command: &Command) -> Result<Applied> {
+        if index <= self.applied {
+            return Ok(Applied {
+                index,
+                affected: 0,
+                duplicate: true,
+            });
+        }
+        let mut batch = WriteBatch::default();
+        let planned = self.plan(index, command, &mut batch);
+        let (effect, affected) = match planned {
+            Ok(x) => x,
+            Err(e @ NodeError::Storage(_)) | Err(e @ NodeError::Internal(_)) => return Err(e),
+            Err(rejected) => {
+                // Consume the index so the log and the state stay in step; change nothing else.
+                let mut only_index = WriteBatch::default();
+                only_index.put(Table::Meta, APPLIED_KEY, index.to_be_bytes().to_vec());
+                self.storage.write(only_index)?;
+                self.applied = index;
+                return Err(rejected);
+            }
+        };
+        batch.put(Table::Meta, APPLIED_KEY, index.to_be_bytes().to_vec());
+        self.storage.write(batch)?;
+        self.applied = index;
+        self.install(effect);
+        Ok(Applied {
+            index,
+            affected,
+            duplicate: false,
+        })
+    }
+
+    /// Validates `command` against the current state and fills `batch` with its data changes.
+    fn plan(&self, index: u64, command: &Command, batch: &mut WriteBatch) -> Result<(Effect, u64)> {
+        match command {
+            Command::Collections(CollectionsCommand::Create(spec)) => {
+                if self.catalog.get(&spec.name).is_ok() {
+                    return Err(NodeError::AlreadyExists(format!("collection `{}`", spec.name)));
+                }
+                let meta = CollectionMeta {
+                    id: index,
+                    spec: spec.clone(),
+                };
+                batch.put(Table::Meta, collection_key(&spec.name), encode(&meta)?);
+                Ok((Effect::Create(meta), 1))
+            }
+            Command::Collections(CollectionsCommand::Drop { name }) => {
+                let collection = self.catalog.get(name)?;
+                let id = collection.meta.id;
+                batch.delete(Table::Meta, collection_key(name));
+                batch.delete(Table::Meta, next_slot_key(id));
+                let prefix = points_prefix(id);
+                let end = prefix_end(&prefix).unwrap_or_else(|| vec![0xff; 9]);
+                batch.delete_range(Table::Points, prefix, end);
+                Ok((Effect::Drop(collection), 1))
+            }
+            Command::Points(PointsCommand::Upsert { collection, points }) => {
+                let collection = self.catalog.get(collection)?;
+                let dim = collection.meta.spec.dim as usize;
+                if let Some((i, p)) = points.iter().enumerate().find(|(_, p)| p.vector.len() != dim) {
+                    return Err(NodeError::invalid(
+                        format!("points[{i}].vector"),
+                        format!("expected {dim} dimensions, got {}", p.vector.len()),
+                    ));
+                }
+                let id = collection.meta.id;
+                let mut next_slot = match self.storage.get(Table::Meta, &next_slot_key(id))? {
+                    Some(b) => u32::from_be_bytes(
+                        b.as_slice()
+                            .try_into()
+                            .map_err(|_| NodeError::Storage("corrupt slot counter".into()))?,
+                    ),
+                    None => 0,
+                };
+                let mut installs = Vec::with_capacity(points.len());
+                for p in points {
+                    let slot = next_slot;
+                    next_slot = next_slot
+                        .checked_add(1)
+                        .ok_or_else(|| NodeError::Internal("slot space exhausted".into()))?;
+                    let record = PointRecord {
+                        slot,
+                        vector: p.vector.clone(),
+                        payload: p.payload.clone(),
+                    };
+                    batch.put(Table::Points, point_key(id, &p.id), encode(&record)?);
+                    installs.push((p.id, slot, record.vector, record.payload));
+                }
+                batch.put(Table::Meta, next_slot_key(id), next_slot.to_be_bytes().to_vec());
+                let n = installs.len() as u64;
+                Ok((Effect::Upsert(collection, installs), n))
+            }
+            Command::Points(PointsCommand::Delete { collection, ids }) => {
+                let collection = self.catalog.get(collection)?;
+                Ok(self.plan_delete(collection, ids.clone(), batch))
+            }
+            Command::Points(PointsCommand::DeleteByFilter { collection, filter }) => {
+                let collection = self.catalog.get(collection)?;
+                let ids = collection.matching_ids(filter);
+                Ok(self.plan_delete(collection, ids, batch))
+            }
+        }
+    }
+
+    fn plan_delete(
+        &self,
+        collection: Arc<Collection>,
+        ids: Vec<PointId>,
+        batch: &mut WriteBatch,
+    ) -> (Effect, u64) {
+        let existing: Vec<PointId> = {
+            let seg = collection.segment();
+            ids.into_iter().filter(|id| seg.slot_of(id).is_some()).collect()
+        };
+        for id in &existing {
+            batch.delete(Table::Points, point_key(collection.meta.id, id));
+        }
+        let n = existing.len() as u64;
+        (Effect::Delete(collection, existing), n)
+    }
+
+    fn install(&mut self, effect: Effect) {
+        match effect {
+            Effect::Create(meta) => {
+                let name = meta.spec.name.clone();
+                // A leftover graph dump of an id can only be stale.
+                let _ = std::fs::remove_dir_all(self.graph_dir(meta.id));
+                self.catalog
+                    .collections
+                    .write()
+                    .insert(name, Arc::new(Collection::new(meta)));
+            }
+            Effect::Drop(collection) => {
+                self.catalog.collections.write().remove(collection.name());
+                let _ = std::fs::remove_dir_all(self.graph_dir(collection.meta.id));
+            }
+            Effect::Upsert(collection, points) => collection.apply_upserts(points),
+            Effect::Delete(collection, ids) => {
+                collection.apply_deletes(&ids);
+            }
+        }
+    }
+}
+
+fn graph_dir(root: &Path, collection_id: u64) -> PathBuf {
+    root.join(format!("{collection_id}"))
+}

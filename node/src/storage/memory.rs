@@ -1,0 +1,83 @@
+//! An in-memory [`Storage`] over ordered maps, for unit tests and model checks.
+
+use std::collections::BTreeMap;
+
+use parking_lot::RwLock;
+
+use super::{Storage, Table, WriteBatch, WriteOp};
+use crate::error::Result;
+
+/// Tables as `BTreeMap`s behind one lock, so a batch is atomic.
+#[derive(Debug, Default)]
+pub struct MemoryStorage {
+    tables: RwLock<BTreeMap<Table, BTreeMap<Vec<u8>, Vec<u8>>>>,
+}
+
+impl Storage for MemoryStorage {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .tables
+            .read()
+            .get(&table)
+            .and_then(|t| t.get(key).cloned()))
+    }
+
+    fn write(&self, batch: WriteBatch) -> Result<()> {
+        let mut tables = self.tables.write();
+        for op in batch.ops {
+            match op {
+                WriteOp::Put { table, key, value } => {
+                    tables.entry(table).or_default().insert(key, value);
+                }
+                WriteOp::Delete { table, key } => {
+                    tables.entry(table).or_default().remove(&key);
+                }
+                WriteOp::DeleteRange { table, from, to } => {
+                    let t = tables.entry(table).or_default();
+                    let doomed: Vec<Vec<u8>> = t.range(from..to).map(|(k, _)| k.clone()).collect();
+                    for k in doomed {
+                        t.remove(&k);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn scan(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let tables = self.tables.read();
+        let Some(t) = tables.get(&table) else {
+            return Ok(Vec::new());
+        };
+        Ok(t.range(prefix.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .filter(|(k, _)| after.is_none_or(|a| k.as_slice() > a))
+            .take(limit)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+
+    fn for_each(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool>,
+    ) -> Result<()> {
+        let tables = self.tables.read();
+        let Some(t) = tables.get(&table) else {
+            return Ok(());
+        };
+        for (k, v) in t.range(prefix.to_vec()..) {
+            if !k.starts_with(prefix) || !visit(k, v)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+}

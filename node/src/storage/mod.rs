@@ -1,0 +1,175 @@
+//! Key-value storage behind a small trait that does not mention RocksDB.
+//!
+//! Data lives in a few [`Table`]s (RocksDB column families). A [`WriteBatch`] is applied
+//! atomically: the state machine puts its data changes and its last applied index in one batch,
+//! so after a crash either both are there or neither is. [`RocksStorage`] is the real engine;
+//! [`MemoryStorage`] serves unit tests and model checks.
+
+mod memory;
+mod rocks;
+
+pub use memory::MemoryStorage;
+pub use rocks::RocksStorage;
+
+use crate::error::Result;
+
+/// A column family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Table {
+    /// State-machine bookkeeping and collection definitions.
+    Meta,
+    /// Points, keyed by collection id then point id.
+    Points,
+}
+
+impl Table {
+    pub const ALL: [Table; 2] = [Table::Meta, Table::Points];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Meta => "meta",
+            Table::Points => "points",
+        }
+    }
+}
+
+/// One change inside a [`WriteBatch`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum WriteOp {
+    Put {
+        table: Table,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Delete {
+        table: Table,
+        key: Vec<u8>,
+    },
+    /// Deletes every key in `[from, to)`.
+    DeleteRange {
+        table: Table,
+        from: Vec<u8>,
+        to: Vec<u8>,
+    },
+}
+
+/// Changes applied all together or not at all.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WriteBatch {
+    pub ops: Vec<WriteOp>,
+}
+
+impl WriteBatch {
+    pub fn put(&mut self, table: Table, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+        self.ops.push(WriteOp::Put {
+            table,
+            key: key.into(),
+            value: value.into(),
+        });
+    }
+
+    pub fn delete(&mut self, table: Table, key: impl Into<Vec<u8>>) {
+        self.ops.push(WriteOp::Delete {
+            table,
+            key: key.into(),
+        });
+    }
+
+    pub fn delete_range(&mut self, table: Table, from: Vec<u8>, to: Vec<u8>) {
+        self.ops.push(WriteOp::DeleteRange { table, from, to });
+    }
+}
+
+/// An ordered key-value store with atomic batches.
+pub trait Storage: Send + Sync + 'static {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>>;
+
+    /// Applies every op of `batch` atomically; durable before returning when the store was
+    /// opened with synchronous writes.
+    fn write(&self, batch: WriteBatch) -> Result<()>;
+
+    /// Up to `limit` entries with keys starting with `prefix`, in key order, beginning strictly
+    /// after `after` when given.
+    fn scan(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+
+    /// Calls `visit` for every entry under `prefix`, in key order, until it returns false.
+    fn for_each(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool>,
+    ) -> Result<()>;
+}
+
+/// The smallest key greater than every key that starts with `prefix` (None if there is none).
+pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The contract both engines keep.
+    pub(crate) fn exercise(storage: &dyn Storage) {
+        let mut b = WriteBatch::default();
+        for k in [b"a1".as_slice(), b"a2", b"a3", b"b1"] {
+            b.put(Table::Points, k, k);
+        }
+        b.put(Table::Meta, b"a1".as_slice(), b"meta".as_slice());
+        storage.write(b).unwrap();
+        assert_eq!(
+            storage.get(Table::Meta, b"a1").unwrap().as_deref(),
+            Some(b"meta".as_slice())
+        );
+        let all = storage.scan(Table::Points, b"a", None, 10).unwrap();
+        assert_eq!(all.len(), 3);
+        let after = storage.scan(Table::Points, b"a", Some(b"a1"), 1).unwrap();
+        assert_eq!(after, vec![(b"a2".to_vec(), b"a2".to_vec())]);
+        let mut b = WriteBatch::default();
+        b.delete_range(Table::Points, b"a".to_vec(), prefix_end(b"a").unwrap());
+        b.delete(Table::Meta, b"a1".as_slice());
+        storage.write(b).unwrap();
+        assert!(storage.scan(Table::Points, b"a", None, 10).unwrap().is_empty());
+        assert_eq!(storage.get(Table::Meta, b"a1").unwrap(), None);
+        let mut seen = Vec::new();
+        storage
+            .for_each(Table::Points, b"", &mut |k, _| {
+                seen.push(k.to_vec());
+                Ok(true)
+            })
+            .unwrap();
+        assert_eq!(seen, vec![b"b1".to_vec()]);
+    }
+
+    #[test]
+    fn memory_storage_keeps_the_contract() {
+        exercise(&MemoryStorage::default());
+    }
+
+    #[test]
+    fn rocks_storage_keeps_the_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        exercise(&RocksStorage::open(dir.path(), true).unwrap());
+    }
+
+    #[test]
+    fn prefix_end_carries() {
+        assert_eq!(prefix_end(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_end(&[1, 0xff]), Some(vec![2]));
+        assert_eq!(prefix_end(&[0xff]), None);
+    }
+}
