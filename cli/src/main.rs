@@ -1,1 +1,60 @@
-fn main() {}
+//! The `quiver` binary: parses flags, sets up logging and calls into the libraries.
+
+mod client;
+mod server;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// quiver: a Raft-replicated database for vectors, hybrid search, features and models.
+#[derive(Parser)]
+#[command(name = "quiver", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node with no configuration: data under ./quiver-data, gRPC on 127.0.0.1:6334.
+    Dev(server::DevArgs),
+    /// Run a node from a configuration file (QUIVER_* environment variables override it).
+    Serve {
+        /// TOML configuration file (see config/quiver.example.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Create, inspect, list and drop collections.
+    #[command(subcommand)]
+    Collection(client::CollectionCommand),
+    /// Import, get, delete and scroll points.
+    #[command(subcommand)]
+    Points(client::PointsCommand),
+    /// Search a collection by vector.
+    Search(client::SearchArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Command::Dev(args) => runtime.block_on(server::dev(args)),
+        Command::Serve { config } => runtime.block_on(server::serve(config)),
+        Command::Collection(cmd) => runtime.block_on(client::collection(cmd)),
+        Command::Points(cmd) => runtime.block_on(client::points(cmd)),
+        Command::Search(args) => runtime.block_on(client::search(args)),
+    }
+}

@@ -54,7 +54,7 @@ use serde_json::{Map, Value};
 pub const MAX_FILTER_DEPTH: usize = 32;
 
 /// A payload filter.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Filter {
     /// Every child matches; `And([])` matches everything.
     And(Vec<Filter>),
@@ -67,7 +67,7 @@ pub enum Filter {
 }
 
 /// A condition on one payload field.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Condition {
     /// Dotted path of the field, e.g. `"meta.author.name"`.
     pub key: String,
@@ -76,7 +76,7 @@ pub struct Condition {
 }
 
 /// An operator of a [`Condition`].
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Op {
     /// The value (or any element of an array value) equals the scalar.
     Eq(Scalar),
@@ -93,7 +93,7 @@ pub enum Op {
 }
 
 /// A scalar operand of `$eq`, `$ne`, `$in` and `$nin`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Scalar {
     /// A string, compared by exact equality.
     String(String),
@@ -104,7 +104,7 @@ pub enum Scalar {
 }
 
 /// The bounds of a range condition; every present bound must hold.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Range {
     /// Value strictly greater than this.
     pub gt: Option<Bound>,
@@ -117,7 +117,7 @@ pub struct Range {
 }
 
 /// One bound of a [`Range`].
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Bound {
     /// Compared with number values.
     Number(f64),

@@ -275,7 +275,7 @@ impl HnswIndex {
             graph: loaded,
         };
         if !index.is_empty() {
-            let d = with_graph!(&index.graph, g => g.get_data_dimension());
+            let d = with_graph!(&index.graph, g => g.get_point_indexation().get_data_dimension());
             if d != dim {
                 return Err(HnswError::Load(format!(
                     "dump has dimension {d}, collection has {dim}"

@@ -4,13 +4,15 @@
 //! - [`filter`]: the payload filter language (Mongo/Pinecone-style JSON) and its evaluation;
 //! - [`payload_index`]: per-field payload indexes that bound the candidates of a filter;
 //! - [`flat`]: exact top-k search;
-//! - [`hnsw`]: the HNSW graph (via `hnsw_rs`) with filtered search and dump/load.
+//! - [`hnsw`]: the HNSW graph (via `hnsw_rs`) with filtered search and dump/load;
+//! - [`vecs`]: the `.fvecs` / `.ivecs` formats of benchmark data, parsed from bytes.
 
 pub mod distance;
 pub mod filter;
 pub mod flat;
 pub mod hnsw;
 pub mod payload_index;
+pub mod vecs;
 
 /// Position of one stored vector version inside an index. A point that is replaced gets a new
 /// slot; the old slot becomes a tombstone.

@@ -5,6 +5,7 @@
 //! tables (text, features, registry) add a namespace variant at the end; existing variants never
 //! change shape within a version.
 
+use quiver_index::filter::Filter;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{NodeError, Result};
@@ -40,9 +41,9 @@ pub enum PointsCommand {
         collection: String,
         ids: Vec<PointId>,
     },
-    /// Delete every point whose payload matches the filter (given in its JSON form) at the
-    /// moment the command is applied, so every replica deletes the same points.
-    DeleteByFilter { collection: String, filter: String },
+    /// Delete every point whose payload matches the filter at the moment the command is
+    /// applied, so every replica deletes the same points.
+    DeleteByFilter { collection: String, filter: Filter },
 }
 
 impl Command {
@@ -100,7 +101,7 @@ mod tests {
             }),
             Command::Points(PointsCommand::DeleteByFilter {
                 collection: "docs".into(),
-                filter: r#"{"a":{"$gt":1}}"#.into(),
+                filter: Filter::from_json_str(r#"{"a":{"$gt":1},"b":{"$in":["x",true]}}"#).unwrap(),
             }),
         ]
     }

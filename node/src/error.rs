@@ -18,6 +18,9 @@ pub enum NodeError {
     /// The storage engine failed; the write did not happen.
     #[error("storage: {0}")]
     Storage(String),
+    /// The server could not start or serve (e.g. the address is taken).
+    #[error("server: {0}")]
+    Serve(String),
     /// A bug or an impossible state.
     #[error("internal: {0}")]
     Internal(String),

@@ -1,1 +1,23 @@
-//! placeholder
+//! A quiver storage node.
+//!
+//! - [`storage`]: the key-value layer (RocksDB, and an in-memory engine for tests);
+//! - [`command`] and [`state_machine`]: every mutation as a command, applied in log order;
+//! - [`collection`]: a collection's points, HNSW graph, payload indexes and search planner;
+//! - [`node`]: the write path and reads over the collections;
+//! - [`service`]: the gRPC services; [`server`]: running them.
+
+pub mod collection;
+pub mod command;
+pub mod error;
+pub mod node;
+pub mod point;
+pub mod server;
+pub mod service;
+pub mod state_machine;
+pub mod storage;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use error::{NodeError, Result};
+pub use node::Node;
+pub use server::{run, serve};

@@ -153,10 +153,6 @@ impl StateMachine {
         self.applied
     }
 
-    /// Where a collection's graph dumps live.
-    pub fn graph_dir(&self, collection_id: u64) -> PathBuf {
-        graph_dir(&self.graph_root, collection_id)
-    }
 
     /// Applies `command` at log position `index` (see the module invariants).
     pub fn apply(&mut self, index: u64, command: &Command) -> Result<Applied> {
@@ -286,7 +282,7 @@ impl StateMachine {
             Effect::Create(meta) => {
                 let name = meta.spec.name.clone();
                 // A leftover graph dump of an id can only be stale.
-                let _ = std::fs::remove_dir_all(self.graph_dir(meta.id));
+                let _ = std::fs::remove_dir_all(graph_dir(&self.graph_root, meta.id));
                 self.catalog
                     .collections
                     .write()
@@ -294,7 +290,7 @@ impl StateMachine {
             }
             Effect::Drop(collection) => {
                 self.catalog.collections.write().remove(collection.name());
-                let _ = std::fs::remove_dir_all(self.graph_dir(collection.meta.id));
+                let _ = std::fs::remove_dir_all(graph_dir(&self.graph_root, collection.meta.id));
             }
             Effect::Upsert(collection, points) => collection.apply_upserts(points),
             Effect::Delete(collection, ids) => {
@@ -304,6 +300,7 @@ impl StateMachine {
     }
 }
 
-fn graph_dir(root: &Path, collection_id: u64) -> PathBuf {
+/// Where a collection's graph dumps live under `root`.
+pub fn graph_dir(root: &Path, collection_id: u64) -> PathBuf {
     root.join(format!("{collection_id}"))
 }

@@ -85,8 +85,8 @@ enum Candidates {
 
 fn candidates(seg: &Segment, filter: &Filter) -> Candidates {
     if let Some(bound) = seg.payload_index.candidates(filter) {
-        let mut slots = bound & &seg.live;
-        slots.retain(|slot| matches(seg, filter, slot));
+        let bound = bound & &seg.live;
+        let slots = bound.iter().filter(|slot| matches(seg, filter, *slot)).collect();
         return Candidates::Slots(slots);
     }
     let live = seg.live.len();

@@ -1,0 +1,89 @@
+//! Running a node: open its data, serve gRPC (quiver.v1, health, reflection) on a listener, dump
+//! changed HNSW graphs in the background, and stop cleanly when told.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use quiver_config::Config;
+use quiver_proto::v1::collections_server::CollectionsServer;
+use quiver_proto::v1::points_server::PointsServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tracing::info;
+
+use crate::error::{NodeError, Result};
+use crate::node::Node;
+use crate::service::{CollectionsService, PointsService};
+
+/// Opens the node described by `config`, listens on `config.node.listen` and serves until
+/// `shutdown` completes.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+    let listen = config.node.listen;
+    let data_dir = config.node.data_dir.clone();
+    let node = tokio::task::spawn_blocking(move || Node::open(config))
+        .await
+        .map_err(|e| NodeError::Internal(format!("open task failed: {e}")))??;
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|e| NodeError::Serve(format!("cannot listen on {listen}: {e}")))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| NodeError::Serve(e.to_string()))?;
+    info!(listen = %local, data_dir = %data_dir.display(), "quiver node serving gRPC");
+    serve(Arc::new(node), listener, shutdown).await
+}
+
+/// Serves `node` on `listener` until `shutdown` completes, then dumps changed graphs.
+pub async fn serve(
+    node: Arc<Node>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let max_bytes = node.config().limits.max_request_bytes;
+    let (mut health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<CollectionsServer<CollectionsService>>()
+        .await;
+    health.set_serving::<PointsServer<PointsService>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(quiver_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| NodeError::Serve(format!("reflection: {e}")))?;
+
+    let dumper = spawn_graph_dumper(node.clone());
+    let result = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(
+            CollectionsServer::new(CollectionsService::new(node.clone()))
+                .max_decoding_message_size(max_bytes),
+        )
+        .add_service(
+            PointsServer::new(PointsService::new(node.clone()))
+                .max_decoding_message_size(max_bytes)
+                .max_encoding_message_size(max_bytes),
+        )
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+        .map_err(|e| NodeError::Serve(e.to_string()));
+    dumper.abort();
+    let final_dump = node.clone();
+    let _ = tokio::task::spawn_blocking(move || final_dump.dump_graphs(true)).await;
+    info!("quiver node stopped");
+    result
+}
+
+fn spawn_graph_dumper(node: Arc<Node>) -> tokio::task::JoinHandle<()> {
+    let every = Duration::from_secs(node.config().storage.hnsw_dump_interval_secs);
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(every);
+        ticker.tick().await;
+        loop {
+            ticker.tick().await;
+            let node = node.clone();
+            let _ = tokio::task::spawn_blocking(move || node.dump_graphs(false)).await;
+        }
+    })
+}

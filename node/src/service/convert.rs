@@ -1,0 +1,590 @@
+//! Conversions between wire types (`quiver.v1`) and domain types, with input validation.
+//!
+//! Every check a request needs before it may become a command lives here, and every error names
+//! the offending field the way the request spells it (`points[3].vector[7]`). A request that
+//! fails any check changes nothing.
+
+use std::collections::{BTreeMap, HashMap};
+
+use prost_types::value::Kind;
+use quiver_config::LimitsConfig;
+use quiver_index::distance::Metric;
+use quiver_index::filter::{Bound, Condition, Filter, Op, Range, Scalar};
+use quiver_index::hnsw::{HnswParams, MAX_EF_CONSTRUCTION, MAX_M};
+use quiver_index::payload_index::FieldType;
+use quiver_proto::v1 as pb;
+
+use crate::error::{NodeError, Result};
+use crate::point::{CollectionSpec, IndexKind, JsonMap, NewPoint, PointId};
+
+/// Longest collection name.
+pub const MAX_NAME_LEN: usize = 64;
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> NodeError {
+    NodeError::invalid(field, message)
+}
+
+/// Collection names: 1–64 characters of letters, digits, `_`, `-` and `.`, not starting with `.`.
+pub fn collection_name(field: &str, name: &str) -> Result<String> {
+    if name.is_empty() {
+        return Err(invalid(field, "must not be empty"));
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(invalid(field, format!("longer than {MAX_NAME_LEN} characters")));
+    }
+    if name.starts_with('.')
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    {
+        return Err(invalid(
+            field,
+            format!("`{name}` may contain only letters, digits, `_`, `-` and `.`"),
+        ));
+    }
+    Ok(name.to_string())
+}
+
+pub fn metric_from_proto(value: i32) -> Result<Metric> {
+    match pb::Metric::try_from(value) {
+        Ok(pb::Metric::Cosine) => Ok(Metric::Cosine),
+        Ok(pb::Metric::L2) => Ok(Metric::L2),
+        Ok(pb::Metric::Dot) => Ok(Metric::Dot),
+        Ok(pb::Metric::Unspecified) => Err(invalid("metric", "required: cosine, l2 or dot")),
+        Err(_) => Err(invalid(
+            "metric",
+            format!("unknown metric {value}: expected cosine, l2 or dot"),
+        )),
+    }
+}
+
+pub fn metric_to_proto(metric: Metric) -> pb::Metric {
+    match metric {
+        Metric::Cosine => pb::Metric::Cosine,
+        Metric::L2 => pb::Metric::L2,
+        Metric::Dot => pb::Metric::Dot,
+    }
+}
+
+fn field_type_from_proto(field: &str, value: i32) -> Result<FieldType> {
+    match pb::PayloadFieldType::try_from(value) {
+        Ok(pb::PayloadFieldType::Keyword) => Ok(FieldType::Keyword),
+        Ok(pb::PayloadFieldType::Integer) => Ok(FieldType::Integer),
+        Ok(pb::PayloadFieldType::Float) => Ok(FieldType::Float),
+        Ok(pb::PayloadFieldType::Datetime) => Ok(FieldType::Datetime),
+        _ => Err(invalid(
+            field,
+            format!("unknown type {value}: expected keyword, integer, float or datetime"),
+        )),
+    }
+}
+
+fn field_type_to_proto(t: FieldType) -> pb::PayloadFieldType {
+    match t {
+        FieldType::Keyword => pb::PayloadFieldType::Keyword,
+        FieldType::Integer => pb::PayloadFieldType::Integer,
+        FieldType::Float => pb::PayloadFieldType::Float,
+        FieldType::Datetime => pb::PayloadFieldType::Datetime,
+    }
+}
+
+/// Validates a create request into a spec.
+pub fn collection_spec(
+    req: &pb::CreateCollectionRequest,
+    limits: &LimitsConfig,
+    max_ef: usize,
+) -> Result<CollectionSpec> {
+    let name = collection_name("name", &req.name)?;
+    if req.dim == 0 {
+        return Err(invalid("dim", "must be at least 1"));
+    }
+    if req.dim as usize > limits.max_dimension {
+        return Err(invalid(
+            "dim",
+            format!(
+                "{} exceeds the limit of {} (limits.max_dimension)",
+                req.dim, limits.max_dimension
+            ),
+        ));
+    }
+    let metric = metric_from_proto(req.metric)?;
+    let index = match req.index.as_ref().and_then(|i| i.kind.as_ref()) {
+        Some(pb::index_config::Kind::Flat(_)) => IndexKind::Flat,
+        None => IndexKind::Hnsw(HnswParams::default()),
+        Some(pb::index_config::Kind::Hnsw(h)) => {
+            let defaults = HnswParams::default();
+            let m = if h.m == 0 { defaults.m } else { h.m as usize };
+            let ef_construction = if h.ef_construction == 0 {
+                defaults.ef_construction
+            } else {
+                h.ef_construction as usize
+            };
+            if !(2..=MAX_M).contains(&m) {
+                return Err(invalid("index.hnsw.m", format!("{m} is outside 2..={MAX_M}")));
+            }
+            if ef_construction > MAX_EF_CONSTRUCTION {
+                return Err(invalid(
+                    "index.hnsw.ef_construction",
+                    format!("{ef_construction} exceeds {MAX_EF_CONSTRUCTION}"),
+                ));
+            }
+            IndexKind::Hnsw(HnswParams { m, ef_construction })
+        }
+    };
+    let mut payload_indexes: Vec<(String, FieldType)> = Vec::new();
+    for (i, f) in req.payload_indexes.iter().enumerate() {
+        let field = format!("payload_indexes[{i}]");
+        if f.key.is_empty() || f.key.split('.').any(str::is_empty) || f.key.starts_with('$') {
+            return Err(invalid(
+                format!("{field}.key"),
+                format!("`{}` is not a field path", f.key),
+            ));
+        }
+        if payload_indexes.iter().any(|(k, _)| *k == f.key) {
+            return Err(invalid(
+                format!("{field}.key"),
+                format!("`{}` is indexed twice", f.key),
+            ));
+        }
+        let t = field_type_from_proto(&format!("{field}.type"), f.r#type)?;
+        payload_indexes.push((f.key.clone(), t));
+    }
+    let default_ef = match req.search_defaults.as_ref().map(|d| d.ef).unwrap_or(0) {
+        0 => None,
+        ef if ef as usize > max_ef => {
+            return Err(invalid(
+                "search_defaults.ef",
+                format!("{ef} exceeds the limit of {max_ef} (search.max_ef)"),
+            ))
+        }
+        ef => Some(ef),
+    };
+    Ok(CollectionSpec {
+        name,
+        dim: req.dim,
+        metric,
+        index,
+        payload_indexes,
+        default_ef,
+    })
+}
+
+/// A collection's description on the wire.
+pub fn collection_info(
+    spec: &CollectionSpec,
+    points_count: usize,
+    indexed_vectors: usize,
+) -> pb::CollectionInfo {
+    let index = match spec.index {
+        IndexKind::Flat => pb::index_config::Kind::Flat(pb::FlatConfig {}),
+        IndexKind::Hnsw(p) => pb::index_config::Kind::Hnsw(pb::HnswConfig {
+            m: p.m as u32,
+            ef_construction: p.ef_construction as u32,
+        }),
+    };
+    pb::CollectionInfo {
+        name: spec.name.clone(),
+        dim: spec.dim,
+        metric: metric_to_proto(spec.metric) as i32,
+        index: Some(pb::IndexConfig { kind: Some(index) }),
+        payload_indexes: spec
+            .payload_indexes
+            .iter()
+            .map(|(key, t)| pb::PayloadIndexField {
+                key: key.clone(),
+                r#type: field_type_to_proto(*t) as i32,
+            })
+            .collect(),
+        search_defaults: Some(pb::SearchDefaults {
+            ef: spec.default_ef.unwrap_or(0),
+        }),
+        points_count: points_count as u64,
+        indexed_vectors: indexed_vectors as u64,
+    }
+}
+
+pub fn point_id(field: &str, id: Option<&pb::PointId>) -> Result<PointId> {
+    match id.and_then(|i| i.kind.as_ref()) {
+        Some(pb::point_id::Kind::Num(n)) => Ok(PointId::Num(*n)),
+        Some(pb::point_id::Kind::Uuid(s)) => PointId::parse_uuid(field, s),
+        None => Err(invalid(field, "missing id")),
+    }
+}
+
+pub fn point_id_to_proto(id: &PointId) -> pb::PointId {
+    pb::PointId {
+        kind: Some(match id {
+            PointId::Num(n) => pb::point_id::Kind::Num(*n),
+            PointId::Uuid(u) => pb::point_id::Kind::Uuid(u.to_string()),
+        }),
+    }
+}
+
+/// Ids of a get or delete request: 1..=limit of them.
+pub fn point_ids(ids: &[pb::PointId], limits: &LimitsConfig) -> Result<Vec<PointId>> {
+    if ids.is_empty() {
+        return Err(invalid("ids", "must not be empty"));
+    }
+    if ids.len() > limits.max_ids_per_request {
+        return Err(invalid(
+            "ids",
+            format!(
+                "{} ids exceed the limit of {} (limits.max_ids_per_request)",
+                ids.len(),
+                limits.max_ids_per_request
+            ),
+        ));
+    }
+    ids.iter()
+        .enumerate()
+        .map(|(i, id)| point_id(&format!("ids[{i}]"), Some(id)))
+        .collect()
+}
+
+/// Checks a vector's length and components and prepares it for the metric.
+pub fn vector(field: &str, values: &[f32], dim: usize, metric: Metric) -> Result<Vec<f32>> {
+    if values.len() != dim {
+        return Err(invalid(
+            field,
+            format!("expected {dim} dimensions, got {}", values.len()),
+        ));
+    }
+    if let Some(i) = values.iter().position(|x| !x.is_finite()) {
+        return Err(invalid(
+            format!("{field}[{i}]"),
+            format!("{} is not a finite number", values[i]),
+        ));
+    }
+    let mut v = values.to_vec();
+    if !metric.prepare(&mut v) {
+        return Err(invalid(
+            field,
+            "a zero vector has no direction under the cosine metric",
+        ));
+    }
+    Ok(v)
+}
+
+/// Validates an upsert batch. Rule for duplicate ids: a batch may name each id once; a batch
+/// that repeats an id is rejected whole (rather than letting the last one win silently).
+pub fn upsert_points(
+    points: &[pb::Point],
+    spec: &CollectionSpec,
+    limits: &LimitsConfig,
+) -> Result<Vec<NewPoint>> {
+    if points.is_empty() {
+        return Err(invalid("points", "empty batch"));
+    }
+    if points.len() > limits.max_batch_points {
+        return Err(invalid(
+            "points",
+            format!(
+                "{} points exceed the limit of {} per batch (limits.max_batch_points)",
+                points.len(),
+                limits.max_batch_points
+            ),
+        ));
+    }
+    let mut seen: HashMap<PointId, usize> = HashMap::with_capacity(points.len());
+    let mut out = Vec::with_capacity(points.len());
+    for (i, p) in points.iter().enumerate() {
+        let id = point_id(&format!("points[{i}].id"), p.id.as_ref())?;
+        if let Some(first) = seen.insert(id, i) {
+            return Err(invalid(
+                format!("points[{i}].id"),
+                format!("id {id} appears twice in the batch (also at points[{first}])"),
+            ));
+        }
+        let vector = vector(
+            &format!("points[{i}].vector"),
+            &p.vector,
+            spec.dim as usize,
+            spec.metric,
+        )?;
+        let payload = match &p.payload {
+            Some(s) => struct_to_json(&format!("points[{i}].payload"), s)?,
+            None => JsonMap::new(),
+        };
+        let size = serde_json::to_vec(&payload).map(|b| b.len()).unwrap_or(usize::MAX);
+        if size > limits.max_payload_bytes {
+            return Err(invalid(
+                format!("points[{i}].payload"),
+                format!(
+                    "{size} bytes of JSON exceed the limit of {} (limits.max_payload_bytes)",
+                    limits.max_payload_bytes
+                ),
+            ));
+        }
+        out.push(NewPoint {
+            id,
+            vector,
+            payload,
+        });
+    }
+    Ok(out)
+}
+
+/// A protobuf `Struct` as a JSON object. Integral numbers within ±2^53 become JSON integers so
+/// integer payload indexes see them; non-finite numbers are rejected.
+pub fn struct_to_json(field: &str, s: &prost_types::Struct) -> Result<JsonMap> {
+    let mut out = JsonMap::new();
+    // BTreeMap iteration keeps error reporting deterministic.
+    let fields: BTreeMap<&String, &prost_types::Value> = s.fields.iter().collect();
+    for (k, v) in fields {
+        out.insert(k.clone(), value_to_json(&format!("{field}.{k}"), v, 0)?);
+    }
+    Ok(out)
+}
+
+const MAX_PAYLOAD_DEPTH: usize = 64;
+
+fn value_to_json(field: &str, v: &prost_types::Value, depth: usize) -> Result<serde_json::Value> {
+    use serde_json::Value as J;
+    if depth > MAX_PAYLOAD_DEPTH {
+        return Err(invalid(field, format!("nests deeper than {MAX_PAYLOAD_DEPTH} levels")));
+    }
+    Ok(match &v.kind {
+        None | Some(Kind::NullValue(_)) => J::Null,
+        Some(Kind::BoolValue(b)) => J::Bool(*b),
+        Some(Kind::StringValue(s)) => J::String(s.clone()),
+        Some(Kind::NumberValue(n)) => {
+            if !n.is_finite() {
+                return Err(invalid(field, format!("{n} is not a finite number")));
+            }
+            if n.fract() == 0.0 && n.abs() <= 9_007_199_254_740_992.0 {
+                J::from(*n as i64)
+            } else {
+                serde_json::Number::from_f64(*n)
+                    .map(J::Number)
+                    .unwrap_or(J::Null)
+            }
+        }
+        Some(Kind::ListValue(l)) => J::Array(
+            l.values
+                .iter()
+                .enumerate()
+                .map(|(i, x)| value_to_json(&format!("{field}[{i}]"), x, depth + 1))
+                .collect::<Result<_>>()?,
+        ),
+        Some(Kind::StructValue(s)) => {
+            let mut m = JsonMap::new();
+            for (k, x) in &s.fields {
+                m.insert(k.clone(), value_to_json(&format!("{field}.{k}"), x, depth + 1)?);
+            }
+            J::Object(m)
+        }
+    })
+}
+
+/// A JSON object as a protobuf `Struct`.
+pub fn json_to_struct(map: &JsonMap) -> prost_types::Struct {
+    prost_types::Struct {
+        fields: map
+            .iter()
+            .map(|(k, v)| (k.clone(), json_to_value(v)))
+            .collect(),
+    }
+}
+
+fn json_to_value(v: &serde_json::Value) -> prost_types::Value {
+    use serde_json::Value as J;
+    let kind = match v {
+        J::Null => Kind::NullValue(0),
+        J::Bool(b) => Kind::BoolValue(*b),
+        J::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(0.0)),
+        J::String(s) => Kind::StringValue(s.clone()),
+        J::Array(a) => Kind::ListValue(prost_types::ListValue {
+            values: a.iter().map(json_to_value).collect(),
+        }),
+        J::Object(m) => Kind::StructValue(json_to_struct(m)),
+    };
+    prost_types::Value { kind: Some(kind) }
+}
+
+/// The filter of a request: the typed tree or the JSON form, at most one of them.
+pub fn request_filter(typed: Option<&pb::Filter>, json: &str) -> Result<Option<Filter>> {
+    let filter = match (typed, json.trim().is_empty()) {
+        (Some(_), false) => {
+            return Err(invalid(
+                "filter",
+                "set either filter or filter_json, not both",
+            ))
+        }
+        (Some(f), true) => typed_filter("filter", f, 0)?,
+        (None, false) => Filter::from_json_str(json).map_err(|e| {
+            let at = if e.path.is_empty() {
+                "filter_json".to_string()
+            } else {
+                format!("filter_json.{}", e.path)
+            };
+            invalid(at, e.message)
+        })?,
+        (None, true) => return Ok(None),
+    };
+    filter.validate().map_err(|e| invalid("filter", e.to_string()))?;
+    Ok(Some(filter))
+}
+
+fn typed_filter(field: &str, f: &pb::Filter, depth: usize) -> Result<Filter> {
+    if depth > quiver_index::filter::MAX_FILTER_DEPTH {
+        return Err(invalid(
+            field,
+            format!(
+                "filter nests deeper than {} levels",
+                quiver_index::filter::MAX_FILTER_DEPTH
+            ),
+        ));
+    }
+    let mut all = Vec::new();
+    for (i, m) in f.must.iter().enumerate() {
+        all.push(typed_filter(&format!("{field}.must[{i}]"), m, depth + 1)?);
+    }
+    if !f.should.is_empty() {
+        let any = f
+            .should
+            .iter()
+            .enumerate()
+            .map(|(i, s)| typed_filter(&format!("{field}.should[{i}]"), s, depth + 1))
+            .collect::<Result<Vec<_>>>()?;
+        all.push(Filter::Or(any));
+    }
+    for (i, m) in f.must_not.iter().enumerate() {
+        let inner = typed_filter(&format!("{field}.must_not[{i}]"), m, depth + 1)?;
+        all.push(Filter::Not(Box::new(inner)));
+    }
+    if let Some(c) = &f.condition {
+        all.push(Filter::Condition(condition(&format!("{field}.condition"), c)?));
+    }
+    Ok(if all.len() == 1 {
+        all.pop().unwrap_or(Filter::And(Vec::new()))
+    } else {
+        Filter::And(all)
+    })
+}
+
+fn condition(field: &str, c: &pb::Condition) -> Result<Condition> {
+    use pb::condition::Test;
+    if c.key.is_empty() {
+        return Err(invalid(format!("{field}.key"), "must not be empty"));
+    }
+    let op = match &c.test {
+        None => return Err(invalid(field, "missing test (eq, ne, in, not_in, range or exists)")),
+        Some(Test::Eq(v)) => Op::Eq(scalar(&format!("{field}.eq"), v)?),
+        Some(Test::Ne(v)) => Op::Ne(scalar(&format!("{field}.ne"), v)?),
+        Some(Test::In(vs)) => Op::In(scalars(&format!("{field}.in"), vs)?),
+        Some(Test::NotIn(vs)) => Op::Nin(scalars(&format!("{field}.not_in"), vs)?),
+        Some(Test::Exists(b)) => Op::Exists(*b),
+        Some(Test::Range(r)) => {
+            let f = format!("{field}.range");
+            let range = Range {
+                gt: bound(&format!("{f}.gt"), r.gt.as_ref())?,
+                gte: bound(&format!("{f}.gte"), r.gte.as_ref())?,
+                lt: bound(&format!("{f}.lt"), r.lt.as_ref())?,
+                lte: bound(&format!("{f}.lte"), r.lte.as_ref())?,
+            };
+            if range.is_unbounded() {
+                return Err(invalid(f, "range has no bounds"));
+            }
+            Op::Range(range)
+        }
+    };
+    Ok(Condition {
+        key: c.key.clone(),
+        op,
+    })
+}
+
+fn scalar(field: &str, v: &pb::FilterValue) -> Result<Scalar> {
+    use pb::filter_value::Kind as K;
+    match &v.kind {
+        Some(K::String(s)) => Ok(Scalar::String(s.clone())),
+        Some(K::Number(n)) if n.is_finite() => Ok(Scalar::Number(*n)),
+        Some(K::Number(n)) => Err(invalid(field, format!("{n} is not a finite number"))),
+        Some(K::Boolean(b)) => Ok(Scalar::Bool(*b)),
+        None => Err(invalid(field, "missing value")),
+    }
+}
+
+fn scalars(field: &str, vs: &pb::FilterValues) -> Result<Vec<Scalar>> {
+    if vs.values.is_empty() {
+        return Err(invalid(field, "must not be empty"));
+    }
+    vs.values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| scalar(&format!("{field}[{i}]"), v))
+        .collect()
+}
+
+fn bound(field: &str, b: Option<&pb::RangeBound>) -> Result<Option<Bound>> {
+    use pb::range_bound::Kind as K;
+    match b.and_then(|b| b.kind.as_ref()) {
+        None => Ok(None),
+        Some(K::Number(n)) if n.is_finite() => Ok(Some(Bound::Number(*n))),
+        Some(K::Number(n)) => Err(invalid(field, format!("{n} is not a finite number"))),
+        Some(K::Datetime(s)) => quiver_index::filter::parse_datetime(s)
+            .map(|t| Some(Bound::DateTime(t)))
+            .ok_or_else(|| invalid(field, format!("`{s}` is not an RFC 3339 datetime"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typed_and_json_filters_compile_to_the_same_filter() {
+        let typed = pb::Filter {
+            condition: Some(pb::Condition {
+                key: "price".into(),
+                test: Some(pb::condition::Test::Range(pb::Range {
+                    gte: Some(pb::RangeBound {
+                        kind: Some(pb::range_bound::Kind::Number(10.0)),
+                    }),
+                    ..Default::default()
+                })),
+            }),
+            ..Default::default()
+        };
+        let a = request_filter(Some(&typed), "").unwrap().unwrap();
+        let b = request_filter(None, r#"{"price": {"$gte": 10}}"#).unwrap().unwrap();
+        let payload: JsonMap = serde_json::from_str(r#"{"price": 12}"#).unwrap();
+        assert!(a.matches(&payload) && b.matches(&payload));
+        let cheap: JsonMap = serde_json::from_str(r#"{"price": 2}"#).unwrap();
+        assert!(!a.matches(&cheap) && !b.matches(&cheap));
+    }
+
+    #[test]
+    fn filter_errors_name_the_place() {
+        let e = request_filter(None, r#"{"$and": [{"a": 1}, {"b": {"$gt": "x"}}]}"#).unwrap_err();
+        assert!(e.to_string().starts_with("filter_json.$and[1].b.$gt"), "{e}");
+        let both = request_filter(Some(&pb::Filter::default()), "{}").unwrap_err();
+        assert!(both.to_string().contains("not both"));
+        let empty_in = pb::Filter {
+            must: vec![pb::Filter {
+                condition: Some(pb::Condition {
+                    key: "a".into(),
+                    test: Some(pb::condition::Test::In(pb::FilterValues::default())),
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let e = request_filter(Some(&empty_in), "").unwrap_err();
+        assert!(e.to_string().starts_with("filter.must[0].condition.in"), "{e}");
+    }
+
+    #[test]
+    fn payload_numbers_keep_integers() {
+        let s = prost_types::Struct {
+            fields: [
+                ("n".to_string(), json_to_value(&serde_json::json!(3))),
+                ("f".to_string(), json_to_value(&serde_json::json!(2.5))),
+            ]
+            .into_iter()
+            .collect(),
+        };
+        let j = struct_to_json("payload", &s).unwrap();
+        assert_eq!(serde_json::Value::Object(j), serde_json::json!({"n": 3, "f": 2.5}));
+    }
+}

@@ -1,0 +1,219 @@
+//! The `Points` gRPC service.
+//!
+//! Reads are answered from this node's applied state. A single node is its own leader, so every
+//! read consistency level (`linearizable`, `leader`, `any`) is satisfied by it: a write is
+//! visible once acknowledged.
+
+use std::sync::Arc;
+
+use quiver_proto::v1 as pb;
+use quiver_proto::v1::points_server::Points;
+use tonic::{Request, Response, Status};
+
+use super::convert;
+use crate::collection::search::SearchParams;
+use crate::command::{Command, PointsCommand};
+use crate::error::NodeError;
+use crate::node::Node;
+
+/// Upserts, gets, deletes, searches and scrolls points.
+pub struct PointsService {
+    node: Arc<Node>,
+}
+
+impl PointsService {
+    pub fn new(node: Arc<Node>) -> Self {
+        Self { node }
+    }
+}
+
+const DEFAULT_TOP_K: usize = 10;
+const DEFAULT_SCROLL_LIMIT: usize = 100;
+
+fn check_consistency(value: i32) -> Result<(), NodeError> {
+    pb::ReadConsistency::try_from(value)
+        .map(|_| ())
+        .map_err(|_| NodeError::invalid("consistency", format!("unknown consistency {value}")))
+}
+
+#[tonic::async_trait]
+impl Points for PointsService {
+    async fn upsert(
+        &self,
+        request: Request<pb::UpsertRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let req = request.into_inner();
+        let collection = self.node.collection(&req.collection)?;
+        let points =
+            convert::upsert_points(&req.points, &collection.meta.spec, &self.node.config().limits)?;
+        let applied = self
+            .node
+            .write(Command::Points(PointsCommand::Upsert {
+                collection: req.collection,
+                points,
+            }))
+            .await?;
+        Ok(Response::new(pb::WriteResponse {
+            applied_index: applied.index,
+            affected: applied.affected,
+        }))
+    }
+
+    async fn get(
+        &self,
+        request: Request<pb::GetPointsRequest>,
+    ) -> Result<Response<pb::GetPointsResponse>, Status> {
+        let req = request.into_inner();
+        check_consistency(req.consistency)?;
+        let collection = self.node.collection(&req.collection)?;
+        let ids = convert::point_ids(&req.ids, &self.node.config().limits)?;
+        let points = collection
+            .get(&ids)
+            .into_iter()
+            .map(|(id, vector, payload)| pb::Point {
+                id: Some(convert::point_id_to_proto(&id)),
+                vector: if req.with_vector { vector } else { Vec::new() },
+                payload: req.with_payload.then(|| convert::json_to_struct(&payload)),
+            })
+            .collect();
+        Ok(Response::new(pb::GetPointsResponse { points }))
+    }
+
+    async fn delete(
+        &self,
+        request: Request<pb::DeletePointsRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let req = request.into_inner();
+        let collection = self.node.collection(&req.collection)?;
+        let filter = convert::request_filter(req.filter.as_ref(), &req.filter_json)?;
+        let command = match (req.ids.is_empty(), filter) {
+            (false, Some(_)) => {
+                return Err(NodeError::invalid("ids", "give either ids or a filter, not both").into())
+            }
+            (true, None) => {
+                return Err(NodeError::invalid("ids", "give ids or a filter to delete by").into())
+            }
+            (false, None) => PointsCommand::Delete {
+                collection: collection.name().to_string(),
+                ids: convert::point_ids(&req.ids, &self.node.config().limits)?,
+            },
+            (true, Some(filter)) => PointsCommand::DeleteByFilter {
+                collection: collection.name().to_string(),
+                filter,
+            },
+        };
+        let applied = self.node.write(Command::Points(command)).await?;
+        Ok(Response::new(pb::WriteResponse {
+            applied_index: applied.index,
+            affected: applied.affected,
+        }))
+    }
+
+    async fn search(
+        &self,
+        request: Request<pb::SearchRequest>,
+    ) -> Result<Response<pb::SearchResponse>, Status> {
+        let req = request.into_inner();
+        check_consistency(req.consistency)?;
+        let config = self.node.config();
+        let collection = self.node.collection(&req.collection)?;
+        let spec = &collection.meta.spec;
+        let vector = convert::vector("vector", &req.vector, spec.dim as usize, spec.metric)?;
+        let top_k = match req.top_k as usize {
+            0 => DEFAULT_TOP_K,
+            k if k > config.limits.max_top_k => {
+                return Err(NodeError::invalid(
+                    "top_k",
+                    format!(
+                        "{k} exceeds the limit of {} (limits.max_top_k)",
+                        config.limits.max_top_k
+                    ),
+                )
+                .into())
+            }
+            k => k,
+        };
+        let ef = match req.ef as usize {
+            0 => None,
+            ef if ef > config.search.max_ef => {
+                return Err(NodeError::invalid(
+                    "ef",
+                    format!("{ef} exceeds the limit of {} (search.max_ef)", config.search.max_ef),
+                )
+                .into())
+            }
+            ef => Some(ef),
+        };
+        let params = SearchParams {
+            vector,
+            top_k,
+            ef,
+            filter: convert::request_filter(req.filter.as_ref(), &req.filter_json)?,
+            exact: req.exact,
+            with_payload: req.with_payload,
+            with_vector: req.with_vector,
+        };
+        let planner = self.node.planner_config();
+        let (hits, plan) =
+            tokio::task::spawn_blocking(move || collection.search(&params, &planner))
+                .await
+                .map_err(|e| NodeError::Internal(format!("search task failed: {e}")))?;
+        let results = hits
+            .into_iter()
+            .map(|h| pb::ScoredPoint {
+                id: Some(convert::point_id_to_proto(&h.id)),
+                score: h.score,
+                payload: h.payload.map(|p| convert::json_to_struct(&p)),
+                vector: h.vector.unwrap_or_default(),
+            })
+            .collect();
+        Ok(Response::new(pb::SearchResponse {
+            results,
+            plan: plan.as_str().to_string(),
+        }))
+    }
+
+    async fn scroll(
+        &self,
+        request: Request<pb::ScrollRequest>,
+    ) -> Result<Response<pb::ScrollResponse>, Status> {
+        let req = request.into_inner();
+        check_consistency(req.consistency)?;
+        let limits = &self.node.config().limits;
+        let collection = self.node.collection(&req.collection)?;
+        let limit = match req.limit as usize {
+            0 => DEFAULT_SCROLL_LIMIT,
+            l if l > limits.max_scroll_limit => {
+                return Err(NodeError::invalid(
+                    "limit",
+                    format!(
+                        "{l} exceeds the limit of {} (limits.max_scroll_limit)",
+                        limits.max_scroll_limit
+                    ),
+                )
+                .into())
+            }
+            l => l,
+        };
+        let filter = convert::request_filter(req.filter.as_ref(), &req.filter_json)?;
+        let cursor = (!req.cursor.is_empty()).then_some(req.cursor.as_str());
+        let page = self
+            .node
+            .scroll(&collection, cursor, limit, filter.as_ref())?;
+        let points = page
+            .points
+            .into_iter()
+            .map(|(id, record)| pb::Point {
+                id: Some(convert::point_id_to_proto(&id)),
+                vector: if req.with_vector { record.vector } else { Vec::new() },
+                payload: req
+                    .with_payload
+                    .then(|| convert::json_to_struct(&record.payload)),
+            })
+            .collect();
+        Ok(Response::new(pb::ScrollResponse {
+            points,
+            next_cursor: page.next_cursor.unwrap_or_default(),
+        }))
+    }
+}
