@@ -134,7 +134,11 @@ fn info_json(c: &pb::CollectionInfo) -> Value {
         .iter()
         .map(|f| {
             let t = pb::PayloadFieldType::try_from(f.r#type)
-                .map(|t| t.as_str_name().trim_start_matches("PAYLOAD_FIELD_TYPE_").to_lowercase())
+                .map(|t| {
+                    t.as_str_name()
+                        .trim_start_matches("PAYLOAD_FIELD_TYPE_")
+                        .to_lowercase()
+                })
                 .unwrap_or_default();
             json!({"key": f.key, "type": t})
         })
@@ -170,10 +174,9 @@ pub async fn collection(cmd: CollectionCommand) -> anyhow::Result<()> {
             };
             let index = match index {
                 IndexArg::Flat => pb::index_config::Kind::Flat(pb::FlatConfig {}),
-                IndexArg::Hnsw => pb::index_config::Kind::Hnsw(pb::HnswConfig {
-                    m,
-                    ef_construction,
-                }),
+                IndexArg::Hnsw => {
+                    pb::index_config::Kind::Hnsw(pb::HnswConfig { m, ef_construction })
+                }
             };
             let req = pb::CreateCollectionRequest {
                 name,
@@ -184,7 +187,9 @@ pub async fn collection(cmd: CollectionCommand) -> anyhow::Result<()> {
                     .iter()
                     .map(|s| payload_index(s))
                     .collect::<anyhow::Result<_>>()?,
-                search_defaults: Some(pb::SearchDefaults { ef: ef.unwrap_or(0) }),
+                search_defaults: Some(pb::SearchDefaults {
+                    ef: ef.unwrap_or(0),
+                }),
             };
             let mut client = CollectionsClient::new(endpoint.channel().await?);
             let info = client.create(req).await.map_err(status)?.into_inner();
@@ -318,8 +323,8 @@ fn read_points(path: &Path) -> anyhow::Result<Vec<pb::Point>> {
             })
             .collect()),
         "jsonl" | "ndjson" => {
-            let file =
-                std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let file = std::fs::File::open(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
             let mut points = Vec::new();
             for (n, line) in BufReader::new(file).lines().enumerate() {
                 let line = line?;
@@ -385,10 +390,8 @@ pub async fn points(cmd: PointsCommand) -> anyhow::Result<()> {
                 PointsClient::new(endpoint.channel().await?).max_encoding_message_size(usize::MAX);
             let bar = ProgressBar::new(points.len() as u64);
             bar.set_style(
-                ProgressStyle::with_template(
-                    "{bar:40} {pos}/{len} points ({per_sec}, eta {eta})",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                ProgressStyle::with_template("{bar:40} {pos}/{len} points ({per_sec}, eta {eta})")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
             let started = Instant::now();
             let mut done = 0usize;
@@ -502,7 +505,11 @@ enum Format {
 pub struct SearchArgs {
     collection: String,
     /// The query vector as a JSON array.
-    #[arg(long, conflicts_with = "query_file", required_unless_present = "query_file")]
+    #[arg(
+        long,
+        conflicts_with = "query_file",
+        required_unless_present = "query_file"
+    )]
     vector: Option<String>,
     /// Run every row of an .fvecs file as a query.
     #[arg(long)]
@@ -528,7 +535,9 @@ pub struct SearchArgs {
 
 pub async fn search(args: SearchArgs) -> anyhow::Result<()> {
     let queries: Vec<Vec<f32>> = match (&args.vector, &args.query_file) {
-        (Some(v), _) => vec![serde_json::from_str(v).context("--vector must be a JSON array of numbers")?],
+        (Some(v), _) => {
+            vec![serde_json::from_str(v).context("--vector must be a JSON array of numbers")?]
+        }
         (None, Some(f)) => read_fvecs(f)?,
         (None, None) => bail!("give --vector or --query-file"),
     };

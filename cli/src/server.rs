@@ -34,7 +34,12 @@ pub async fn serve(file: Option<PathBuf>) -> anyhow::Result<()> {
 async fn run(config: Config) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
         .with_context(|| format!("log.level `{}` is not a valid filter", config.log.level))?;
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
     quiver_node::run(config, shutdown_signal())
         .await
         .context("quiver node failed")

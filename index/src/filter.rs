@@ -1062,12 +1062,18 @@ mod tests {
         assert!(err.message.ends_with('…'), "{err}");
     }
 
-    fn nested_nots(levels: usize) -> Value {
-        let mut value = json!({"a": 1});
+    /// `{"$not": {"$not": ... {"a": 1}}}`, built in linear time (`json!` would copy `value`).
+    fn wrap_in_nots(mut value: Value, levels: usize) -> Value {
         for _ in 0..levels {
-            value = json!({ "$not": value });
+            let mut map = Map::new();
+            map.insert("$not".to_string(), value);
+            value = Value::Object(map);
         }
         value
+    }
+
+    fn nested_nots(levels: usize) -> Value {
+        wrap_in_nots(json!({"a": 1}), levels)
     }
 
     #[test]
@@ -1076,39 +1082,41 @@ mod tests {
         assert!(Filter::from_json(&nested_nots(MAX_FILTER_DEPTH - 1)).is_ok());
         let err = parse_err(nested_nots(MAX_FILTER_DEPTH));
         assert_eq!(err.message, "filter nests deeper than 32 levels");
-        assert_eq!(err.path, vec!["$not"; MAX_FILTER_DEPTH].join("."));
+        assert_eq!(err.path, ["$not"; MAX_FILTER_DEPTH].join("."));
 
         // Implicit ands count as levels too.
-        let mut value = json!({"a": 1, "b": 2});
-        for _ in 0..MAX_FILTER_DEPTH - 2 {
-            value = json!({ "$not": value });
-        }
+        let value = wrap_in_nots(json!({"a": 1, "b": 2}), MAX_FILTER_DEPTH - 2);
         assert!(Filter::from_json(&value).is_ok());
-        let err = parse_err(json!({ "$not": value }));
+        let err = parse_err(wrap_in_nots(value, 1));
         assert_eq!(err.message, "filter nests deeper than 32 levels");
 
         // So do the ands of several operators on one field.
-        let mut value = json!({"a": {"$ne": 1, "$exists": true}});
-        for _ in 0..MAX_FILTER_DEPTH - 2 {
-            value = json!({ "$not": value });
-        }
-        assert!(Filter::from_json(&value).is_ok());
-        let err = parse_err(json!({ "$not": value }));
-        assert_eq!(
-            err.path,
-            vec!["$not"; MAX_FILTER_DEPTH - 1].join(".") + ".a"
+        let value = wrap_in_nots(
+            json!({"a": {"$ne": 1, "$exists": true}}),
+            MAX_FILTER_DEPTH - 2,
         );
+        assert!(Filter::from_json(&value).is_ok());
+        let err = parse_err(wrap_in_nots(value, 1));
+        assert_eq!(err.path, ["$not"; MAX_FILTER_DEPTH - 1].join(".") + ".a");
     }
 
     #[test]
     fn deep_nesting_is_an_error_not_a_stack_overflow() {
-        // Built and dropped on a thread with a large stack: serde_json drops values recursively.
-        // The parser itself stops after MAX_FILTER_DEPTH levels, as the error path shows.
+        // The 10,000-level value is built and dropped on a thread with a large stack (serde_json
+        // drops values recursively), but parsed on one with a small stack: the parser must stop
+        // after MAX_FILTER_DEPTH levels, as the error path also shows.
         let handle = std::thread::Builder::new()
             .stack_size(256 << 20)
             .spawn(|| {
                 let value = nested_nots(10_000);
-                let err = Filter::from_json(&value).map(|_| ());
+                let err = std::thread::scope(|scope| {
+                    std::thread::Builder::new()
+                        .stack_size(256 << 10)
+                        .spawn_scoped(scope, || Filter::from_json(&value).map(|_| ()))
+                        .expect("spawn parser thread")
+                        .join()
+                        .expect("parser thread")
+                });
                 let text = "{\"$not\":".repeat(10_000) + "{}" + &"}".repeat(10_000);
                 let from_str = Filter::from_json_str(&text).map(|_| ());
                 (err, from_str)
@@ -1117,7 +1125,7 @@ mod tests {
         let (err, from_str) = handle.join().expect("test thread");
         let err = err.unwrap_err();
         assert_eq!(err.message, "filter nests deeper than 32 levels");
-        assert_eq!(err.path, vec!["$not"; MAX_FILTER_DEPTH].join("."));
+        assert_eq!(err.path, ["$not"; MAX_FILTER_DEPTH].join("."));
         assert_eq!(from_str.unwrap_err().path, "");
 
         // Within serde_json's own nesting limit, the depth check reports it.

@@ -19,7 +19,10 @@ pub struct VectorArena {
 
 impl VectorArena {
     pub fn new(dim: usize) -> Self {
-        Self { dim, data: Vec::new() }
+        Self {
+            dim,
+            data: Vec::new(),
+        }
     }
 
     pub fn dim(&self) -> usize {
@@ -148,7 +151,11 @@ impl TopK {
 
     /// The kept hits, best first.
     pub fn into_sorted_vec(self) -> Vec<ScoredSlot> {
-        self.heap.into_sorted_vec().into_iter().map(|r| r.hit).collect()
+        self.heap
+            .into_sorted_vec()
+            .into_iter()
+            .map(|r| r.hit)
+            .collect()
     }
 }
 

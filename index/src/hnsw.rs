@@ -328,7 +328,10 @@ mod tests {
             // scores are reported in the metric's own terms
             let s0 = approx[0];
             let expected = metric.score(q, arena.get(s0.slot).unwrap());
-            assert!((s0.score - expected).abs() < 1e-3, "{metric}: {s0:?} vs {expected}");
+            assert!(
+                (s0.score - expected).abs() < 1e-3,
+                "{metric}: {s0:?} vs {expected}"
+            );
             found += approx.iter().filter(|h| exact.contains(&h.slot)).count();
         }
         found as f64 / (queries.len() * 10) as f64

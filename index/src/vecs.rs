@@ -12,7 +12,11 @@ pub enum VecsError {
     #[error("row {row}: dimension {dim} is not positive")]
     BadDimension { row: usize, dim: i32 },
     #[error("row {row}: dimension {dim} differs from the first row's {first}")]
-    MixedDimensions { row: usize, dim: usize, first: usize },
+    MixedDimensions {
+        row: usize,
+        dim: usize,
+        first: usize,
+    },
 }
 
 fn parse_rows<T>(bytes: &[u8], decode: fn([u8; 4]) -> T) -> Result<Vec<Vec<T>>, VecsError> {

@@ -119,7 +119,10 @@ mod tests {
     fn unknown_versions_and_garbage_are_rejected() {
         let mut bytes = samples()[0].encode().unwrap();
         bytes[0] = 99;
-        assert!(Command::decode(&bytes).unwrap_err().to_string().contains("version 99"));
+        assert!(Command::decode(&bytes)
+            .unwrap_err()
+            .to_string()
+            .contains("version 99"));
         assert!(Command::decode(&[]).is_err());
         assert!(Command::decode(&[COMMAND_VERSION, 250, 1]).is_err());
     }

@@ -114,9 +114,9 @@ impl Node {
         };
         let mut points = Vec::new();
         loop {
-            let page = self
-                .storage
-                .scan(Table::Points, &prefix, after.as_deref(), limit.max(64))?;
+            let page =
+                self.storage
+                    .scan(Table::Points, &prefix, after.as_deref(), limit.max(64))?;
             let exhausted = page.len() < limit.max(64);
             for (key, value) in page {
                 after = Some(key.clone());

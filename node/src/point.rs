@@ -42,9 +42,9 @@ impl PointId {
 
     pub fn from_key(key: &[u8]) -> Result<Self> {
         match key {
-            [0, rest @ ..] if rest.len() == 8 => {
-                Ok(PointId::Num(u64::from_be_bytes(rest.try_into().unwrap_or([0; 8]))))
-            }
+            [0, rest @ ..] if rest.len() == 8 => Ok(PointId::Num(u64::from_be_bytes(
+                rest.try_into().unwrap_or([0; 8]),
+            ))),
             [1, rest @ ..] if rest.len() == 16 => Ok(PointId::Uuid(
                 uuid::Uuid::from_slice(rest).map_err(|e| NodeError::Internal(e.to_string()))?,
             )),

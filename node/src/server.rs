@@ -18,7 +18,10 @@ use crate::service::{CollectionsService, PointsService};
 
 /// Opens the node described by `config`, listens on `config.node.listen` and serves until
 /// `shutdown` completes.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
     let listen = config.node.listen;
     let data_dir = config.node.data_dir.clone();
     let node = tokio::task::spawn_blocking(move || Node::open(config))

@@ -119,7 +119,10 @@ impl StateMachine {
             let mut records = Vec::new();
             let prefix = points_prefix(meta.id);
             storage.for_each(Table::Points, &prefix, &mut |k, v| {
-                records.push((PointId::from_key(&k[prefix.len()..])?, decode::<PointRecord>(v)?));
+                records.push((
+                    PointId::from_key(&k[prefix.len()..])?,
+                    decode::<PointRecord>(v)?,
+                ));
                 Ok(true)
             })?;
             let dir = graph_dir(graph_root, meta.id);
@@ -152,7 +155,6 @@ impl StateMachine {
     pub fn last_applied(&self) -> u64 {
         self.applied
     }
-
 
     /// Applies `command` at log position `index` (see the module invariants).
     pub fn apply(&mut self, index: u64, command: &Command) -> Result<Applied> {
@@ -193,7 +195,10 @@ impl StateMachine {
         match command {
             Command::Collections(CollectionsCommand::Create(spec)) => {
                 if self.catalog.get(&spec.name).is_ok() {
-                    return Err(NodeError::AlreadyExists(format!("collection `{}`", spec.name)));
+                    return Err(NodeError::AlreadyExists(format!(
+                        "collection `{}`",
+                        spec.name
+                    )));
                 }
                 let meta = CollectionMeta {
                     id: index,
@@ -215,7 +220,11 @@ impl StateMachine {
             Command::Points(PointsCommand::Upsert { collection, points }) => {
                 let collection = self.catalog.get(collection)?;
                 let dim = collection.meta.spec.dim as usize;
-                if let Some((i, p)) = points.iter().enumerate().find(|(_, p)| p.vector.len() != dim) {
+                if let Some((i, p)) = points
+                    .iter()
+                    .enumerate()
+                    .find(|(_, p)| p.vector.len() != dim)
+                {
                     return Err(NodeError::invalid(
                         format!("points[{i}].vector"),
                         format!("expected {dim} dimensions, got {}", p.vector.len()),
@@ -244,7 +253,11 @@ impl StateMachine {
                     batch.put(Table::Points, point_key(id, &p.id), encode(&record)?);
                     installs.push((p.id, slot, record.vector, record.payload));
                 }
-                batch.put(Table::Meta, next_slot_key(id), next_slot.to_be_bytes().to_vec());
+                batch.put(
+                    Table::Meta,
+                    next_slot_key(id),
+                    next_slot.to_be_bytes().to_vec(),
+                );
                 let n = installs.len() as u64;
                 Ok((Effect::Upsert(collection, installs), n))
             }
@@ -268,7 +281,9 @@ impl StateMachine {
     ) -> (Effect, u64) {
         let existing: Vec<PointId> = {
             let seg = collection.segment();
-            ids.into_iter().filter(|id| seg.slot_of(id).is_some()).collect()
+            ids.into_iter()
+                .filter(|id| seg.slot_of(id).is_some())
+                .collect()
         };
         for id in &existing {
             batch.delete(Table::Points, point_key(collection.meta.id, id));
@@ -303,4 +318,207 @@ impl StateMachine {
 /// Where a collection's graph dumps live under `root`.
 pub fn graph_dir(root: &Path, collection_id: u64) -> PathBuf {
     root.join(format!("{collection_id}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+    use quiver_index::distance::Metric;
+    use quiver_index::filter::Filter;
+    use quiver_index::hnsw::HnswParams;
+    use quiver_index::payload_index::FieldType;
+
+    use super::*;
+    use crate::collection::search::{PlannerConfig, SearchParams};
+    use crate::point::{CollectionSpec, IndexKind, NewPoint};
+    use crate::storage::MemoryStorage;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Upsert(Vec<(u64, [i8; 2], u8)>),
+        Delete(Vec<u64>),
+        DeleteTag(u8),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => prop::collection::btree_map(0u64..24, (any::<[i8; 2]>(), 0u8..3), 1..6)
+                .prop_map(|m| Op::Upsert(m.into_iter().map(|(id, (v, t))| (id, v, t)).collect())),
+            2 => prop::collection::vec(0u64..24, 1..4).prop_map(Op::Delete),
+            1 => (0u8..3).prop_map(Op::DeleteTag),
+        ]
+    }
+
+    fn vector(v: [i8; 2]) -> Vec<f32> {
+        vec![v[0] as f32, v[1] as f32]
+    }
+
+    fn spec(index: IndexKind) -> CollectionSpec {
+        CollectionSpec {
+            name: "m".into(),
+            dim: 2,
+            metric: Metric::L2,
+            index,
+            payload_indexes: vec![("tag".into(), FieldType::Integer)],
+            default_ef: None,
+        }
+    }
+
+    fn command(op: &Op) -> Command {
+        Command::Points(match op {
+            Op::Upsert(points) => PointsCommand::Upsert {
+                collection: "m".into(),
+                points: points
+                    .iter()
+                    .map(|(id, v, tag)| NewPoint {
+                        id: PointId::Num(*id),
+                        vector: vector(*v),
+                        payload: serde_json::json!({"tag": tag})
+                            .as_object()
+                            .cloned()
+                            .unwrap(),
+                    })
+                    .collect(),
+            },
+            Op::Delete(ids) => PointsCommand::Delete {
+                collection: "m".into(),
+                ids: ids.iter().map(|i| PointId::Num(*i)).collect(),
+            },
+            Op::DeleteTag(tag) => PointsCommand::DeleteByFilter {
+                collection: "m".into(),
+                filter: Filter::from_json(&serde_json::json!({"tag": tag})).unwrap(),
+            },
+        })
+    }
+
+    /// The model: id -> (vector, tag).
+    fn apply_model(model: &mut BTreeMap<u64, ([i8; 2], u8)>, op: &Op) {
+        match op {
+            Op::Upsert(points) => {
+                for (id, v, t) in points {
+                    model.insert(*id, (*v, *t));
+                }
+            }
+            Op::Delete(ids) => ids.iter().for_each(|id| {
+                model.remove(id);
+            }),
+            Op::DeleteTag(tag) => model.retain(|_, (_, t)| t != tag),
+        }
+    }
+
+    fn assert_matches_model(sm: &StateMachine, model: &BTreeMap<u64, ([i8; 2], u8)>) {
+        let c = sm.catalog().get("m").unwrap();
+        assert_eq!(c.points_count(), model.len());
+        let all: Vec<PointId> = (0..24).map(PointId::Num).collect();
+        let got: BTreeMap<u64, (Vec<f32>, serde_json::Value)> = c
+            .get(&all)
+            .into_iter()
+            .map(|(id, v, p)| {
+                let PointId::Num(n) = id else { unreachable!() };
+                (n, (v, p["tag"].clone()))
+            })
+            .collect();
+        let want: BTreeMap<u64, (Vec<f32>, serde_json::Value)> = model
+            .iter()
+            .map(|(id, (v, t))| (*id, (vector(*v), serde_json::json!(t))))
+            .collect();
+        assert_eq!(got, want);
+        // every live point is found by search, and nothing else is
+        let planner = PlannerConfig {
+            exact_search_threshold: 0,
+            default_ef: 64,
+            max_ef: 256,
+        };
+        for exact in [true, false] {
+            let params = SearchParams {
+                vector: vec![0.0, 0.0],
+                top_k: 30,
+                ef: Some(64),
+                filter: None,
+                exact,
+                with_payload: false,
+                with_vector: false,
+            };
+            let (hits, _) = c.search(&params, &planner);
+            let mut ids: Vec<u64> = hits
+                .iter()
+                .map(|h| match h.id {
+                    PointId::Num(n) => n,
+                    PointId::Uuid(_) => unreachable!(),
+                })
+                .collect();
+            ids.sort();
+            assert_eq!(
+                ids,
+                model.keys().copied().collect::<Vec<_>>(),
+                "exact={exact}"
+            );
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        #[test]
+        fn random_upserts_and_deletes_match_a_model(
+            ops in prop::collection::vec(op(), 1..30),
+            hnsw in any::<bool>(),
+        ) {
+            let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::default());
+            let graphs = tempfile::tempdir().unwrap();
+            let mut sm = StateMachine::open(storage.clone(), graphs.path()).unwrap();
+            let index = if hnsw { IndexKind::Hnsw(HnswParams { m: 8, ef_construction: 32 }) } else { IndexKind::Flat };
+            sm.apply(1, &Command::Collections(CollectionsCommand::Create(spec(index)))).unwrap();
+            let mut model = BTreeMap::new();
+            for (i, op) in ops.iter().enumerate() {
+                let index = i as u64 + 2;
+                sm.apply(index, &command(op)).unwrap();
+                apply_model(&mut model, op);
+                // re-delivering the same entry changes nothing
+                let again = sm.apply(index, &command(op)).unwrap();
+                prop_assert!(again.duplicate);
+            }
+            assert_matches_model(&sm, &model);
+            // memory is derivable from storage: a reopened state machine agrees
+            let reopened = StateMachine::open(storage, graphs.path()).unwrap();
+            prop_assert_eq!(reopened.last_applied(), ops.len() as u64 + 1);
+            assert_matches_model(&reopened, &model);
+        }
+    }
+
+    #[test]
+    fn rejected_commands_consume_their_index_and_change_nothing() {
+        let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::default());
+        let graphs = tempfile::tempdir().unwrap();
+        let mut sm = StateMachine::open(storage.clone(), graphs.path()).unwrap();
+        let create = Command::Collections(CollectionsCommand::Create(spec(IndexKind::Flat)));
+        sm.apply(1, &create).unwrap();
+        assert!(matches!(
+            sm.apply(2, &create),
+            Err(NodeError::AlreadyExists(_))
+        ));
+        assert_eq!(sm.last_applied(), 2);
+        let wrong_dim = Command::Points(PointsCommand::Upsert {
+            collection: "m".into(),
+            points: vec![NewPoint {
+                id: PointId::Num(1),
+                vector: vec![1.0; 3],
+                payload: JsonMap::new(),
+            }],
+        });
+        assert!(matches!(
+            sm.apply(3, &wrong_dim),
+            Err(NodeError::InvalidArgument { .. })
+        ));
+        let missing = Command::Points(PointsCommand::Delete {
+            collection: "nope".into(),
+            ids: vec![PointId::Num(1)],
+        });
+        assert!(matches!(sm.apply(4, &missing), Err(NodeError::NotFound(_))));
+        assert_eq!(sm.last_applied(), 4);
+        assert_eq!(sm.catalog().get("m").unwrap().points_count(), 0);
+        let reopened = StateMachine::open(storage, graphs.path()).unwrap();
+        assert_eq!(reopened.last_applied(), 4);
+    }
 }

@@ -145,7 +145,8 @@ impl Collection {
             indexed_upto: progress.indexed_upto,
         };
         let tmp = graph_dir.join("manifest.json.tmp");
-        let bytes = serde_json::to_vec(&manifest).map_err(|e| NodeError::Internal(e.to_string()))?;
+        let bytes =
+            serde_json::to_vec(&manifest).map_err(|e| NodeError::Internal(e.to_string()))?;
         write_synced(&tmp, &bytes)?;
         std::fs::rename(&tmp, graph_dir.join(MANIFEST)).map_err(|e| io_err(graph_dir, e))?;
         progress.inserts_since_dump = 0;

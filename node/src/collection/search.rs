@@ -1,7 +1,9 @@
 //! Search and its planner.
 //!
 //! The planner picks one of four plans (reported back to the caller):
-//! - `exact`: no filter, and the collection is flat or the request asked for exact search;
+//! - `exact`: no filter, and the collection is flat, holds no more live points than the
+//!   threshold (a scan is then as fast as the graph and never misses), or the request asked for
+//!   exact search;
 //! - `exact-filtered`: a filter whose estimated matches are at most the configured threshold (or
 //!   an exact request): score exactly the points that match. The estimate is exact when payload
 //!   indexes bound the filter, otherwise a sample of live points is tested;
@@ -86,7 +88,10 @@ enum Candidates {
 fn candidates(seg: &Segment, filter: &Filter) -> Candidates {
     if let Some(bound) = seg.payload_index.candidates(filter) {
         let bound = bound & &seg.live;
-        let slots = bound.iter().filter(|slot| matches(seg, filter, *slot)).collect();
+        let slots = bound
+            .iter()
+            .filter(|slot| matches(seg, filter, *slot))
+            .collect();
         return Candidates::Slots(slots);
     }
     let live = seg.live.len();
@@ -122,6 +127,10 @@ impl Collection {
         };
         let (hits, plan): (Vec<ScoredSlot>, Plan) = match (&params.filter, graph) {
             (None, None) => (
+                seg.arena.search(metric, &params.vector, k, seg.live.iter()),
+                Plan::Exact,
+            ),
+            (None, Some(_)) if seg.live.len() as usize <= config.exact_search_threshold => (
                 seg.arena.search(metric, &params.vector, k, seg.live.iter()),
                 Plan::Exact,
             ),

@@ -30,7 +30,10 @@ pub fn collection_name(field: &str, name: &str) -> Result<String> {
         return Err(invalid(field, "must not be empty"));
     }
     if name.len() > MAX_NAME_LEN {
-        return Err(invalid(field, format!("longer than {MAX_NAME_LEN} characters")));
+        return Err(invalid(
+            field,
+            format!("longer than {MAX_NAME_LEN} characters"),
+        ));
     }
     if name.starts_with('.')
         || !name
@@ -120,7 +123,10 @@ pub fn collection_spec(
                 h.ef_construction as usize
             };
             if !(2..=MAX_M).contains(&m) {
-                return Err(invalid("index.hnsw.m", format!("{m} is outside 2..={MAX_M}")));
+                return Err(invalid(
+                    "index.hnsw.m",
+                    format!("{m} is outside 2..={MAX_M}"),
+                ));
             }
             if ef_construction > MAX_EF_CONSTRUCTION {
                 return Err(invalid(
@@ -305,7 +311,9 @@ pub fn upsert_points(
             Some(s) => struct_to_json(&format!("points[{i}].payload"), s)?,
             None => JsonMap::new(),
         };
-        let size = serde_json::to_vec(&payload).map(|b| b.len()).unwrap_or(usize::MAX);
+        let size = serde_json::to_vec(&payload)
+            .map(|b| b.len())
+            .unwrap_or(usize::MAX);
         if size > limits.max_payload_bytes {
             return Err(invalid(
                 format!("points[{i}].payload"),
@@ -341,7 +349,10 @@ const MAX_PAYLOAD_DEPTH: usize = 64;
 fn value_to_json(field: &str, v: &prost_types::Value, depth: usize) -> Result<serde_json::Value> {
     use serde_json::Value as J;
     if depth > MAX_PAYLOAD_DEPTH {
-        return Err(invalid(field, format!("nests deeper than {MAX_PAYLOAD_DEPTH} levels")));
+        return Err(invalid(
+            field,
+            format!("nests deeper than {MAX_PAYLOAD_DEPTH} levels"),
+        ));
     }
     Ok(match &v.kind {
         None | Some(Kind::NullValue(_)) => J::Null,
@@ -369,7 +380,10 @@ fn value_to_json(field: &str, v: &prost_types::Value, depth: usize) -> Result<se
         Some(Kind::StructValue(s)) => {
             let mut m = JsonMap::new();
             for (k, x) in &s.fields {
-                m.insert(k.clone(), value_to_json(&format!("{field}.{k}"), x, depth + 1)?);
+                m.insert(
+                    k.clone(),
+                    value_to_json(&format!("{field}.{k}"), x, depth + 1)?,
+                );
             }
             J::Object(m)
         }
@@ -421,7 +435,9 @@ pub fn request_filter(typed: Option<&pb::Filter>, json: &str) -> Result<Option<F
         })?,
         (None, true) => return Ok(None),
     };
-    filter.validate().map_err(|e| invalid("filter", e.to_string()))?;
+    filter
+        .validate()
+        .map_err(|e| invalid("filter", e.to_string()))?;
     Ok(Some(filter))
 }
 
@@ -453,7 +469,10 @@ fn typed_filter(field: &str, f: &pb::Filter, depth: usize) -> Result<Filter> {
         all.push(Filter::Not(Box::new(inner)));
     }
     if let Some(c) = &f.condition {
-        all.push(Filter::Condition(condition(&format!("{field}.condition"), c)?));
+        all.push(Filter::Condition(condition(
+            &format!("{field}.condition"),
+            c,
+        )?));
     }
     Ok(if all.len() == 1 {
         all.pop().unwrap_or(Filter::And(Vec::new()))
@@ -468,7 +487,12 @@ fn condition(field: &str, c: &pb::Condition) -> Result<Condition> {
         return Err(invalid(format!("{field}.key"), "must not be empty"));
     }
     let op = match &c.test {
-        None => return Err(invalid(field, "missing test (eq, ne, in, not_in, range or exists)")),
+        None => {
+            return Err(invalid(
+                field,
+                "missing test (eq, ne, in, not_in, range or exists)",
+            ))
+        }
         Some(Test::Eq(v)) => Op::Eq(scalar(&format!("{field}.eq"), v)?),
         Some(Test::Ne(v)) => Op::Ne(scalar(&format!("{field}.ne"), v)?),
         Some(Test::In(vs)) => Op::In(scalars(&format!("{field}.in"), vs)?),
@@ -547,7 +571,9 @@ mod tests {
             ..Default::default()
         };
         let a = request_filter(Some(&typed), "").unwrap().unwrap();
-        let b = request_filter(None, r#"{"price": {"$gte": 10}}"#).unwrap().unwrap();
+        let b = request_filter(None, r#"{"price": {"$gte": 10}}"#)
+            .unwrap()
+            .unwrap();
         let payload: JsonMap = serde_json::from_str(r#"{"price": 12}"#).unwrap();
         assert!(a.matches(&payload) && b.matches(&payload));
         let cheap: JsonMap = serde_json::from_str(r#"{"price": 2}"#).unwrap();
@@ -557,7 +583,10 @@ mod tests {
     #[test]
     fn filter_errors_name_the_place() {
         let e = request_filter(None, r#"{"$and": [{"a": 1}, {"b": {"$gt": "x"}}]}"#).unwrap_err();
-        assert!(e.to_string().starts_with("filter_json.$and[1].b.$gt"), "{e}");
+        assert!(
+            e.to_string().starts_with("filter_json.$and[1].b.$gt"),
+            "{e}"
+        );
         let both = request_filter(Some(&pb::Filter::default()), "{}").unwrap_err();
         assert!(both.to_string().contains("not both"));
         let empty_in = pb::Filter {
@@ -571,7 +600,10 @@ mod tests {
             ..Default::default()
         };
         let e = request_filter(Some(&empty_in), "").unwrap_err();
-        assert!(e.to_string().starts_with("filter.must[0].condition.in"), "{e}");
+        assert!(
+            e.to_string().starts_with("filter.must[0].condition.in"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -585,6 +617,9 @@ mod tests {
             .collect(),
         };
         let j = struct_to_json("payload", &s).unwrap();
-        assert_eq!(serde_json::Value::Object(j), serde_json::json!({"n": 3, "f": 2.5}));
+        assert_eq!(
+            serde_json::Value::Object(j),
+            serde_json::json!({"n": 3, "f": 2.5})
+        );
     }
 }

@@ -44,8 +44,11 @@ impl Points for PointsService {
     ) -> Result<Response<pb::WriteResponse>, Status> {
         let req = request.into_inner();
         let collection = self.node.collection(&req.collection)?;
-        let points =
-            convert::upsert_points(&req.points, &collection.meta.spec, &self.node.config().limits)?;
+        let points = convert::upsert_points(
+            &req.points,
+            &collection.meta.spec,
+            &self.node.config().limits,
+        )?;
         let applied = self
             .node
             .write(Command::Points(PointsCommand::Upsert {
@@ -88,7 +91,9 @@ impl Points for PointsService {
         let filter = convert::request_filter(req.filter.as_ref(), &req.filter_json)?;
         let command = match (req.ids.is_empty(), filter) {
             (false, Some(_)) => {
-                return Err(NodeError::invalid("ids", "give either ids or a filter, not both").into())
+                return Err(
+                    NodeError::invalid("ids", "give either ids or a filter, not both").into(),
+                )
             }
             (true, None) => {
                 return Err(NodeError::invalid("ids", "give ids or a filter to delete by").into())
@@ -138,7 +143,10 @@ impl Points for PointsService {
             ef if ef > config.search.max_ef => {
                 return Err(NodeError::invalid(
                     "ef",
-                    format!("{ef} exceeds the limit of {} (search.max_ef)", config.search.max_ef),
+                    format!(
+                        "{ef} exceeds the limit of {} (search.max_ef)",
+                        config.search.max_ef
+                    ),
                 )
                 .into())
             }
@@ -205,7 +213,11 @@ impl Points for PointsService {
             .into_iter()
             .map(|(id, record)| pb::Point {
                 id: Some(convert::point_id_to_proto(&id)),
-                vector: if req.with_vector { record.vector } else { Vec::new() },
+                vector: if req.with_vector {
+                    record.vector
+                } else {
+                    Vec::new()
+                },
                 payload: req
                     .with_payload
                     .then(|| convert::json_to_struct(&record.payload)),

@@ -143,7 +143,10 @@ mod tests {
         b.delete_range(Table::Points, b"a".to_vec(), prefix_end(b"a").unwrap());
         b.delete(Table::Meta, b"a1".as_slice());
         storage.write(b).unwrap();
-        assert!(storage.scan(Table::Points, b"a", None, 10).unwrap().is_empty());
+        assert!(storage
+            .scan(Table::Points, b"a", None, 10)
+            .unwrap()
+            .is_empty());
         assert_eq!(storage.get(Table::Meta, b"a1").unwrap(), None);
         let mut seen = Vec::new();
         storage

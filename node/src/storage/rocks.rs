@@ -76,9 +76,10 @@ impl Storage for RocksStorage {
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let start = after.unwrap_or(prefix);
-        let iter = self
-            .db
-            .iterator_cf(self.cf(table)?, IteratorMode::From(start, Direction::Forward));
+        let iter = self.db.iterator_cf(
+            self.cf(table)?,
+            IteratorMode::From(start, Direction::Forward),
+        );
         let mut out = Vec::new();
         for item in iter {
             let (k, v) = item.map_err(storage_err)?;
@@ -99,9 +100,10 @@ impl Storage for RocksStorage {
         prefix: &[u8],
         visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool>,
     ) -> Result<()> {
-        let iter = self
-            .db
-            .iterator_cf(self.cf(table)?, IteratorMode::From(prefix, Direction::Forward));
+        let iter = self.db.iterator_cf(
+            self.cf(table)?,
+            IteratorMode::From(prefix, Direction::Forward),
+        );
         for item in iter {
             let (k, v) = item.map_err(storage_err)?;
             if !k.starts_with(prefix) || !visit(&k, &v)? {

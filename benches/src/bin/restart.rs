@@ -1,0 +1,239 @@
+//! `quiver-restart-bench`: how long a node takes to restart when its HNSW graph was dumped,
+//! against rebuilding the graph from the stored points.
+//!
+//! Uses the real node library on RocksDB in a temporary data directory (`sync_writes` off):
+//! create an HNSW collection, upsert the points through `Node::write` in batches, dump the graphs,
+//! then time `Node::open` twice: once with the dump (searches must return exactly what they did
+//! before the restart) and once after deleting `<data_dir>/graphs` (graph rebuilt). Prints one
+//! JSON line; progress goes to stderr.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{ensure, Context, Result};
+use clap::Parser;
+use quiver_benches::data::{prepare_all, read_fvecs};
+use quiver_config::Config;
+use quiver_index::distance::{simd_backend, Metric};
+use quiver_index::hnsw::HnswParams;
+use quiver_node::collection::search::SearchParams;
+use quiver_node::command::{CollectionsCommand, Command, PointsCommand};
+use quiver_node::point::{CollectionSpec, IndexKind, JsonMap, NewPoint, PointId};
+use quiver_node::Node;
+use serde_json::json;
+
+const COLLECTION: &str = "bench";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "quiver-restart-bench",
+    about = "Time a node restart with a dumped HNSW graph vs a rebuild"
+)]
+struct Args {
+    /// Vectors to ingest (.fvecs).
+    #[arg(long)]
+    base: PathBuf,
+    /// Ingest only the first N rows (default: all).
+    #[arg(long)]
+    points: Option<usize>,
+    /// Queries for the before/after check (.fvecs; default: the first base rows).
+    #[arg(long)]
+    query: Option<PathBuf>,
+    #[arg(long, default_value = "l2")]
+    metric: Metric,
+    #[arg(long, default_value_t = 16)]
+    m: usize,
+    #[arg(long, default_value_t = 200)]
+    ef_construction: usize,
+    /// Points per upsert command.
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
+    /// Searches compared before and after the restart.
+    #[arg(long, default_value_t = 20)]
+    checks: usize,
+    /// Parent of the temporary data directory (default: the system temp dir).
+    #[arg(long)]
+    tmp_dir: Option<PathBuf>,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    ensure!(args.batch >= 1, "--batch must be at least 1");
+    let mut base = read_fvecs(&args.base)?;
+    if let Some(n) = args.points {
+        ensure!(n >= 1, "--points must be at least 1");
+        base.truncate(n);
+    }
+    prepare_all(args.metric, &mut base, "base")?;
+    let dim = base[0].len();
+    let mut checks = match &args.query {
+        Some(path) => read_fvecs(path)?,
+        None => base.clone(),
+    };
+    checks.truncate(args.checks.max(1));
+    ensure!(
+        checks[0].len() == dim,
+        "dimension mismatch: base has {dim} dimensions, query has {}",
+        checks[0].len()
+    );
+    prepare_all(args.metric, &mut checks, "query")?;
+
+    let tmp = match &args.tmp_dir {
+        Some(dir) => tempfile::tempdir_in(dir),
+        None => tempfile::tempdir(),
+    }
+    .context("creating a temporary data directory")?;
+    let mut config = Config::default();
+    config.node.data_dir = tmp.path().join("node");
+    config.storage.sync_writes = false;
+    eprintln!(
+        "quiver-restart-bench: simd {}, {} points x {dim}, data dir {}",
+        simd_backend(),
+        base.len(),
+        config.node.data_dir.display()
+    );
+
+    let runtime = tokio::runtime::Runtime::new().context("starting tokio")?;
+    let node = Node::open(config.clone()).context("opening the node")?;
+    let spec = CollectionSpec {
+        name: COLLECTION.into(),
+        dim: dim as u32,
+        metric: args.metric,
+        index: IndexKind::Hnsw(HnswParams {
+            m: args.m,
+            ef_construction: args.ef_construction,
+        }),
+        payload_indexes: Vec::new(),
+        default_ef: None,
+    };
+    runtime
+        .block_on(node.write(Command::Collections(CollectionsCommand::Create(spec))))
+        .context("creating the collection")?;
+    let started = Instant::now();
+    for (b, chunk) in base.chunks(args.batch).enumerate() {
+        let points = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, v)| NewPoint {
+                id: PointId::Num((b * args.batch + i) as u64),
+                vector: v.clone(),
+                payload: JsonMap::new(),
+            })
+            .collect();
+        let upsert = PointsCommand::Upsert {
+            collection: COLLECTION.into(),
+            points,
+        };
+        runtime
+            .block_on(node.write(Command::Points(upsert)))
+            .with_context(|| format!("upserting batch {b}"))?;
+    }
+    let ingest_s = started.elapsed().as_secs_f64();
+    eprintln!("quiver-restart-bench: ingested in {ingest_s:.2} s");
+    let before = search_all(&node, &checks)?;
+
+    let started = Instant::now();
+    node.dump_graphs(true);
+    let dump_s = started.elapsed().as_secs_f64();
+    let graphs = config.node.data_dir.join("graphs");
+    let dump_bytes = dir_bytes(&graphs);
+    ensure!(
+        dump_bytes > 0,
+        "dump_graphs wrote nothing under {}",
+        graphs.display()
+    );
+    drop(node);
+
+    let (node, restart_with_dump_s) = timed_open(&config, base.len())?;
+    ensure!(
+        node.collection(COLLECTION)?.graph_inserts_since_dump() == 0,
+        "the graph was not loaded from its dump"
+    );
+    let after = search_all(&node, &checks)?;
+    ensure!(
+        after == before,
+        "searches differ after a restart with the dumped graph"
+    );
+    drop(node);
+
+    std::fs::remove_dir_all(&graphs).with_context(|| format!("removing {}", graphs.display()))?;
+    let (node, restart_rebuild_s) = timed_open(&config, base.len())?;
+    ensure!(
+        node.collection(COLLECTION)?.graph_inserts_since_dump() == base.len(),
+        "the graph was not rebuilt from the points"
+    );
+    let rebuilt = search_all(&node, &checks)?;
+    let same = rebuilt.iter().zip(&before).filter(|(a, b)| a == b).count();
+    eprintln!(
+        "quiver-restart-bench: {} of {} check searches identical after the rebuild (a parallel \
+         rebuild need not reproduce the same graph)",
+        same,
+        checks.len()
+    );
+    drop(node);
+
+    let line = json!({
+        "points": base.len(),
+        "ingest_s": round3(ingest_s),
+        "ingest_points_per_s": (base.len() as f64 / ingest_s).round(),
+        "restart_with_dump_s": round3(restart_with_dump_s),
+        "restart_rebuild_s": round3(restart_rebuild_s),
+        "dump_s": round3(dump_s),
+        "dump_bytes": dump_bytes,
+    });
+    println!("{line}");
+    Ok(())
+}
+
+/// Opens the node and checks every point came back; returns it with the seconds `open` took.
+fn timed_open(config: &Config, points: usize) -> Result<(Node, f64)> {
+    let started = Instant::now();
+    let node = Node::open(config.clone()).context("reopening the node")?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let count = node.collection(COLLECTION)?.points_count();
+    ensure!(
+        count == points,
+        "reopened node has {count} points, expected {points}"
+    );
+    Ok((node, elapsed))
+}
+
+/// Top-10 ids and scores of each query through the collection's planner (HNSW, default ef).
+fn search_all(node: &Node, queries: &[Vec<f32>]) -> Result<Vec<Vec<(PointId, f32)>>> {
+    let collection = node.collection(COLLECTION)?;
+    let config = node.planner_config();
+    Ok(queries
+        .iter()
+        .map(|q| {
+            let params = SearchParams {
+                vector: q.clone(),
+                top_k: 10,
+                ef: None,
+                filter: None,
+                exact: false,
+                with_payload: false,
+                with_vector: false,
+            };
+            let (hits, _) = collection.search(&params, &config);
+            hits.into_iter().map(|h| (h.id, h.score)).collect()
+        })
+        .collect())
+}
+
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}

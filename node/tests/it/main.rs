@@ -1,0 +1,8 @@
+//! Integration tests of a real node: RocksDB on disk, gRPC on an ephemeral loopback port, the
+//! generated client.
+
+mod bad_input;
+mod lifecycle;
+mod persistence;
+mod recall;
+mod support;
