@@ -67,13 +67,6 @@ impl Dataset {
             queries[0].len()
         );
         ensure!(
-            ground_truth.len() >= queries.len(),
-            "ground truth {} has {} rows for {} queries",
-            gt.display(),
-            ground_truth.len(),
-            queries.len()
-        );
-        ensure!(
             ground_truth[0].len() >= k,
             "ground truth {} is {} deep, recall@{k} needs at least {k}",
             gt.display(),
@@ -83,6 +76,13 @@ impl Dataset {
             ensure!(limit > 0, "--limit-queries must be at least 1");
             queries.truncate(limit);
         }
+        ensure!(
+            ground_truth.len() >= queries.len(),
+            "ground truth {} has {} rows for {} queries",
+            gt.display(),
+            ground_truth.len(),
+            queries.len()
+        );
         ground_truth.truncate(queries.len());
         let n = base_rows.len();
         if let Some((q, id)) = ground_truth.iter().enumerate().find_map(|(q, row)| {

@@ -109,15 +109,10 @@ fn main() -> Result<()> {
         args.metric,
         args.threads
     );
-    let rss_before = rss_bytes();
     let rows = match args.index {
         IndexChoice::Flat => bench_flat(&args, &data),
         IndexChoice::Hnsw => bench_hnsw(&args, &data),
     };
-    if let (Some(before), Some(after)) = (rss_before, rss_bytes()) {
-        let mib = after.saturating_sub(before) as f64 / (1 << 20) as f64;
-        eprintln!("quiver-bench: resident memory grew {mib:.1} MiB during the run");
-    }
     if args.json {
         rows.iter().for_each(|row| println!("{row}"));
     } else {
@@ -127,12 +122,14 @@ fn main() -> Result<()> {
 }
 
 fn bench_flat(args: &Args, data: &Dataset) -> Vec<Value> {
+    let rss_before = rss_bytes();
     let started = Instant::now();
     let mut arena = VectorArena::new(data.dim);
     for (slot, v) in data.base.iter().enumerate() {
         arena.set(slot as Slot, v);
     }
     let build_s = started.elapsed().as_secs_f64();
+    report_build("flat", build_s, rss_before);
     let n = data.base.len() as Slot;
     let pass = measure(data, args.threads, |q| {
         arena
@@ -149,6 +146,7 @@ fn bench_hnsw(args: &Args, data: &Dataset) -> Vec<Value> {
         m: args.m,
         ef_construction: args.ef_construction,
     };
+    let rss_before = rss_bytes();
     let started = Instant::now();
     let index = HnswIndex::new(args.metric, data.dim, params, data.base.len());
     let items: Vec<(Slot, &[f32])> = data
@@ -159,10 +157,8 @@ fn bench_hnsw(args: &Args, data: &Dataset) -> Vec<Value> {
         .collect();
     index.insert_many(&items);
     let build_s = started.elapsed().as_secs_f64();
-    eprintln!(
-        "quiver-bench: hnsw m={} ef_construction={} built in {build_s:.2} s",
-        args.m, args.ef_construction
-    );
+    let what = format!("hnsw m={} ef_construction={}", args.m, args.ef_construction);
+    report_build(&what, build_s, rss_before);
     args.ef
         .iter()
         .map(|&ef| {
@@ -177,6 +173,21 @@ fn bench_hnsw(args: &Args, data: &Dataset) -> Vec<Value> {
             row("hnsw", params, &pass, build_s, index.memory_bytes())
         })
         .collect()
+}
+
+/// Says on stderr how long the build took and how much resident memory it added (a measured
+/// counterpart to the computed `index_bytes`).
+fn report_build(what: &str, build_s: f64, rss_before: Option<usize>) {
+    let grew = match (rss_before, rss_bytes()) {
+        (Some(before), Some(after)) => {
+            format!(
+                "{:.1} MiB",
+                after.saturating_sub(before) as f64 / (1 << 20) as f64
+            )
+        }
+        _ => "unknown".into(),
+    };
+    eprintln!("quiver-bench: {what} built in {build_s:.2} s, resident memory grew {grew}");
 }
 
 /// Runs every query once over `threads` threads, timing each.

@@ -28,7 +28,7 @@ fn parse_rows<T>(bytes: &[u8], decode: fn([u8; 4]) -> T) -> Result<Vec<Vec<T>>, 
         let head: [u8; 4] = bytes
             .get(at..at + 4)
             .and_then(|b| b.try_into().ok())
-            .ok_or(VecsError::Truncated {
+            .ok_or_else(|| VecsError::Truncated {
                 row,
                 needed: at + 4 - bytes.len(),
             })?;
@@ -43,9 +43,9 @@ fn parse_rows<T>(bytes: &[u8], decode: fn([u8; 4]) -> T) -> Result<Vec<Vec<T>>, 
         first = Some(dim);
         let body = bytes
             .get(at + 4..at + 4 + dim * 4)
-            .ok_or(VecsError::Truncated {
+            .ok_or_else(|| VecsError::Truncated {
                 row,
-                needed: at + 4 + dim * 4 - bytes.len(),
+                needed: (at + 4 + dim * 4).saturating_sub(bytes.len()),
             })?;
         rows.push(
             body.chunks_exact(4)

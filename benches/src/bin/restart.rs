@@ -16,7 +16,7 @@ use quiver_benches::data::{prepare_all, read_fvecs};
 use quiver_config::Config;
 use quiver_index::distance::{simd_backend, Metric};
 use quiver_index::hnsw::HnswParams;
-use quiver_node::collection::search::SearchParams;
+use quiver_node::collection::search::{Plan, SearchParams};
 use quiver_node::command::{CollectionsCommand, Command, PointsCommand};
 use quiver_node::point::{CollectionSpec, IndexKind, JsonMap, NewPoint, PointId};
 use quiver_node::Node;
@@ -198,11 +198,12 @@ fn timed_open(config: &Config, points: usize) -> Result<(Node, f64)> {
     Ok((node, elapsed))
 }
 
-/// Top-10 ids and scores of each query through the collection's planner (HNSW, default ef).
+/// Top-10 ids and scores of each query through the collection's planner, which must pick the
+/// graph (default ef).
 fn search_all(node: &Node, queries: &[Vec<f32>]) -> Result<Vec<Vec<(PointId, f32)>>> {
     let collection = node.collection(COLLECTION)?;
     let config = node.planner_config();
-    Ok(queries
+    queries
         .iter()
         .map(|q| {
             let params = SearchParams {
@@ -214,10 +215,15 @@ fn search_all(node: &Node, queries: &[Vec<f32>]) -> Result<Vec<Vec<(PointId, f32
                 with_payload: false,
                 with_vector: false,
             };
-            let (hits, _) = collection.search(&params, &config);
-            hits.into_iter().map(|h| (h.id, h.score)).collect()
+            let (hits, plan) = collection.search(&params, &config);
+            ensure!(
+                plan == Plan::Hnsw,
+                "check search ran as `{}`, not hnsw",
+                plan.as_str()
+            );
+            Ok(hits.into_iter().map(|h| (h.id, h.score)).collect())
         })
-        .collect())
+        .collect()
 }
 
 fn dir_bytes(dir: &std::path::Path) -> u64 {

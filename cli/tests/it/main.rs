@@ -1,0 +1,5 @@
+//! Tests of the `quiver` binary as users run it: real child processes on loopback ports.
+
+mod crash;
+mod support;
+mod tour;

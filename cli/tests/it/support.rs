@@ -1,0 +1,113 @@
+//! Starting `quiver` child processes and talking to them.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// A running `quiver` node process, killed on drop.
+pub struct QuiverProcess {
+    pub child: Child,
+    pub endpoint: String,
+    /// Log lines (stderr) after the start-up line; kept so the reader thread keeps draining.
+    _logs: mpsc::Receiver<String>,
+}
+
+pub fn quiver() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_quiver"))
+}
+
+/// Starts `quiver <args>` and waits until it logs the address it serves on.
+pub fn must_spawn(args: &[&str], envs: &[(&str, &str)]) -> QuiverProcess {
+    let mut cmd = quiver();
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .env("RUST_BACKTRACE", "0");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn quiver");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("quiver did not report its address in time");
+        if let Some(rest) = line.split("listen=").nth(1) {
+            let addr = rest.split_whitespace().next().expect("address");
+            return QuiverProcess {
+                child,
+                endpoint: format!("http://{addr}"),
+                _logs: rx,
+            };
+        }
+    }
+}
+
+/// `quiver dev` on an ephemeral loopback port with data in `dir`.
+pub fn must_spawn_dev(dir: &Path) -> QuiverProcess {
+    let dir = dir.to_str().expect("utf-8 path");
+    must_spawn(&["dev", "--data-dir", dir, "--listen", "127.0.0.1:0"], &[])
+}
+
+impl QuiverProcess {
+    /// SIGKILL: no chance to flush or dump anything.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub fn must_terminate(&mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill -TERM");
+        assert!(status.success());
+        for _ in 0..300 {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("quiver did not stop within 30 s of SIGTERM");
+    }
+
+    /// Runs a CLI command against this process; returns (success, stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> (bool, String, String) {
+        let out = quiver()
+            .args(args)
+            .args(["--endpoint", &self.endpoint])
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .expect("run quiver");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    pub fn must_cli(&self, args: &[&str]) -> String {
+        let (ok, stdout, stderr) = self.cli(args);
+        assert!(ok, "quiver {args:?} failed: {stderr}");
+        stdout
+    }
+}
+
+impl Drop for QuiverProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
