@@ -120,10 +120,10 @@ impl Default for LimitsConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SearchConfig {
-    /// `search.exact_search_threshold`: a filtered search whose estimated number of matching
-    /// points is at or below this is answered exactly, by scoring every matching point, instead
-    /// of walking the HNSW graph; 0 turns exact search off except for filters matching nothing.
-    /// Default `2000`.
+    /// `search.exact_search_threshold`: a search whose estimated number of candidate points
+    /// (the points matching its filter, or every live point when it has none) is at or below
+    /// this is answered exactly, by scoring every candidate, instead of walking the HNSW graph;
+    /// 0 turns exact search off except for filters matching nothing. Default `2000`.
     pub exact_search_threshold: usize,
     /// `search.default_ef`: HNSW search breadth (`ef`) used when a request does not set one
     /// (between 1 and `search.max_ef`). Default `64`.
