@@ -300,7 +300,8 @@ impl Range {
 
     /// Whether a single (non-array) value satisfies every present bound.
     pub fn contains(&self, value: &Value) -> bool {
-        let checks: [(Option<Bound>, fn(std::cmp::Ordering) -> bool); 4] = [
+        type Accept = fn(std::cmp::Ordering) -> bool;
+        let checks: [(Option<Bound>, Accept); 4] = [
             (self.gt, |o| o.is_gt()),
             (self.gte, |o| o.is_ge()),
             (self.lt, |o| o.is_lt()),

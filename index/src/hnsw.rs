@@ -352,10 +352,10 @@ mod tests {
         for (i, v) in data.iter().enumerate() {
             index.insert(i as Slot, v);
         }
-        let even = |s: Slot| s % 2 == 0;
+        let even = |s: Slot| s.is_multiple_of(2);
         let hits = index.search(&data[1], 10, 64, Some(&even));
         assert_eq!(hits.len(), 10);
-        assert!(hits.iter().all(|h| h.slot % 2 == 0));
+        assert!(hits.iter().all(|h| h.slot.is_multiple_of(2)));
     }
 
     #[test]

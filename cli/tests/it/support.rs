@@ -39,17 +39,21 @@ pub fn must_spawn(args: &[&str], envs: &[(&str, &str)]) -> QuiverProcess {
             }
         }
     });
+    // Owned from here on, so a failed start still kills the child.
+    let mut process = QuiverProcess {
+        child,
+        endpoint: String::new(),
+        _logs: rx,
+    };
     loop {
-        let line = rx
+        let line = process
+            ._logs
             .recv_timeout(Duration::from_secs(60))
             .expect("quiver did not report its address in time");
         if let Some(rest) = line.split("listen=").nth(1) {
             let addr = rest.split_whitespace().next().expect("address");
-            return QuiverProcess {
-                child,
-                endpoint: format!("http://{addr}"),
-                _logs: rx,
-            };
+            process.endpoint = format!("http://{addr}");
+            return process;
         }
     }
 }

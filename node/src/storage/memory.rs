@@ -4,13 +4,15 @@ use std::collections::BTreeMap;
 
 use parking_lot::RwLock;
 
-use super::{Storage, Table, WriteBatch, WriteOp};
+use super::{Storage, Table, Visitor, WriteBatch, WriteOp};
 use crate::error::Result;
+
+type Entries = BTreeMap<Vec<u8>, Vec<u8>>;
 
 /// Tables as `BTreeMap`s behind one lock, so a batch is atomic.
 #[derive(Debug, Default)]
 pub struct MemoryStorage {
-    tables: RwLock<BTreeMap<Table, BTreeMap<Vec<u8>, Vec<u8>>>>,
+    tables: RwLock<BTreeMap<Table, Entries>>,
 }
 
 impl Storage for MemoryStorage {
@@ -63,12 +65,7 @@ impl Storage for MemoryStorage {
             .collect())
     }
 
-    fn for_each(
-        &self,
-        table: Table,
-        prefix: &[u8],
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool>,
-    ) -> Result<()> {
+    fn for_each(&self, table: Table, prefix: &[u8], visit: &mut Visitor<'_>) -> Result<()> {
         let tables = self.tables.read();
         let Some(t) = tables.get(&table) else {
             return Ok(());

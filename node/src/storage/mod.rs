@@ -80,6 +80,9 @@ impl WriteBatch {
     }
 }
 
+/// Called per entry by [`Storage::for_each`]; returns whether to go on.
+pub type Visitor<'a> = dyn FnMut(&[u8], &[u8]) -> Result<bool> + 'a;
+
 /// An ordered key-value store with atomic batches.
 pub trait Storage: Send + Sync + 'static {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>>;
@@ -99,12 +102,7 @@ pub trait Storage: Send + Sync + 'static {
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
 
     /// Calls `visit` for every entry under `prefix`, in key order, until it returns false.
-    fn for_each(
-        &self,
-        table: Table,
-        prefix: &[u8],
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool>,
-    ) -> Result<()>;
+    fn for_each(&self, table: Table, prefix: &[u8], visit: &mut Visitor<'_>) -> Result<()>;
 }
 
 /// The smallest key greater than every key that starts with `prefix` (None if there is none).

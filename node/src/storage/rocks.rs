@@ -4,7 +4,7 @@ use std::path::Path;
 
 use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteOptions, DB};
 
-use super::{Storage, Table, WriteBatch, WriteOp};
+use super::{Storage, Table, Visitor, WriteBatch, WriteOp};
 use crate::error::{NodeError, Result};
 
 /// A RocksDB instance holding every table.
@@ -94,12 +94,7 @@ impl Storage for RocksStorage {
         Ok(out)
     }
 
-    fn for_each(
-        &self,
-        table: Table,
-        prefix: &[u8],
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool>,
-    ) -> Result<()> {
+    fn for_each(&self, table: Table, prefix: &[u8], visit: &mut Visitor<'_>) -> Result<()> {
         let iter = self.db.iterator_cf(
             self.cf(table)?,
             IteratorMode::From(prefix, Direction::Forward),
