@@ -172,14 +172,14 @@ impl Default for StorageConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
     /// `log.level`: tracing `EnvFilter` directive selecting what is logged, e.g.
-    /// `"info,quiver_node=debug"`. Default `"info"`.
+    /// `"info,quiver_node=debug"`. Default `"info,hnsw_rs=warn"` (the HNSW library is chatty at info).
     pub level: String,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
-            level: "info".to_owned(),
+            level: "info,hnsw_rs=warn".to_owned(),
         }
     }
 }

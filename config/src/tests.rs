@@ -47,7 +47,7 @@ fn defaults_are_valid_and_as_documented() {
     assert_eq!(config.limits.max_request_bytes, 64 << 20);
     assert_eq!(config.search.default_ef, 64);
     assert!(config.storage.sync_writes);
-    assert_eq!(config.log.level, "info");
+    assert_eq!(config.log.level, "info,hnsw_rs=warn");
 }
 
 #[test]

@@ -204,10 +204,14 @@ impl Points for PointsService {
             l => l,
         };
         let filter = convert::request_filter(req.filter.as_ref(), &req.filter_json)?;
-        let cursor = (!req.cursor.is_empty()).then_some(req.cursor.as_str());
-        let page = self
-            .node
-            .scroll(&collection, cursor, limit, filter.as_ref())?;
+        let node = self.node.clone();
+        let cursor = req.cursor.clone();
+        let page = tokio::task::spawn_blocking(move || {
+            let cursor = (!cursor.is_empty()).then_some(cursor.as_str());
+            node.scroll(&collection, cursor, limit, filter.as_ref())
+        })
+        .await
+        .map_err(|e| NodeError::Internal(format!("scroll task failed: {e}")))??;
         let points = page
             .points
             .into_iter()
