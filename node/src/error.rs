@@ -4,7 +4,7 @@
 use thiserror::Error;
 
 /// Errors of the node library.
-#[derive(Debug, Clone, PartialEq, Error)]
+#[derive(Debug, Clone, PartialEq, Error, serde::Serialize, serde::Deserialize)]
 pub enum NodeError {
     /// The request is malformed; `field` names where (e.g. `points[3].vector`).
     #[error("{field}: {message}")]

@@ -11,6 +11,7 @@ pub mod command;
 pub mod error;
 pub mod node;
 pub mod point;
+pub mod raft;
 pub mod server;
 pub mod service;
 pub mod state_machine;

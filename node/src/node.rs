@@ -79,14 +79,14 @@ impl Node {
         let state_machine = self.state_machine.clone();
         tokio::task::spawn_blocking(move || {
             let mut sm = state_machine.lock();
-            let index = sm.last_applied() + 1;
+            let index = sm.last_applied().map_or(0, |i| i + 1);
             sm.apply(index, &command)
         })
         .await
         .map_err(|e| NodeError::Internal(format!("apply task failed: {e}")))?
     }
 
-    pub fn last_applied(&self) -> u64 {
+    pub fn last_applied(&self) -> Option<u64> {
         self.state_machine.lock().last_applied()
     }
 

@@ -10,6 +10,10 @@
 //!   outcome depends only on the state and the command, so every replica agrees;
 //! - memory (collections, graphs) is updated only after the batch is durable, and is always
 //!   derivable from storage.
+//!
+//! Beside the index, the applied record carries an opaque `raft_state` (the replication layer's
+//! last applied log id and membership), written in the same batch, so the layer above never sees
+//! data without the position it was applied at.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -76,7 +80,7 @@ impl Catalog {
 }
 
 /// The result of applying one command.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Applied {
     pub index: u64,
     /// Points written or deleted, or collections created or dropped.
@@ -93,53 +97,32 @@ enum Effect {
     Delete(Arc<Collection>, Vec<PointId>),
 }
 
+/// The position the state machine has applied up to.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AppliedRecord {
+    /// Log index of the last applied entry (None: nothing applied yet; Raft logs start at 0).
+    pub index: Option<u64>,
+    /// Opaque state of the replication layer at that entry.
+    pub raft_state: Vec<u8>,
+}
+
+/// Every row of the state machine's tables: what a snapshot carries.
+pub type StateRows = Vec<(Table, Vec<u8>, Vec<u8>)>;
+
 /// Applies commands to storage and collections.
 pub struct StateMachine {
     storage: Arc<dyn Storage>,
     catalog: Arc<Catalog>,
     graph_root: PathBuf,
-    applied: u64,
+    applied: AppliedRecord,
 }
 
 impl StateMachine {
     /// Opens the state in `storage`, rebuilding every collection (graphs from their dumps under
     /// `graph_root` when present).
     pub fn open(storage: Arc<dyn Storage>, graph_root: &Path) -> Result<Self> {
-        let applied = match storage.get(Table::Meta, APPLIED_KEY)? {
-            Some(b) => u64::from_be_bytes(
-                b.as_slice()
-                    .try_into()
-                    .map_err(|_| NodeError::Storage("corrupt applied index".into()))?,
-            ),
-            None => 0,
-        };
         let catalog = Arc::new(Catalog::default());
-        for (_, value) in storage.scan(Table::Meta, COLLECTION_PREFIX, None, usize::MAX)? {
-            let meta: CollectionMeta = decode(&value)?;
-            let mut records = Vec::new();
-            let prefix = points_prefix(meta.id);
-            storage.for_each(Table::Points, &prefix, &mut |k, v| {
-                records.push((
-                    PointId::from_key(&k[prefix.len()..])?,
-                    decode::<PointRecord>(v)?,
-                ));
-                Ok(true)
-            })?;
-            let dir = graph_dir(graph_root, meta.id);
-            let (collection, report) = Collection::open(meta, records, &dir)?;
-            info!(
-                collection = %collection.name(),
-                points = report.points,
-                graph_loaded = report.graph_loaded,
-                graph_inserts = report.graph_inserts,
-                elapsed_ms = report.elapsed_ms as u64,
-                "collection opened"
-            );
-            catalog
-                .collections
-                .write()
-                .insert(collection.name().to_string(), Arc::new(collection));
-        }
+        let applied = load(storage.as_ref(), &catalog, graph_root)?;
         Ok(Self {
             storage,
             catalog,
@@ -147,47 +130,114 @@ impl StateMachine {
             applied,
         })
     }
-
     pub fn catalog(&self) -> Arc<Catalog> {
         self.catalog.clone()
     }
 
-    pub fn last_applied(&self) -> u64 {
-        self.applied
+    pub fn last_applied(&self) -> Option<u64> {
+        self.applied.index
+    }
+
+    /// The replication layer's state as of the last applied entry.
+    pub fn raft_state(&self) -> &[u8] {
+        &self.applied.raft_state
     }
 
     /// Applies `command` at log position `index` (see the module invariants).
     pub fn apply(&mut self, index: u64, command: &Command) -> Result<Applied> {
-        if index <= self.applied {
+        self.apply_entry(index, Some(command), None)
+    }
+
+    /// Applies a log entry: a command, or nothing (a Raft blank or membership entry, which only
+    /// advances the position). `raft_state`, when given, replaces the stored replication state in
+    /// the same batch.
+    pub fn apply_entry(
+        &mut self,
+        index: u64,
+        command: Option<&Command>,
+        raft_state: Option<Vec<u8>>,
+    ) -> Result<Applied> {
+        if self.applied.index.is_some_and(|applied| index <= applied) {
             return Ok(Applied {
                 index,
                 affected: 0,
                 duplicate: true,
             });
         }
+        let applied = AppliedRecord {
+            index: Some(index),
+            raft_state: raft_state.unwrap_or_else(|| self.applied.raft_state.clone()),
+        };
         let mut batch = WriteBatch::default();
-        let planned = self.plan(index, command, &mut batch);
+        let planned = match command {
+            Some(command) => self
+                .plan(index, command, &mut batch)
+                .map(|(e, n)| (Some(e), n)),
+            None => Ok((None, 0)),
+        };
         let (effect, affected) = match planned {
             Ok(x) => x,
             Err(e @ NodeError::Storage(_)) | Err(e @ NodeError::Internal(_)) => return Err(e),
             Err(rejected) => {
                 // Consume the index so the log and the state stay in step; change nothing else.
                 let mut only_index = WriteBatch::default();
-                only_index.put(Table::Meta, APPLIED_KEY, index.to_be_bytes().to_vec());
+                only_index.put(Table::Meta, APPLIED_KEY, encode(&applied)?);
                 self.storage.write(only_index)?;
-                self.applied = index;
+                self.applied = applied;
                 return Err(rejected);
             }
         };
-        batch.put(Table::Meta, APPLIED_KEY, index.to_be_bytes().to_vec());
+        batch.put(Table::Meta, APPLIED_KEY, encode(&applied)?);
         self.storage.write(batch)?;
-        self.applied = index;
-        self.install(effect);
+        self.applied = applied;
+        if let Some(effect) = effect {
+            self.install(effect);
+        }
         Ok(Applied {
             index,
             affected,
             duplicate: false,
         })
+    }
+
+    /// Every row of the state machine's tables, consistent with the applied position (the
+    /// caller holds `&self`, so nothing applies meanwhile).
+    pub fn export(&self) -> Result<StateRows> {
+        let mut rows = Vec::new();
+        for table in Table::STATE_MACHINE {
+            self.storage.for_each(table, b"", &mut |k, v| {
+                rows.push((table, k.to_vec(), v.to_vec()));
+                Ok(true)
+            })?;
+        }
+        Ok(rows)
+    }
+
+    /// Replaces the whole state with `rows` (from [`export`](Self::export) on another replica)
+    /// and `applied`, atomically, then rebuilds the collections in memory. Graph dumps are
+    /// dropped: the graphs are rebuilt from the installed points.
+    pub fn import(&mut self, rows: StateRows, applied: AppliedRecord) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        for table in Table::STATE_MACHINE {
+            self.storage.for_each(table, b"", &mut |k, _| {
+                batch.delete(table, k);
+                Ok(true)
+            })?;
+        }
+        for (table, k, v) in rows {
+            if !Table::STATE_MACHINE.contains(&table) {
+                return Err(NodeError::Storage(format!(
+                    "snapshot row for table {} outside the state machine",
+                    table.name()
+                )));
+            }
+            batch.put(table, k, v);
+        }
+        batch.put(Table::Meta, APPLIED_KEY, encode(&applied)?);
+        self.storage.write(batch)?;
+        let _ = std::fs::remove_dir_all(&self.graph_root);
+        self.applied = load(self.storage.as_ref(), &self.catalog, &self.graph_root)?;
+        Ok(())
     }
 
     /// Validates `command` against the current state and fills `batch` with its data changes.
@@ -313,6 +363,40 @@ impl StateMachine {
             }
         }
     }
+}
+
+/// Reads the applied record and rebuilds every collection into `catalog`.
+fn load(storage: &dyn Storage, catalog: &Catalog, graph_root: &Path) -> Result<AppliedRecord> {
+    let applied = match storage.get(Table::Meta, APPLIED_KEY)? {
+        Some(b) => decode(&b)?,
+        None => AppliedRecord::default(),
+    };
+    let mut collections = BTreeMap::new();
+    for (_, value) in storage.scan(Table::Meta, COLLECTION_PREFIX, None, usize::MAX)? {
+        let meta: CollectionMeta = decode(&value)?;
+        let mut records = Vec::new();
+        let prefix = points_prefix(meta.id);
+        storage.for_each(Table::Points, &prefix, &mut |k, v| {
+            records.push((
+                PointId::from_key(&k[prefix.len()..])?,
+                decode::<PointRecord>(v)?,
+            ));
+            Ok(true)
+        })?;
+        let dir = graph_dir(graph_root, meta.id);
+        let (collection, report) = Collection::open(meta, records, &dir)?;
+        info!(
+            collection = %collection.name(),
+            points = report.points,
+            graph_loaded = report.graph_loaded,
+            graph_inserts = report.graph_inserts,
+            elapsed_ms = report.elapsed_ms as u64,
+            "collection opened"
+        );
+        collections.insert(collection.name().to_string(), Arc::new(collection));
+    }
+    *catalog.collections.write() = collections;
+    Ok(applied)
 }
 
 /// Where a collection's graph dumps live under `root`.
@@ -482,7 +566,7 @@ mod tests {
             assert_matches_model(&sm, &model);
             // memory is derivable from storage: a reopened state machine agrees
             let reopened = StateMachine::open(storage, graphs.path()).unwrap();
-            prop_assert_eq!(reopened.last_applied(), ops.len() as u64 + 1);
+            prop_assert_eq!(reopened.last_applied(), Some(ops.len() as u64 + 1));
             assert_matches_model(&reopened, &model);
         }
     }
@@ -498,7 +582,7 @@ mod tests {
             sm.apply(2, &create),
             Err(NodeError::AlreadyExists(_))
         ));
-        assert_eq!(sm.last_applied(), 2);
+        assert_eq!(sm.last_applied(), Some(2));
         let wrong_dim = Command::Points(PointsCommand::Upsert {
             collection: "m".into(),
             points: vec![NewPoint {
@@ -516,9 +600,9 @@ mod tests {
             ids: vec![PointId::Num(1)],
         });
         assert!(matches!(sm.apply(4, &missing), Err(NodeError::NotFound(_))));
-        assert_eq!(sm.last_applied(), 4);
+        assert_eq!(sm.last_applied(), Some(4));
         assert_eq!(sm.catalog().get("m").unwrap().points_count(), 0);
         let reopened = StateMachine::open(storage, graphs.path()).unwrap();
-        assert_eq!(reopened.last_applied(), 4);
+        assert_eq!(reopened.last_applied(), Some(4));
     }
 }

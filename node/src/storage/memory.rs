@@ -65,12 +65,26 @@ impl Storage for MemoryStorage {
             .collect())
     }
 
-    fn for_each(&self, table: Table, prefix: &[u8], visit: &mut Visitor<'_>) -> Result<()> {
+    fn last(&self, table: Table) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        Ok(self
+            .tables
+            .read()
+            .get(&table)
+            .and_then(|t| t.last_key_value().map(|(k, v)| (k.clone(), v.clone()))))
+    }
+
+    fn for_each_from(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        from: &[u8],
+        visit: &mut Visitor<'_>,
+    ) -> Result<()> {
         let tables = self.tables.read();
         let Some(t) = tables.get(&table) else {
             return Ok(());
         };
-        for (k, v) in t.range(prefix.to_vec()..) {
+        for (k, v) in t.range(from.max(prefix).to_vec()..) {
             if !k.starts_with(prefix) || !visit(k, v)? {
                 break;
             }

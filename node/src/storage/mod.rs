@@ -14,21 +14,31 @@ pub use rocks::RocksStorage;
 use crate::error::Result;
 
 /// A column family.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum Table {
     /// State-machine bookkeeping and collection definitions.
     Meta,
     /// Points, keyed by collection id then point id.
     Points,
+    /// Raft log entries, keyed by big-endian log index.
+    RaftLog,
+    /// Raft's own durable state: vote, committed and last purged log ids.
+    RaftMeta,
 }
 
 impl Table {
-    pub const ALL: [Table; 2] = [Table::Meta, Table::Points];
+    pub const ALL: [Table; 4] = [Table::Meta, Table::Points, Table::RaftLog, Table::RaftMeta];
+    /// The tables the state machine owns, which a Raft snapshot carries.
+    pub const STATE_MACHINE: [Table; 2] = [Table::Meta, Table::Points];
 
     pub fn name(self) -> &'static str {
         match self {
             Table::Meta => "meta",
             Table::Points => "points",
+            Table::RaftLog => "raft_log",
+            Table::RaftMeta => "raft_meta",
         }
     }
 }
@@ -101,8 +111,23 @@ pub trait Storage: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
 
+    /// The entry with the greatest key in `table`, if any.
+    fn last(&self, table: Table) -> Result<Option<(Vec<u8>, Vec<u8>)>>;
+
+    /// Calls `visit` for every entry under `prefix` with a key at or after `from`, in key
+    /// order, until it returns false.
+    fn for_each_from(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        from: &[u8],
+        visit: &mut Visitor<'_>,
+    ) -> Result<()>;
+
     /// Calls `visit` for every entry under `prefix`, in key order, until it returns false.
-    fn for_each(&self, table: Table, prefix: &[u8], visit: &mut Visitor<'_>) -> Result<()>;
+    fn for_each(&self, table: Table, prefix: &[u8], visit: &mut Visitor<'_>) -> Result<()> {
+        self.for_each_from(table, prefix, prefix, visit)
+    }
 }
 
 /// The smallest key greater than every key that starts with `prefix` (None if there is none).
@@ -154,6 +179,24 @@ mod tests {
             })
             .unwrap();
         assert_eq!(seen, vec![b"b1".to_vec()]);
+        let mut b = WriteBatch::default();
+        for k in [b"c1".as_slice(), b"c2", b"c3"] {
+            b.put(Table::Points, k, k);
+        }
+        storage.write(b).unwrap();
+        let mut from_c2 = Vec::new();
+        storage
+            .for_each_from(Table::Points, b"c", b"c2", &mut |k, _| {
+                from_c2.push(k.to_vec());
+                Ok(true)
+            })
+            .unwrap();
+        assert_eq!(from_c2, vec![b"c2".to_vec(), b"c3".to_vec()]);
+        assert_eq!(
+            storage.last(Table::Points).unwrap().map(|(k, _)| k),
+            Some(b"c3".to_vec())
+        );
+        assert_eq!(storage.last(Table::RaftLog).unwrap(), None);
     }
 
     #[test]

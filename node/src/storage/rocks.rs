@@ -94,10 +94,30 @@ impl Storage for RocksStorage {
         Ok(out)
     }
 
-    fn for_each(&self, table: Table, prefix: &[u8], visit: &mut Visitor<'_>) -> Result<()> {
+    fn last(&self, table: Table) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        match self
+            .db
+            .iterator_cf(self.cf(table)?, IteratorMode::End)
+            .next()
+        {
+            None => Ok(None),
+            Some(item) => {
+                let (k, v) = item.map_err(storage_err)?;
+                Ok(Some((k.to_vec(), v.to_vec())))
+            }
+        }
+    }
+
+    fn for_each_from(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        from: &[u8],
+        visit: &mut Visitor<'_>,
+    ) -> Result<()> {
         let iter = self.db.iterator_cf(
             self.cf(table)?,
-            IteratorMode::From(prefix, Direction::Forward),
+            IteratorMode::From(from.max(prefix), Direction::Forward),
         );
         for item in iter {
             let (k, v) = item.map_err(storage_err)?;
