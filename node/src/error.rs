@@ -15,6 +15,12 @@ pub enum NodeError {
     /// A named thing exists already.
     #[error("{0} already exists")]
     AlreadyExists(String),
+    /// This replica cannot take the write; `leader` is where to send it, when known.
+    #[error("not the leader{}", leader.map(|l| format!("; the leader is node {l}")).unwrap_or_default())]
+    NotLeader { leader: Option<u64> },
+    /// No quorum, or the group is not ready; the write may be retried.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
     /// The storage engine failed; the write did not happen.
     #[error("storage: {0}")]
     Storage(String),

@@ -1,13 +1,17 @@
 //! A node: its storage, its state machine and the collections it serves.
 //!
-//! Writes go through [`Node::write`], the one way state changes: it gives the command the next
-//! log index and applies it on a blocking thread, one command at a time. This is a replication
-//! group of one member; the cluster replaces this log with Raft and keeps the state machine.
-//! Reads go straight to the catalog of collections.
+//! Writes go through [`Node::write`], the one way state changes: the command is proposed to the
+//! node's Raft group and acknowledged once committed and applied. A node started on its own
+//! (`quiver dev`, `quiver serve`) runs a group of one member that elects itself; the cluster
+//! adds members to the same group machinery. Reads go straight to the catalog of collections.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, ServerState};
 use parking_lot::Mutex;
 use quiver_config::Config;
 use quiver_index::filter::Filter;
@@ -18,8 +22,21 @@ use crate::collection::Collection;
 use crate::command::Command;
 use crate::error::{NodeError, Result};
 use crate::point::{PointId, PointRecord};
+use crate::raft::log_store::LogStore;
+use crate::raft::network::SoloNetwork;
+use crate::raft::state_machine::RaftStateMachineStore;
+use crate::raft::{NodeId, Raft};
 use crate::state_machine::{decode, graph_dir, points_prefix, Applied, Catalog, StateMachine};
 use crate::storage::{RocksStorage, Storage, Table};
+
+/// The id of a node running on its own.
+pub const SOLO_NODE_ID: NodeId = 1;
+
+/// How long a write may wait for its group to commit it before failing as unavailable.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a new or restarted single-member group may take to elect itself.
+const ELECTION_WAIT: Duration = Duration::from_secs(30);
 
 /// A storage node.
 pub struct Node {
@@ -28,6 +45,7 @@ pub struct Node {
     state_machine: Arc<Mutex<StateMachine>>,
     catalog: Arc<Catalog>,
     graph_root: PathBuf,
+    raft: Raft,
 }
 
 /// One page of a scroll.
@@ -40,26 +58,51 @@ pub struct ScrollPage {
 
 impl Node {
     /// Opens the node's data under `config.node.data_dir` (RocksDB in `db/`, graph dumps in
-    /// `graphs/`), creating it if needed.
-    pub fn open(config: Config) -> Result<Self> {
+    /// `graphs/`), creating it if needed, and waits until its group has a leader.
+    pub async fn open(config: Config) -> Result<Self> {
         let dir = config.node.data_dir.clone();
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| NodeError::Storage(format!("{}: {e}", dir.display())))?;
-        let storage = RocksStorage::open(&dir.join("db"), config.storage.sync_writes)?;
-        Self::open_with(config, Arc::new(storage), &dir.join("graphs"))
+        let sync = config.storage.sync_writes;
+        let storage = tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| NodeError::Storage(format!("{}: {e}", dir.display())))?;
+            RocksStorage::open(&dir.join("db"), sync)
+        })
+        .await
+        .map_err(|e| NodeError::Internal(format!("open task failed: {e}")))??;
+        let graph_root = config.node.data_dir.join("graphs");
+        Self::open_with(config, Arc::new(storage), &graph_root).await
     }
 
     /// Opens a node over any storage.
-    pub fn open_with(config: Config, storage: Arc<dyn Storage>, graph_root: &Path) -> Result<Self> {
-        let state_machine = StateMachine::open(storage.clone(), graph_root)?;
+    pub async fn open_with(
+        config: Config,
+        storage: Arc<dyn Storage>,
+        graph_root: &Path,
+    ) -> Result<Self> {
+        let sm_storage = storage.clone();
+        let root = graph_root.to_path_buf();
+        let state_machine =
+            tokio::task::spawn_blocking(move || StateMachine::open(sm_storage, &root))
+                .await
+                .map_err(|e| NodeError::Internal(format!("open task failed: {e}")))??;
         let catalog = state_machine.catalog();
+        let state_machine = Arc::new(Mutex::new(state_machine));
+        let raft = start_solo_group(&config, storage.clone(), state_machine.clone()).await?;
         Ok(Self {
             config,
             storage,
-            state_machine: Arc::new(Mutex::new(state_machine)),
+            state_machine,
             catalog,
             graph_root: graph_root.to_path_buf(),
+            raft,
         })
+    }
+
+    /// Stops the node's Raft group.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            warn!(error = %e, "raft shutdown failed");
+        }
     }
 
     pub fn config(&self) -> &Config {
@@ -74,16 +117,21 @@ impl Node {
         }
     }
 
-    /// Appends `command` to the log and applies it; returns once it is durable and visible.
+    /// Proposes `command` to the group; returns once it is committed, applied and visible.
     pub async fn write(&self, command: Command) -> Result<Applied> {
-        let state_machine = self.state_machine.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut sm = state_machine.lock();
-            let index = sm.last_applied().map_or(0, |i| i + 1);
-            sm.apply(index, &command)
-        })
-        .await
-        .map_err(|e| NodeError::Internal(format!("apply task failed: {e}")))?
+        match tokio::time::timeout(WRITE_TIMEOUT, self.raft.client_write(command)).await {
+            Err(_) => Err(NodeError::Unavailable(format!(
+                "the write was not committed within {} s",
+                WRITE_TIMEOUT.as_secs()
+            ))),
+            Ok(Ok(response)) => response.data.0,
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                Err(NodeError::NotLeader {
+                    leader: f.leader_id,
+                })
+            }
+            Ok(Err(e)) => Err(NodeError::Unavailable(e.to_string())),
+        }
     }
 
     pub fn last_applied(&self) -> Option<u64> {
@@ -159,6 +207,53 @@ impl Node {
             }
         }
     }
+}
+
+/// Starts (or restarts) the single-member group of a node running on its own.
+async fn start_solo_group(
+    config: &Config,
+    storage: Arc<dyn Storage>,
+    state_machine: Arc<Mutex<StateMachine>>,
+) -> Result<Raft> {
+    let raft_config = openraft::Config {
+        cluster_name: "quiver".into(),
+        heartbeat_interval: 100,
+        election_timeout_min: 200,
+        election_timeout_max: 400,
+        install_snapshot_timeout: 60_000,
+        // A snapshot copies every row, so take one only after many entries; the log keeps the
+        // entries since the last one.
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(20_000),
+        max_in_snapshot_log_to_keep: 1_000,
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|e| NodeError::Internal(format!("raft config: {e}")))?;
+    let raft = Raft::new(
+        SOLO_NODE_ID,
+        Arc::new(raft_config),
+        SoloNetwork,
+        LogStore::new(storage),
+        RaftStateMachineStore::new(state_machine),
+    )
+    .await
+    .map_err(|e| NodeError::Internal(format!("raft start: {e}")))?;
+    let initialized = raft
+        .is_initialized()
+        .await
+        .map_err(|e| NodeError::Internal(format!("raft: {e}")))?;
+    if !initialized {
+        let members =
+            BTreeMap::from([(SOLO_NODE_ID, BasicNode::new(config.node.listen.to_string()))]);
+        raft.initialize(members)
+            .await
+            .map_err(|e| NodeError::Internal(format!("raft initialize: {e}")))?;
+    }
+    raft.wait(Some(ELECTION_WAIT))
+        .state(ServerState::Leader, "single-member group elects itself")
+        .await
+        .map_err(|e| NodeError::Unavailable(format!("no leader: {e}")))?;
+    Ok(raft)
 }
 
 /// A scroll cursor is the last returned id: `n:<u64>` or `u:<uuid>`.

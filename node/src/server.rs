@@ -24,9 +24,7 @@ pub async fn run(
 ) -> Result<()> {
     let listen = config.node.listen;
     let data_dir = config.node.data_dir.clone();
-    let node = tokio::task::spawn_blocking(move || Node::open(config))
-        .await
-        .map_err(|e| NodeError::Internal(format!("open task failed: {e}")))??;
+    let node = Node::open(config).await?;
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|e| NodeError::Serve(format!("cannot listen on {listen}: {e}")))?;
@@ -72,6 +70,7 @@ pub async fn serve(
         .await
         .map_err(|e| NodeError::Serve(e.to_string()));
     dumper.abort();
+    node.shutdown().await;
     let final_dump = node.clone();
     let _ = tokio::task::spawn_blocking(move || final_dump.dump_graphs(true)).await;
     info!("quiver node stopped");

@@ -33,10 +33,7 @@ impl TestServer {
     /// Starts a node with `config` (its `listen` is ignored: an ephemeral port is used).
     pub async fn must_start(config: Config) -> Self {
         let data_dir = config.node.data_dir.clone();
-        let node = tokio::task::spawn_blocking(move || Node::open(config))
-            .await
-            .expect("open task")
-            .expect("open node");
+        let node = Node::open(config).await.expect("open node");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind loopback");

@@ -99,9 +99,12 @@ fn apply_entries(sm: &mut StateMachine, entries: Vec<Entry>) -> StorageResult<Ve
             }
         };
         match outcome {
-            Err(e @ (NodeError::Storage(_) | NodeError::Internal(_) | NodeError::Serve(_))) => {
-                return Err(sm_error(e))
-            }
+            Err(
+                e @ (NodeError::Storage(_)
+                | NodeError::Internal(_)
+                | NodeError::Serve(_)
+                | NodeError::Unavailable(_)),
+            ) => return Err(sm_error(e)),
             other => responses.push(ApplyResponse(other)),
         }
     }

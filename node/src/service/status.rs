@@ -10,7 +10,9 @@ impl From<NodeError> for Status {
             NodeError::InvalidArgument { .. } => Code::InvalidArgument,
             NodeError::NotFound(_) => Code::NotFound,
             NodeError::AlreadyExists(_) => Code::AlreadyExists,
-            NodeError::Storage(_) => Code::Unavailable,
+            NodeError::NotLeader { .. } | NodeError::Unavailable(_) | NodeError::Storage(_) => {
+                Code::Unavailable
+            }
             NodeError::Serve(_) | NodeError::Internal(_) => Code::Internal,
         };
         Status::new(code, e.to_string())
