@@ -8,6 +8,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/quiver/v1/common.proto",
         "proto/quiver/v1/collections.proto",
         "proto/quiver/v1/points.proto",
+        "proto/quiver/v1/raft.proto",
+        "proto/quiver/v1/cluster.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");

@@ -55,6 +55,59 @@ pub struct Config {
     pub storage: StorageConfig,
     /// `[log]`: logging.
     pub log: LogConfig,
+    /// `[cluster]`: this node's identity and replication timing.
+    pub cluster: ClusterConfig,
+}
+
+/// The `[cluster]` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// `cluster.node_id`: this node's id, unique within its cluster (at least 1). Default `1`.
+    pub node_id: u64,
+    /// `cluster.advertise`: the address (`ip:port`) other nodes and clients use to reach this
+    /// node; empty means `node.listen`. Default `""`.
+    pub advertise: String,
+    /// `cluster.bootstrap`: when the node starts with no data, form a cluster of this node alone
+    /// (what a single node wants). Nodes that will be added to a cluster with `quiver cluster
+    /// join` set this to false. Default `true`.
+    pub bootstrap: bool,
+    /// `cluster.heartbeat_ms`: how often a leader heartbeats its followers. Default `100`.
+    pub heartbeat_ms: u64,
+    /// `cluster.election_timeout_min_ms` / `cluster.election_timeout_max_ms`: a follower that
+    /// hears no leader for a random time in this range starts an election. Defaults `500` and
+    /// `1000`.
+    pub election_timeout_min_ms: u64,
+    /// See `election_timeout_min_ms`.
+    pub election_timeout_max_ms: u64,
+    /// `cluster.write_timeout_ms`: how long a write waits to be committed before it fails as
+    /// unavailable (e.g. no quorum). Default `10000`.
+    pub write_timeout_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            node_id: 1,
+            advertise: String::new(),
+            bootstrap: true,
+            heartbeat_ms: 100,
+            election_timeout_min_ms: 500,
+            election_timeout_max_ms: 1_000,
+            write_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// The address peers reach this node at: `advertise`, or `listen` when that is empty.
+    pub fn advertised(&self, listen: SocketAddr) -> String {
+        if self.advertise.is_empty() {
+            listen.to_string()
+        } else {
+            self.advertise.clone()
+        }
+    }
 }
 
 /// The `[node]` section.
@@ -294,6 +347,35 @@ impl Config {
                 "search.default_ef",
                 format!("must be at most search.max_ef ({})", search.max_ef),
             );
+        }
+
+        let cluster = &self.cluster;
+        if cluster.node_id < 1 {
+            problem("cluster.node_id", "must be at least 1".to_owned());
+        }
+        if !cluster.advertise.is_empty() && cluster.advertise.parse::<SocketAddr>().is_err() {
+            problem(
+                "cluster.advertise",
+                format!("`{}` is not an ip:port address", cluster.advertise),
+            );
+        }
+        if cluster.heartbeat_ms < 1 {
+            problem("cluster.heartbeat_ms", "must be at least 1".to_owned());
+        }
+        if cluster.election_timeout_min_ms <= cluster.heartbeat_ms {
+            problem(
+                "cluster.election_timeout_min_ms",
+                "must be greater than cluster.heartbeat_ms".to_owned(),
+            );
+        }
+        if cluster.election_timeout_max_ms <= cluster.election_timeout_min_ms {
+            problem(
+                "cluster.election_timeout_max_ms",
+                "must be greater than cluster.election_timeout_min_ms".to_owned(),
+            );
+        }
+        if cluster.write_timeout_ms < 1 {
+            problem("cluster.write_timeout_ms", "must be at least 1".to_owned());
         }
 
         let storage = &self.storage;

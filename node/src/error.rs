@@ -15,9 +15,17 @@ pub enum NodeError {
     /// A named thing exists already.
     #[error("{0} already exists")]
     AlreadyExists(String),
-    /// This replica cannot take the write; `leader` is where to send it, when known.
-    #[error("not the leader{}", leader.map(|l| format!("; the leader is node {l}")).unwrap_or_default())]
-    NotLeader { leader: Option<u64> },
+    /// This replica cannot serve the request; `leader` (and its address) is where to send it,
+    /// when known.
+    #[error("not the leader{}", match (leader, address) {
+        (Some(l), Some(a)) => format!("; the leader is node {l} at {a}"),
+        (Some(l), None) => format!("; the leader is node {l}"),
+        _ => String::new(),
+    })]
+    NotLeader {
+        leader: Option<u64>,
+        address: Option<String>,
+    },
     /// No quorum, or the group is not ready; the write may be retried.
     #[error("unavailable: {0}")]
     Unavailable(String),

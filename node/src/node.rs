@@ -1,9 +1,13 @@
 //! A node: its storage, its state machine and the collections it serves.
 //!
 //! Writes go through [`Node::write`], the one way state changes: the command is proposed to the
-//! node's Raft group and acknowledged once committed and applied. A node started on its own
-//! (`quiver dev`, `quiver serve`) runs a group of one member that elects itself; the cluster
-//! adds members to the same group machinery. Reads go straight to the catalog of collections.
+//! node's Raft group and acknowledged once committed by a majority and applied. A node started
+//! with `cluster.bootstrap` forms a group of itself alone on first start (`quiver dev`); other
+//! nodes join it with `quiver cluster join`. Reads go to the local collections after the
+//! request's consistency check ([`Node::read_barrier`]).
+//!
+//! For now every node holds one group (group 0) with all data; shards as groups of their own
+//! build on the same pieces.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -23,20 +27,29 @@ use crate::command::Command;
 use crate::error::{NodeError, Result};
 use crate::point::{PointId, PointRecord};
 use crate::raft::log_store::LogStore;
-use crate::raft::network::SoloNetwork;
+use crate::raft::network::{GrpcNetwork, Peers};
 use crate::raft::state_machine::RaftStateMachineStore;
 use crate::raft::{NodeId, Raft};
 use crate::state_machine::{decode, graph_dir, points_prefix, Applied, Catalog, StateMachine};
 use crate::storage::{RocksStorage, Storage, Table};
 
-/// The id of a node running on its own.
-pub const SOLO_NODE_ID: NodeId = 1;
+/// The group that holds everything until data is sharded into groups of its own.
+pub const MAIN_GROUP: u64 = 0;
 
-/// How long a write may wait for its group to commit it before failing as unavailable.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// How long a new or restarted single-member group may take to elect itself.
+/// How long a single-member group may take to elect itself at start.
 const ELECTION_WAIT: Duration = Duration::from_secs(30);
+
+/// How a read must relate to the group's leader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadConsistency {
+    /// Confirmed with a quorum that this node is still leader, and applied up to the commit point
+    /// seen at the time of the read.
+    Linearizable,
+    /// This node believes it is the leader; it may briefly be a deposed one.
+    Leader,
+    /// Whatever this replica has applied, which may lag.
+    Any,
+}
 
 /// A storage node.
 pub struct Node {
@@ -46,6 +59,9 @@ pub struct Node {
     catalog: Arc<Catalog>,
     graph_root: PathBuf,
     raft: Raft,
+    peers: Peers,
+    id: NodeId,
+    address: String,
 }
 
 /// One page of a scroll.
@@ -87,15 +103,119 @@ impl Node {
                 .map_err(|e| NodeError::Internal(format!("open task failed: {e}")))??;
         let catalog = state_machine.catalog();
         let state_machine = Arc::new(Mutex::new(state_machine));
-        let raft = start_solo_group(&config, storage.clone(), state_machine.clone()).await?;
-        Ok(Self {
+        let peers = Peers::default();
+        let id = config.cluster.node_id;
+        let address = config.cluster.advertised(config.node.listen);
+        let raft = start_group(
+            &config,
+            storage.clone(),
+            state_machine.clone(),
+            peers.clone(),
+        )
+        .await?;
+        let node = Self {
             config,
             storage,
             state_machine,
             catalog,
             graph_root: graph_root.to_path_buf(),
             raft,
-        })
+            peers,
+            id,
+            address,
+        };
+        if node.config.cluster.bootstrap {
+            node.bootstrap().await?;
+        }
+        Ok(node)
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The address peers and clients reach this node at.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// Connections to other nodes.
+    pub fn peers(&self) -> &Peers {
+        &self.peers
+    }
+
+    /// The Raft group `group` on this node.
+    pub fn group(&self, group: u64) -> Result<&Raft> {
+        if group == MAIN_GROUP {
+            Ok(&self.raft)
+        } else {
+            Err(NodeError::NotFound(format!("raft group {group}")))
+        }
+    }
+
+    /// Forms a cluster of this node alone if its group was never initialized, and waits until a
+    /// group of this node alone has elected it.
+    pub async fn bootstrap(&self) -> Result<()> {
+        let initialized = self
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| NodeError::Internal(format!("raft: {e}")))?;
+        if !initialized {
+            let members = BTreeMap::from([(self.id, BasicNode::new(self.address.clone()))]);
+            self.raft
+                .initialize(members)
+                .await
+                .map_err(|e| NodeError::Internal(format!("raft initialize: {e}")))?;
+        }
+        let alone = {
+            let metrics = self.raft.metrics().borrow().clone();
+            let voters: Vec<NodeId> = metrics.membership_config.membership().voter_ids().collect();
+            voters == [self.id]
+        };
+        if alone {
+            self.raft
+                .wait(Some(ELECTION_WAIT))
+                .state(ServerState::Leader, "a single-member group elects itself")
+                .await
+                .map_err(|e| NodeError::Unavailable(format!("no leader: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// Waits until a read at `consistency` may be served from this replica.
+    pub async fn read_barrier(&self, consistency: ReadConsistency) -> Result<()> {
+        match consistency {
+            ReadConsistency::Any => Ok(()),
+            ReadConsistency::Leader => {
+                let leader = self.raft.metrics().borrow().current_leader;
+                if leader == Some(self.id) {
+                    Ok(())
+                } else {
+                    Err(self.not_leader(leader))
+                }
+            }
+            ReadConsistency::Linearizable => match self.raft.ensure_linearizable().await {
+                Ok(_) => Ok(()),
+                Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(
+                    f,
+                ))) => Err(self.not_leader(f.leader_id)),
+                Err(e) => Err(NodeError::Unavailable(e.to_string())),
+            },
+        }
+    }
+
+    /// The error for a request this replica cannot serve, naming the leader when known.
+    pub fn not_leader(&self, leader: Option<NodeId>) -> NodeError {
+        let address = leader.and_then(|id| {
+            let metrics = self.raft.metrics().borrow().clone();
+            metrics
+                .membership_config
+                .membership()
+                .get_node(&id)
+                .map(|n| n.addr.clone())
+        });
+        NodeError::NotLeader { leader, address }
     }
 
     /// Stops the node's Raft group.
@@ -118,19 +238,39 @@ impl Node {
     }
 
     /// Proposes `command` to the group; returns once it is committed, applied and visible.
+    /// While an election is under way (no leader known) the write waits for one, within
+    /// `cluster.write_timeout_ms`; a write to a follower fails with the leader's whereabouts.
     pub async fn write(&self, command: Command) -> Result<Applied> {
-        match tokio::time::timeout(WRITE_TIMEOUT, self.raft.client_write(command)).await {
-            Err(_) => Err(NodeError::Unavailable(format!(
-                "the write was not committed within {} s",
-                WRITE_TIMEOUT.as_secs()
-            ))),
-            Ok(Ok(response)) => response.data.0,
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                Err(NodeError::NotLeader {
-                    leader: f.leader_id,
-                })
+        let timeout = Duration::from_millis(self.config.cluster.write_timeout_ms);
+        let deadline = tokio::time::Instant::now() + timeout;
+        let unavailable = || {
+            NodeError::Unavailable(format!(
+                "the write was not committed within {} ms (cluster.write_timeout_ms)",
+                timeout.as_millis()
+            ))
+        };
+        loop {
+            let attempt = self.raft.client_write(command.clone());
+            match tokio::time::timeout_at(deadline, attempt).await {
+                Err(_) => return Err(unavailable()),
+                Ok(Ok(response)) => return response.data.0,
+                Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                    if f.leader_id.is_some() {
+                        return Err(self.not_leader(f.leader_id));
+                    }
+                    // An election is under way: wait for its outcome, then try again.
+                    let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    let elected = self
+                        .raft
+                        .wait(Some(wait))
+                        .metrics(|m| m.current_leader.is_some(), "a leader is elected")
+                        .await;
+                    if elected.is_err() {
+                        return Err(unavailable());
+                    }
+                }
+                Ok(Err(e)) => return Err(NodeError::Unavailable(e.to_string())),
             }
-            Ok(Err(e)) => Err(NodeError::Unavailable(e.to_string())),
         }
     }
 
@@ -209,17 +349,19 @@ impl Node {
     }
 }
 
-/// Starts (or restarts) the single-member group of a node running on its own.
-async fn start_solo_group(
+/// Starts (or restarts) this node's replica of the main group.
+async fn start_group(
     config: &Config,
     storage: Arc<dyn Storage>,
     state_machine: Arc<Mutex<StateMachine>>,
+    peers: Peers,
 ) -> Result<Raft> {
+    let cluster = &config.cluster;
     let raft_config = openraft::Config {
         cluster_name: "quiver".into(),
-        heartbeat_interval: 100,
-        election_timeout_min: 200,
-        election_timeout_max: 400,
+        heartbeat_interval: cluster.heartbeat_ms,
+        election_timeout_min: cluster.election_timeout_min_ms,
+        election_timeout_max: cluster.election_timeout_max_ms,
         install_snapshot_timeout: 60_000,
         // A snapshot copies every row, so take one only after many entries; the log keeps the
         // entries since the last one.
@@ -229,31 +371,15 @@ async fn start_solo_group(
     }
     .validate()
     .map_err(|e| NodeError::Internal(format!("raft config: {e}")))?;
-    let raft = Raft::new(
-        SOLO_NODE_ID,
+    Raft::new(
+        cluster.node_id,
         Arc::new(raft_config),
-        SoloNetwork,
+        GrpcNetwork::new(MAIN_GROUP, peers),
         LogStore::new(storage),
         RaftStateMachineStore::new(state_machine),
     )
     .await
-    .map_err(|e| NodeError::Internal(format!("raft start: {e}")))?;
-    let initialized = raft
-        .is_initialized()
-        .await
-        .map_err(|e| NodeError::Internal(format!("raft: {e}")))?;
-    if !initialized {
-        let members =
-            BTreeMap::from([(SOLO_NODE_ID, BasicNode::new(config.node.listen.to_string()))]);
-        raft.initialize(members)
-            .await
-            .map_err(|e| NodeError::Internal(format!("raft initialize: {e}")))?;
-    }
-    raft.wait(Some(ELECTION_WAIT))
-        .state(ServerState::Leader, "single-member group elects itself")
-        .await
-        .map_err(|e| NodeError::Unavailable(format!("no leader: {e}")))?;
-    Ok(raft)
+    .map_err(|e| NodeError::Internal(format!("raft start: {e}")))
 }
 
 /// A scroll cursor is the last returned id: `n:<u64>` or `u:<uuid>`.

@@ -6,15 +6,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use quiver_config::Config;
+use quiver_proto::v1::cluster_server::ClusterServer;
 use quiver_proto::v1::collections_server::CollectionsServer;
 use quiver_proto::v1::points_server::PointsServer;
+use quiver_proto::v1::raft_server::RaftServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tracing::info;
 
 use crate::error::{NodeError, Result};
 use crate::node::Node;
-use crate::service::{CollectionsService, PointsService};
+use crate::service::{ClusterService, CollectionsService, PointsService, RaftService};
 
 /// Opens the node described by `config`, listens on `config.node.listen` and serves until
 /// `shutdown` completes.
@@ -24,6 +26,7 @@ pub async fn run(
 ) -> Result<()> {
     let listen = config.node.listen;
     let data_dir = config.node.data_dir.clone();
+    let node_id = config.cluster.node_id;
     let node = Node::open(config).await?;
     let listener = TcpListener::bind(listen)
         .await
@@ -31,7 +34,7 @@ pub async fn run(
     let local = listener
         .local_addr()
         .map_err(|e| NodeError::Serve(e.to_string()))?;
-    info!(listen = %local, data_dir = %data_dir.display(), "quiver node serving gRPC");
+    info!(listen = %local, node_id, data_dir = %data_dir.display(), "quiver node serving gRPC");
     serve(Arc::new(node), listener, shutdown).await
 }
 
@@ -66,6 +69,12 @@ pub async fn serve(
                 .max_decoding_message_size(max_bytes)
                 .max_encoding_message_size(max_bytes),
         )
+        .add_service(
+            RaftServer::new(RaftService::new(node.clone()))
+                .max_decoding_message_size(usize::MAX)
+                .max_encoding_message_size(usize::MAX),
+        )
+        .add_service(ClusterServer::new(ClusterService::new(node.clone())))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await
         .map_err(|e| NodeError::Serve(e.to_string()));

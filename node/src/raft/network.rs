@@ -1,75 +1,176 @@
-//! How a group reaches its peers.
+//! The Raft transport: openraft's RPCs over gRPC (`quiver.v1.Raft`), one connection per peer
+//! address shared by every group, each request naming its group.
 //!
-//! [`SoloNetwork`] serves groups of one member (`quiver dev`, and every group until the cluster
-//! transport exists): such a group never sends an RPC, so any attempt reports the peer
-//! unreachable rather than pretending to deliver.
+//! Payloads are openraft's own request and result types encoded with bincode. A transport
+//! failure is reported as `Unreachable` (the peer is down or cut off: openraft backs off) or as a
+//! network error; an error the peer's Raft returned comes back as a remote error.
 
-use openraft::error::{InstallSnapshotError, RPCError, RaftError, Unreachable};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
 use openraft::BasicNode;
+use parking_lot::Mutex;
+use quiver_proto::v1::raft_client::RaftClient;
+use quiver_proto::v1::RaftRequest;
+use serde::de::DeserializeOwned;
+use tonic::transport::{Channel, Endpoint};
 
 use super::{NodeId, TypeConfig};
 
-/// The network of a single-member group.
-#[derive(Debug, Clone, Default)]
-pub struct SoloNetwork;
+/// Channels to peers by address, shared by every group of a node.
+#[derive(Clone, Default)]
+pub struct Peers {
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+}
 
-/// A connection that cannot reach anyone.
-#[derive(Debug, Clone)]
-pub struct NoPeer {
+impl Peers {
+    /// A lazily connected channel to `address` (`ip:port`), reused across calls and groups.
+    pub fn channel(&self, address: &str) -> Result<Channel, tonic::transport::Error> {
+        let mut channels = self.channels.lock();
+        if let Some(c) = channels.get(address) {
+            return Ok(c.clone());
+        }
+        let channel = Endpoint::from_shared(format!("http://{address}"))?
+            .connect_timeout(Duration::from_secs(1))
+            .tcp_nodelay(true)
+            .connect_lazy();
+        channels.insert(address.to_string(), channel.clone());
+        Ok(channel)
+    }
+}
+
+/// Creates connections for one group.
+#[derive(Clone)]
+pub struct GrpcNetwork {
+    group: u64,
+    peers: Peers,
+}
+
+impl GrpcNetwork {
+    pub fn new(group: u64, peers: Peers) -> Self {
+        Self { group, peers }
+    }
+}
+
+/// One group's connection to one peer.
+pub struct PeerConnection {
+    group: u64,
     target: NodeId,
+    client: Result<RaftClient<Channel>, String>,
 }
 
-impl NoPeer {
-    fn unreachable<E: std::error::Error>(&self) -> RPCError<NodeId, BasicNode, E> {
-        let err = std::io::Error::new(
-            std::io::ErrorKind::NotConnected,
-            format!(
-                "node {} is not reachable from a single-member group",
-                self.target
-            ),
-        );
-        RPCError::Unreachable(Unreachable::new(&err))
+impl RaftNetworkFactory<TypeConfig> for GrpcNetwork {
+    type Network = PeerConnection;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerConnection {
+        let client = self
+            .peers
+            .channel(&node.addr)
+            .map(|c| RaftClient::new(c).max_decoding_message_size(usize::MAX))
+            .map_err(|e| format!("bad address `{}` of node {target}: {e}", node.addr));
+        PeerConnection {
+            group: self.group,
+            target,
+            client,
+        }
     }
 }
 
-impl RaftNetworkFactory<TypeConfig> for SoloNetwork {
-    type Network = NoPeer;
+#[derive(Clone, Copy)]
+enum Rpc {
+    AppendEntries,
+    Vote,
+    InstallSnapshot,
+}
 
-    async fn new_client(&mut self, target: NodeId, _node: &BasicNode) -> Self::Network {
-        NoPeer { target }
+fn io_error(message: String) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::Other, message)
+}
+
+impl PeerConnection {
+    async fn call<Req, Resp, E>(
+        &mut self,
+        rpc: Rpc,
+        request: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>
+    where
+        Req: serde::Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let client = match &mut self.client {
+            Ok(c) => c,
+            Err(e) => {
+                return Err(RPCError::Unreachable(Unreachable::new(&io_error(
+                    e.clone(),
+                ))))
+            }
+        };
+        let payload =
+            bincode::serialize(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let request = RaftRequest {
+            group: self.group,
+            payload,
+        };
+        let call = async {
+            match rpc {
+                Rpc::AppendEntries => client.append_entries(request).await,
+                Rpc::Vote => client.vote(request).await,
+                Rpc::InstallSnapshot => client.install_snapshot(request).await,
+            }
+        };
+        let reply = match tokio::time::timeout(option.hard_ttl(), call).await {
+            Err(_) => {
+                let e = io_error(format!("no reply from node {} in time", self.target));
+                return Err(RPCError::Unreachable(Unreachable::new(&e)));
+            }
+            Ok(Err(status)) if status.code() == tonic::Code::Unavailable => {
+                return Err(RPCError::Unreachable(Unreachable::new(&status)))
+            }
+            Ok(Err(status)) => return Err(RPCError::Network(NetworkError::new(&status))),
+            Ok(Ok(reply)) => reply.into_inner(),
+        };
+        let result: Result<Resp, RaftError<NodeId, E>> = bincode::deserialize(&reply.payload)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }
 
-impl RaftNetwork<TypeConfig> for NoPeer {
+impl RaftNetwork<TypeConfig> for PeerConnection {
     async fn append_entries(
         &mut self,
-        _rpc: AppendEntriesRequest<TypeConfig>,
-        _option: RPCOption,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        Err(self.unreachable())
+        self.call(Rpc::AppendEntries, &rpc, &option).await
     }
 
     async fn install_snapshot(
         &mut self,
-        _rpc: InstallSnapshotRequest<TypeConfig>,
-        _option: RPCOption,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
     ) -> Result<
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
     > {
-        Err(self.unreachable())
+        self.call(Rpc::InstallSnapshot, &rpc, &option).await
     }
 
     async fn vote(
         &mut self,
-        _rpc: VoteRequest<NodeId>,
-        _option: RPCOption,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        Err(self.unreachable())
+        self.call(Rpc::Vote, &rpc, &option).await
     }
 }

@@ -1,8 +1,9 @@
 //! The `Points` gRPC service.
 //!
-//! Reads are answered from this node's applied state. A single node is its own leader, so every
-//! read consistency level (`linearizable`, `leader`, `any`) is satisfied by it: a write is
-//! visible once acknowledged.
+//! Reads are answered from this node's applied state after the request's consistency check:
+//! `linearizable` confirms leadership with a quorum, `leader` (the default) requires this node to
+//! be the leader, `any` reads whatever this replica has applied. A write is visible to
+//! `linearizable` and `leader` reads once acknowledged.
 
 use std::sync::Arc;
 
@@ -14,7 +15,7 @@ use super::convert;
 use crate::collection::search::SearchParams;
 use crate::command::{Command, PointsCommand};
 use crate::error::NodeError;
-use crate::node::Node;
+use crate::node::{Node, ReadConsistency};
 
 /// Upserts, gets, deletes, searches and scrolls points.
 pub struct PointsService {
@@ -30,10 +31,18 @@ impl PointsService {
 const DEFAULT_TOP_K: usize = 10;
 const DEFAULT_SCROLL_LIMIT: usize = 100;
 
-fn check_consistency(value: i32) -> Result<(), NodeError> {
-    pb::ReadConsistency::try_from(value)
-        .map(|_| ())
-        .map_err(|_| NodeError::invalid("consistency", format!("unknown consistency {value}")))
+fn consistency(value: i32) -> Result<ReadConsistency, NodeError> {
+    match pb::ReadConsistency::try_from(value) {
+        Ok(pb::ReadConsistency::Linearizable) => Ok(ReadConsistency::Linearizable),
+        Ok(pb::ReadConsistency::Unspecified | pb::ReadConsistency::Leader) => {
+            Ok(ReadConsistency::Leader)
+        }
+        Ok(pb::ReadConsistency::Any) => Ok(ReadConsistency::Any),
+        Err(_) => Err(NodeError::invalid(
+            "consistency",
+            format!("unknown consistency {value}"),
+        )),
+    }
 }
 
 #[tonic::async_trait]
@@ -67,7 +76,9 @@ impl Points for PointsService {
         request: Request<pb::GetPointsRequest>,
     ) -> Result<Response<pb::GetPointsResponse>, Status> {
         let req = request.into_inner();
-        check_consistency(req.consistency)?;
+        self.node
+            .read_barrier(consistency(req.consistency)?)
+            .await?;
         let collection = self.node.collection(&req.collection)?;
         let ids = convert::point_ids(&req.ids, &self.node.config().limits)?;
         let points = collection
@@ -119,7 +130,9 @@ impl Points for PointsService {
         request: Request<pb::SearchRequest>,
     ) -> Result<Response<pb::SearchResponse>, Status> {
         let req = request.into_inner();
-        check_consistency(req.consistency)?;
+        self.node
+            .read_barrier(consistency(req.consistency)?)
+            .await?;
         let config = self.node.config();
         let collection = self.node.collection(&req.collection)?;
         let spec = &collection.meta.spec;
@@ -186,7 +199,9 @@ impl Points for PointsService {
         request: Request<pb::ScrollRequest>,
     ) -> Result<Response<pb::ScrollResponse>, Status> {
         let req = request.into_inner();
-        check_consistency(req.consistency)?;
+        self.node
+            .read_barrier(consistency(req.consistency)?)
+            .await?;
         let limits = &self.node.config().limits;
         let collection = self.node.collection(&req.collection)?;
         let limit = match req.limit as usize {
