@@ -9,6 +9,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use quiver_node::service::convert::{json_to_struct, struct_to_json};
 use quiver_proto::v1 as pb;
+use quiver_proto::v1::cluster_client::ClusterClient;
 use quiver_proto::v1::collections_client::CollectionsClient;
 use quiver_proto::v1::points_client::PointsClient;
 use serde_json::{json, Value};
@@ -248,6 +249,8 @@ pub enum PointsCommand {
         ids: Vec<String>,
         #[arg(long)]
         with_vector: bool,
+        #[arg(long, value_enum, default_value = "leader")]
+        consistency: ConsistencyArg,
         #[command(flatten)]
         endpoint: Endpoint,
     },
@@ -418,6 +421,7 @@ pub async fn points(cmd: PointsCommand) -> anyhow::Result<()> {
             collection,
             ids,
             with_vector,
+            consistency,
             endpoint,
         } => {
             let mut client = PointsClient::new(endpoint.channel().await?);
@@ -427,7 +431,7 @@ pub async fn points(cmd: PointsCommand) -> anyhow::Result<()> {
                     ids: ids.iter().map(|s| id_arg(s)).collect(),
                     with_payload: true,
                     with_vector,
-                    consistency: 0,
+                    consistency: consistency.proto(),
                 })
                 .await
                 .map_err(status)?
@@ -495,6 +499,142 @@ pub async fn points(cmd: PointsCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[derive(Subcommand)]
+pub enum ClusterCommand {
+    /// Form a new cluster of the node at --endpoint alone (once, on the first node; nodes for a
+    /// cluster run with cluster.bootstrap = false).
+    Init {
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
+    /// Add the node listening at ADDR (ip:port) to the cluster that --endpoint belongs to.
+    Join {
+        address: String,
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
+    /// Remove node NODE (by id) from the cluster.
+    Remove {
+        node: u64,
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
+    /// Members, groups, leaders, and how far each replica has come.
+    Status {
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
+}
+
+/// The leader's endpoint from a "not the leader; the leader is node N at ADDR" answer.
+fn leader_endpoint(e: &tonic::Status) -> Option<Endpoint> {
+    if e.code() != tonic::Code::Unavailable {
+        return None;
+    }
+    let addr = e
+        .message()
+        .split(" at ")
+        .nth(1)?
+        .split_whitespace()
+        .next()?;
+    Some(Endpoint {
+        endpoint: format!("http://{addr}"),
+    })
+}
+
+/// Runs a membership call, following a "not the leader" answer once.
+async fn on_leader<F, Fut, T>(endpoint: &Endpoint, call: F) -> anyhow::Result<T>
+where
+    F: Fn(ClusterClient<Channel>) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    match call(ClusterClient::new(endpoint.channel().await?)).await {
+        Ok(r) => Ok(r.into_inner()),
+        Err(e) => match leader_endpoint(&e) {
+            Some(leader) => call(ClusterClient::new(leader.channel().await?))
+                .await
+                .map(tonic::Response::into_inner)
+                .map_err(status),
+            None => Err(status(e)),
+        },
+    }
+}
+
+fn print_status(s: &pb::ClusterStatus) -> anyhow::Result<()> {
+    let node = |n: &pb::NodeInfo| json!({"id": n.id, "address": n.address});
+    let groups: Vec<Value> = s
+        .groups
+        .iter()
+        .map(|g| {
+            json!({
+                "group": g.group,
+                "leader": g.leader,
+                "term": g.term,
+                "voters": g.voters,
+                "learners": g.learners,
+                "role_here": g.role,
+                "last_log_index": g.last_log_index,
+                "last_applied_index": g.last_applied_index,
+                "matched": g.matched,
+            })
+        })
+        .collect();
+    let out = json!({
+        "node": s.node.as_ref().map(node),
+        "members": s.members.iter().map(node).collect::<Vec<_>>(),
+        "groups": groups,
+    });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+pub async fn cluster(cmd: ClusterCommand) -> anyhow::Result<()> {
+    let status = match cmd {
+        ClusterCommand::Init { endpoint } => ClusterClient::new(endpoint.channel().await?)
+            .init(pb::InitRequest {})
+            .await
+            .map_err(status)?
+            .into_inner(),
+        ClusterCommand::Join { address, endpoint } => {
+            on_leader(&endpoint, |mut c| {
+                let address = address.clone();
+                async move { c.add_node(pb::AddNodeRequest { address }).await }
+            })
+            .await?
+        }
+        ClusterCommand::Remove { node, endpoint } => {
+            on_leader(&endpoint, |mut c| async move {
+                c.remove_node(pb::RemoveNodeRequest { id: node }).await
+            })
+            .await?
+        }
+        ClusterCommand::Status { endpoint } => ClusterClient::new(endpoint.channel().await?)
+            .status(pb::StatusRequest {})
+            .await
+            .map_err(status)?
+            .into_inner(),
+    };
+    print_status(&status)
+}
+
+/// Read consistency on the command line.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum ConsistencyArg {
+    Linearizable,
+    Leader,
+    Any,
+}
+
+impl ConsistencyArg {
+    fn proto(self) -> i32 {
+        (match self {
+            ConsistencyArg::Linearizable => pb::ReadConsistency::Linearizable,
+            ConsistencyArg::Leader => pb::ReadConsistency::Leader,
+            ConsistencyArg::Any => pb::ReadConsistency::Any,
+        }) as i32
+    }
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum Format {
     Json,
@@ -529,6 +669,9 @@ pub struct SearchArgs {
     with_payload: bool,
     #[arg(long, value_enum, default_value = "table")]
     format: Format,
+    /// linearizable (leader, confirmed with a quorum), leader, or any (this replica, may lag).
+    #[arg(long, value_enum, default_value = "leader")]
+    consistency: ConsistencyArg,
     #[command(flatten)]
     endpoint: Endpoint,
 }
@@ -557,7 +700,7 @@ pub async fn search(args: SearchArgs) -> anyhow::Result<()> {
                 filter_json: filter_json.clone(),
                 with_payload: args.with_payload,
                 with_vector: false,
-                consistency: 0,
+                consistency: args.consistency.proto(),
                 exact: args.exact,
             })
             .await

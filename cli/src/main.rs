@@ -33,6 +33,9 @@ enum Command {
     Points(client::PointsCommand),
     /// Search a collection by vector.
     Search(client::SearchArgs),
+    /// Form a cluster, add and remove nodes, show status.
+    #[command(subcommand)]
+    Cluster(client::ClusterCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -56,5 +59,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Collection(cmd) => runtime.block_on(client::collection(cmd)),
         Command::Points(cmd) => runtime.block_on(client::points(cmd)),
         Command::Search(args) => runtime.block_on(client::search(args)),
+        Command::Cluster(cmd) => runtime.block_on(client::cluster(cmd)),
     }
 }

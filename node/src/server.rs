@@ -21,19 +21,23 @@ use crate::service::{ClusterService, CollectionsService, PointsService, RaftServ
 /// Opens the node described by `config`, listens on `config.node.listen` and serves until
 /// `shutdown` completes.
 pub async fn run(
-    config: Config,
+    mut config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let listen = config.node.listen;
     let data_dir = config.node.data_dir.clone();
     let node_id = config.cluster.node_id;
-    let node = Node::open(config).await?;
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|e| NodeError::Serve(format!("cannot listen on {listen}: {e}")))?;
     let local = listener
         .local_addr()
         .map_err(|e| NodeError::Serve(e.to_string()))?;
+    // With an ephemeral port, peers must learn the port actually bound.
+    if config.cluster.advertise.is_empty() {
+        config.cluster.advertise = local.to_string();
+    }
+    let node = Node::open(config).await?;
     info!(listen = %local, node_id, data_dir = %data_dir.display(), "quiver node serving gRPC");
     serve(Arc::new(node), listener, shutdown).await
 }

@@ -32,12 +32,14 @@ pub fn test_config(data_dir: &Path) -> Config {
 impl TestServer {
     /// Starts a node with `config` (its `listen` is ignored: an ephemeral port is used).
     pub async fn must_start(config: Config) -> Self {
+        let mut config = config;
         let data_dir = config.node.data_dir.clone();
-        let node = Node::open(config).await.expect("open node");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind loopback");
         let addr = listener.local_addr().expect("local addr");
+        config.cluster.advertise = addr.to_string();
+        let node = Node::open(config).await.expect("open node");
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(crate::serve(Arc::new(node), listener, async {
             let _ = rx.await;

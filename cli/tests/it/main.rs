@@ -1,5 +1,6 @@
 //! Tests of the `quiver` binary as users run it: real child processes on loopback ports.
 
+mod cluster;
 mod crash;
 mod support;
 mod tour;

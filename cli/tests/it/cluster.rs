@@ -1,0 +1,219 @@
+//! A three-node cluster of real processes: form it from the CLI, replicate writes, lose the
+//! leader to kill -9, elect a new one, keep every acknowledged write, and let the old leader
+//! catch up when it returns.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use quiver_proto::v1 as pb;
+use quiver_proto::v1::collections_client::CollectionsClient;
+use quiver_proto::v1::points_client::PointsClient;
+use serde_json::Value;
+use tonic::Code;
+
+use crate::support::*;
+
+const DIM: usize = 8;
+const BATCH: u64 = 50;
+
+fn start_member(dir: &Path, id: u64) -> QuiverProcess {
+    let config = dir.join(format!("node{id}.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            "[node]\ndata_dir = {:?}\nlisten = \"127.0.0.1:0\"\n\n[cluster]\nnode_id = {id}\nbootstrap = false\n",
+            dir.join(format!("data{id}"))
+        ),
+    )
+    .unwrap();
+    must_spawn(&["serve", "--config", config.to_str().unwrap()], &[])
+}
+
+/// Restarts a member on the same data (its port may change; peers learn it from its address in
+/// the membership, so a restarted member must keep its port: reuse the old one).
+fn restart_member(dir: &Path, id: u64, address: &str) -> QuiverProcess {
+    let config = dir.join(format!("node{id}.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            "[node]\ndata_dir = {:?}\nlisten = {address:?}\n\n[cluster]\nnode_id = {id}\nbootstrap = false\n",
+            dir.join(format!("data{id}"))
+        ),
+    )
+    .unwrap();
+    must_spawn(&["serve", "--config", config.to_str().unwrap()], &[])
+}
+
+fn address(p: &QuiverProcess) -> String {
+    p.endpoint.trim_start_matches("http://").to_string()
+}
+
+fn batch(b: u64) -> Vec<pb::Point> {
+    (b * BATCH..(b + 1) * BATCH)
+        .map(|id| pb::Point {
+            id: Some(pb::PointId {
+                kind: Some(pb::point_id::Kind::Num(id)),
+            }),
+            vector: (0..DIM).map(|d| (id * 7 + d as u64) as f32).collect(),
+            payload: None,
+        })
+        .collect()
+}
+
+async fn upsert(endpoint: &str, b: u64) -> Result<(), tonic::Status> {
+    let mut client = PointsClient::connect(endpoint.to_string())
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    client
+        .upsert(pb::UpsertRequest {
+            collection: "c".into(),
+            points: batch(b),
+        })
+        .await
+        .map(|_| ())
+}
+
+async fn count_present(
+    endpoint: &str,
+    batches: &[u64],
+    consistency: pb::ReadConsistency,
+) -> Result<usize, tonic::Status> {
+    let mut client = PointsClient::connect(endpoint.to_string())
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let ids = batches
+        .iter()
+        .flat_map(|b| b * BATCH..(b + 1) * BATCH)
+        .map(|id| pb::PointId {
+            kind: Some(pb::point_id::Kind::Num(id)),
+        })
+        .collect();
+    let resp = client
+        .get(pb::GetPointsRequest {
+            collection: "c".into(),
+            ids,
+            consistency: consistency as i32,
+            ..Default::default()
+        })
+        .await?;
+    Ok(resp.into_inner().points.len())
+}
+
+/// Polls until `endpoint` has applied every point of `batches` (reading its own replica).
+async fn must_catch_up(endpoint: &str, batches: &[u64]) {
+    let want = batches.len() * BATCH as usize;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if count_present(endpoint, batches, pb::ReadConsistency::Any)
+            .await
+            .ok()
+            == Some(want)
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{endpoint} did not catch up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_replicate_fail_over_and_catch_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes: Vec<QuiverProcess> = (1..=3).map(|id| start_member(dir.path(), id)).collect();
+    let addresses: Vec<String> = nodes.iter().map(address).collect();
+
+    // form the cluster from the CLI
+    nodes[0].must_cli(&["cluster", "init"]);
+    // joining through a follower works too: the CLI follows the leader hint
+    nodes[0].must_cli(&["cluster", "join", &addresses[1]]);
+    nodes[1].must_cli(&["cluster", "join", &addresses[2]]);
+    let status: Value = serde_json::from_str(&nodes[0].must_cli(&["cluster", "status"])).unwrap();
+    let group = &status["groups"][0];
+    assert_eq!(group["leader"], 1);
+    assert_eq!(group["voters"].as_array().unwrap().len(), 3, "{status}");
+
+    // writes on the leader replicate to every member
+    CollectionsClient::connect(nodes[0].endpoint.clone())
+        .await
+        .unwrap()
+        .create(pb::CreateCollectionRequest {
+            name: "c".into(),
+            dim: DIM as u32,
+            metric: pb::Metric::L2 as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut acked = Vec::new();
+    for b in 0..5 {
+        upsert(&nodes[0].endpoint, b).await.unwrap();
+        acked.push(b);
+    }
+    for n in &nodes {
+        must_catch_up(&n.endpoint, &acked).await;
+    }
+
+    // a follower refuses writes and leader reads, naming the leader
+    let refused = upsert(&nodes[1].endpoint, 99).await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unavailable);
+    assert!(
+        refused.message().contains("node 1"),
+        "{}",
+        refused.message()
+    );
+    let refused = count_present(
+        &nodes[1].endpoint,
+        &acked,
+        pb::ReadConsistency::Linearizable,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(refused.code(), Code::Unavailable);
+
+    // kill -9 the leader: the others elect a new one and keep taking writes
+    nodes[0].kill9();
+    let killed = Instant::now();
+    let mut next = 5;
+    let new_leader = 'found: loop {
+        for i in [1, 2] {
+            if upsert(&nodes[i].endpoint, next).await.is_ok() {
+                acked.push(next);
+                next += 1;
+                break 'found i;
+            }
+        }
+        assert!(killed.elapsed() < Duration::from_secs(20), "no new leader");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    eprintln!(
+        "failover: first write accepted {:?} after kill -9 of the leader",
+        killed.elapsed()
+    );
+    for _ in 0..3 {
+        upsert(&nodes[new_leader].endpoint, next).await.unwrap();
+        acked.push(next);
+        next += 1;
+    }
+    let all = count_present(
+        &nodes[new_leader].endpoint,
+        &acked,
+        pb::ReadConsistency::Linearizable,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        all,
+        acked.len() * BATCH as usize,
+        "acknowledged writes lost"
+    );
+
+    // the old leader comes back (same port) and catches up as a follower
+    nodes[0] = restart_member(dir.path(), 1, &addresses[0]);
+    must_catch_up(&nodes[0].endpoint, &acked).await;
+    let status: Value = serde_json::from_str(&nodes[0].must_cli(&["cluster", "status"])).unwrap();
+    assert_eq!(
+        status["groups"][0]["leader"],
+        (new_leader + 1) as u64,
+        "{status}"
+    );
+}
