@@ -83,6 +83,13 @@ pub struct ClusterConfig {
     /// `cluster.write_timeout_ms`: how long a write waits to be committed before it fails as
     /// unavailable (e.g. no quorum). Default `10000`.
     pub write_timeout_ms: u64,
+    /// `cluster.snapshot_every_entries`: take a Raft snapshot after this many log entries since
+    /// the last one; the log before it can then be dropped, and a replica too far behind (or
+    /// new, or wiped) is sent the snapshot. Default `20000`.
+    pub snapshot_every_entries: u64,
+    /// `cluster.log_entries_kept`: entries kept in the log behind the last snapshot, so a
+    /// briefly lagging replica catches up from the log instead of a snapshot. Default `1000`.
+    pub log_entries_kept: u64,
 }
 
 impl Default for ClusterConfig {
@@ -95,6 +102,8 @@ impl Default for ClusterConfig {
             election_timeout_min_ms: 500,
             election_timeout_max_ms: 1_000,
             write_timeout_ms: 10_000,
+            snapshot_every_entries: 20_000,
+            log_entries_kept: 1_000,
         }
     }
 }
@@ -376,6 +385,12 @@ impl Config {
         }
         if cluster.write_timeout_ms < 1 {
             problem("cluster.write_timeout_ms", "must be at least 1".to_owned());
+        }
+        if cluster.snapshot_every_entries < 1 {
+            problem(
+                "cluster.snapshot_every_entries",
+                "must be at least 1".to_owned(),
+            );
         }
 
         let storage = &self.storage;

@@ -363,10 +363,9 @@ async fn start_group(
         election_timeout_min: cluster.election_timeout_min_ms,
         election_timeout_max: cluster.election_timeout_max_ms,
         install_snapshot_timeout: 60_000,
-        // A snapshot copies every row, so take one only after many entries; the log keeps the
-        // entries since the last one.
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(20_000),
-        max_in_snapshot_log_to_keep: 1_000,
+        // A snapshot copies every row, so take one only after many entries.
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(cluster.snapshot_every_entries),
+        max_in_snapshot_log_to_keep: cluster.log_entries_kept,
         ..Default::default()
     }
     .validate()

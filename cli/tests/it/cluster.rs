@@ -1,6 +1,6 @@
 //! A three-node cluster of real processes: form it from the CLI, replicate writes, lose the
-//! leader to kill -9, elect a new one, keep every acknowledged write, and let the old leader
-//! catch up when it returns.
+//! leader to kill -9, elect a new one, keep every acknowledged write, let the old leader catch up
+//! when it returns, rebuild a wiped node from a snapshot, and refuse writes without a quorum.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -16,27 +16,15 @@ use crate::support::*;
 const DIM: usize = 8;
 const BATCH: u64 = 50;
 
-fn start_member(dir: &Path, id: u64) -> QuiverProcess {
+/// Starts member `id` listening on `listen`. Snapshots are taken every few entries and the log
+/// behind them is dropped, so a replica that falls behind must be sent a snapshot.
+fn start_member(dir: &Path, id: u64, listen: &str) -> QuiverProcess {
     let config = dir.join(format!("node{id}.toml"));
     std::fs::write(
         &config,
         format!(
-            "[node]\ndata_dir = {:?}\nlisten = \"127.0.0.1:0\"\n\n[cluster]\nnode_id = {id}\nbootstrap = false\n",
-            dir.join(format!("data{id}"))
-        ),
-    )
-    .unwrap();
-    must_spawn(&["serve", "--config", config.to_str().unwrap()], &[])
-}
-
-/// Restarts a member on the same data (its port may change; peers learn it from its address in
-/// the membership, so a restarted member must keep its port: reuse the old one).
-fn restart_member(dir: &Path, id: u64, address: &str) -> QuiverProcess {
-    let config = dir.join(format!("node{id}.toml"));
-    std::fs::write(
-        &config,
-        format!(
-            "[node]\ndata_dir = {:?}\nlisten = {address:?}\n\n[cluster]\nnode_id = {id}\nbootstrap = false\n",
+            "[node]\ndata_dir = {:?}\nlisten = {listen:?}\n\n[cluster]\nnode_id = {id}\nbootstrap = false\n\
+             write_timeout_ms = 2000\nsnapshot_every_entries = 4\nlog_entries_kept = 0\n",
             dir.join(format!("data{id}"))
         ),
     )
@@ -119,7 +107,9 @@ async fn must_catch_up(endpoint: &str, batches: &[u64]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_replicate_fail_over_and_catch_up() {
     let dir = tempfile::tempdir().unwrap();
-    let mut nodes: Vec<QuiverProcess> = (1..=3).map(|id| start_member(dir.path(), id)).collect();
+    let mut nodes: Vec<QuiverProcess> = (1..=3)
+        .map(|id| start_member(dir.path(), id, "127.0.0.1:0"))
+        .collect();
     let addresses: Vec<String> = nodes.iter().map(address).collect();
 
     // form the cluster from the CLI
@@ -207,8 +197,8 @@ async fn three_nodes_replicate_fail_over_and_catch_up() {
         "acknowledged writes lost"
     );
 
-    // the old leader comes back (same port) and catches up as a follower
-    nodes[0] = restart_member(dir.path(), 1, &addresses[0]);
+    // the old leader comes back (on its address in the membership) and catches up
+    nodes[0] = start_member(dir.path(), 1, &addresses[0]);
     must_catch_up(&nodes[0].endpoint, &acked).await;
     let status: Value = serde_json::from_str(&nodes[0].must_cli(&["cluster", "status"])).unwrap();
     assert_eq!(
@@ -216,4 +206,25 @@ async fn three_nodes_replicate_fail_over_and_catch_up() {
         (new_leader + 1) as u64,
         "{status}"
     );
+
+    // the other follower loses its whole data directory and is rebuilt from a snapshot (the
+    // leader's log before its last snapshot is gone)
+    let wiped = 3 - new_leader;
+    nodes[wiped].kill9();
+    std::fs::remove_dir_all(dir.path().join(format!("data{}", wiped + 1))).unwrap();
+    for _ in 0..6 {
+        upsert(&nodes[new_leader].endpoint, next).await.unwrap();
+        acked.push(next);
+        next += 1;
+    }
+    nodes[wiped] = start_member(dir.path(), wiped as u64 + 1, &addresses[wiped]);
+    must_catch_up(&nodes[wiped].endpoint, &acked).await;
+
+    // without a quorum a write fails with UNAVAILABLE after cluster.write_timeout_ms
+    nodes[0].kill9();
+    nodes[wiped].kill9();
+    let started = Instant::now();
+    let refused = upsert(&nodes[new_leader].endpoint, next).await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    assert!(started.elapsed() < Duration::from_secs(10));
 }
