@@ -38,6 +38,9 @@ pub struct Segment {
     /// Live points.
     pub ids: HashMap<PointId, Slot>,
     pub live: RoaringBitmap,
+    /// Retired slots (replaced or deleted versions). While there are none, a graph walk needs
+    /// no tombstone check.
+    pub dead: RoaringBitmap,
     pub payload_index: PayloadIndex,
 }
 
@@ -49,6 +52,7 @@ impl Segment {
             payloads: HashMap::new(),
             ids: HashMap::new(),
             live: RoaringBitmap::new(),
+            dead: RoaringBitmap::new(),
             payload_index: PayloadIndex::new(&meta.spec.payload_indexes),
         }
     }
@@ -74,6 +78,7 @@ impl Segment {
             return false;
         };
         self.live.remove(slot);
+        self.dead.insert(slot);
         if let Some(payload) = self.payloads.remove(&slot) {
             self.payload_index.remove(slot, &payload);
         }

@@ -96,6 +96,14 @@ impl Collection {
                 seg.put(id, rec.slot, &rec.vector, rec.payload);
             }
         }
+        if let (true, Some(upto)) = (graph_loaded, resume_after) {
+            // The dump holds every slot up to `upto`, including versions retired since.
+            let mut seg = collection.segment.write();
+            let mut dead = roaring::RoaringBitmap::new();
+            dead.insert_range(0..=upto);
+            dead -= &seg.live;
+            seg.dead = dead;
+        }
         pending.sort_by_key(|(slot, _)| *slot);
         collection.index_slots(&pending);
         if graph_loaded {

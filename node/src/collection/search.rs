@@ -136,7 +136,13 @@ impl Collection {
             ),
             (None, Some(g)) => {
                 let live = |slot: Slot| seg.live.contains(slot);
-                (g.search(&params.vector, k, ef, Some(&live)), Plan::Hnsw)
+                // Without tombstones every graph node is live (or being inserted, and live).
+                let accept: Option<&(dyn Fn(Slot) -> bool + Sync)> = if seg.dead.is_empty() {
+                    None
+                } else {
+                    Some(&live)
+                };
+                (g.search(&params.vector, k, ef, accept), Plan::Hnsw)
             }
             (Some(filter), graph) => {
                 let candidates = candidates(&seg, filter);
