@@ -1,5 +1,6 @@
-//! Shared pieces of quiver's benchmark binaries: loading texmex data ([`data`]) and turning
-//! timings and hits into the reported numbers ([`stats`]).
+//! Shared pieces of quiver's benchmark binaries: loading texmex data ([`data`]), turning
+//! timings and hits into numbers ([`stats`]) and printing them ([`report`]).
 
 pub mod data;
+pub mod report;
 pub mod stats;

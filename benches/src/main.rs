@@ -14,12 +14,12 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Result};
 use clap::{Parser, ValueEnum};
 use quiver_benches::data::Dataset;
+use quiver_benches::report::{print_table, Params, Row};
 use quiver_benches::stats::{percentile_us, recall_at, rss_bytes};
 use quiver_index::distance::{simd_backend, Metric};
 use quiver_index::flat::VectorArena;
 use quiver_index::hnsw::{HnswIndex, HnswParams, MAX_EF_CONSTRUCTION, MAX_M};
 use quiver_index::Slot;
-use serde_json::{json, Value};
 
 /// Recall is reported at this depth.
 const K: usize = 10;
@@ -50,6 +50,7 @@ struct Args {
     /// l2, cosine or dot.
     #[arg(long)]
     metric: Metric,
+    /// Exact search, or an HNSW graph.
     #[arg(long, value_enum)]
     index: IndexChoice,
     /// HNSW neighbours per node.
@@ -114,14 +115,15 @@ fn main() -> Result<()> {
         IndexChoice::Hnsw => bench_hnsw(&args, &data),
     };
     if args.json {
-        rows.iter().for_each(|row| println!("{row}"));
+        rows.iter()
+            .for_each(|row| println!("{}", row.to_json_line()));
     } else {
         print_table(&rows);
     }
     Ok(())
 }
 
-fn bench_flat(args: &Args, data: &Dataset) -> Vec<Value> {
+fn bench_flat(args: &Args, data: &Dataset) -> Vec<Row> {
     let rss_before = rss_bytes();
     let started = Instant::now();
     let mut arena = VectorArena::new(data.dim);
@@ -138,10 +140,16 @@ fn bench_flat(args: &Args, data: &Dataset) -> Vec<Value> {
             .map(|h| h.slot)
             .collect()
     });
-    vec![row("flat", json!({}), &pass, build_s, arena.memory_bytes())]
+    vec![row(
+        "flat",
+        Params::default(),
+        &pass,
+        build_s,
+        arena.memory_bytes(),
+    )]
 }
 
-fn bench_hnsw(args: &Args, data: &Dataset) -> Vec<Value> {
+fn bench_hnsw(args: &Args, data: &Dataset) -> Vec<Row> {
     let params = HnswParams {
         m: args.m,
         ef_construction: args.ef_construction,
@@ -169,7 +177,11 @@ fn bench_hnsw(args: &Args, data: &Dataset) -> Vec<Value> {
                     .map(|h| h.slot)
                     .collect()
             });
-            let params = json!({"m": args.m, "ef_construction": args.ef_construction, "ef": ef});
+            let params = Params {
+                m: Some(args.m),
+                ef_construction: Some(args.ef_construction),
+                ef: Some(ef),
+            };
             row("hnsw", params, &pass, build_s, index.memory_bytes())
         })
         .collect()
@@ -238,53 +250,15 @@ fn measure(data: &Dataset, threads: usize, search: impl Fn(&[f32]) -> Vec<Slot> 
     }
 }
 
-fn row(index: &str, params: Value, pass: &Pass, build_s: f64, index_bytes: usize) -> Value {
-    json!({
-        "index": index,
-        "params": params,
-        "recall_at_10": round(pass.recall, 4),
-        "qps": round(pass.qps, 1),
-        "p50_us": round(pass.p50_us, 1),
-        "p99_us": round(pass.p99_us, 1),
-        "build_s": round(build_s, 3),
-        "index_bytes": index_bytes,
-    })
-}
-
-fn round(x: f64, digits: i32) -> f64 {
-    let scale = 10f64.powi(digits);
-    (x * scale).round() / scale
-}
-
-fn print_table(rows: &[Value]) {
-    println!(
-        "{:<6} {:<28} {:>9} {:>10} {:>9} {:>9} {:>9} {:>10}",
-        "index", "params", "recall@10", "QPS", "p50 us", "p99 us", "build s", "index MiB"
-    );
-    for r in rows {
-        let params = r["params"]
-            .as_object()
-            .map(|p| {
-                p.iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            })
-            .unwrap_or_default();
-        println!(
-            "{:<6} {:<28} {:>9.4} {:>10.1} {:>9.1} {:>9.1} {:>9.3} {:>10.1}",
-            r["index"].as_str().unwrap_or_default(),
-            if params.is_empty() {
-                "-".to_string()
-            } else {
-                params
-            },
-            r["recall_at_10"].as_f64().unwrap_or_default(),
-            r["qps"].as_f64().unwrap_or_default(),
-            r["p50_us"].as_f64().unwrap_or_default(),
-            r["p99_us"].as_f64().unwrap_or_default(),
-            r["build_s"].as_f64().unwrap_or_default(),
-            r["index_bytes"].as_f64().unwrap_or_default() / (1 << 20) as f64,
-        );
+fn row(index: &'static str, params: Params, pass: &Pass, build_s: f64, index_bytes: usize) -> Row {
+    Row {
+        index,
+        params,
+        recall_at_10: pass.recall,
+        qps: pass.qps,
+        p50_us: pass.p50_us,
+        p99_us: pass.p99_us,
+        build_s,
+        index_bytes,
     }
 }
