@@ -526,17 +526,9 @@ pub enum ClusterCommand {
     },
 }
 
-/// The leader's endpoint from a "not the leader; the leader is node N at ADDR" answer.
+/// The leader's endpoint from a "not the leader" answer (its `quiver-leader-address` metadata).
 fn leader_endpoint(e: &tonic::Status) -> Option<Endpoint> {
-    if e.code() != tonic::Code::Unavailable {
-        return None;
-    }
-    let addr = e
-        .message()
-        .split(" at ")
-        .nth(1)?
-        .split_whitespace()
-        .next()?;
+    let addr = e.metadata().get("quiver-leader-address")?.to_str().ok()?;
     Some(Endpoint {
         endpoint: format!("http://{addr}"),
     })

@@ -209,7 +209,9 @@ impl Default for SearchConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct StorageConfig {
     /// `storage.sync_writes`: fsync RocksDB's write-ahead log before a write is acknowledged;
-    /// `false` is faster but can lose the last acknowledged writes on power loss. Default `true`.
+    /// this covers the Raft log and votes too. `false` survives a killed process but not a power
+    /// loss: the last acknowledged writes can be lost and, in a cluster, a node can forget its
+    /// vote, which breaks Raft's safety. Only for tests and throwaway data. Default `true`.
     pub sync_writes: bool,
     /// `storage.hnsw_dump_every_inserts`: dump a collection's HNSW graph to disk once this many
     /// points have been inserted since its last dump (at least 1). Default `20000`.

@@ -28,23 +28,36 @@ pub enum CollectionsCommand {
     Drop { name: String },
 }
 
-/// Mutations of one collection's points.
+/// Mutations of one collection's points. Each names the collection and the id it had when the
+/// request was validated; if the collection was dropped and re-created meanwhile, the command is
+/// rejected rather than applied to data it was not checked against.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum PointsCommand {
     /// Insert or replace whole points; ids are unique within the batch.
     Upsert {
         collection: String,
+        collection_id: u64,
         points: Vec<NewPoint>,
     },
     /// Delete points by id; missing ids are ignored.
     Delete {
         collection: String,
+        collection_id: u64,
         ids: Vec<PointId>,
     },
     /// Delete every point whose payload matches the filter at the moment the command is
     /// applied, so every replica deletes the same points.
-    DeleteByFilter { collection: String, filter: Filter },
+    DeleteByFilter {
+        collection: String,
+        collection_id: u64,
+        filter: Filter,
+    },
 }
+
+/// A command in its versioned encoding: what a Raft log entry carries, so an entry written by
+/// one build is read by another or refused, never misread.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EncodedCommand(pub Vec<u8>);
 
 impl Command {
     pub fn encode(&self) -> Result<Vec<u8>> {
@@ -89,6 +102,7 @@ mod tests {
             Command::Collections(CollectionsCommand::Drop { name: "x".into() }),
             Command::Points(PointsCommand::Upsert {
                 collection: "docs".into(),
+                collection_id: 3,
                 points: vec![NewPoint {
                     id: PointId::Uuid(uuid::Uuid::from_u128(42)),
                     vector: vec![0.5, -1.0, 2.0],
@@ -97,10 +111,12 @@ mod tests {
             }),
             Command::Points(PointsCommand::Delete {
                 collection: "docs".into(),
+                collection_id: 3,
                 ids: vec![PointId::Num(1)],
             }),
             Command::Points(PointsCommand::DeleteByFilter {
                 collection: "docs".into(),
+                collection_id: 3,
                 filter: Filter::from_json_str(r#"{"a":{"$gt":1},"b":{"$in":["x",true]}}"#).unwrap(),
             }),
         ]

@@ -23,7 +23,7 @@ use tracing::warn;
 
 use crate::collection::search::PlannerConfig;
 use crate::collection::Collection;
-use crate::command::Command;
+use crate::command::{Command, EncodedCommand};
 use crate::error::{NodeError, Result};
 use crate::point::{PointId, PointRecord};
 use crate::raft::log_store::LogStore;
@@ -55,7 +55,6 @@ pub enum ReadConsistency {
 pub struct Node {
     config: Config,
     storage: Arc<dyn Storage>,
-    state_machine: Arc<Mutex<StateMachine>>,
     catalog: Arc<Catalog>,
     graph_root: PathBuf,
     raft: Raft,
@@ -106,17 +105,10 @@ impl Node {
         let peers = Peers::default();
         let id = config.cluster.node_id;
         let address = config.cluster.advertised(config.node.listen);
-        let raft = start_group(
-            &config,
-            storage.clone(),
-            state_machine.clone(),
-            peers.clone(),
-        )
-        .await?;
+        let raft = start_group(&config, storage.clone(), state_machine, peers.clone()).await?;
         let node = Self {
             config,
             storage,
-            state_machine,
             catalog,
             graph_root: graph_root.to_path_buf(),
             raft,
@@ -218,6 +210,14 @@ impl Node {
         NodeError::NotLeader { leader, address }
     }
 
+    /// Fails fast when another node is known to lead (a write sent here would be refused).
+    pub fn check_writable(&self) -> Result<()> {
+        match self.raft.metrics().borrow().current_leader {
+            Some(leader) if leader != self.id => Err(self.not_leader(Some(leader))),
+            _ => Ok(()),
+        }
+    }
+
     /// Stops the node's Raft group.
     pub async fn shutdown(&self) {
         if let Err(e) = self.raft.shutdown().await {
@@ -245,12 +245,14 @@ impl Node {
         let deadline = tokio::time::Instant::now() + timeout;
         let unavailable = || {
             NodeError::Unavailable(format!(
-                "the write was not committed within {} ms (cluster.write_timeout_ms)",
+                "the write was not confirmed within {} ms (cluster.write_timeout_ms); it may \
+                 still be applied later",
                 timeout.as_millis()
             ))
         };
+        let encoded = EncodedCommand(command.encode()?);
         loop {
-            let attempt = self.raft.client_write(command.clone());
+            let attempt = self.raft.client_write(encoded.clone());
             match tokio::time::timeout_at(deadline, attempt).await {
                 Err(_) => return Err(unavailable()),
                 Ok(Ok(response)) => return response.data.0,
@@ -272,10 +274,6 @@ impl Node {
                 Ok(Err(e)) => return Err(NodeError::Unavailable(e.to_string())),
             }
         }
-    }
-
-    pub fn last_applied(&self) -> Option<u64> {
-        self.state_machine.lock().last_applied()
     }
 
     pub fn collection(&self, name: &str) -> Result<Arc<Collection>> {

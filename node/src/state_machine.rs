@@ -267,8 +267,12 @@ impl StateMachine {
                 batch.delete_range(Table::Points, prefix, end);
                 Ok((Effect::Drop(collection), 1))
             }
-            Command::Points(PointsCommand::Upsert { collection, points }) => {
-                let collection = self.catalog.get(collection)?;
+            Command::Points(PointsCommand::Upsert {
+                collection,
+                collection_id,
+                points,
+            }) => {
+                let collection = self.target(collection, *collection_id)?;
                 let dim = collection.meta.spec.dim as usize;
                 if let Some((i, p)) = points
                     .iter()
@@ -292,9 +296,13 @@ impl StateMachine {
                 let mut installs = Vec::with_capacity(points.len());
                 for p in points {
                     let slot = next_slot;
-                    next_slot = next_slot
-                        .checked_add(1)
-                        .ok_or_else(|| NodeError::Internal("slot space exhausted".into()))?;
+                    // Deterministic, so a rejection every replica agrees on (not a fault).
+                    next_slot = next_slot.checked_add(1).ok_or_else(|| {
+                        NodeError::invalid(
+                            "points",
+                            "the collection has used all 2^32 vector slots; re-create it",
+                        )
+                    })?;
                     let record = PointRecord {
                         slot,
                         vector: p.vector.clone(),
@@ -311,16 +319,35 @@ impl StateMachine {
                 let n = installs.len() as u64;
                 Ok((Effect::Upsert(collection, installs), n))
             }
-            Command::Points(PointsCommand::Delete { collection, ids }) => {
-                let collection = self.catalog.get(collection)?;
+            Command::Points(PointsCommand::Delete {
+                collection,
+                collection_id,
+                ids,
+            }) => {
+                let collection = self.target(collection, *collection_id)?;
                 Ok(self.plan_delete(collection, ids.clone(), batch))
             }
-            Command::Points(PointsCommand::DeleteByFilter { collection, filter }) => {
-                let collection = self.catalog.get(collection)?;
+            Command::Points(PointsCommand::DeleteByFilter {
+                collection,
+                collection_id,
+                filter,
+            }) => {
+                let collection = self.target(collection, *collection_id)?;
                 let ids = collection.matching_ids(filter);
                 Ok(self.plan_delete(collection, ids, batch))
             }
         }
+    }
+
+    /// The collection a points command was validated against, if it still exists.
+    fn target(&self, name: &str, id: u64) -> Result<Arc<Collection>> {
+        let collection = self.catalog.get(name)?;
+        if collection.meta.id != id {
+            return Err(NodeError::NotFound(format!(
+                "collection `{name}` as it was when the request was checked (it was re-created)"
+            )));
+        }
+        Ok(collection)
     }
 
     fn plan_delete(
@@ -331,7 +358,9 @@ impl StateMachine {
     ) -> (Effect, u64) {
         let existing: Vec<PointId> = {
             let seg = collection.segment();
-            ids.into_iter()
+            let unique: std::collections::BTreeSet<PointId> = ids.into_iter().collect();
+            unique
+                .into_iter()
                 .filter(|id| seg.slot_of(id).is_some())
                 .collect()
         };
@@ -372,8 +401,13 @@ fn load(storage: &dyn Storage, catalog: &Catalog, graph_root: &Path) -> Result<A
         None => AppliedRecord::default(),
     };
     let mut collections = BTreeMap::new();
-    for (_, value) in storage.scan(Table::Meta, COLLECTION_PREFIX, None, usize::MAX)? {
-        let meta: CollectionMeta = decode(&value)?;
+    let metas: Vec<CollectionMeta> = storage
+        .scan(Table::Meta, COLLECTION_PREFIX, None, usize::MAX)?
+        .iter()
+        .map(|(_, v)| decode(v))
+        .collect::<Result<_>>()?;
+    sweep_graph_dirs(graph_root, &metas);
+    for meta in metas {
         let mut records = Vec::new();
         let prefix = points_prefix(meta.id);
         storage.for_each(Table::Points, &prefix, &mut |k, v| {
@@ -397,6 +431,20 @@ fn load(storage: &dyn Storage, catalog: &Catalog, graph_root: &Path) -> Result<A
     }
     *catalog.collections.write() = collections;
     Ok(applied)
+}
+
+/// Removes graph dumps of collections that no longer exist (a dump that finished after its
+/// collection was dropped, or after a snapshot replaced the state).
+fn sweep_graph_dirs(root: &Path, metas: &[CollectionMeta]) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if !metas.iter().any(|m| m.id.to_string() == name) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// Where a collection's graph dumps live under `root`.
@@ -454,6 +502,7 @@ mod tests {
         Command::Points(match op {
             Op::Upsert(points) => PointsCommand::Upsert {
                 collection: "m".into(),
+                collection_id: 1,
                 points: points
                     .iter()
                     .map(|(id, v, tag)| NewPoint {
@@ -468,10 +517,12 @@ mod tests {
             },
             Op::Delete(ids) => PointsCommand::Delete {
                 collection: "m".into(),
+                collection_id: 1,
                 ids: ids.iter().map(|i| PointId::Num(*i)).collect(),
             },
             Op::DeleteTag(tag) => PointsCommand::DeleteByFilter {
                 collection: "m".into(),
+                collection_id: 1,
                 filter: Filter::from_json(&serde_json::json!({"tag": tag})).unwrap(),
             },
         })
@@ -585,6 +636,7 @@ mod tests {
         assert_eq!(sm.last_applied(), Some(2));
         let wrong_dim = Command::Points(PointsCommand::Upsert {
             collection: "m".into(),
+            collection_id: 1,
             points: vec![NewPoint {
                 id: PointId::Num(1),
                 vector: vec![1.0; 3],
@@ -597,12 +649,28 @@ mod tests {
         ));
         let missing = Command::Points(PointsCommand::Delete {
             collection: "nope".into(),
+            collection_id: 1,
             ids: vec![PointId::Num(1)],
         });
         assert!(matches!(sm.apply(4, &missing), Err(NodeError::NotFound(_))));
         assert_eq!(sm.last_applied(), Some(4));
+        // a command checked against a collection that was dropped and re-created is refused
+        let drop = Command::Collections(CollectionsCommand::Drop { name: "m".into() });
+        sm.apply(5, &drop).unwrap();
+        sm.apply(6, &create).unwrap();
+        let stale = Command::Points(PointsCommand::Upsert {
+            collection: "m".into(),
+            collection_id: 1,
+            points: vec![NewPoint {
+                id: PointId::Num(1),
+                vector: vec![1.0; 2],
+                payload: JsonMap::new(),
+            }],
+        });
+        assert!(matches!(sm.apply(7, &stale), Err(NodeError::NotFound(_))));
+        assert_eq!(sm.catalog().get("m").unwrap().points_count(), 0);
         assert_eq!(sm.catalog().get("m").unwrap().points_count(), 0);
         let reopened = StateMachine::open(storage, graphs.path()).unwrap();
-        assert_eq!(reopened.last_applied(), Some(4));
+        assert_eq!(reopened.last_applied(), Some(7));
     }
 }

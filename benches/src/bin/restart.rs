@@ -123,6 +123,11 @@ fn main() -> Result<()> {
     runtime
         .block_on(node.write(Command::Collections(CollectionsCommand::Create(spec))))
         .context("creating the collection")?;
+    let collection_id = node
+        .collection(COLLECTION)
+        .context("the new collection")?
+        .meta
+        .id;
     let started = Instant::now();
     for (b, chunk) in base.chunks(args.batch).enumerate() {
         let points = chunk
@@ -136,6 +141,7 @@ fn main() -> Result<()> {
             .collect();
         let upsert = PointsCommand::Upsert {
             collection: COLLECTION.into(),
+            collection_id,
             points,
         };
         runtime

@@ -114,9 +114,23 @@ async fn three_nodes_replicate_fail_over_and_catch_up() {
 
     // form the cluster from the CLI
     nodes[0].must_cli(&["cluster", "init"]);
-    // joining through a follower works too: the CLI follows the leader hint
     nodes[0].must_cli(&["cluster", "join", &addresses[1]]);
+    // joining through a follower works too: the CLI follows the leader hint
     nodes[1].must_cli(&["cluster", "join", &addresses[2]]);
+    // a node that already formed a cluster of its own cannot be merged in
+    let loner_config = dir.path().join("loner.toml");
+    std::fs::write(
+        &loner_config,
+        format!(
+            "[node]\ndata_dir = {:?}\nlisten = \"127.0.0.1:0\"\n[cluster]\nnode_id = 9\n",
+            dir.path().join("loner")
+        ),
+    )
+    .unwrap();
+    let loner = must_spawn(&["serve", "--config", loner_config.to_str().unwrap()], &[]);
+    let (ok, _, err) = nodes[0].cli(&["cluster", "join", &address(&loner)]);
+    assert!(!ok && err.contains("already belongs to a cluster"), "{err}");
+    drop(loner);
     let status: Value = serde_json::from_str(&nodes[0].must_cli(&["cluster", "status"])).unwrap();
     let group = &status["groups"][0];
     assert_eq!(group["leader"], 1);
@@ -151,6 +165,8 @@ async fn three_nodes_replicate_fail_over_and_catch_up() {
         "{}",
         refused.message()
     );
+    let hint = refused.metadata().get("quiver-leader-address").unwrap();
+    assert_eq!(hint.to_str().unwrap(), addresses[0]);
     let refused = count_present(
         &nodes[1].endpoint,
         &acked,

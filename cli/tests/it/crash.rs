@@ -93,7 +93,12 @@ async fn kill9_mid_import_keeps_every_acknowledged_batch() {
             u64::MAX
         }));
     }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while acked.lock().unwrap().len() < 20 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "writers stalled before the kill"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     node.kill9();

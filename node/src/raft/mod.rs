@@ -10,13 +10,16 @@
 //! openraft 0.9 is its stable line; the multi-raft and gRPC examples of the 0.10 alphas are
 //! sketches we learn from rather than an API to build on.
 
+// openraft's `StorageError` is large by design, and every storage function returns it.
+#[allow(clippy::result_large_err)]
 pub mod log_store;
 pub mod network;
+#[allow(clippy::result_large_err)]
 pub mod state_machine;
 
 use std::io::Cursor;
 
-use crate::command::Command;
+use crate::command::EncodedCommand;
 use crate::state_machine::Applied;
 use crate::NodeError;
 
@@ -31,7 +34,7 @@ pub struct ApplyResponse(pub Result<Applied, NodeError>);
 openraft::declare_raft_types!(
     /// openraft's types for quiver's groups.
     pub TypeConfig:
-        D = Command,
+        D = EncodedCommand,
         R = ApplyResponse,
         NodeId = NodeId,
         Node = openraft::BasicNode,

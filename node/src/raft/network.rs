@@ -93,7 +93,7 @@ enum Rpc {
 }
 
 fn io_error(message: String) -> std::io::Error {
-    std::io::Error::new(std::io::ErrorKind::Other, message)
+    std::io::Error::other(message)
 }
 
 impl PeerConnection {

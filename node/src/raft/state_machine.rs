@@ -7,7 +7,9 @@
 //! A snapshot is every row of the state-machine tables, taken under the state-machine lock so it
 //! matches its log id exactly, encoded with bincode and streamed by openraft in chunks. Installing
 //! one replaces the tables in one batch and rebuilds the collections (graphs are rebuilt from the
-//! installed points).
+//! installed points). The current snapshot is kept in memory; after a restart one is built on
+//! demand. (A RocksDB checkpoint streamed from disk would avoid holding it in memory and the
+//! copy under the lock; that is the next step.)
 //!
 //! Applying runs on a blocking thread: it writes RocksDB and inserts into HNSW graphs.
 
@@ -23,6 +25,7 @@ use openraft::{
 use parking_lot::Mutex;
 
 use super::{ApplyResponse, Entry, LogId, NodeId, StorageError, StoredMembership, TypeConfig};
+use crate::command::Command;
 use crate::state_machine::{AppliedRecord, StateMachine, StateRows};
 use crate::NodeError;
 
@@ -90,7 +93,9 @@ fn apply_entries(sm: &mut StateMachine, entries: Vec<Entry>) -> StorageResult<Ve
         let index = entry.log_id.index;
         let outcome = match entry.payload {
             EntryPayload::Blank => sm.apply_entry(index, None, Some(position.encode()?)),
-            EntryPayload::Normal(command) => {
+            EntryPayload::Normal(encoded) => {
+                // An entry this build cannot read must stop the group, not be skipped.
+                let command = Command::decode(&encoded.0).map_err(sm_error)?;
                 sm.apply_entry(index, Some(&command), Some(position.encode()?))
             }
             EntryPayload::Membership(membership) => {
@@ -168,10 +173,22 @@ impl RaftStateMachine<TypeConfig> for RaftStateMachineStore {
     }
 
     async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
-        Ok(self.current.lock().clone().map(|s| Snapshot {
-            meta: s.meta,
-            snapshot: Box::new(Cursor::new(s.data)),
-        }))
+        let current = self.current.lock().clone();
+        match current {
+            Some(s) => Ok(Some(Snapshot {
+                meta: s.meta,
+                snapshot: Box::new(Cursor::new(s.data)),
+            })),
+            // Snapshots live in memory; after a restart the log may be purged up to a snapshot
+            // that is gone, so build a fresh one (it covers at least as much).
+            None if RaftPosition::decode(self.inner.lock().raft_state())?
+                .last_applied
+                .is_some() =>
+            {
+                self.build_snapshot().await.map(Some)
+            }
+            None => Ok(None),
+        }
     }
 }
 

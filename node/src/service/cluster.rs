@@ -39,6 +39,7 @@ impl ClusterService {
             .map(|(id, n)| pb::NodeInfo {
                 id: *id,
                 address: n.addr.clone(),
+                initialized: true,
             })
             .collect();
         let role = match m.state {
@@ -61,6 +62,7 @@ impl ClusterService {
             node: Some(pb::NodeInfo {
                 id: self.node.id(),
                 address: self.node.address().to_string(),
+                initialized: true,
             }),
             members,
             groups: vec![pb::GroupStatus {
@@ -99,9 +101,16 @@ impl Cluster for ClusterService {
         &self,
         _request: Request<pb::IdentifyRequest>,
     ) -> Result<Response<pb::NodeInfo>, Status> {
+        let initialized = self
+            .node
+            .group(MAIN_GROUP)?
+            .is_initialized()
+            .await
+            .map_err(|e| NodeError::Internal(e.to_string()))?;
         Ok(Response::new(pb::NodeInfo {
             id: self.node.id(),
             address: self.node.address().to_string(),
+            initialized,
         }))
     }
 
@@ -158,6 +167,18 @@ impl Cluster for ClusterService {
             .membership_config
             .membership()
             .clone();
+        if info.initialized && membership.get_node(&info.id).is_none() {
+            // Its log holds another cluster's history; Raft cannot merge the two.
+            return Err(NodeError::invalid(
+                "address",
+                format!(
+                    "node {} at {address} already belongs to a cluster (start it with \
+                     cluster.bootstrap = false and an empty data directory)",
+                    info.id
+                ),
+            )
+            .into());
+        }
         if let Some(existing) = membership.get_node(&info.id) {
             if existing.addr != address {
                 return Err(NodeError::AlreadyExists(format!(

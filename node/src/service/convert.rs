@@ -4,7 +4,7 @@
 //! the offending field the way the request spells it (`points[3].vector[7]`). A request that
 //! fails any check changes nothing.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use prost_types::value::Kind;
 use quiver_config::LimitsConfig;
@@ -336,9 +336,8 @@ pub fn upsert_points(
 /// integer payload indexes see them; non-finite numbers are rejected.
 pub fn struct_to_json(field: &str, s: &prost_types::Struct) -> Result<JsonMap> {
     let mut out = JsonMap::new();
-    // BTreeMap iteration keeps error reporting deterministic.
-    let fields: BTreeMap<&String, &prost_types::Value> = s.fields.iter().collect();
-    for (k, v) in fields {
+    // `fields` is a BTreeMap, so the first bad field reported is always the same one.
+    for (k, v) in &s.fields {
         out.insert(k.clone(), value_to_json(&format!("{field}.{k}"), v, 0)?);
     }
     Ok(out)

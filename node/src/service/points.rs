@@ -7,12 +7,14 @@
 
 use std::sync::Arc;
 
+use quiver_index::filter::Filter;
 use quiver_proto::v1 as pb;
 use quiver_proto::v1::points_server::Points;
 use tonic::{Request, Response, Status};
 
 use super::convert;
 use crate::collection::search::SearchParams;
+use crate::collection::Collection;
 use crate::command::{Command, PointsCommand};
 use crate::error::NodeError;
 use crate::node::{Node, ReadConsistency};
@@ -25,6 +27,11 @@ pub struct PointsService {
 impl PointsService {
     pub fn new(node: Arc<Node>) -> Self {
         Self { node }
+    }
+
+    fn collection(&self, name: &str) -> Result<Arc<Collection>, NodeError> {
+        self.node
+            .collection(&convert::collection_name("collection", name)?)
     }
 }
 
@@ -52,7 +59,8 @@ impl Points for PointsService {
         request: Request<pb::UpsertRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
         let req = request.into_inner();
-        let collection = self.node.collection(&req.collection)?;
+        self.node.check_writable()?;
+        let collection = self.collection(&req.collection)?;
         let points = convert::upsert_points(
             &req.points,
             &collection.meta.spec,
@@ -62,6 +70,7 @@ impl Points for PointsService {
             .node
             .write(Command::Points(PointsCommand::Upsert {
                 collection: req.collection,
+                collection_id: collection.meta.id,
                 points,
             }))
             .await?;
@@ -79,7 +88,7 @@ impl Points for PointsService {
         self.node
             .read_barrier(consistency(req.consistency)?)
             .await?;
-        let collection = self.node.collection(&req.collection)?;
+        let collection = self.collection(&req.collection)?;
         let ids = convert::point_ids(&req.ids, &self.node.config().limits)?;
         let points = collection
             .get(&ids)
@@ -98,8 +107,19 @@ impl Points for PointsService {
         request: Request<pb::DeletePointsRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
         let req = request.into_inner();
-        let collection = self.node.collection(&req.collection)?;
+        self.node.check_writable()?;
+        let collection = self.collection(&req.collection)?;
         let filter = convert::request_filter(req.filter.as_ref(), &req.filter_json)?;
+        if filter
+            .as_ref()
+            .is_some_and(|f| *f == Filter::And(Vec::new()))
+        {
+            return Err(NodeError::invalid(
+                "filter",
+                "an empty filter matches every point; drop the collection to delete everything",
+            )
+            .into());
+        }
         let command = match (req.ids.is_empty(), filter) {
             (false, Some(_)) => {
                 return Err(
@@ -111,10 +131,12 @@ impl Points for PointsService {
             }
             (false, None) => PointsCommand::Delete {
                 collection: collection.name().to_string(),
+                collection_id: collection.meta.id,
                 ids: convert::point_ids(&req.ids, &self.node.config().limits)?,
             },
             (true, Some(filter)) => PointsCommand::DeleteByFilter {
                 collection: collection.name().to_string(),
+                collection_id: collection.meta.id,
                 filter,
             },
         };
@@ -134,7 +156,7 @@ impl Points for PointsService {
             .read_barrier(consistency(req.consistency)?)
             .await?;
         let config = self.node.config();
-        let collection = self.node.collection(&req.collection)?;
+        let collection = self.collection(&req.collection)?;
         let spec = &collection.meta.spec;
         let vector = convert::vector("vector", &req.vector, spec.dim as usize, spec.metric)?;
         let top_k = match req.top_k as usize {
@@ -203,7 +225,7 @@ impl Points for PointsService {
             .read_barrier(consistency(req.consistency)?)
             .await?;
         let limits = &self.node.config().limits;
-        let collection = self.node.collection(&req.collection)?;
+        let collection = self.collection(&req.collection)?;
         let limit = match req.limit as usize {
             0 => DEFAULT_SCROLL_LIMIT,
             l if l > limits.max_scroll_limit => {

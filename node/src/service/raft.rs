@@ -21,11 +21,13 @@ impl RaftService {
     }
 }
 
+#[allow(clippy::result_large_err)] // tonic's Status, as every handler returns
 fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, Status> {
     bincode::deserialize(payload)
         .map_err(|e| NodeError::invalid("payload", format!("not a raft message: {e}")).into())
 }
 
+#[allow(clippy::result_large_err)]
 fn reply<T: serde::Serialize>(result: &T) -> Result<Response<RaftReply>, Status> {
     let payload = bincode::serialize(result)
         .map_err(|e| Status::from(NodeError::Internal(format!("encode raft reply: {e}"))))?;

@@ -1,5 +1,9 @@
 //! The one place node errors become gRPC statuses.
+//!
+//! A "not the leader" answer also carries the leader in metadata (`quiver-leader-id`,
+//! `quiver-leader-address`), so clients can follow it without parsing the message.
 
+use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
 
 use crate::error::NodeError;
@@ -10,11 +14,19 @@ impl From<NodeError> for Status {
             NodeError::InvalidArgument { .. } => Code::InvalidArgument,
             NodeError::NotFound(_) => Code::NotFound,
             NodeError::AlreadyExists(_) => Code::AlreadyExists,
-            NodeError::NotLeader { .. } | NodeError::Unavailable(_) | NodeError::Storage(_) => {
-                Code::Unavailable
-            }
-            NodeError::Serve(_) | NodeError::Internal(_) => Code::Internal,
+            NodeError::NotLeader { .. } | NodeError::Unavailable(_) => Code::Unavailable,
+            NodeError::Storage(_) | NodeError::Serve(_) | NodeError::Internal(_) => Code::Internal,
         };
-        Status::new(code, e.to_string())
+        let mut status = Status::new(code, e.to_string());
+        if let NodeError::NotLeader { leader, address } = &e {
+            let metadata = status.metadata_mut();
+            if let Some(id) = leader {
+                metadata.insert("quiver-leader-id", MetadataValue::from(*id));
+            }
+            if let Some(value) = address.as_deref().and_then(|a| a.parse().ok()) {
+                metadata.insert("quiver-leader-address", value);
+            }
+        }
+        status
     }
 }

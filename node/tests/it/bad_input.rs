@@ -93,6 +93,32 @@ async fn bad_input_is_rejected_with_the_field_named_and_changes_nothing() {
         Code::InvalidArgument,
         "payload_indexes[0].type",
     );
+    must_reject(
+        collections.create(with(&|r| r.name = "n".repeat(65))).await,
+        Code::InvalidArgument,
+        "name",
+    );
+    must_reject(
+        collections
+            .create(with(&|r| {
+                r.payload_indexes = vec![pb::PayloadIndexField {
+                    key: "a..b".into(),
+                    r#type: pb::PayloadFieldType::Keyword as i32,
+                }]
+            }))
+            .await,
+        Code::InvalidArgument,
+        "payload_indexes[0].key",
+    );
+    must_reject(
+        collections
+            .create(with(&|r| {
+                r.search_defaults = Some(pb::SearchDefaults { ef: 1_000_000 })
+            }))
+            .await,
+        Code::InvalidArgument,
+        "search_defaults.ef",
+    );
     let none = collections
         .list(pb::ListCollectionsRequest {})
         .await
@@ -383,6 +409,25 @@ async fn bad_input_is_rejected_with_the_field_named_and_changes_nothing() {
             .await,
         Code::InvalidArgument,
         "limit",
+    );
+
+    must_reject(
+        points
+            .delete(pb::DeletePointsRequest {
+                collection: "c".into(),
+                filter_json: "{}".into(),
+                ..Default::default()
+            })
+            .await,
+        Code::InvalidArgument,
+        "filter",
+    );
+    must_reject(
+        points
+            .search(search(&|r| r.collection = String::new()))
+            .await,
+        Code::InvalidArgument,
+        "collection",
     );
 
     // nothing changed: still exactly the one good point

@@ -357,3 +357,64 @@ async fn flat_collections_with_uuid_ids_and_every_metric() {
     }
     fx.server.stop().await;
 }
+
+/// Replaced and deleted points never come out of the HNSW graph: with the exact-search threshold
+/// at 0 every search walks the graph, over live points and tombstones alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graph_searches_never_return_replaced_or_deleted_points() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = quiver_node::testing::test_config(dir.path());
+    config.search.exact_search_threshold = 0;
+    let server = quiver_node::testing::TestServer::must_start(config).await;
+    server
+        .must_collections()
+        .await
+        .create(create_request("g", 8, pb::Metric::L2))
+        .await
+        .unwrap();
+    let mut points = server.must_points().await;
+    let data = clustered(600, 8, 6, 21);
+    let first: Vec<pb::Point> = data[..500]
+        .iter()
+        .enumerate()
+        .map(|(i, v)| point(i as u64, v.clone(), json!({"version": 1})))
+        .collect();
+    must_upsert_all(&mut points, "g", first, 100).await;
+    // replace 0..100 with new vectors, delete 100..200
+    let replaced: Vec<pb::Point> = (0..100)
+        .map(|i| point(i, data[500 + i as usize].clone(), json!({"version": 2})))
+        .collect();
+    must_upsert_all(&mut points, "g", replaced, 100).await;
+    points
+        .delete(pb::DeletePointsRequest {
+            collection: "g".into(),
+            ids: (100..200).map(id).collect(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // query at every original vector: the old versions of 0..100 and all of 100..200 are gone
+    for (i, q) in data[..200].iter().enumerate() {
+        let mut req = search_request("g", q.clone(), 10);
+        req.with_payload = true;
+        let resp = points.search(req).await.unwrap().into_inner();
+        assert_eq!(resp.plan, "hnsw");
+        assert_eq!(resp.results.len(), 10);
+        for r in &resp.results {
+            let n = id_num(r.id.as_ref());
+            assert!(
+                !(100..200).contains(&n),
+                "deleted point {n} returned for query {i}"
+            );
+            if n < 100 {
+                let version = &r.payload.as_ref().unwrap().fields["version"];
+                assert_eq!(
+                    version.kind,
+                    Some(prost_types::value::Kind::NumberValue(2.0)),
+                    "an old version of point {n} was returned"
+                );
+            }
+        }
+    }
+    server.stop().await;
+}

@@ -32,7 +32,11 @@ async fn approx_matches_exact(server: &TestServer, queries: &[Vec<f32>]) -> f64 
     for q in queries {
         let mut req = search_request("p", q.clone(), 10);
         req.ef = 128;
-        let approx = ids(&points.search(req.clone()).await.unwrap().into_inner());
+        let resp = points.search(req.clone()).await.unwrap().into_inner();
+        assert_eq!(resp.plan, "hnsw");
+        let approx = ids(&resp);
+        // deleted points (100..200) never come back out of the graph
+        assert!(approx.iter().all(|i| !(100..200).contains(i)), "{approx:?}");
         req.exact = true;
         let exact = ids(&points.search(req).await.unwrap().into_inner());
         hit += approx.iter().filter(|i| exact.contains(i)).count();
@@ -104,8 +108,17 @@ async fn restarts_keep_every_acknowledged_write() {
     let stale_dump = tempfile::tempdir().unwrap();
     copy_dir(&graphs, stale_dump.path());
 
-    // session 2: the graph is loaded from the dump; state is identical
+    // session 2: the graph is loaded from the dump (it still holds the 100 replaced and 100
+    // deleted versions; a rebuilt graph would hold only the 2,900 live points); state is identical
     let server = TestServer::must_start(config.clone()).await;
+    let info = server
+        .must_collections()
+        .await
+        .get(pb::GetCollectionRequest { name: "p".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(info.indexed_vectors, 3_100, "graph loaded from its dump");
     assert_eq!(snapshot(&server, &queries).await, before);
     assert!(approx_matches_exact(&server, &queries).await >= 0.95);
     let got = server
