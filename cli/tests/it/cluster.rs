@@ -244,3 +244,106 @@ async fn three_nodes_replicate_fail_over_and_catch_up() {
     assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
     assert!(started.elapsed() < Duration::from_secs(10));
 }
+
+/// The endpoint of the current leader, once one is elected.
+async fn must_find_leader(nodes: &[QuiverProcess]) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        for n in nodes {
+            let Ok(mut client) =
+                quiver_proto::v1::cluster_client::ClusterClient::connect(n.endpoint.clone()).await
+            else {
+                continue;
+            };
+            if let Ok(status) = client.status(pb::StatusRequest {}).await {
+                let status = status.into_inner();
+                let leader = status.groups[0].leader;
+                if let Some(m) = status.members.iter().find(|m| m.id == leader) {
+                    return format!("http://{}", m.address);
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "no leader elected");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_of_every_node_mid_ingest_loses_no_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes: Vec<QuiverProcess> = (1..=3)
+        .map(|id| start_member(dir.path(), id, "127.0.0.1:0"))
+        .collect();
+    let addresses: Vec<String> = nodes.iter().map(address).collect();
+    nodes[0].must_cli(&["cluster", "init"]);
+    nodes[0].must_cli(&["cluster", "join", &addresses[1]]);
+    nodes[0].must_cli(&["cluster", "join", &addresses[2]]);
+    CollectionsClient::connect(nodes[0].endpoint.clone())
+        .await
+        .unwrap()
+        .create(pb::CreateCollectionRequest {
+            name: "c".into(),
+            dim: DIM as u32,
+            metric: pb::Metric::L2 as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    // two writers import disjoint batches through the leader until the cluster dies
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
+    let mut writers = Vec::new();
+    for w in 0..2u64 {
+        let endpoint = nodes[0].endpoint.clone();
+        let acked = acked.clone();
+        writers.push(tokio::spawn(async move {
+            for b in (w..100_000).step_by(2) {
+                if upsert(&endpoint, b).await.is_err() {
+                    return b;
+                }
+                acked.lock().unwrap().push(b);
+            }
+            u64::MAX
+        }));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while acked.lock().unwrap().len() < 16 {
+        assert!(Instant::now() < deadline, "writers stalled before the kill");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for n in nodes.iter_mut() {
+        n.kill9();
+    }
+    let mut in_flight = Vec::new();
+    for w in writers {
+        in_flight.push(w.await.unwrap());
+    }
+    let acked = acked.lock().unwrap().clone();
+
+    // all three come back on their addresses; a leader is elected; nothing acknowledged is lost
+    for (i, n) in nodes.iter_mut().enumerate() {
+        *n = start_member(dir.path(), i as u64 + 1, &addresses[i]);
+    }
+    let leader = must_find_leader(&nodes).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let present = loop {
+        match count_present(&leader, &acked, pb::ReadConsistency::Linearizable).await {
+            Ok(n) => break n,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "leader never served: {e:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    assert_eq!(
+        present,
+        acked.len() * BATCH as usize,
+        "acknowledged writes lost"
+    );
+    for b in in_flight.into_iter().filter(|b| *b != u64::MAX) {
+        let n = count_present(&leader, &[b], pb::ReadConsistency::Linearizable)
+            .await
+            .unwrap();
+        assert!(n == 0 || n == BATCH as usize, "batch {b} half applied: {n}");
+    }
+}
