@@ -1,4 +1,5 @@
-//! Test support: a real node serving gRPC on an ephemeral loopback port, stopped on drop.
+//! Test support: a real node serving gRPC on an ephemeral loopback port, stopped on drop, and a
+//! fault-injecting TCP proxy for cluster tests.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -87,6 +88,81 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
+        }
+    }
+}
+
+/// A TCP proxy in front of a node for fault injection: peers reach the node through it (the
+/// node advertises the proxy's address), and [`cut`](FaultProxy::cut) severs every connection
+/// and refuses new ones until [`heal`](FaultProxy::heal). Kernel netem is not available here.
+pub struct FaultProxy {
+    pub addr: SocketAddr,
+    target: Arc<parking_lot::Mutex<Option<SocketAddr>>>,
+    cut: Arc<std::sync::atomic::AtomicBool>,
+    links: Arc<parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl FaultProxy {
+    /// Listens on an ephemeral loopback port; set the target with [`forward_to`](Self::forward_to).
+    pub async fn must_start() -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let addr = listener.local_addr().expect("local addr");
+        let target: Arc<parking_lot::Mutex<Option<SocketAddr>>> = Arc::default();
+        let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let links: Arc<parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
+        let accept = {
+            let (target, cut, links) = (target.clone(), cut.clone(), links.clone());
+            tokio::spawn(async move {
+                while let Ok((mut inbound, _)) = listener.accept().await {
+                    let to = *target.lock();
+                    let (false, Some(to)) = (cut.load(Ordering::SeqCst), to) else {
+                        continue; // dropped: the peer sees the connection close
+                    };
+                    let link = tokio::spawn(async move {
+                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(to).await {
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    });
+                    links.lock().push(link);
+                }
+            })
+        };
+        Self {
+            addr,
+            target,
+            cut,
+            links,
+            accept,
+        }
+    }
+
+    pub fn forward_to(&self, target: SocketAddr) {
+        *self.target.lock() = Some(target);
+    }
+
+    /// Severs every open connection and refuses new ones.
+    pub fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        for link in self.links.lock().drain(..) {
+            link.abort();
+        }
+    }
+
+    pub fn heal(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        for link in self.links.lock().drain(..) {
+            link.abort();
         }
     }
 }

@@ -347,3 +347,75 @@ async fn kill9_of_every_node_mid_ingest_loses_no_acknowledged_write() {
         assert!(n == 0 || n == BATCH as usize, "batch {b} half applied: {n}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_minority_catches_up_after_healing() {
+    use quiver_node::testing::FaultProxy;
+    let dir = tempfile::tempdir().unwrap();
+    // every node is reached through its own proxy: cutting a proxy cuts the node off from the
+    // leader's heartbeats and appends (its own requests to the others still go out)
+    let mut proxies = Vec::new();
+    let mut nodes = Vec::new();
+    for id in 1..=3u64 {
+        let proxy = FaultProxy::must_start().await;
+        let config = dir.path().join(format!("node{id}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "[node]\ndata_dir = {:?}\nlisten = \"127.0.0.1:0\"\n\n[cluster]\nnode_id = {id}\n\
+                 bootstrap = false\nadvertise = \"{}\"\nwrite_timeout_ms = 2000\n",
+                dir.path().join(format!("data{id}")),
+                proxy.addr
+            ),
+        )
+        .unwrap();
+        let node = must_spawn(&["serve", "--config", config.to_str().unwrap()], &[]);
+        proxy.forward_to(address(&node).parse().unwrap());
+        proxies.push(proxy);
+        nodes.push(node);
+    }
+    nodes[0].must_cli(&["cluster", "init"]);
+    for p in &proxies[1..] {
+        nodes[0].must_cli(&["cluster", "join", &p.addr.to_string()]);
+    }
+    CollectionsClient::connect(nodes[0].endpoint.clone())
+        .await
+        .unwrap()
+        .create(pb::CreateCollectionRequest {
+            name: "c".into(),
+            dim: DIM as u32,
+            metric: pb::Metric::L2 as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut acked = vec![0];
+    upsert(&nodes[0].endpoint, 0).await.unwrap();
+    must_catch_up(&nodes[2].endpoint, &acked).await;
+
+    // cut node 3 off: the majority keeps accepting writes, node 3 falls behind
+    proxies[2].cut();
+    for b in 1..=5 {
+        upsert(&nodes[0].endpoint, b).await.unwrap();
+        acked.push(b);
+    }
+    let behind = count_present(&nodes[2].endpoint, &acked, pb::ReadConsistency::Any)
+        .await
+        .unwrap();
+    assert_eq!(
+        behind, BATCH as usize,
+        "the cut-off node saw writes it cannot have"
+    );
+
+    // heal: node 3 catches up; the cluster takes writes again (possibly after a re-election)
+    proxies[2].heal();
+    must_catch_up(&nodes[2].endpoint, &acked).await;
+    let leader = must_find_leader(&nodes).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while upsert(&leader, 6).await.is_err() {
+        assert!(Instant::now() < deadline, "no writes after healing");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    acked.push(6);
+    must_catch_up(&nodes[2].endpoint, &acked).await;
+}
