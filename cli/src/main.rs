@@ -33,6 +33,8 @@ enum Command {
     Points(client::PointsCommand),
     /// Search a collection by vector.
     Search(client::SearchArgs),
+    /// Run a router: one endpoint for clients that follows the cluster's leader.
+    Router(server::RouterArgs),
     /// Form a cluster, add and remove nodes, show status.
     #[command(subcommand)]
     Cluster(client::ClusterCommand),
@@ -60,5 +62,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Points(cmd) => runtime.block_on(client::points(cmd)),
         Command::Search(args) => runtime.block_on(client::search(args)),
         Command::Cluster(cmd) => runtime.block_on(client::cluster(cmd)),
+        Command::Router(args) => runtime.block_on(server::router(args)),
     }
 }

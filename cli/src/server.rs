@@ -18,6 +18,35 @@ pub struct DevArgs {
     listen: SocketAddr,
 }
 
+#[derive(Args)]
+pub struct RouterArgs {
+    /// Addresses (ip:port) of cluster members, comma-separated; the router learns the rest.
+    #[arg(long, value_delimiter = ',', required = true)]
+    join: Vec<String>,
+    /// gRPC listen address for clients.
+    #[arg(long, default_value = "127.0.0.1:6335")]
+    listen: SocketAddr,
+}
+
+pub async fn router(args: RouterArgs) -> anyhow::Result<()> {
+    init_logging("info")?;
+    quiver_router::run(args.listen, args.join, shutdown_signal())
+        .await
+        .context("quiver router failed")
+}
+
+fn init_logging(level: &str) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .with_context(|| format!("log.level `{level}` is not a valid filter"))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    Ok(())
+}
+
 pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let mut config = Config::default();
     config.node.data_dir = args.data_dir;
@@ -32,14 +61,7 @@ pub async fn serve(file: Option<PathBuf>) -> anyhow::Result<()> {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
-        .with_context(|| format!("log.level `{}` is not a valid filter", config.log.level))?;
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    init_logging(&config.log.level)?;
     quiver_node::run(config, shutdown_signal())
         .await
         .context("quiver node failed")

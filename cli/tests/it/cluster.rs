@@ -419,3 +419,61 @@ async fn a_partitioned_minority_catches_up_after_healing() {
     acked.push(6);
     must_catch_up(&nodes[2].endpoint, &acked).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_router_follows_the_leader_through_a_failover() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes: Vec<QuiverProcess> = (1..=3)
+        .map(|id| start_member(dir.path(), id, "127.0.0.1:0"))
+        .collect();
+    let addresses: Vec<String> = nodes.iter().map(address).collect();
+    nodes[0].must_cli(&["cluster", "init"]);
+    nodes[0].must_cli(&["cluster", "join", &addresses[1]]);
+    nodes[0].must_cli(&["cluster", "join", &addresses[2]]);
+    // the router knows one member; it learns the others and the leader
+    let router = must_spawn(
+        &["router", "--join", &addresses[1], "--listen", "127.0.0.1:0"],
+        &[],
+    );
+    router.must_cli(&["collection", "create", "c", "--dim", "8", "--metric", "l2"]);
+    for b in 0..3 {
+        upsert(&router.endpoint, b).await.unwrap();
+    }
+    assert_eq!(
+        count_present(
+            &router.endpoint,
+            &[0, 1, 2],
+            pb::ReadConsistency::Linearizable
+        )
+        .await
+        .unwrap(),
+        3 * BATCH as usize
+    );
+
+    // the leader dies; the same router endpoint keeps working once a new leader is elected
+    nodes[0].kill9();
+    upsert(&router.endpoint, 3).await.unwrap();
+    let all = count_present(
+        &router.endpoint,
+        &[0, 1, 2, 3],
+        pb::ReadConsistency::Linearizable,
+    )
+    .await
+    .unwrap();
+    assert_eq!(all, 4 * BATCH as usize);
+    let out = router.must_cli(&[
+        "search",
+        "c",
+        "--vector",
+        "[0,1,2,3,4,5,6,7]",
+        "--top-k",
+        "1",
+        "--format",
+        "json",
+    ]);
+    let hit: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(hit["results"][0]["id"], 0);
+    // errors still reach the client unchanged
+    let (ok, _, err) = router.cli(&["search", "nope", "--vector", "[1]"]);
+    assert!(!ok && err.contains("NotFound"), "{err}");
+}

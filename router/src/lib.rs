@@ -1,0 +1,216 @@
+//! The router: a stateless gRPC front for a quiver cluster.
+//!
+//! Clients talk to the router as they would to a node (`Collections`, `Points`); the router sends
+//! each request to the current leader. It learns the leader from any member's `Cluster.Status`,
+//! caches it, and follows a "not the leader" answer (the `quiver-leader-address` metadata) or a
+//! dead connection by refreshing. A request is retried only when it certainly was not applied:
+//! the node refused it as a follower, or the connection could not be made. An ambiguous failure
+//! (a write that timed out waiting for its commit) is returned to the client as it came.
+//!
+//! Today a cluster has one Raft group holding all data, so "the leader" is one node; with shards
+//! as groups of their own the same cache becomes a shard map.
+
+mod upstream;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use quiver_proto::v1 as pb;
+use quiver_proto::v1::collections_client::CollectionsClient;
+use quiver_proto::v1::collections_server::{Collections, CollectionsServer};
+use quiver_proto::v1::points_client::PointsClient;
+use quiver_proto::v1::points_server::{Points, PointsServer};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+use tracing::info;
+
+pub use upstream::Upstream;
+
+/// Errors of running a router.
+#[derive(Debug, thiserror::Error)]
+pub enum RouterError {
+    #[error("router: cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("router: {0}")]
+    Serve(String),
+    #[error("router: no cluster members given (--join)")]
+    NoMembers,
+}
+
+/// Serves the router on `listen`, forwarding to the cluster that `members` belong to, until
+/// `shutdown` completes.
+pub async fn run(
+    listen: SocketAddr,
+    members: Vec<String>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RouterError> {
+    if members.is_empty() {
+        return Err(RouterError::NoMembers);
+    }
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|source| RouterError::Listen {
+            addr: listen,
+            source,
+        })?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| RouterError::Serve(e.to_string()))?;
+    info!(listen = %local, members = ?members, "quiver router serving gRPC");
+    serve(Arc::new(Upstream::new(members)), listener, shutdown).await
+}
+
+/// Serves the router on `listener`.
+pub async fn serve(
+    upstream: Arc<Upstream>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RouterError> {
+    let (mut health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<CollectionsServer<CollectionsRouter>>()
+        .await;
+    health.set_serving::<PointsServer<PointsRouter>>().await;
+    tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(
+            CollectionsServer::new(CollectionsRouter(upstream.clone()))
+                .max_decoding_message_size(usize::MAX),
+        )
+        .add_service(
+            PointsServer::new(PointsRouter(upstream))
+                .max_decoding_message_size(usize::MAX)
+                .max_encoding_message_size(usize::MAX),
+        )
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+        .map_err(|e| RouterError::Serve(e.to_string()))
+}
+
+/// Forwards `Collections` calls to the leader.
+pub struct CollectionsRouter(Arc<Upstream>);
+
+/// Forwards `Points` calls to the leader.
+pub struct PointsRouter(Arc<Upstream>);
+
+/// Sends a request through the upstream; it is cloned for each attempt.
+async fn forward<Req, Resp, F, Fut>(
+    upstream: &Upstream,
+    request: Request<Req>,
+    send: F,
+) -> Result<Response<Resp>, Status>
+where
+    Req: Clone,
+    F: Fn(Channel, Req) -> Fut,
+    Fut: Future<Output = Result<Response<Resp>, Status>>,
+{
+    let request = request.into_inner();
+    upstream
+        .call(|channel| send(channel, request.clone()))
+        .await
+}
+
+fn collections(channel: Channel) -> CollectionsClient<Channel> {
+    CollectionsClient::new(channel).max_decoding_message_size(usize::MAX)
+}
+
+fn points(channel: Channel) -> PointsClient<Channel> {
+    PointsClient::new(channel)
+        .max_decoding_message_size(usize::MAX)
+        .max_encoding_message_size(usize::MAX)
+}
+
+#[tonic::async_trait]
+impl Collections for CollectionsRouter {
+    async fn create(
+        &self,
+        r: Request<pb::CreateCollectionRequest>,
+    ) -> Result<Response<pb::CollectionInfo>, Status> {
+        forward(
+            &self.0,
+            r,
+            |c, q| async move { collections(c).create(q).await },
+        )
+        .await
+    }
+
+    async fn get(
+        &self,
+        r: Request<pb::GetCollectionRequest>,
+    ) -> Result<Response<pb::CollectionInfo>, Status> {
+        forward(
+            &self.0,
+            r,
+            |c, q| async move { collections(c).get(q).await },
+        )
+        .await
+    }
+
+    async fn list(
+        &self,
+        r: Request<pb::ListCollectionsRequest>,
+    ) -> Result<Response<pb::ListCollectionsResponse>, Status> {
+        forward(
+            &self.0,
+            r,
+            |c, q| async move { collections(c).list(q).await },
+        )
+        .await
+    }
+
+    async fn delete(
+        &self,
+        r: Request<pb::DeleteCollectionRequest>,
+    ) -> Result<Response<pb::DeleteCollectionResponse>, Status> {
+        forward(
+            &self.0,
+            r,
+            |c, q| async move { collections(c).delete(q).await },
+        )
+        .await
+    }
+}
+
+#[tonic::async_trait]
+impl Points for PointsRouter {
+    async fn upsert(
+        &self,
+        r: Request<pb::UpsertRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        forward(&self.0, r, |c, q| async move { points(c).upsert(q).await }).await
+    }
+
+    async fn get(
+        &self,
+        r: Request<pb::GetPointsRequest>,
+    ) -> Result<Response<pb::GetPointsResponse>, Status> {
+        forward(&self.0, r, |c, q| async move { points(c).get(q).await }).await
+    }
+
+    async fn delete(
+        &self,
+        r: Request<pb::DeletePointsRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        forward(&self.0, r, |c, q| async move { points(c).delete(q).await }).await
+    }
+
+    async fn search(
+        &self,
+        r: Request<pb::SearchRequest>,
+    ) -> Result<Response<pb::SearchResponse>, Status> {
+        forward(&self.0, r, |c, q| async move { points(c).search(q).await }).await
+    }
+
+    async fn scroll(
+        &self,
+        r: Request<pb::ScrollRequest>,
+    ) -> Result<Response<pb::ScrollResponse>, Status> {
+        forward(&self.0, r, |c, q| async move { points(c).scroll(q).await }).await
+    }
+}
