@@ -1,6 +1,7 @@
 //! The `quiver` binary: parses flags, sets up logging and calls into the libraries.
 
 mod client;
+mod dev_cluster;
 mod server;
 
 use std::path::PathBuf;
@@ -17,7 +18,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a node with no configuration: data under ./quiver-data, gRPC on 127.0.0.1:6334.
+    /// Run a node with no configuration: data under ./quiver-data, gRPC on 127.0.0.1:6334
+    /// (with --nodes N: a local cluster of N node processes behind a router on that address).
     Dev(server::DevArgs),
     /// Run a node from a configuration file (QUIVER_* environment variables override it).
     Serve {

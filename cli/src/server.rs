@@ -1,5 +1,5 @@
-//! `quiver dev` and `quiver serve`: build the configuration, start logging, run the node until
-//! SIGTERM or Ctrl-C.
+//! `quiver dev`, `quiver serve` and `quiver router`: build the configuration, start logging, run
+//! until SIGTERM or Ctrl-C.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,9 +13,12 @@ pub struct DevArgs {
     /// Where data lives.
     #[arg(long, default_value = "./quiver-data")]
     data_dir: PathBuf,
-    /// gRPC listen address.
+    /// gRPC listen address (with --nodes: the router's).
     #[arg(long, default_value = "127.0.0.1:6334")]
     listen: SocketAddr,
+    /// Run a local cluster of this many node processes behind a router instead of one process.
+    #[arg(long, default_value_t = 1)]
+    nodes: usize,
 }
 
 #[derive(Args)]
@@ -48,6 +51,11 @@ fn init_logging(level: &str) -> anyhow::Result<()> {
 }
 
 pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
+    if args.nodes > 1 {
+        init_logging("info")?;
+        return crate::dev_cluster::run(args.nodes, &args.data_dir, args.listen, shutdown_signal())
+            .await;
+    }
     let mut config = Config::default();
     config.node.data_dir = args.data_dir;
     config.node.listen = args.listen;

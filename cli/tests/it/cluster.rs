@@ -477,3 +477,64 @@ async fn the_router_follows_the_leader_through_a_failover() {
     let (ok, _, err) = router.cli(&["search", "nope", "--vector", "[1]"]);
     assert!(!ok && err.contains("NotFound"), "{err}");
 }
+
+#[test]
+fn dev_with_three_nodes_is_a_cluster_behind_a_router() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let mut dev = must_spawn(
+        &[
+            "dev",
+            "--nodes",
+            "3",
+            "--data-dir",
+            data,
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    dev.must_cli(&["collection", "create", "c", "--dim", "2", "--metric", "l2"]);
+    let file = dir.path().join("p.jsonl");
+    std::fs::write(
+        &file,
+        "{\"id\":1,\"vector\":[1,2]}\n{\"id\":2,\"vector\":[3,4]}\n",
+    )
+    .unwrap();
+    dev.must_cli(&["points", "import", "c", "--file", file.to_str().unwrap()]);
+    let out = dev.must_cli(&[
+        "search", "c", "--vector", "[3,4]", "--top-k", "1", "--format", "json",
+    ]);
+    let hit: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(hit["results"][0]["id"], 2);
+    // every node holds the data
+    for id in 1..=3 {
+        let config =
+            std::fs::read_to_string(dir.path().join(format!("data/node{id}.toml"))).unwrap();
+        let listen = config
+            .lines()
+            .find_map(|l| l.strip_prefix("listen = "))
+            .unwrap()
+            .trim_matches('"')
+            .to_string();
+        let endpoint = format!("http://{listen}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let out = quiver()
+                .args(["points", "get", "c", "1", "2", "--consistency", "any"])
+                .args(["--endpoint", &endpoint])
+                .output()
+                .unwrap();
+            if String::from_utf8_lossy(&out.stdout).lines().count() == 2 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {id} does not hold the points"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    assert!(dev.must_terminate().success());
+}

@@ -50,6 +50,10 @@ pub fn must_spawn(args: &[&str], envs: &[(&str, &str)]) -> QuiverProcess {
             ._logs
             .recv_timeout(Duration::from_secs(60))
             .expect("quiver did not report its address in time");
+        // `quiver dev --nodes` relays its children's logs as "[node I] ..."
+        if line.starts_with("[node") {
+            continue;
+        }
         if let Some(rest) = line.split("listen=").nth(1) {
             let addr = rest.split_whitespace().next().expect("address");
             process.endpoint = format!("http://{addr}");
