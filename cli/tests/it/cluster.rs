@@ -32,6 +32,33 @@ fn start_member(dir: &Path, id: u64, listen: &str) -> QuiverProcess {
     must_spawn(&["serve", "--config", config.to_str().unwrap()], &[])
 }
 
+/// Three members formed into a cluster from the CLI, node 1 leading.
+fn must_form_cluster(dir: &Path) -> (Vec<QuiverProcess>, Vec<String>) {
+    let nodes: Vec<QuiverProcess> = (1..=3)
+        .map(|id| start_member(dir, id, "127.0.0.1:0"))
+        .collect();
+    let addresses: Vec<String> = nodes.iter().map(address).collect();
+    nodes[0].must_cli(&["cluster", "init"]);
+    nodes[0].must_cli(&["cluster", "join", &addresses[1]]);
+    nodes[0].must_cli(&["cluster", "join", &addresses[2]]);
+    (nodes, addresses)
+}
+
+/// Creates collection `c` (DIM-d, l2) through `endpoint`.
+async fn must_create_collection(endpoint: &str) {
+    CollectionsClient::connect(endpoint.to_string())
+        .await
+        .unwrap()
+        .create(pb::CreateCollectionRequest {
+            name: "c".into(),
+            dim: DIM as u32,
+            metric: pb::Metric::L2 as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+}
+
 fn address(p: &QuiverProcess) -> String {
     p.endpoint.trim_start_matches("http://").to_string()
 }
@@ -137,17 +164,7 @@ async fn three_nodes_replicate_fail_over_and_catch_up() {
     assert_eq!(group["voters"].as_array().unwrap().len(), 3, "{status}");
 
     // writes on the leader replicate to every member
-    CollectionsClient::connect(nodes[0].endpoint.clone())
-        .await
-        .unwrap()
-        .create(pb::CreateCollectionRequest {
-            name: "c".into(),
-            dim: DIM as u32,
-            metric: pb::Metric::L2 as i32,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    must_create_collection(&nodes[0].endpoint).await;
     let mut acked = Vec::new();
     for b in 0..5 {
         upsert(&nodes[0].endpoint, b).await.unwrap();
@@ -271,24 +288,8 @@ async fn must_find_leader(nodes: &[QuiverProcess]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_of_every_node_mid_ingest_loses_no_acknowledged_write() {
     let dir = tempfile::tempdir().unwrap();
-    let mut nodes: Vec<QuiverProcess> = (1..=3)
-        .map(|id| start_member(dir.path(), id, "127.0.0.1:0"))
-        .collect();
-    let addresses: Vec<String> = nodes.iter().map(address).collect();
-    nodes[0].must_cli(&["cluster", "init"]);
-    nodes[0].must_cli(&["cluster", "join", &addresses[1]]);
-    nodes[0].must_cli(&["cluster", "join", &addresses[2]]);
-    CollectionsClient::connect(nodes[0].endpoint.clone())
-        .await
-        .unwrap()
-        .create(pb::CreateCollectionRequest {
-            name: "c".into(),
-            dim: DIM as u32,
-            metric: pb::Metric::L2 as i32,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let (mut nodes, addresses) = must_form_cluster(dir.path());
+    must_create_collection(&nodes[0].endpoint).await;
 
     // two writers import disjoint batches through the leader until the cluster dies
     let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
@@ -378,17 +379,7 @@ async fn a_partitioned_minority_catches_up_after_healing() {
     for p in &proxies[1..] {
         nodes[0].must_cli(&["cluster", "join", &p.addr.to_string()]);
     }
-    CollectionsClient::connect(nodes[0].endpoint.clone())
-        .await
-        .unwrap()
-        .create(pb::CreateCollectionRequest {
-            name: "c".into(),
-            dim: DIM as u32,
-            metric: pb::Metric::L2 as i32,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    must_create_collection(&nodes[0].endpoint).await;
     let mut acked = vec![0];
     upsert(&nodes[0].endpoint, 0).await.unwrap();
     must_catch_up(&nodes[2].endpoint, &acked).await;
@@ -423,13 +414,7 @@ async fn a_partitioned_minority_catches_up_after_healing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_router_follows_the_leader_through_a_failover() {
     let dir = tempfile::tempdir().unwrap();
-    let mut nodes: Vec<QuiverProcess> = (1..=3)
-        .map(|id| start_member(dir.path(), id, "127.0.0.1:0"))
-        .collect();
-    let addresses: Vec<String> = nodes.iter().map(address).collect();
-    nodes[0].must_cli(&["cluster", "init"]);
-    nodes[0].must_cli(&["cluster", "join", &addresses[1]]);
-    nodes[0].must_cli(&["cluster", "join", &addresses[2]]);
+    let (mut nodes, addresses) = must_form_cluster(dir.path());
     // the router knows one member; it learns the others and the leader
     let router = must_spawn(
         &["router", "--join", &addresses[1], "--listen", "127.0.0.1:0"],
