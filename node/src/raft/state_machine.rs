@@ -235,18 +235,27 @@ mod tests {
     use crate::raft::log_store::LogStore;
     use crate::storage::{MemoryStorage, RocksStorage, Storage};
 
+    /// Both halves over one storage engine, in a fresh directory.
+    fn stores(
+        dir: TempDir,
+        storage: Arc<dyn Storage>,
+    ) -> StorageResult<(TempDir, LogStore, RaftStateMachineStore)> {
+        let sm =
+            StateMachine::open(storage.clone(), &dir.path().join("graphs")).map_err(sm_error)?;
+        Ok((
+            dir,
+            LogStore::new(storage),
+            RaftStateMachineStore::new(Arc::new(Mutex::new(sm))),
+        ))
+    }
+
     struct MemoryBuilder;
     impl StoreBuilder<TypeConfig, LogStore, RaftStateMachineStore, TempDir> for MemoryBuilder {
         async fn build(&self) -> StorageResult<(TempDir, LogStore, RaftStateMachineStore)> {
-            let dir = TempDir::new().expect("tempdir");
-            let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::default());
-            let sm = StateMachine::open(storage.clone(), &dir.path().join("graphs"))
-                .map_err(sm_error)?;
-            Ok((
-                dir,
-                LogStore::new(storage),
-                RaftStateMachineStore::new(Arc::new(Mutex::new(sm))),
-            ))
+            stores(
+                TempDir::new().expect("tempdir"),
+                Arc::new(MemoryStorage::default()),
+            )
         }
     }
 
@@ -254,15 +263,8 @@ mod tests {
     impl StoreBuilder<TypeConfig, LogStore, RaftStateMachineStore, TempDir> for RocksBuilder {
         async fn build(&self) -> StorageResult<(TempDir, LogStore, RaftStateMachineStore)> {
             let dir = TempDir::new().expect("tempdir");
-            let storage: Arc<dyn Storage> =
-                Arc::new(RocksStorage::open(&dir.path().join("db"), false).map_err(sm_error)?);
-            let sm = StateMachine::open(storage.clone(), &dir.path().join("graphs"))
-                .map_err(sm_error)?;
-            Ok((
-                dir,
-                LogStore::new(storage),
-                RaftStateMachineStore::new(Arc::new(Mutex::new(sm))),
-            ))
+            let rocks = RocksStorage::open(&dir.path().join("db"), false).map_err(sm_error)?;
+            stores(dir, Arc::new(rocks))
         }
     }
 

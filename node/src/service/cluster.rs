@@ -18,6 +18,14 @@ use crate::node::{Node, MAIN_GROUP};
 use crate::raft::NodeId;
 use crate::NodeError;
 
+fn current_membership(raft: &crate::raft::Raft) -> openraft::Membership<NodeId, BasicNode> {
+    raft.metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .clone()
+}
+
 /// Membership and status of this node's cluster.
 pub struct ClusterService {
     node: Arc<Node>,
@@ -161,12 +169,7 @@ impl Cluster for ClusterService {
         if info.id == 0 {
             return Err(NodeError::invalid("address", "the node reports id 0").into());
         }
-        let membership = raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .clone();
+        let membership = current_membership(raft);
         if info.initialized && membership.get_node(&info.id).is_none() {
             // Its log holds another cluster's history; Raft cannot merge the two.
             return Err(NodeError::invalid(
@@ -205,12 +208,7 @@ impl Cluster for ClusterService {
     ) -> Result<Response<pb::ClusterStatus>, Status> {
         let id = request.into_inner().id;
         let raft = self.node.group(MAIN_GROUP)?;
-        let membership = raft
-            .metrics()
-            .borrow()
-            .membership_config
-            .membership()
-            .clone();
+        let membership = current_membership(raft);
         let mut voters: BTreeSet<NodeId> = membership.voter_ids().collect();
         if !voters.remove(&id) && membership.get_node(&id).is_none() {
             return Err(NodeError::NotFound(format!("node {id}")).into());
