@@ -1,7 +1,7 @@
 //! Commands: every mutation of node state, namespaced by table.
 //!
-//! A command is what a Raft log entry will carry, so its encoding is versioned: one version byte,
-//! then bincode. Decoding rejects versions it does not know rather than misreading them. New
+//! A command is what a Raft log entry carries ([`EncodedCommand`]), so its encoding is versioned:
+//! one version byte, then bincode. Decoding rejects versions it does not know rather than misreading them. New
 //! tables (text, features, registry) add a namespace variant at the end; existing variants never
 //! change shape within a version.
 

@@ -1,6 +1,6 @@
 //! Replication: every node's state machine sits under openraft.
 //!
-//! A write is a [`Command`] proposed to a Raft group; it is acknowledged once committed by a
+//! A write is a [`Command`](crate::command::Command) proposed to a Raft group; it is acknowledged once committed by a
 //! majority and applied. Storage for both halves is the node's [`Storage`](crate::storage):
 //! - [`log_store`]: the Raft log, vote and purge marks in their own tables;
 //! - [`state_machine`]: the adapter that applies entries to the [`StateMachine`](crate::state_machine::StateMachine)
