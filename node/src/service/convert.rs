@@ -226,6 +226,21 @@ pub fn point_id_to_proto(id: &PointId) -> pb::PointId {
     }
 }
 
+/// A stored point on the wire, with its vector and payload only if asked for.
+pub fn point_to_proto(
+    id: &PointId,
+    vector: Vec<f32>,
+    payload: &JsonMap,
+    with_vector: bool,
+    with_payload: bool,
+) -> pb::Point {
+    pb::Point {
+        id: Some(point_id_to_proto(id)),
+        vector: if with_vector { vector } else { Vec::new() },
+        payload: with_payload.then(|| json_to_struct(payload)),
+    }
+}
+
 /// Ids of a get or delete request: 1..=limit of them.
 pub fn point_ids(ids: &[pb::PointId], limits: &LimitsConfig) -> Result<Vec<PointId>> {
     if ids.is_empty() {

@@ -18,6 +18,7 @@ use crate::collection::Collection;
 use crate::command::{Command, PointsCommand};
 use crate::error::NodeError;
 use crate::node::{Node, ReadConsistency};
+use crate::state_machine::Applied;
 
 /// Upserts, gets, deletes, searches and scrolls points.
 pub struct PointsService {
@@ -52,6 +53,24 @@ fn consistency(value: i32) -> Result<ReadConsistency, NodeError> {
     }
 }
 
+fn write_response(applied: Applied) -> pb::WriteResponse {
+    pb::WriteResponse {
+        applied_index: applied.index,
+        affected: applied.affected,
+    }
+}
+
+/// `value` of request field `field`, if it is within the configured `limit` (named by `key`).
+fn within(field: &str, value: usize, limit: usize, key: &str) -> Result<usize, NodeError> {
+    if value > limit {
+        return Err(NodeError::invalid(
+            field,
+            format!("{value} exceeds the limit of {limit} ({key})"),
+        ));
+    }
+    Ok(value)
+}
+
 #[tonic::async_trait]
 impl Points for PointsService {
     async fn upsert(
@@ -74,10 +93,7 @@ impl Points for PointsService {
                 points,
             }))
             .await?;
-        Ok(Response::new(pb::WriteResponse {
-            applied_index: applied.index,
-            affected: applied.affected,
-        }))
+        Ok(Response::new(write_response(applied)))
     }
 
     async fn get(
@@ -93,10 +109,8 @@ impl Points for PointsService {
         let points = collection
             .get(&ids)
             .into_iter()
-            .map(|(id, vector, payload)| pb::Point {
-                id: Some(convert::point_id_to_proto(&id)),
-                vector: if req.with_vector { vector } else { Vec::new() },
-                payload: req.with_payload.then(|| convert::json_to_struct(&payload)),
+            .map(|(id, vector, payload)| {
+                convert::point_to_proto(&id, vector, &payload, req.with_vector, req.with_payload)
             })
             .collect();
         Ok(Response::new(pb::GetPointsResponse { points }))
@@ -141,10 +155,7 @@ impl Points for PointsService {
             },
         };
         let applied = self.node.write(Command::Points(command)).await?;
-        Ok(Response::new(pb::WriteResponse {
-            applied_index: applied.index,
-            affected: applied.affected,
-        }))
+        Ok(Response::new(write_response(applied)))
     }
 
     async fn search(
@@ -161,31 +172,11 @@ impl Points for PointsService {
         let vector = convert::vector("vector", &req.vector, spec.dim as usize, spec.metric)?;
         let top_k = match req.top_k as usize {
             0 => DEFAULT_TOP_K,
-            k if k > config.limits.max_top_k => {
-                return Err(NodeError::invalid(
-                    "top_k",
-                    format!(
-                        "{k} exceeds the limit of {} (limits.max_top_k)",
-                        config.limits.max_top_k
-                    ),
-                )
-                .into())
-            }
-            k => k,
+            k => within("top_k", k, config.limits.max_top_k, "limits.max_top_k")?,
         };
         let ef = match req.ef as usize {
             0 => None,
-            ef if ef > config.search.max_ef => {
-                return Err(NodeError::invalid(
-                    "ef",
-                    format!(
-                        "{ef} exceeds the limit of {} (search.max_ef)",
-                        config.search.max_ef
-                    ),
-                )
-                .into())
-            }
-            ef => Some(ef),
+            ef => Some(within("ef", ef, config.search.max_ef, "search.max_ef")?),
         };
         let params = SearchParams {
             vector,
@@ -228,17 +219,12 @@ impl Points for PointsService {
         let collection = self.collection(&req.collection)?;
         let limit = match req.limit as usize {
             0 => DEFAULT_SCROLL_LIMIT,
-            l if l > limits.max_scroll_limit => {
-                return Err(NodeError::invalid(
-                    "limit",
-                    format!(
-                        "{l} exceeds the limit of {} (limits.max_scroll_limit)",
-                        limits.max_scroll_limit
-                    ),
-                )
-                .into())
-            }
-            l => l,
+            l => within(
+                "limit",
+                l,
+                limits.max_scroll_limit,
+                "limits.max_scroll_limit",
+            )?,
         };
         let filter = convert::request_filter(req.filter.as_ref(), &req.filter_json)?;
         let node = self.node.clone();
@@ -252,16 +238,14 @@ impl Points for PointsService {
         let points = page
             .points
             .into_iter()
-            .map(|(id, record)| pb::Point {
-                id: Some(convert::point_id_to_proto(&id)),
-                vector: if req.with_vector {
-                    record.vector
-                } else {
-                    Vec::new()
-                },
-                payload: req
-                    .with_payload
-                    .then(|| convert::json_to_struct(&record.payload)),
+            .map(|(id, record)| {
+                convert::point_to_proto(
+                    &id,
+                    record.vector,
+                    &record.payload,
+                    req.with_vector,
+                    req.with_payload,
+                )
             })
             .collect();
         Ok(Response::new(pb::ScrollResponse {
