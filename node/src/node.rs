@@ -73,17 +73,16 @@ pub struct ScrollPage {
 
 impl Node {
     /// Opens the node's data under `config.node.data_dir` (RocksDB in `db/`, graph dumps in
-    /// `graphs/`), creating it if needed, and waits until its group has a leader.
+    /// `graphs/`), creating it if needed. With `cluster.bootstrap`, see [`Node::bootstrap`].
     pub async fn open(config: Config) -> Result<Self> {
         let dir = config.node.data_dir.clone();
         let sync = config.storage.sync_writes;
-        let storage = tokio::task::spawn_blocking(move || {
+        let storage = blocking("open storage", move || {
             std::fs::create_dir_all(&dir)
                 .map_err(|e| NodeError::Storage(format!("{}: {e}", dir.display())))?;
             RocksStorage::open(&dir.join("db"), sync)
         })
-        .await
-        .map_err(|e| NodeError::Internal(format!("open task failed: {e}")))??;
+        .await?;
         let graph_root = config.node.data_dir.join("graphs");
         Self::open_with(config, Arc::new(storage), &graph_root).await
     }
@@ -96,10 +95,10 @@ impl Node {
     ) -> Result<Self> {
         let sm_storage = storage.clone();
         let root = graph_root.to_path_buf();
-        let state_machine =
-            tokio::task::spawn_blocking(move || StateMachine::open(sm_storage, &root))
-                .await
-                .map_err(|e| NodeError::Internal(format!("open task failed: {e}")))??;
+        let state_machine = blocking("open state machine", move || {
+            StateMachine::open(sm_storage, &root)
+        })
+        .await?;
         let catalog = state_machine.catalog();
         let state_machine = Arc::new(Mutex::new(state_machine));
         let peers = Peers::default();
@@ -345,6 +344,16 @@ impl Node {
             }
         }
     }
+}
+
+/// Runs `f` on a blocking thread (RocksDB, graph work) and returns its result.
+pub(crate) async fn blocking<T: Send + 'static>(
+    what: &str,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| NodeError::Internal(format!("{what} task failed: {e}")))?
 }
 
 /// Starts (or restarts) this node's replica of the main group.

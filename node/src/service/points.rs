@@ -17,7 +17,7 @@ use crate::collection::search::SearchParams;
 use crate::collection::Collection;
 use crate::command::{Command, PointsCommand};
 use crate::error::NodeError;
-use crate::node::{Node, ReadConsistency};
+use crate::node::{blocking, Node, ReadConsistency};
 use crate::state_machine::Applied;
 
 /// Upserts, gets, deletes, searches and scrolls points.
@@ -189,9 +189,7 @@ impl Points for PointsService {
         };
         let planner = self.node.planner_config();
         let (hits, plan) =
-            tokio::task::spawn_blocking(move || collection.search(&params, &planner))
-                .await
-                .map_err(|e| NodeError::Internal(format!("search task failed: {e}")))?;
+            blocking("search", move || Ok(collection.search(&params, &planner))).await?;
         let results = hits
             .into_iter()
             .map(|h| pb::ScoredPoint {
@@ -229,12 +227,11 @@ impl Points for PointsService {
         let filter = convert::request_filter(req.filter.as_ref(), &req.filter_json)?;
         let node = self.node.clone();
         let cursor = req.cursor.clone();
-        let page = tokio::task::spawn_blocking(move || {
+        let page = blocking("scroll", move || {
             let cursor = (!cursor.is_empty()).then_some(cursor.as_str());
             node.scroll(&collection, cursor, limit, filter.as_ref())
         })
-        .await
-        .map_err(|e| NodeError::Internal(format!("scroll task failed: {e}")))??;
+        .await?;
         let points = page
             .points
             .into_iter()
