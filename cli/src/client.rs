@@ -191,6 +191,7 @@ pub async fn collection(cmd: CollectionCommand) -> anyhow::Result<()> {
                 search_defaults: Some(pb::SearchDefaults {
                     ef: ef.unwrap_or(0),
                 }),
+                ..Default::default()
             };
             let mut client = CollectionsClient::new(endpoint.channel().await?);
             let info = client.create(req).await.map_err(status)?.into_inner();
@@ -403,6 +404,7 @@ pub async fn points(cmd: PointsCommand) -> anyhow::Result<()> {
                     .upsert(pb::UpsertRequest {
                         collection: collection.clone(),
                         points: batch.to_vec(),
+                        ..Default::default()
                     })
                     .await
                     .map_err(status)
@@ -453,6 +455,7 @@ pub async fn points(cmd: PointsCommand) -> anyhow::Result<()> {
                     ids: ids.iter().map(|s| id_arg(s)).collect(),
                     filter: None,
                     filter_json: parse_filter(filter)?,
+                    ..Default::default()
                 })
                 .await
                 .map_err(status)?

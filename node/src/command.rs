@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{NodeError, Result};
 use crate::point::{CollectionSpec, NewPoint, PointId};
+use crate::raft::NodeId;
 
 /// The encoding version written by this build.
 pub const COMMAND_VERSION: u8 = 1;
@@ -19,6 +20,38 @@ pub const COMMAND_VERSION: u8 = 1;
 pub enum Command {
     Collections(CollectionsCommand),
     Points(PointsCommand),
+    /// Changes of the shard map; only the meta group applies them.
+    Meta(MetaCommand),
+    /// `command`, applied at most once per `key`: a re-proposal with a key already applied
+    /// returns the first outcome and changes nothing (a client's retried batch).
+    Once {
+        key: String,
+        command: Box<Command>,
+    },
+}
+
+/// Changes of the shard map (see [`crate::placement`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum MetaCommand {
+    /// A new collection, with the replicas chosen for each shard.
+    CreateCollection {
+        spec: CollectionSpec,
+        replication_factor: u32,
+        replicas: Vec<Vec<NodeId>>,
+    },
+    /// Every shard group of collection `id` has been formed.
+    MarkReady {
+        name: String,
+        id: u64,
+    },
+    DropCollection {
+        name: String,
+    },
+    /// A shard's replicas changed (a replica moved).
+    SetReplicas {
+        group: u64,
+        replicas: Vec<NodeId>,
+    },
 }
 
 /// Mutations of the collection catalogue.
@@ -119,6 +152,16 @@ mod tests {
                 collection_id: 3,
                 filter: Filter::from_json_str(r#"{"a":{"$gt":1},"b":{"$in":["x",true]}}"#).unwrap(),
             }),
+            Command::Meta(MetaCommand::SetReplicas {
+                group: 2048,
+                replicas: vec![1, 3],
+            }),
+            Command::Once {
+                key: "batch-7".into(),
+                command: Box::new(Command::Meta(MetaCommand::DropCollection {
+                    name: "x".into(),
+                })),
+            },
         ]
     }
 

@@ -1,123 +1,93 @@
-//! A node: its storage, its state machine and the collections it serves.
+//! A node: the meta group's replica, the shard replicas placed on it, and the cluster operations
+//! that change where shards live.
 //!
-//! Writes go through [`Node::write`], the one way state changes: the command is proposed to the
-//! node's Raft group and acknowledged once committed by a majority and applied. A node started
-//! with `cluster.bootstrap` forms a group of itself alone on first start (`quiver dev`); other
-//! nodes join it with `quiver cluster join`. Reads go to the local collections after the
-//! request's consistency check ([`Node::read_barrier`]).
+//! Layout on disk: `<data_dir>/meta/` holds the meta group (group 0: the shard map), and
+//! `<data_dir>/shards/<group>/` one directory per shard replica, each with its own RocksDB.
 //!
-//! For now every node holds one group (group 0) with all data; shards as groups of their own
-//! build on the same pieces.
+//! The node follows the shard map its meta replica applies ([`Node::reconcile`], run at start
+//! and on every change): it opens the shard groups placed on it and closes and deletes the ones
+//! moved away. Creating a collection runs on the meta leader: it places the shards, commits the
+//! placement, has each shard's first replica form the group, then marks the collection ready.
+//! If the leader fails half-way, whichever node leads next finishes the job.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use openraft::error::{ClientWriteError, RaftError};
-use openraft::{BasicNode, ServerState};
-use parking_lot::Mutex;
+use openraft::BasicNode;
+use parking_lot::RwLock;
 use quiver_config::Config;
-use quiver_index::filter::Filter;
-use tracing::warn;
+use quiver_proto::v1 as pb;
+use quiver_proto::v1::cluster_client::ClusterClient;
+use tracing::{info, warn};
 
-use crate::collection::search::PlannerConfig;
-use crate::collection::Collection;
-use crate::command::{Command, EncodedCommand};
+use crate::command::{Command, MetaCommand};
+use crate::coordinator::Directory;
 use crate::error::{NodeError, Result};
-use crate::point::{PointId, PointRecord};
-use crate::raft::log_store::LogStore;
-use crate::raft::network::{GrpcNetwork, Peers};
-use crate::raft::state_machine::RaftStateMachineStore;
-use crate::raft::{NodeId, Raft};
-use crate::state_machine::{decode, graph_dir, points_prefix, Applied, Catalog, StateMachine};
-use crate::storage::{RocksStorage, Storage, Table};
-
-/// The group that holds everything until data is sharded into groups of its own.
-pub const MAIN_GROUP: u64 = 0;
+use crate::group::{blocking, Group};
+use crate::placement::{place, Placement, Placements, ShardPlacement, META_GROUP};
+use crate::point::{CollectionMeta, CollectionSpec};
+use crate::raft::network::Peers;
+use crate::raft::NodeId;
 
 /// How long a single-member group may take to elect itself at start.
 const ELECTION_WAIT: Duration = Duration::from_secs(30);
-
-/// How a read must relate to the group's leader.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReadConsistency {
-    /// Confirmed with a quorum that this node is still leader, and applied up to the commit point
-    /// seen at the time of the read.
-    Linearizable,
-    /// This node believes it is the leader; it may briefly be a deposed one.
-    Leader,
-    /// Whatever this replica has applied, which may lag.
-    Any,
-}
+/// How long a new shard group may take to elect its first leader.
+const SHARD_ELECTION_WAIT: Duration = Duration::from_secs(10);
+/// How often the node re-reads the shard map even without a change (to finish interrupted work).
+const RECONCILE_EVERY: Duration = Duration::from_secs(2);
+const PEER_RPC_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// A storage node.
 pub struct Node {
-    config: Config,
-    storage: Arc<dyn Storage>,
-    catalog: Arc<Catalog>,
-    graph_root: PathBuf,
-    raft: Raft,
-    peers: Peers,
+    config: Arc<Config>,
     id: NodeId,
     address: String,
-}
-
-/// One page of a scroll.
-#[derive(Debug, Clone)]
-pub struct ScrollPage {
-    pub points: Vec<(PointId, PointRecord)>,
-    /// Where the next page starts; None at the end.
-    pub next_cursor: Option<String>,
+    peers: Peers,
+    meta: Arc<Group>,
+    shards: RwLock<BTreeMap<u64, Arc<Group>>>,
+    shards_dir: PathBuf,
+    /// One reconciliation at a time.
+    reconciling: tokio::sync::Mutex<()>,
+    stopped: AtomicBool,
 }
 
 impl Node {
-    /// Opens the node's data under `config.node.data_dir` (RocksDB in `db/`, graph dumps in
-    /// `graphs/`), creating it if needed. With `cluster.bootstrap`, see [`Node::bootstrap`].
-    pub async fn open(config: Config) -> Result<Self> {
-        let dir = config.node.data_dir.clone();
-        let sync = config.storage.sync_writes;
-        let storage = blocking("open storage", move || {
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| NodeError::Storage(format!("{}: {e}", dir.display())))?;
-            RocksStorage::open(&dir.join("db"), sync)
-        })
-        .await?;
-        let graph_root = config.node.data_dir.join("graphs");
-        Self::open_with(config, Arc::new(storage), &graph_root).await
-    }
-
-    /// Opens a node over any storage.
-    pub async fn open_with(
-        config: Config,
-        storage: Arc<dyn Storage>,
-        graph_root: &Path,
-    ) -> Result<Self> {
-        let sm_storage = storage.clone();
-        let root = graph_root.to_path_buf();
-        let state_machine = blocking("open state machine", move || {
-            StateMachine::open(sm_storage, &root)
-        })
-        .await?;
-        let catalog = state_machine.catalog();
-        let state_machine = Arc::new(Mutex::new(state_machine));
+    /// Opens the node's data under `config.node.data_dir`, creating it if needed, opens the shard
+    /// replicas placed on it and starts following the shard map. With `cluster.bootstrap`, a node
+    /// that never joined a cluster forms one of itself alone (`quiver dev`).
+    pub async fn open(config: Config) -> Result<Arc<Self>> {
+        let config = Arc::new(config);
         let peers = Peers::default();
-        let id = config.cluster.node_id;
-        let address = config.cluster.advertised(config.node.listen);
-        let raft = start_group(&config, storage.clone(), state_machine, peers.clone()).await?;
-        let node = Self {
+        let data_dir = config.node.data_dir.clone();
+        let meta = Group::open(
+            config.clone(),
+            META_GROUP,
+            &data_dir.join("meta"),
+            peers.clone(),
+            None,
+        )
+        .await?;
+        let node = Arc::new(Self {
+            id: config.cluster.node_id,
+            address: config.cluster.advertised(config.node.listen),
             config,
-            storage,
-            catalog,
-            graph_root: graph_root.to_path_buf(),
-            raft,
             peers,
-            id,
-            address,
-        };
+            meta: Arc::new(meta),
+            shards: RwLock::default(),
+            shards_dir: data_dir.join("shards"),
+            reconciling: tokio::sync::Mutex::new(()),
+            stopped: AtomicBool::new(false),
+        });
         if node.config.cluster.bootstrap {
             node.bootstrap().await?;
         }
+        node.reconcile().await?;
+        spawn_reconciler(Arc::downgrade(&node), node.placements().subscribe());
         Ok(node)
     }
 
@@ -130,279 +100,554 @@ impl Node {
         &self.address
     }
 
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
     /// Connections to other nodes.
     pub fn peers(&self) -> &Peers {
         &self.peers
     }
 
-    /// The Raft group `group` on this node.
-    pub fn group(&self, group: u64) -> Result<&Raft> {
-        if group == MAIN_GROUP {
-            Ok(&self.raft)
-        } else {
-            Err(NodeError::NotFound(format!("raft group {group}")))
+    /// The meta group's replica on this node.
+    pub fn meta(&self) -> &Arc<Group> {
+        &self.meta
+    }
+
+    /// The shard map as this node's meta replica has applied it.
+    pub fn placements(&self) -> &Arc<Placements> {
+        self.meta.placements()
+    }
+
+    /// Group `group` on this node: the meta group or a shard replica.
+    pub fn group(&self, group: u64) -> Result<Arc<Group>> {
+        if group == META_GROUP {
+            return Ok(self.meta.clone());
+        }
+        self.shards
+            .read()
+            .get(&group)
+            .cloned()
+            .ok_or(NodeError::NoReplica { group })
+    }
+
+    /// Every shard replica on this node.
+    pub fn shards(&self) -> Vec<Arc<Group>> {
+        self.shards.read().values().cloned().collect()
+    }
+
+    /// The address of cluster member `node`, from the meta group's membership.
+    pub fn address_of(&self, node: NodeId) -> Option<String> {
+        self.meta
+            .membership()
+            .get_node(&node)
+            .map(|n| n.addr.clone())
+    }
+
+    /// Every cluster member and its address.
+    pub fn members(&self) -> BTreeMap<NodeId, String> {
+        self.meta
+            .membership()
+            .nodes()
+            .map(|(id, n)| (*id, n.addr.clone()))
+            .collect()
+    }
+
+    /// A channel to the meta group's leader when another node leads it; None when this node
+    /// does. Cluster-wide changes (collections, membership) run on the meta leader.
+    pub fn meta_leader_elsewhere(&self) -> Result<Option<tonic::transport::Channel>> {
+        match self.meta.leader() {
+            Some(leader) if leader == self.id => Ok(None),
+            Some(leader) => {
+                let address = self
+                    .address_of(leader)
+                    .ok_or_else(|| self.meta.not_leader(Some(leader)))?;
+                Ok(Some(self.peer(&address)?))
+            }
+            None => Err(NodeError::Unavailable(
+                "the meta group has no leader: an election is under way or a majority of \
+                 nodes is down"
+                    .into(),
+            )),
         }
     }
 
-    /// Forms a cluster of this node alone if its group was never initialized, and waits until a
+    /// Forms a cluster of this node alone if its meta group was never formed, and waits until a
     /// group of this node alone has elected it.
     pub async fn bootstrap(&self) -> Result<()> {
-        let initialized = self
-            .raft
-            .is_initialized()
-            .await
-            .map_err(|e| NodeError::Internal(format!("raft: {e}")))?;
-        if !initialized {
-            let members = BTreeMap::from([(self.id, BasicNode::new(self.address.clone()))]);
-            self.raft
-                .initialize(members)
-                .await
-                .map_err(|e| NodeError::Internal(format!("raft initialize: {e}")))?;
+        let members = BTreeMap::from([(self.id, BasicNode::new(self.address.clone()))]);
+        if !self.meta.is_initialized().await? {
+            self.meta.initialize(members, ELECTION_WAIT).await?;
         }
-        let alone = {
-            let metrics = self.raft.metrics().borrow().clone();
-            let voters: Vec<NodeId> = metrics.membership_config.membership().voter_ids().collect();
-            voters == [self.id]
-        };
-        if alone {
-            self.raft
+        let voters: Vec<NodeId> = self.meta.membership().voter_ids().collect();
+        if voters == [self.id] {
+            self.meta
+                .raft()
                 .wait(Some(ELECTION_WAIT))
-                .state(ServerState::Leader, "a single-member group elects itself")
+                .state(
+                    openraft::ServerState::Leader,
+                    "a single-member group elects itself",
+                )
                 .await
                 .map_err(|e| NodeError::Unavailable(format!("no leader: {e}")))?;
         }
         Ok(())
     }
 
-    /// Waits until a read at `consistency` may be served from this replica.
-    pub async fn read_barrier(&self, consistency: ReadConsistency) -> Result<()> {
-        match consistency {
-            ReadConsistency::Any => Ok(()),
-            ReadConsistency::Leader => {
-                let leader = self.raft.metrics().borrow().current_leader;
-                if leader == Some(self.id) {
-                    Ok(())
-                } else {
-                    Err(self.not_leader(leader))
-                }
-            }
-            ReadConsistency::Linearizable => match self.raft.ensure_linearizable().await {
-                Ok(_) => Ok(()),
-                Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(
-                    f,
-                ))) => Err(self.not_leader(f.leader_id)),
-                Err(e) => Err(NodeError::Unavailable(e.to_string())),
-            },
-        }
-    }
-
-    /// The error for a request this replica cannot serve, naming the leader when known.
-    pub fn not_leader(&self, leader: Option<NodeId>) -> NodeError {
-        let address = leader.and_then(|id| {
-            let metrics = self.raft.metrics().borrow().clone();
-            metrics
-                .membership_config
-                .membership()
-                .get_node(&id)
-                .map(|n| n.addr.clone())
-        });
-        NodeError::NotLeader { leader, address }
-    }
-
-    /// Fails fast when another node is known to lead (a write sent here would be refused).
-    pub fn check_writable(&self) -> Result<()> {
-        match self.raft.metrics().borrow().current_leader {
-            Some(leader) if leader != self.id => Err(self.not_leader(Some(leader))),
-            _ => Ok(()),
-        }
-    }
-
-    /// Stops the node's Raft group.
-    pub async fn shutdown(&self) {
-        if let Err(e) = self.raft.shutdown().await {
-            warn!(error = %e, "raft shutdown failed");
-        }
-    }
-
-    pub fn config(&self) -> &Config {
-        &self.config
-    }
-
-    pub fn planner_config(&self) -> PlannerConfig {
-        PlannerConfig {
-            exact_search_threshold: self.config.search.exact_search_threshold,
-            default_ef: self.config.search.default_ef,
-            max_ef: self.config.search.max_ef,
-        }
-    }
-
-    /// Proposes `command` to the group; returns once it is committed, applied and visible.
-    /// While an election is under way (no leader known) the write waits for one, within
-    /// `cluster.write_timeout_ms`; a write to a follower fails with the leader's whereabouts.
-    pub async fn write(&self, command: Command) -> Result<Applied> {
-        let timeout = Duration::from_millis(self.config.cluster.write_timeout_ms);
-        let deadline = tokio::time::Instant::now() + timeout;
-        let unavailable = || {
-            NodeError::Unavailable(format!(
-                "the write was not confirmed within {} ms (cluster.write_timeout_ms); it may \
-                 still be applied later",
-                timeout.as_millis()
-            ))
-        };
-        let encoded = EncodedCommand(command.encode()?);
-        loop {
-            let attempt = self.raft.client_write(encoded.clone());
-            match tokio::time::timeout_at(deadline, attempt).await {
-                Err(_) => return Err(unavailable()),
-                Ok(Ok(response)) => return response.data.0,
-                Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                    if f.leader_id.is_some() {
-                        return Err(self.not_leader(f.leader_id));
-                    }
-                    // An election is under way: wait for its outcome, then try again.
-                    let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
-                    let elected = self
-                        .raft
-                        .wait(Some(wait))
-                        .metrics(|m| m.current_leader.is_some(), "a leader is elected")
-                        .await;
-                    if elected.is_err() {
-                        return Err(unavailable());
-                    }
-                }
-                Ok(Err(e)) => return Err(NodeError::Unavailable(e.to_string())),
-            }
-        }
-    }
-
-    pub fn collection(&self, name: &str) -> Result<Arc<Collection>> {
-        self.catalog.get(name)
-    }
-
-    pub fn collections(&self) -> Vec<Arc<Collection>> {
-        self.catalog.list()
-    }
-
-    /// Up to `limit` points of `collection` in id order after `cursor`, keeping those that
-    /// match `filter`.
-    pub fn scroll(
+    /// Creates a collection of `shard_count` shards with `replication_factor` replicas each
+    /// (0: min(3, nodes)). Runs on the meta leader; returns once every shard group has a leader.
+    pub async fn create_collection(
         &self,
-        collection: &Collection,
-        cursor: Option<&str>,
-        limit: usize,
-        filter: Option<&Filter>,
-    ) -> Result<ScrollPage> {
-        let prefix = points_prefix(collection.meta.id);
-        let mut after = match cursor {
-            Some(c) => Some([prefix.clone(), decode_cursor(c)?.to_key()].concat()),
-            None => None,
+        spec: CollectionSpec,
+        shard_count: u32,
+        replication_factor: u32,
+        request_id: &str,
+    ) -> Result<Placement> {
+        self.meta.check_writable()?;
+        let nodes: Vec<NodeId> = self.meta.membership().voter_ids().collect();
+        let rf = match replication_factor {
+            0 => nodes.len().min(3) as u32,
+            rf => rf,
         };
-        let mut points = Vec::new();
+        let replicas = place(&nodes, &mut self.placements().load(), shard_count, rf)?;
+        let name = spec.name.clone();
+        let command = Command::Meta(MetaCommand::CreateCollection {
+            spec,
+            replication_factor: rf,
+            replicas,
+        });
+        self.meta.write(once(request_id, command)).await?;
+        let placement = self.placements().get(&name)?;
+        if !placement.ready {
+            self.finish_create(&placement).await?;
+        }
+        self.placements().get(&name)
+    }
+
+    /// Drops a collection; every node deletes its shard replicas as it applies the drop.
+    pub async fn drop_collection(&self, name: &str) -> Result<()> {
+        self.meta.check_writable()?;
+        self.meta
+            .write(Command::Meta(MetaCommand::DropCollection {
+                name: name.to_string(),
+            }))
+            .await?;
+        Ok(())
+    }
+
+    /// Has each shard's first replica form its group, then marks the collection ready.
+    async fn finish_create(&self, placement: &Placement) -> Result<()> {
+        for shard in &placement.shards {
+            let first = shard.replicas[0];
+            if first == self.id {
+                self.init_shard(shard.group).await?;
+            } else {
+                let address = self.address_of(first).ok_or_else(|| {
+                    NodeError::Unavailable(format!("node {first} is not a cluster member"))
+                })?;
+                let channel = self.peer(&address)?;
+                tokio::time::timeout(
+                    PEER_RPC_TIMEOUT,
+                    ClusterClient::new(channel)
+                        .init_shard(pb::InitShardRequest { group: shard.group }),
+                )
+                .await
+                .map_err(|_| unanswered(first, &address))?
+                .map_err(|e| {
+                    NodeError::Unavailable(format!(
+                        "shard group {} on node {first}: {}",
+                        shard.group,
+                        e.message()
+                    ))
+                })?;
+            }
+        }
+        self.meta
+            .write(Command::Meta(MetaCommand::MarkReady {
+                name: placement.spec.name.clone(),
+                id: placement.id,
+            }))
+            .await?;
+        info!(collection = %placement.spec.name, shards = placement.shards.len(), "collection ready");
+        Ok(())
+    }
+
+    /// Opens this node's replica of a new shard group and forms the group with its placed
+    /// replicas, unless it was formed before. Only a collection's creation calls this, and only
+    /// on each shard's first replica, so a group is formed once.
+    pub async fn init_shard(&self, group: u64) -> Result<pb::GroupStatus> {
+        let (placement, shard) = self.wait_for_placement(group).await?;
+        if placement.ready {
+            return Err(NodeError::invalid(
+                "group",
+                format!("shard group {group} was formed already"),
+            ));
+        }
+        self.sync_replicas().await?;
+        let replica = self.group(group)?;
+        let mut members = BTreeMap::new();
+        for node in &shard.replicas {
+            let address = self.address_of(*node).ok_or_else(|| {
+                NodeError::Unavailable(format!("node {node} is not a cluster member"))
+            })?;
+            members.insert(*node, BasicNode::new(address));
+        }
+        replica.initialize(members, SHARD_ELECTION_WAIT).await?;
+        Ok(replica.status())
+    }
+
+    /// The placement of shard group `group`, waiting briefly for this node's meta replica to
+    /// apply it.
+    async fn wait_for_placement(&self, group: u64) -> Result<(Placement, ShardPlacement)> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         loop {
-            let page =
-                self.storage
-                    .scan(Table::Points, &prefix, after.as_deref(), limit.max(64))?;
-            let exhausted = page.len() < limit.max(64);
-            for (key, value) in page {
-                after = Some(key.clone());
-                let record: PointRecord = decode(&value)?;
-                if filter.is_none_or(|f| f.matches(&record.payload)) {
-                    points.push((PointId::from_key(&key[prefix.len()..])?, record));
-                    if points.len() == limit {
-                        let next = points.last().map(|(id, _)| encode_cursor(id));
-                        return Ok(ScrollPage {
-                            points,
-                            next_cursor: next,
-                        });
-                    }
-                }
+            if let Some(found) = self.placements().by_group(group) {
+                return Ok(found);
             }
-            if exhausted {
-                return Ok(ScrollPage {
-                    points,
-                    next_cursor: None,
-                });
+            if tokio::time::Instant::now() >= deadline {
+                return Err(NodeError::NotFound(format!("shard group {group}")));
             }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
-    /// Dumps every graph that changed enough since its last dump (all changed ones with
-    /// `force`). Blocking: call from a blocking thread.
-    pub fn dump_graphs(&self, force: bool) {
-        let threshold = if force {
-            1
-        } else {
-            self.config.storage.hnsw_dump_every_inserts
+    /// Moves shard group `group`'s replica from node `from` to node `to`: `to` joins the group
+    /// as a learner, catches up and becomes a voter in `from`'s place; then `from` drops its copy.
+    /// Runs on the meta leader.
+    pub async fn move_shard(&self, group: u64, from: NodeId, to: NodeId) -> Result<Vec<NodeId>> {
+        self.meta.check_writable()?;
+        let (_, shard) = self
+            .placements()
+            .by_group(group)
+            .ok_or_else(|| NodeError::NotFound(format!("shard group {group}")))?;
+        if !shard.replicas.contains(&from) {
+            return Err(NodeError::invalid(
+                "from",
+                format!("node {from} holds no replica of shard group {group}"),
+            ));
+        }
+        if self.address_of(to).is_none() {
+            return Err(NodeError::invalid(
+                "to",
+                format!("node {to} is not a cluster member"),
+            ));
+        }
+        if from == to {
+            return Err(NodeError::invalid("to", "is the same node as `from`"));
+        }
+        // 1. `to` hosts a (still empty) replica, so the group can reach it.
+        let mut widened = shard.replicas.clone();
+        if !widened.contains(&to) {
+            widened.push(to);
+            self.set_replicas(group, widened.clone()).await?;
+        }
+        // 2. The shard's leader adds `to` (caught up as a learner first) and removes `from`.
+        self.change_shard_replicas_on_leader(group, &widened, to, from)
+            .await?;
+        // 3. `from` drops its copy once it applies this.
+        let narrowed: Vec<NodeId> = widened.into_iter().filter(|n| *n != from).collect();
+        self.set_replicas(group, narrowed.clone()).await?;
+        info!(group, from, to, "shard replica moved");
+        Ok(narrowed)
+    }
+
+    async fn set_replicas(&self, group: u64, replicas: Vec<NodeId>) -> Result<()> {
+        self.meta
+            .write(Command::Meta(MetaCommand::SetReplicas { group, replicas }))
+            .await?;
+        Ok(())
+    }
+
+    /// Asks the shard's leader (found among `replicas`) to add `add` and remove `remove`.
+    async fn change_shard_replicas_on_leader(
+        &self,
+        group: u64,
+        replicas: &[NodeId],
+        add: NodeId,
+        remove: NodeId,
+    ) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + PEER_RPC_TIMEOUT * 4;
+        let mut last = NodeError::Unavailable(format!("shard group {group} has no leader"));
+        while tokio::time::Instant::now() < deadline {
+            for node in replicas {
+                let request = pb::ChangeShardReplicasRequest { group, add, remove };
+                let result = if *node == self.id {
+                    self.change_shard_replicas(group, add, remove).await
+                } else {
+                    let Some(address) = self.address_of(*node) else {
+                        continue;
+                    };
+                    let channel = self.peer(&address)?;
+                    match tokio::time::timeout(
+                        PEER_RPC_TIMEOUT,
+                        ClusterClient::new(channel).change_shard_replicas(request),
+                    )
+                    .await
+                    {
+                        Err(_) => Err(unanswered(*node, &address)),
+                        Ok(Ok(_)) => Ok(pb::GroupStatus::default()),
+                        Ok(Err(status)) => Err(NodeError::Unavailable(format!(
+                            "node {node}: {}",
+                            status.message()
+                        ))),
+                    }
+                };
+                match result {
+                    Ok(_) => return Ok(()),
+                    Err(e) => last = e,
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Err(last)
+    }
+
+    /// On the shard's leader: adds `add` as a learner, waits for it to catch up, then makes the
+    /// voters the old ones plus `add` minus `remove` (0: none).
+    pub async fn change_shard_replicas(
+        &self,
+        group: u64,
+        add: NodeId,
+        remove: NodeId,
+    ) -> Result<pb::GroupStatus> {
+        let replica = self.group(group)?;
+        replica.check_writable()?;
+        if !replica.is_leader() {
+            return Err(replica.not_leader(replica.leader()));
+        }
+        let membership = replica.membership();
+        let mut voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let raft_error = |e: openraft::error::RaftError<NodeId, _>| {
+            NodeError::Unavailable(format!("shard group {group}: {e}"))
         };
-        for collection in self.collections() {
-            if collection.graph_inserts_since_dump() < threshold {
+        if add != 0 && !voters.contains(&add) {
+            let address = self
+                .address_of(add)
+                .ok_or_else(|| NodeError::invalid("add", format!("node {add} is not a member")))?;
+            replica
+                .raft()
+                .add_learner(add, BasicNode::new(address), true)
+                .await
+                .map_err(raft_error)?;
+            voters.insert(add);
+        }
+        if remove != 0 {
+            voters.remove(&remove);
+        }
+        if voters.is_empty() {
+            return Err(NodeError::invalid("remove", "a shard needs one voter"));
+        }
+        replica
+            .raft()
+            .change_membership(voters, false)
+            .await
+            .map_err(raft_error)?;
+        Ok(replica.status())
+    }
+
+    /// Moves every replica off node `node` (to the least loaded node without one), then
+    /// removes it from the meta group. Runs on the meta leader.
+    pub async fn remove_node(&self, node: NodeId) -> Result<()> {
+        self.meta.check_writable()?;
+        let membership = self.meta.membership();
+        if membership.get_node(&node).is_none() {
+            return Err(NodeError::NotFound(format!("node {node}")));
+        }
+        let mut voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        voters.remove(&node);
+        if voters.is_empty() {
+            return Err(NodeError::invalid("id", "cannot remove the last voter"));
+        }
+        for placement in self.placements().list() {
+            for shard in placement.shards {
+                if !shard.replicas.contains(&node) {
+                    continue;
+                }
+                let load = self.placements().load();
+                let target = voters
+                    .iter()
+                    .filter(|n| !shard.replicas.contains(n))
+                    .min_by_key(|n| load.get(n).copied().unwrap_or(0));
+                match target {
+                    Some(to) => {
+                        self.move_shard(shard.group, node, *to).await?;
+                    }
+                    None if shard.replicas.len() > 1 => {
+                        // Every other node has a replica already: shrink the group instead.
+                        let rest: Vec<NodeId> = shard
+                            .replicas
+                            .iter()
+                            .copied()
+                            .filter(|n| *n != node)
+                            .collect();
+                        self.change_shard_replicas_on_leader(shard.group, &shard.replicas, 0, node)
+                            .await?;
+                        self.set_replicas(shard.group, rest).await?;
+                    }
+                    None => {
+                        return Err(NodeError::invalid(
+                            "id",
+                            format!(
+                                "node {node} holds the only replica of shard group {} and no \
+                                 other node can take it",
+                                shard.group
+                            ),
+                        ))
+                    }
+                }
+            }
+        }
+        self.meta
+            .raft()
+            .change_membership(voters, false)
+            .await
+            .map_err(|e| NodeError::Unavailable(format!("change membership: {e}")))?;
+        Ok(())
+    }
+
+    /// Brings the shard replicas on this node in line with the shard map: opens those placed
+    /// here, closes and deletes those moved away. On the meta leader, also finishes creating
+    /// collections whose creation was interrupted.
+    pub async fn reconcile(&self) -> Result<()> {
+        self.sync_replicas().await?;
+        if self.meta.is_leader() {
+            for p in self.placements().list().iter().filter(|p| !p.ready) {
+                if let Err(e) = self.finish_create(p).await {
+                    warn!(collection = %p.spec.name, error = %e, "collection not ready yet");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens the shard replicas placed on this node and closes and deletes the others.
+    async fn sync_replicas(&self) -> Result<()> {
+        let _one_at_a_time = self.reconciling.lock().await;
+        if self.stopped.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let placements = self.placements().list();
+        let mut wanted: BTreeMap<u64, CollectionMeta> = BTreeMap::new();
+        for p in &placements {
+            for s in &p.shards {
+                if s.replicas.contains(&self.id) {
+                    let meta = CollectionMeta {
+                        id: s.group,
+                        spec: p.spec.clone(),
+                    };
+                    wanted.insert(s.group, meta);
+                }
+            }
+        }
+        let hosted: BTreeSet<u64> = self.shards.read().keys().copied().collect();
+        for (group, meta) in &wanted {
+            if hosted.contains(group) {
                 continue;
             }
-            let dir = graph_dir(&self.graph_root, collection.meta.id);
-            if let Err(e) = collection.dump_graph(&dir) {
-                warn!(collection = %collection.name(), error = %e, "graph dump failed");
-            }
+            let dir = self.shards_dir.join(group.to_string());
+            let replica = Group::open(
+                self.config.clone(),
+                *group,
+                &dir,
+                self.peers.clone(),
+                Some(meta.clone()),
+            )
+            .await?;
+            info!(group, collection = %meta.spec.name, "shard replica opened");
+            self.shards.write().insert(*group, Arc::new(replica));
+        }
+        for group in hosted.iter().filter(|g| !wanted.contains_key(g)) {
+            let Some(replica) = self.shards.write().remove(group) else {
+                continue;
+            };
+            replica.shutdown().await;
+            let dir = replica.dir().to_path_buf();
+            drop(replica);
+            blocking("remove shard replica", move || {
+                std::fs::remove_dir_all(&dir)
+                    .map_err(|e| NodeError::Storage(format!("{}: {e}", dir.display())))
+            })
+            .await?;
+            info!(group, "shard replica removed");
+        }
+        Ok(())
+    }
+
+    /// Stops every group on this node.
+    pub async fn shutdown(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        let _no_reconciliation = self.reconciling.lock().await;
+        for shard in self.shards() {
+            shard.shutdown().await;
+        }
+        self.meta.shutdown().await;
+    }
+
+    /// Dumps changed graphs of every shard replica. Blocking: call from a blocking thread.
+    pub fn dump_graphs(&self, force: bool) {
+        for shard in self.shards() {
+            shard.dump_graphs(force);
+        }
+    }
+
+    fn peer(&self, address: &str) -> Result<tonic::transport::Channel> {
+        self.peers
+            .channel(address)
+            .map_err(|e| NodeError::Internal(format!("address `{address}`: {e}")))
+    }
+}
+
+impl Directory for Node {
+    fn placement(&self, name: &str) -> Result<Placement> {
+        self.placements().get(name)
+    }
+
+    fn address(&self, node: NodeId) -> Option<String> {
+        self.address_of(node)
+    }
+
+    fn local(&self, group: u64) -> Option<(Arc<Group>, NodeId, String)> {
+        let replica = self.shards.read().get(&group).cloned()?;
+        Some((replica, self.id, self.address.clone()))
+    }
+
+    /// This node's meta replica applies changes on its own; wait briefly for the next one.
+    fn refresh(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        let mut changes = self.placements().subscribe();
+        Box::pin(async move {
+            let _ = tokio::time::timeout(Duration::from_millis(500), changes.changed()).await;
+        })
+    }
+}
+
+/// `command`, applied once per `request_id` when one is given.
+pub fn once(request_id: &str, command: Command) -> Command {
+    if request_id.is_empty() {
+        command
+    } else {
+        Command::Once {
+            key: request_id.to_string(),
+            command: Box::new(command),
         }
     }
 }
 
-/// Runs `f` on a blocking thread (RocksDB, graph work) and returns its result.
-pub(crate) async fn blocking<T: Send + 'static>(
-    what: &str,
-    f: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| NodeError::Internal(format!("{what} task failed: {e}")))?
+fn unanswered(node: NodeId, address: &str) -> NodeError {
+    NodeError::Unavailable(format!("node {node} at {address} did not answer"))
 }
 
-/// Starts (or restarts) this node's replica of the main group.
-async fn start_group(
-    config: &Config,
-    storage: Arc<dyn Storage>,
-    state_machine: Arc<Mutex<StateMachine>>,
-    peers: Peers,
-) -> Result<Raft> {
-    let cluster = &config.cluster;
-    let raft_config = openraft::Config {
-        cluster_name: "quiver".into(),
-        heartbeat_interval: cluster.heartbeat_ms,
-        election_timeout_min: cluster.election_timeout_min_ms,
-        election_timeout_max: cluster.election_timeout_max_ms,
-        install_snapshot_timeout: 60_000,
-        // A snapshot copies every row, so take one only after many entries.
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(cluster.snapshot_every_entries),
-        max_in_snapshot_log_to_keep: cluster.log_entries_kept,
-        ..Default::default()
-    }
-    .validate()
-    .map_err(|e| NodeError::Internal(format!("raft config: {e}")))?;
-    Raft::new(
-        cluster.node_id,
-        Arc::new(raft_config),
-        GrpcNetwork::new(MAIN_GROUP, peers),
-        LogStore::new(storage),
-        RaftStateMachineStore::new(state_machine),
-    )
-    .await
-    .map_err(|e| NodeError::Internal(format!("raft start: {e}")))
-}
-
-/// A scroll cursor is the last returned id: `n:<u64>` or `u:<uuid>`.
-fn encode_cursor(id: &PointId) -> String {
-    match id {
-        PointId::Num(n) => format!("n:{n}"),
-        PointId::Uuid(u) => format!("u:{u}"),
-    }
-}
-
-fn decode_cursor(cursor: &str) -> Result<PointId> {
-    let bad = || NodeError::invalid("cursor", format!("malformed cursor `{cursor}`"));
-    match cursor.split_once(':') {
-        Some(("n", n)) => n.parse().map(PointId::Num).map_err(|_| bad()),
-        Some(("u", u)) => uuid::Uuid::parse_str(u)
-            .map(PointId::Uuid)
-            .map_err(|_| bad()),
-        _ => Err(bad()),
-    }
+/// Re-runs [`Node::reconcile`] whenever the shard map changes, and every few seconds, until the
+/// node is dropped.
+fn spawn_reconciler(node: Weak<Node>, mut changes: tokio::sync::watch::Receiver<u64>) {
+    tokio::spawn(async move {
+        loop {
+            let _ = tokio::time::timeout(RECONCILE_EVERY, changes.changed()).await;
+            let Some(node) = node.upgrade() else {
+                return;
+            };
+            if let Err(e) = node.reconcile().await {
+                warn!(error = %e, "reconciling shard replicas failed");
+            }
+        }
+    });
 }

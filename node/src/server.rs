@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tracing::info;
 
+use crate::coordinator::Coordinator;
 use crate::error::{NodeError, Result};
 use crate::node::Node;
 use crate::service::{ClusterService, CollectionsService, PointsService, RaftService};
@@ -39,7 +40,7 @@ pub async fn run(
     }
     let node = Node::open(config).await?;
     info!(listen = %local, node_id, data_dir = %data_dir.display(), "quiver node serving gRPC");
-    serve(Arc::new(node), listener, shutdown).await
+    serve(node, listener, shutdown).await
 }
 
 /// Serves `node` on `listener` until `shutdown` completes, then dumps changed graphs.
@@ -60,16 +61,17 @@ pub async fn serve(
         .build_v1()
         .map_err(|e| NodeError::Serve(format!("reflection: {e}")))?;
 
+    let coordinator = Arc::new(Coordinator::new(node.clone(), node.config().limits.clone()));
     let dumper = spawn_graph_dumper(node.clone());
     let result = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
         .add_service(
-            CollectionsServer::new(CollectionsService::new(node.clone()))
+            CollectionsServer::new(CollectionsService::new(node.clone(), coordinator.clone()))
                 .max_decoding_message_size(max_bytes),
         )
         .add_service(
-            PointsServer::new(PointsService::new(node.clone()))
+            PointsServer::new(PointsService::new(node.clone(), coordinator))
                 .max_decoding_message_size(max_bytes)
                 .max_encoding_message_size(max_bytes),
         )

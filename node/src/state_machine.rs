@@ -24,14 +24,29 @@ use quiver_index::Slot;
 use tracing::info;
 
 use crate::collection::Collection;
-use crate::command::{CollectionsCommand, Command, PointsCommand};
+use crate::command::{CollectionsCommand, Command, MetaCommand, PointsCommand};
 use crate::error::{NodeError, Result};
+use crate::placement::{shard_group, Placement, Placements, ShardPlacement};
 use crate::point::{CollectionMeta, JsonMap, PointId, PointRecord};
 use crate::storage::{prefix_end, Storage, Table, WriteBatch};
 
 const APPLIED_KEY: &[u8] = b"applied";
 const COLLECTION_PREFIX: &[u8] = b"collection/";
 const NEXT_SLOT_PREFIX: &[u8] = b"next_slot/";
+const PLACEMENT_PREFIX: &[u8] = b"placement/";
+const ONCE_PREFIX: &[u8] = b"once/";
+const ONCE_ORDER_PREFIX: &[u8] = b"once_order/";
+
+/// How many log entries an idempotency key is remembered for.
+pub const ONCE_WINDOW: u64 = 100_000;
+
+fn once_key(key: &str) -> Vec<u8> {
+    [ONCE_PREFIX, key.as_bytes()].concat()
+}
+
+fn placement_key(name: &str) -> Vec<u8> {
+    [PLACEMENT_PREFIX, name.as_bytes()].concat()
+}
 
 fn collection_key(name: &str) -> Vec<u8> {
     [COLLECTION_PREFIX, name.as_bytes()].concat()
@@ -95,6 +110,8 @@ enum Effect {
     Drop(Arc<Collection>),
     Upsert(Arc<Collection>, Vec<(PointId, Slot, Vec<f32>, JsonMap)>),
     Delete(Arc<Collection>, Vec<PointId>),
+    Place(Placement),
+    Unplace(String),
 }
 
 /// The position the state machine has applied up to.
@@ -113,6 +130,7 @@ pub type StateRows = Vec<(Table, Vec<u8>, Vec<u8>)>;
 pub struct StateMachine {
     storage: Arc<dyn Storage>,
     catalog: Arc<Catalog>,
+    placements: Arc<Placements>,
     graph_root: PathBuf,
     applied: AppliedRecord,
 }
@@ -122,16 +140,24 @@ impl StateMachine {
     /// `graph_root` when present).
     pub fn open(storage: Arc<dyn Storage>, graph_root: &Path) -> Result<Self> {
         let catalog = Arc::new(Catalog::default());
-        let applied = load(storage.as_ref(), &catalog, graph_root)?;
+        let placements = Arc::new(Placements::default());
+        let applied = load(storage.as_ref(), &catalog, &placements, graph_root)?;
         Ok(Self {
             storage,
             catalog,
+            placements,
             graph_root: graph_root.to_path_buf(),
             applied,
         })
     }
+
     pub fn catalog(&self) -> Arc<Catalog> {
         self.catalog.clone()
+    }
+
+    /// The shard map, as far as this (meta) state has applied it.
+    pub fn placements(&self) -> Arc<Placements> {
+        self.placements.clone()
     }
 
     pub fn last_applied(&self) -> Option<u64> {
@@ -168,7 +194,24 @@ impl StateMachine {
             index: Some(index),
             raft_state: raft_state.unwrap_or_else(|| self.applied.raft_state.clone()),
         };
+        let (once, command) = match command {
+            Some(Command::Once { key, command }) => (Some(key.as_str()), Some(command.as_ref())),
+            other => (None, other),
+        };
         let mut batch = WriteBatch::default();
+        if let Some(key) = once {
+            if let Some(first) = self.storage.get(Table::Meta, &once_key(key))? {
+                // Applied before under this key: consume the index, repeat the first outcome.
+                batch.put(Table::Meta, APPLIED_KEY, encode(&applied)?);
+                self.storage.write(batch)?;
+                self.applied = applied;
+                let outcome: Result<Applied> = decode(&first)?;
+                return outcome.map(|a| Applied {
+                    duplicate: true,
+                    ..a
+                });
+            }
+        }
         let planned = match command {
             Some(command) => self
                 .plan(index, command, &mut batch)
@@ -182,22 +225,69 @@ impl StateMachine {
                 // Consume the index so the log and the state stay in step; change nothing else.
                 let mut only_index = WriteBatch::default();
                 only_index.put(Table::Meta, APPLIED_KEY, encode(&applied)?);
+                if let Some(key) = once {
+                    self.remember(&mut only_index, key, index, &Err(rejected.clone()))?;
+                }
                 self.storage.write(only_index)?;
                 self.applied = applied;
                 return Err(rejected);
             }
         };
+        let outcome = Applied {
+            index,
+            affected,
+            duplicate: false,
+        };
+        if let Some(key) = once {
+            self.remember(&mut batch, key, index, &Ok(outcome))?;
+        }
         batch.put(Table::Meta, APPLIED_KEY, encode(&applied)?);
         self.storage.write(batch)?;
         self.applied = applied;
         if let Some(effect) = effect {
             self.install(effect);
         }
-        Ok(Applied {
-            index,
-            affected,
-            duplicate: false,
-        })
+        Ok(outcome)
+    }
+
+    /// Records the outcome of the command applied once under `key` at `index`, and forgets
+    /// keys applied more than [`ONCE_WINDOW`] entries ago (a few at a time, oldest first).
+    fn remember(
+        &self,
+        batch: &mut WriteBatch,
+        key: &str,
+        index: u64,
+        outcome: &Result<Applied>,
+    ) -> Result<()> {
+        batch.put(Table::Meta, once_key(key), encode(outcome)?);
+        let order_key = |i: u64| [ONCE_ORDER_PREFIX, &i.to_be_bytes()].concat();
+        batch.put(Table::Meta, order_key(index), key.as_bytes().to_vec());
+        for (k, old_key) in self.storage.scan(Table::Meta, ONCE_ORDER_PREFIX, None, 8)? {
+            let at = k[ONCE_ORDER_PREFIX.len()..]
+                .try_into()
+                .map(u64::from_be_bytes)
+                .map_err(|_| NodeError::Storage("corrupt once-order key".into()))?;
+            if at + ONCE_WINDOW >= index {
+                break;
+            }
+            batch.delete(Table::Meta, k);
+            batch.delete(Table::Meta, once_key(&String::from_utf8_lossy(&old_key)));
+        }
+        Ok(())
+    }
+
+    /// Makes sure the collection a shard group serves exists in this (shard) state: every
+    /// replica writes the same row, derived from the meta group's placement, before the group
+    /// applies anything. A no-op once it exists.
+    pub fn seed(&mut self, meta: CollectionMeta) -> Result<()> {
+        if self.catalog.get(&meta.spec.name).is_ok() {
+            return Ok(());
+        }
+        let mut batch = WriteBatch::default();
+        batch.put(Table::Meta, collection_key(&meta.spec.name), encode(&meta)?);
+        self.storage.write(batch)?;
+        self.install(Effect::Create(meta));
+        Ok(())
     }
 
     /// Every row of the state machine's tables, consistent with the applied position (the
@@ -236,7 +326,12 @@ impl StateMachine {
         batch.put(Table::Meta, APPLIED_KEY, encode(&applied)?);
         self.storage.write(batch)?;
         let _ = std::fs::remove_dir_all(&self.graph_root);
-        self.applied = load(self.storage.as_ref(), &self.catalog, &self.graph_root)?;
+        self.applied = load(
+            self.storage.as_ref(),
+            &self.catalog,
+            &self.placements,
+            &self.graph_root,
+        )?;
         Ok(())
     }
 
@@ -336,6 +431,81 @@ impl StateMachine {
                 let ids = collection.matching_ids(filter);
                 Ok(self.plan_delete(collection, ids, batch))
             }
+            Command::Meta(meta) => {
+                let placement = self.plan_meta(index, meta)?;
+                let name = placement.spec.name.clone();
+                if matches!(meta, MetaCommand::DropCollection { .. }) {
+                    batch.delete(Table::Meta, placement_key(&name));
+                    Ok((Effect::Unplace(name), 1))
+                } else {
+                    batch.put(Table::Meta, placement_key(&name), encode(&placement)?);
+                    Ok((Effect::Place(placement), 1))
+                }
+            }
+            Command::Once { .. } => Err(NodeError::invalid(
+                "command",
+                "an idempotency key wraps another command, not a keyed one",
+            )),
+        }
+    }
+
+    /// The placement a meta command creates or changes (for a drop: the one it removes).
+    fn plan_meta(&self, index: u64, command: &MetaCommand) -> Result<Placement> {
+        match command {
+            MetaCommand::CreateCollection {
+                spec,
+                replication_factor,
+                replicas,
+            } => {
+                if self.placements.get(&spec.name).is_ok() {
+                    return Err(NodeError::AlreadyExists(format!(
+                        "collection `{}`",
+                        spec.name
+                    )));
+                }
+                let shards = replicas
+                    .iter()
+                    .enumerate()
+                    .map(|(shard, replicas)| ShardPlacement {
+                        shard: shard as u32,
+                        group: shard_group(index, shard as u32),
+                        replicas: replicas.clone(),
+                        epoch: 0,
+                    })
+                    .collect();
+                Ok(Placement {
+                    id: index,
+                    spec: spec.clone(),
+                    replication_factor: *replication_factor,
+                    shards,
+                    ready: false,
+                })
+            }
+            MetaCommand::MarkReady { name, id } => {
+                let mut placement = self.placements.get(name)?;
+                if placement.id != *id {
+                    return Err(NodeError::NotFound(format!(
+                        "collection `{name}` as it was when its shards were formed"
+                    )));
+                }
+                placement.ready = true;
+                Ok(placement)
+            }
+            MetaCommand::DropCollection { name } => self.placements.get(name),
+            MetaCommand::SetReplicas { group, replicas } => {
+                let (mut placement, _) = self
+                    .placements
+                    .by_group(*group)
+                    .ok_or_else(|| NodeError::NotFound(format!("shard group {group}")))?;
+                let shard = placement
+                    .shards
+                    .iter_mut()
+                    .find(|s| s.group == *group)
+                    .ok_or_else(|| NodeError::Internal(format!("shard group {group}")))?;
+                shard.replicas = replicas.clone();
+                shard.epoch += 1;
+                Ok(placement)
+            }
         }
     }
 
@@ -390,16 +560,29 @@ impl StateMachine {
             Effect::Delete(collection, ids) => {
                 collection.apply_deletes(&ids);
             }
+            Effect::Place(placement) => self.placements.put(placement),
+            Effect::Unplace(name) => self.placements.remove(&name),
         }
     }
 }
 
 /// Reads the applied record and rebuilds every collection into `catalog`.
-fn load(storage: &dyn Storage, catalog: &Catalog, graph_root: &Path) -> Result<AppliedRecord> {
+fn load(
+    storage: &dyn Storage,
+    catalog: &Catalog,
+    placements: &Placements,
+    graph_root: &Path,
+) -> Result<AppliedRecord> {
     let applied = match storage.get(Table::Meta, APPLIED_KEY)? {
         Some(b) => decode(&b)?,
         None => AppliedRecord::default(),
     };
+    let mut all = BTreeMap::new();
+    for (_, v) in storage.scan(Table::Meta, PLACEMENT_PREFIX, None, usize::MAX)? {
+        let p: Placement = decode(&v)?;
+        all.insert(p.spec.name.clone(), p);
+    }
+    placements.replace_all(all);
     let mut collections = BTreeMap::new();
     let metas: Vec<CollectionMeta> = storage
         .scan(Table::Meta, COLLECTION_PREFIX, None, usize::MAX)?

@@ -42,7 +42,7 @@ impl TestServer {
         config.cluster.advertise = addr.to_string();
         let node = Node::open(config).await.expect("open node");
         let (tx, rx) = oneshot::channel();
-        let task = tokio::spawn(crate::serve(Arc::new(node), listener, async {
+        let task = tokio::spawn(crate::serve(node, listener, async {
             let _ = rx.await;
         }));
         Self {

@@ -3,13 +3,14 @@
 //!
 //! Uses the real node library on RocksDB in a temporary data directory (`sync_writes` off, the
 //! default single-member Raft group): create an HNSW collection, upsert the points through
-//! `Node::write` in batches, dump the graphs, shut the node down, then time `Node::open` twice:
+//! the shard group's `write` in batches, dump the graphs, shut the node down, then time `Node::open` twice:
 //! once with the dump (searches must return exactly what they did before the restart) and once
-//! after deleting `<data_dir>/graphs` (graph rebuilt). `Node::open` returns once the group has
+//! after deleting the shard's `graphs/` (graph rebuilt). `Node::open` returns once the group has
 //! elected the node, so both times include that election. Prints one JSON line; progress goes to
 //! stderr.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{ensure, Context, Result};
@@ -20,7 +21,8 @@ use quiver_config::Config;
 use quiver_index::distance::{simd_backend, Metric};
 use quiver_index::hnsw::{HnswParams, MAX_EF_CONSTRUCTION, MAX_M};
 use quiver_node::collection::search::{Plan, SearchParams};
-use quiver_node::command::{CollectionsCommand, Command, PointsCommand};
+use quiver_node::command::{Command, PointsCommand};
+use quiver_node::group::Group;
 use quiver_node::point::{CollectionSpec, IndexKind, JsonMap, NewPoint, PointId};
 use quiver_node::Node;
 use serde::Serialize;
@@ -121,9 +123,10 @@ fn main() -> Result<()> {
         default_ef: None,
     };
     runtime
-        .block_on(node.write(Command::Collections(CollectionsCommand::Create(spec))))
+        .block_on(node.create_collection(spec, 1, 1, ""))
         .context("creating the collection")?;
-    let collection_id = node
+    let replica = shard(&node)?;
+    let collection_id = replica
         .collection(COLLECTION)
         .context("the new collection")?
         .meta
@@ -145,7 +148,7 @@ fn main() -> Result<()> {
             points,
         };
         runtime
-            .block_on(node.write(Command::Points(upsert)))
+            .block_on(replica.write(Command::Points(upsert)))
             .with_context(|| format!("upserting batch {b}"))?;
     }
     let ingest_s = started.elapsed().as_secs_f64();
@@ -155,7 +158,8 @@ fn main() -> Result<()> {
     let started = Instant::now();
     node.dump_graphs(true);
     let dump_s = started.elapsed().as_secs_f64();
-    let graphs = config.node.data_dir.join("graphs");
+    let graphs = replica.dir().join("graphs");
+    drop(replica);
     let dump_bytes = dir_bytes(&graphs);
     ensure!(
         dump_bytes > 0,
@@ -166,7 +170,10 @@ fn main() -> Result<()> {
 
     let (node, restart_with_dump_s) = timed_open(&runtime, &config, base.len())?;
     ensure!(
-        node.collection(COLLECTION)?.graph_inserts_since_dump() == 0,
+        shard(&node)?
+            .collection(COLLECTION)?
+            .graph_inserts_since_dump()
+            == 0,
         "the graph was not loaded from its dump"
     );
     let after = search_all(&node, &checks)?;
@@ -179,7 +186,10 @@ fn main() -> Result<()> {
     std::fs::remove_dir_all(&graphs).with_context(|| format!("removing {}", graphs.display()))?;
     let (node, restart_rebuild_s) = timed_open(&runtime, &config, base.len())?;
     ensure!(
-        node.collection(COLLECTION)?.graph_inserts_since_dump() == base.len(),
+        shard(&node)?
+            .collection(COLLECTION)?
+            .graph_inserts_since_dump()
+            == base.len(),
         "the graph was not rebuilt from the points"
     );
     let rebuilt = search_all(&node, &checks)?;
@@ -224,19 +234,19 @@ struct Report {
 }
 
 /// Stops the node's Raft group and drops the node, which closes RocksDB.
-fn close(runtime: &Runtime, node: Node) {
+fn close(runtime: &Runtime, node: Arc<Node>) {
     runtime.block_on(node.shutdown());
     drop(node);
 }
 
 /// Opens the node and checks every point came back; returns it with the seconds `open` took.
-fn timed_open(runtime: &Runtime, config: &Config, points: usize) -> Result<(Node, f64)> {
+fn timed_open(runtime: &Runtime, config: &Config, points: usize) -> Result<(Arc<Node>, f64)> {
     let started = Instant::now();
     let node = runtime
         .block_on(Node::open(config.clone()))
         .context("reopening the node")?;
     let elapsed = started.elapsed().as_secs_f64();
-    let count = node.collection(COLLECTION)?.points_count();
+    let count = shard(&node)?.collection(COLLECTION)?.points_count();
     ensure!(
         count == points,
         "reopened node has {count} points, expected {points}"
@@ -247,8 +257,9 @@ fn timed_open(runtime: &Runtime, config: &Config, points: usize) -> Result<(Node
 /// Top-10 ids and scores of each query through the collection's planner, which must pick the
 /// graph (default ef).
 fn search_all(node: &Node, queries: &[Vec<f32>]) -> Result<Vec<Vec<(PointId, f32)>>> {
-    let collection = node.collection(COLLECTION)?;
-    let config = node.planner_config();
+    let shard = shard(node)?;
+    let collection = shard.collection(COLLECTION)?;
+    let config = shard.planner_config();
     queries
         .iter()
         .map(|q| {
@@ -270,6 +281,12 @@ fn search_all(node: &Node, queries: &[Vec<f32>]) -> Result<Vec<Vec<(PointId, f32
             Ok(hits.into_iter().map(|h| (h.id, h.score)).collect())
         })
         .collect()
+}
+
+/// The node's replica of the collection's one shard.
+fn shard(node: &Node) -> Result<Arc<Group>> {
+    let placement = node.placements().get(COLLECTION)?;
+    Ok(node.group(placement.shards[0].group)?)
 }
 
 fn dir_bytes(dir: &std::path::Path) -> u64 {

@@ -83,6 +83,7 @@ async fn upsert(endpoint: &str, b: u64) -> Result<(), tonic::Status> {
         .upsert(pb::UpsertRequest {
             collection: "c".into(),
             points: batch(b),
+            ..Default::default()
         })
         .await
         .map(|_| ())

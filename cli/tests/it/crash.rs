@@ -83,6 +83,7 @@ async fn kill9_mid_import_keeps_every_acknowledged_batch() {
                     .upsert(pb::UpsertRequest {
                         collection: "crash".into(),
                         points: batch(b),
+                        ..Default::default()
                     })
                     .await;
                 match res {

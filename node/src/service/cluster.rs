@@ -1,30 +1,25 @@
-//! The `Cluster` gRPC service: forming a cluster, adding and removing nodes, and status.
+//! The `Cluster` gRPC service: forming a cluster, adding and removing nodes, moving shard
+//! replicas, status, and the shard map routers cache.
 //!
-//! Membership changes run on the leader: a new node is first added as a learner and caught up
-//! (by log or snapshot), then made a voter, so a slow joiner never costs the group its quorum.
+//! Membership changes run on the meta group's leader (others forward there): a new node is
+//! first added as a learner and caught up, then made a voter, so a slow joiner never costs the
+//! group its quorum. Removing a node moves its shard replicas off first.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{ClientWriteError, RaftError};
-use openraft::{BasicNode, ServerState};
+use openraft::BasicNode;
 use quiver_proto::v1 as pb;
 use quiver_proto::v1::cluster_client::ClusterClient;
 use quiver_proto::v1::cluster_server::Cluster;
 use tonic::{Request, Response, Status};
 
-use crate::node::{Node, MAIN_GROUP};
+use super::convert;
+use crate::node::Node;
 use crate::raft::NodeId;
 use crate::NodeError;
-
-fn current_membership(raft: &crate::raft::Raft) -> openraft::Membership<NodeId, BasicNode> {
-    raft.metrics()
-        .borrow()
-        .membership_config
-        .membership()
-        .clone()
-}
 
 /// Membership and status of this node's cluster.
 pub struct ClusterService {
@@ -36,59 +31,36 @@ impl ClusterService {
         Self { node }
     }
 
+    fn node_info(&self, initialized: bool) -> pb::NodeInfo {
+        pb::NodeInfo {
+            id: self.node.id(),
+            address: self.node.address().to_string(),
+            initialized,
+        }
+    }
+
+    /// This node's view: the members, the meta group and each shard replica it holds.
     fn status(&self) -> pb::ClusterStatus {
-        let raft = &self.node.group(MAIN_GROUP).expect("main group");
-        let m = raft.metrics().borrow().clone();
-        let membership = m.membership_config.membership();
-        let voters: Vec<NodeId> = membership.voter_ids().collect();
-        let learners: Vec<NodeId> = membership.learner_ids().collect();
-        let members = membership
-            .nodes()
-            .map(|(id, n)| pb::NodeInfo {
-                id: *id,
-                address: n.addr.clone(),
+        let members = self
+            .node
+            .members()
+            .into_iter()
+            .map(|(id, address)| pb::NodeInfo {
+                id,
+                address,
                 initialized: true,
             })
             .collect();
-        let role = match m.state {
-            ServerState::Leader => "leader",
-            ServerState::Follower => "follower",
-            ServerState::Candidate => "candidate",
-            ServerState::Learner => "learner",
-            ServerState::Shutdown => "shutdown",
-        };
-        let matched = m
-            .replication
-            .as_ref()
-            .map(|r| {
-                r.iter()
-                    .map(|(id, log)| (*id, log.map_or(0, |l| l.index)))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let mut groups = vec![self.node.meta().status()];
+        groups.extend(self.node.shards().iter().map(|s| s.status()));
         pb::ClusterStatus {
-            node: Some(pb::NodeInfo {
-                id: self.node.id(),
-                address: self.node.address().to_string(),
-                initialized: true,
-            }),
+            node: Some(self.node_info(true)),
             members,
-            groups: vec![pb::GroupStatus {
-                group: MAIN_GROUP,
-                leader: m.current_leader.unwrap_or(0),
-                term: m.current_term,
-                voters,
-                learners,
-                role: role.into(),
-                last_log_index: m.last_log_index.unwrap_or(0),
-                last_applied_index: m.last_applied.map_or(0, |l| l.index),
-                matched,
-            }],
+            groups,
         }
     }
 
     fn membership_error<E: std::fmt::Display>(
-        &self,
         e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>,
         what: E,
     ) -> Status {
@@ -109,29 +81,15 @@ impl Cluster for ClusterService {
         &self,
         _request: Request<pb::IdentifyRequest>,
     ) -> Result<Response<pb::NodeInfo>, Status> {
-        let initialized = self
-            .node
-            .group(MAIN_GROUP)?
-            .is_initialized()
-            .await
-            .map_err(|e| NodeError::Internal(e.to_string()))?;
-        Ok(Response::new(pb::NodeInfo {
-            id: self.node.id(),
-            address: self.node.address().to_string(),
-            initialized,
-        }))
+        let initialized = self.node.meta().is_initialized().await?;
+        Ok(Response::new(self.node_info(initialized)))
     }
 
     async fn init(
         &self,
         _request: Request<pb::InitRequest>,
     ) -> Result<Response<pb::ClusterStatus>, Status> {
-        let raft = self.node.group(MAIN_GROUP)?;
-        let initialized = raft
-            .is_initialized()
-            .await
-            .map_err(|e| NodeError::Internal(e.to_string()))?;
-        if initialized {
+        if self.node.meta().is_initialized().await? {
             return Err(NodeError::AlreadyExists("this node's cluster".into()).into());
         }
         self.node.bootstrap().await?;
@@ -148,10 +106,9 @@ impl Cluster for ClusterService {
                 NodeError::invalid("address", format!("`{address}` is not ip:port")).into(),
             );
         }
-        let raft = self.node.group(MAIN_GROUP)?;
-        let leader = raft.metrics().borrow().current_leader;
-        if leader != Some(self.node.id()) {
-            return Err(self.node.not_leader(leader).into());
+        let meta = self.node.meta();
+        if !meta.is_leader() {
+            return Err(meta.not_leader(meta.leader()).into());
         }
         let channel = self
             .node
@@ -169,7 +126,7 @@ impl Cluster for ClusterService {
         if info.id == 0 {
             return Err(NodeError::invalid("address", "the node reports id 0").into());
         }
-        let membership = current_membership(raft);
+        let membership = meta.membership();
         if info.initialized && membership.get_node(&info.id).is_none() {
             // Its log holds another cluster's history; Raft cannot merge the two.
             return Err(NodeError::invalid(
@@ -191,14 +148,16 @@ impl Cluster for ClusterService {
                 .into());
             }
         }
-        raft.add_learner(info.id, BasicNode::new(address.clone()), true)
+        meta.raft()
+            .add_learner(info.id, BasicNode::new(address.clone()), true)
             .await
-            .map_err(|e| self.membership_error(e, "add learner"))?;
+            .map_err(|e| Self::membership_error(e, "add learner"))?;
         let mut voters: BTreeSet<NodeId> = membership.voter_ids().collect();
         voters.insert(info.id);
-        raft.change_membership(voters, false)
+        meta.raft()
+            .change_membership(voters, false)
             .await
-            .map_err(|e| self.membership_error(e, "change membership"))?;
+            .map_err(|e| Self::membership_error(e, "change membership"))?;
         Ok(Response::new(self.status()))
     }
 
@@ -206,19 +165,11 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::RemoveNodeRequest>,
     ) -> Result<Response<pb::ClusterStatus>, Status> {
-        let id = request.into_inner().id;
-        let raft = self.node.group(MAIN_GROUP)?;
-        let membership = current_membership(raft);
-        let mut voters: BTreeSet<NodeId> = membership.voter_ids().collect();
-        if !voters.remove(&id) && membership.get_node(&id).is_none() {
-            return Err(NodeError::NotFound(format!("node {id}")).into());
+        let req = request.into_inner();
+        if let Some(leader) = self.node.meta_leader_elsewhere()? {
+            return ClusterClient::new(leader).remove_node(req).await;
         }
-        if voters.is_empty() {
-            return Err(NodeError::invalid("id", "cannot remove the last voter").into());
-        }
-        raft.change_membership(voters, false)
-            .await
-            .map_err(|e| self.membership_error(e, "change membership"))?;
+        self.node.remove_node(req.id).await?;
         Ok(Response::new(self.status()))
     }
 
@@ -227,5 +178,89 @@ impl Cluster for ClusterService {
         _request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::ClusterStatus>, Status> {
         Ok(Response::new(self.status()))
+    }
+
+    async fn placements(
+        &self,
+        _request: Request<pb::PlacementsRequest>,
+    ) -> Result<Response<pb::PlacementsResponse>, Status> {
+        let members = self.node.members();
+        let nodes = members
+            .iter()
+            .map(|(id, address)| pb::NodeInfo {
+                id: *id,
+                address: address.clone(),
+                initialized: true,
+            })
+            .collect();
+        let collections = self
+            .node
+            .placements()
+            .list()
+            .into_iter()
+            .map(|p| {
+                let mut info = convert::collection_info(&p.spec, 0, 0);
+                info.shard_count = p.shards.len() as u32;
+                info.replication_factor = p.replication_factor;
+                info.shards = p
+                    .shards
+                    .iter()
+                    .map(|s| pb::ShardInfo {
+                        shard: s.shard,
+                        group: s.group,
+                        replicas: s
+                            .replicas
+                            .iter()
+                            .map(|n| pb::ReplicaInfo {
+                                node: *n,
+                                address: members.get(n).cloned().unwrap_or_default(),
+                            })
+                            .collect(),
+                        leader: self
+                            .node
+                            .group(s.group)
+                            .ok()
+                            .and_then(|g| g.leader())
+                            .unwrap_or(0),
+                        points_count: 0,
+                        indexed_vectors: 0,
+                    })
+                    .collect();
+                info
+            })
+            .collect();
+        Ok(Response::new(pb::PlacementsResponse { nodes, collections }))
+    }
+
+    async fn move_shard(
+        &self,
+        request: Request<pb::MoveShardRequest>,
+    ) -> Result<Response<pb::MoveShardResponse>, Status> {
+        let req = request.into_inner();
+        if let Some(leader) = self.node.meta_leader_elsewhere()? {
+            return ClusterClient::new(leader).move_shard(req).await;
+        }
+        let replicas = self.node.move_shard(req.group, req.from, req.to).await?;
+        Ok(Response::new(pb::MoveShardResponse { replicas }))
+    }
+
+    async fn init_shard(
+        &self,
+        request: Request<pb::InitShardRequest>,
+    ) -> Result<Response<pb::GroupStatus>, Status> {
+        let group = request.into_inner().group;
+        Ok(Response::new(self.node.init_shard(group).await?))
+    }
+
+    async fn change_shard_replicas(
+        &self,
+        request: Request<pb::ChangeShardReplicasRequest>,
+    ) -> Result<Response<pb::GroupStatus>, Status> {
+        let req = request.into_inner();
+        Ok(Response::new(
+            self.node
+                .change_shard_replicas(req.group, req.add, req.remove)
+                .await?,
+        ))
     }
 }

@@ -1,33 +1,34 @@
 //! The `Collections` gRPC service.
+//!
+//! Creating and dropping a collection changes the shard map, so it runs on the meta group's
+//! leader; any other node forwards the request there. Descriptions are assembled from the shard
+//! map and each shard's counts ([`Coordinator::info`]); a request naming a shard group (from a
+//! coordinator) is answered by this node's replica of it.
 
 use std::sync::Arc;
 
+use futures::future::join_all;
 use quiver_proto::v1 as pb;
+use quiver_proto::v1::collections_client::CollectionsClient;
 use quiver_proto::v1::collections_server::Collections;
 use tonic::{Request, Response, Status};
 
 use super::convert;
-use crate::collection::Collection;
-use crate::command::{CollectionsCommand, Command};
+use super::points::shard_replica;
+use super::shard;
+use crate::coordinator::Coordinator;
 use crate::node::Node;
 
 /// Creates, describes, lists and drops collections.
 pub struct CollectionsService {
     node: Arc<Node>,
+    coordinator: Arc<Coordinator>,
 }
 
 impl CollectionsService {
-    pub fn new(node: Arc<Node>) -> Self {
-        Self { node }
+    pub fn new(node: Arc<Node>, coordinator: Arc<Coordinator>) -> Self {
+        Self { node, coordinator }
     }
-}
-
-fn info(c: &Collection) -> pb::CollectionInfo {
-    convert::collection_info(
-        &c.meta.spec,
-        c.points_count(),
-        c.graph().map_or(0, |g| g.len()),
-    )
 }
 
 #[tonic::async_trait]
@@ -37,28 +38,46 @@ impl Collections for CollectionsService {
         request: Request<pb::CreateCollectionRequest>,
     ) -> Result<Response<pb::CollectionInfo>, Status> {
         let config = self.node.config();
-        let spec =
-            convert::collection_spec(request.get_ref(), &config.limits, config.search.max_ef)?;
+        let req = request.into_inner();
+        let spec = convert::collection_spec(&req, &config.limits, config.search.max_ef)?;
+        let shard_count = convert::shard_count(req.shard_count)?;
+        if let Some(leader) = self.node.meta_leader_elsewhere()? {
+            return CollectionsClient::new(leader).create(req).await;
+        }
         let name = spec.name.clone();
         self.node
-            .write(Command::Collections(CollectionsCommand::Create(spec)))
+            .create_collection(spec, shard_count, req.replication_factor, &req.request_id)
             .await?;
-        Ok(Response::new(info(self.node.collection(&name)?.as_ref())))
+        Ok(Response::new(self.coordinator.info(&name).await?))
     }
 
     async fn get(
         &self,
         request: Request<pb::GetCollectionRequest>,
     ) -> Result<Response<pb::CollectionInfo>, Status> {
-        let name = convert::collection_name("name", &request.get_ref().name)?;
-        Ok(Response::new(info(self.node.collection(&name)?.as_ref())))
+        if let Some(replica) = shard_replica(&self.node, &request)? {
+            return Ok(Response::new(shard::info(
+                &replica,
+                &request.get_ref().name,
+            )?));
+        }
+        Ok(Response::new(
+            self.coordinator.info(&request.get_ref().name).await?,
+        ))
     }
 
     async fn list(
         &self,
         _request: Request<pb::ListCollectionsRequest>,
     ) -> Result<Response<pb::ListCollectionsResponse>, Status> {
-        let collections = self.node.collections().iter().map(|c| info(c)).collect();
+        let placements = self.node.placements().list();
+        let infos = join_all(
+            placements
+                .iter()
+                .map(|p| self.coordinator.info(&p.spec.name)),
+        )
+        .await;
+        let collections = infos.into_iter().collect::<Result<_, _>>()?;
         Ok(Response::new(pb::ListCollectionsResponse { collections }))
     }
 
@@ -66,10 +85,12 @@ impl Collections for CollectionsService {
         &self,
         request: Request<pb::DeleteCollectionRequest>,
     ) -> Result<Response<pb::DeleteCollectionResponse>, Status> {
-        let name = convert::collection_name("name", &request.get_ref().name)?;
-        self.node
-            .write(Command::Collections(CollectionsCommand::Drop { name }))
-            .await?;
+        let req = request.into_inner();
+        let name = convert::collection_name("name", &req.name)?;
+        if let Some(leader) = self.node.meta_leader_elsewhere()? {
+            return CollectionsClient::new(leader).delete(req).await;
+        }
+        self.node.drop_collection(&name).await?;
         Ok(Response::new(pb::DeleteCollectionResponse {}))
     }
 }

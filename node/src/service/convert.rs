@@ -15,6 +15,7 @@ use quiver_index::payload_index::FieldType;
 use quiver_proto::v1 as pb;
 
 use crate::error::{NodeError, Result};
+use crate::placement::MAX_SHARDS;
 use crate::point::{CollectionSpec, IndexKind, JsonMap, NewPoint, PointId};
 
 /// Longest collection name.
@@ -175,6 +176,36 @@ pub fn collection_spec(
     })
 }
 
+/// The shard count a create asks for (0: one shard).
+pub fn shard_count(value: u32) -> Result<u32> {
+    match value {
+        0 => Ok(1),
+        n if n > MAX_SHARDS => Err(invalid(
+            "shard_count",
+            format!("{n} exceeds the limit of {MAX_SHARDS}"),
+        )),
+        n => Ok(n),
+    }
+}
+
+/// A collection's spec back from its description (as a router learns it from the cluster).
+pub fn spec_from_info(info: &pb::CollectionInfo) -> Result<CollectionSpec> {
+    let request = pb::CreateCollectionRequest {
+        name: info.name.clone(),
+        dim: info.dim,
+        metric: info.metric,
+        index: info.index.clone(),
+        payload_indexes: info.payload_indexes.clone(),
+        search_defaults: info.search_defaults.clone(),
+        ..Default::default()
+    };
+    let unlimited = LimitsConfig {
+        max_dimension: usize::MAX,
+        ..LimitsConfig::default()
+    };
+    collection_spec(&request, &unlimited, usize::MAX)
+}
+
 /// A collection's description on the wire.
 pub fn collection_info(
     spec: &CollectionSpec,
@@ -206,6 +237,9 @@ pub fn collection_info(
         }),
         points_count: points_count as u64,
         indexed_vectors: indexed_vectors as u64,
+        shard_count: 0,
+        replication_factor: 0,
+        shards: Vec::new(),
     }
 }
 

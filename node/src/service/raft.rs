@@ -42,13 +42,13 @@ impl RaftRpc for RaftService {
     ) -> Result<Response<RaftReply>, Status> {
         let req = request.into_inner();
         let raft = self.node.group(req.group)?;
-        reply(&raft.append_entries(decode(&req.payload)?).await)
+        reply(&raft.raft().append_entries(decode(&req.payload)?).await)
     }
 
     async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let req = request.into_inner();
         let raft = self.node.group(req.group)?;
-        reply(&raft.vote(decode(&req.payload)?).await)
+        reply(&raft.raft().vote(decode(&req.payload)?).await)
     }
 
     async fn install_snapshot(
@@ -57,6 +57,6 @@ impl RaftRpc for RaftService {
     ) -> Result<Response<RaftReply>, Status> {
         let req = request.into_inner();
         let raft = self.node.group(req.group)?;
-        reply(&raft.install_snapshot(decode(&req.payload)?).await)
+        reply(&raft.raft().install_snapshot(decode(&req.payload)?).await)
     }
 }

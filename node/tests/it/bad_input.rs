@@ -151,6 +151,7 @@ async fn bad_input_is_rejected_with_the_field_named_and_changes_nothing() {
         .upsert(pb::UpsertRequest {
             collection: "c".into(),
             points: vec![point(1, vec![1.0, 0.0, 0.0], json!({"k": "v"}))],
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -159,6 +160,7 @@ async fn bad_input_is_rejected_with_the_field_named_and_changes_nothing() {
     let upsert = |pts: Vec<pb::Point>| pb::UpsertRequest {
         collection: "c".into(),
         points: pts,
+        ..Default::default()
     };
     let ok = || point(100, vec![0.0, 1.0, 0.0], json!({}));
     let cases: Vec<(Vec<pb::Point>, &str)> = vec![
@@ -245,6 +247,7 @@ async fn bad_input_is_rejected_with_the_field_named_and_changes_nothing() {
             .upsert(pb::UpsertRequest {
                 collection: "nope".into(),
                 points: vec![ok()],
+                ..Default::default()
             })
             .await,
         Code::NotFound,

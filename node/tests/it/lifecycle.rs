@@ -80,6 +80,7 @@ async fn collection_and_points_lifecycle() {
         .upsert(pb::UpsertRequest {
             collection: "docs".into(),
             points: batch,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -178,6 +179,7 @@ async fn collection_and_points_lifecycle() {
                 vec![-1.0, 0.0, 0.0, 0.0],
                 json!({"category": "z"}),
             )],
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -327,6 +329,7 @@ async fn flat_collections_with_uuid_ids_and_every_metric() {
             .upsert(pb::UpsertRequest {
                 collection: name.into(),
                 points: pts,
+                ..Default::default()
             })
             .await
             .unwrap();

@@ -100,7 +100,13 @@ async fn restarts_keep_every_acknowledged_write() {
     let before = snapshot(&server, &queries).await;
     assert_eq!(before.0, 2_900);
     server.stop().await;
-    let graphs = dir.path().join("graphs");
+    // The collection's one shard keeps its graph dumps in its own directory.
+    let shard_dirs: Vec<_> = std::fs::read_dir(dir.path().join("shards"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert_eq!(shard_dirs.len(), 1, "one shard replica");
+    let graphs = shard_dirs[0].path().join("graphs");
     assert!(
         std::fs::read_dir(&graphs).unwrap().count() == 1,
         "one graph dumped"

@@ -59,6 +59,7 @@ pub fn create_request(name: &str, dim: u32, metric: pb::Metric) -> pb::CreateCol
         }),
         payload_indexes: vec![],
         search_defaults: None,
+        ..Default::default()
     }
 }
 
@@ -102,6 +103,7 @@ pub async fn must_upsert_all(
             .upsert(pb::UpsertRequest {
                 collection: collection.into(),
                 points: chunk.to_vec(),
+                ..Default::default()
             })
             .await
             .expect("upsert");

@@ -1,0 +1,595 @@
+//! The coordinator: serves a client's request over a sharded collection.
+//!
+//! A write is validated whole first (so bad input changes nothing on any shard), split by the
+//! shard each point id hashes to, and each part sent to that shard's leader with an idempotency
+//! key (`<request_id>/<shard>`), so a retried part is applied once. Reads fan out to every shard
+//! in parallel (to the leader, or for `any` consistency to the nearest replica) and the answers
+//! are merged: the best `top_k` for a search, id order for a scroll.
+//!
+//! Nodes and routers both coordinate; they differ in their [`Directory`]: a node reads the shard
+//! map its meta replica applied and calls its own replicas directly, a router caches the map it
+//! fetched from the cluster. A request for a shard is sent with the `quiver-shard-group` header;
+//! the node answering serves it from its replica of that group or refuses it with the leader's
+//! address ("not the leader") or as a stale shard map, which the coordinator follows.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::join_all;
+use parking_lot::Mutex;
+use quiver_config::LimitsConfig;
+use quiver_index::distance::Metric;
+use quiver_proto::v1 as pb;
+use quiver_proto::v1::collections_client::CollectionsClient;
+use quiver_proto::v1::points_client::PointsClient;
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Status};
+use tracing::warn;
+
+use crate::error::NodeError;
+use crate::group::{encode_cursor, Group};
+use crate::placement::{shard_index, Placement};
+use crate::point::PointId;
+use crate::raft::network::Peers;
+use crate::raft::NodeId;
+use crate::service::{convert, shard};
+
+/// The header naming the shard group a request is for.
+pub const SHARD_HEADER: &str = "quiver-shard-group";
+
+/// How long one request may spend following leader changes and moved replicas.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(15);
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+const DEFAULT_TOP_K: usize = 10;
+const DEFAULT_SCROLL_LIMIT: usize = 100;
+
+/// Where collections' shards are and how to reach them.
+pub trait Directory: Send + Sync {
+    /// The placement of collection `name` as last known.
+    fn placement(&self, name: &str) -> Result<Placement, NodeError>;
+    /// The address of node `node`.
+    fn address(&self, node: NodeId) -> Option<String>;
+    /// This process's own replica of `group`, its node id and address, if it has one.
+    fn local(&self, group: u64) -> Option<(Arc<Group>, NodeId, String)>;
+    /// Learns the shard map again (after a stale answer).
+    fn refresh(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+}
+
+/// Where a shard request goes.
+pub enum Target {
+    Local(Arc<Group>),
+    Remote(Channel),
+}
+
+/// Which replica of a shard may answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Leader,
+    /// Any replica, this process's own first.
+    Nearest,
+}
+
+/// What a failed attempt means for the request.
+#[derive(Debug, PartialEq)]
+enum Failure {
+    /// Refused by a follower that named the leader: not applied, send it there.
+    Redirect(String),
+    /// Not applied (refused by a follower, no replica there, or never sent): try another replica.
+    Retry,
+    /// Anything else, including failures after which a write may have been applied.
+    Final,
+}
+
+fn classify(status: &Status) -> Failure {
+    let metadata = status.metadata();
+    if let Some(addr) = metadata
+        .get("quiver-leader-address")
+        .and_then(|v| v.to_str().ok())
+    {
+        return Failure::Redirect(addr.to_string());
+    }
+    if metadata.contains_key("quiver-stale-shard") {
+        return Failure::Retry;
+    }
+    let message = status.message();
+    if status.code() == Code::Unavailable
+        && (message.starts_with("not the leader")
+            || message.contains("connect error")
+            || message.contains("error trying to connect")
+            || message.contains("tcp connect"))
+    {
+        return Failure::Retry;
+    }
+    Failure::Final
+}
+
+/// Splits, sends and merges requests over sharded collections.
+pub struct Coordinator {
+    directory: Arc<dyn Directory>,
+    limits: LimitsConfig,
+    channels: Peers,
+    /// Last known leader address per shard group.
+    leaders: Mutex<HashMap<u64, String>>,
+}
+
+/// A request for one shard, with the header naming its group.
+fn for_group<T>(group: u64, message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request
+        .metadata_mut()
+        .insert(SHARD_HEADER, MetadataValue::from(group));
+    request
+}
+
+fn points_client(channel: Channel) -> PointsClient<Channel> {
+    PointsClient::new(channel)
+        .max_decoding_message_size(usize::MAX)
+        .max_encoding_message_size(usize::MAX)
+}
+
+fn route(consistency: i32) -> Route {
+    if consistency == pb::ReadConsistency::Any as i32 {
+        Route::Nearest
+    } else {
+        Route::Leader
+    }
+}
+
+/// Merges the answers of a write's parts: the first failure, or the affected counts summed.
+fn merge_writes(
+    parts: Vec<Result<pb::WriteResponse, Status>>,
+) -> Result<pb::WriteResponse, Status> {
+    let mut merged = pb::WriteResponse::default();
+    for part in parts {
+        let part = part?;
+        merged.affected += part.affected;
+        merged.applied_index = merged.applied_index.max(part.applied_index);
+    }
+    Ok(merged)
+}
+
+impl Coordinator {
+    pub fn new(directory: Arc<dyn Directory>, limits: LimitsConfig) -> Self {
+        Self {
+            directory,
+            limits,
+            channels: Peers::default(),
+            leaders: Mutex::default(),
+        }
+    }
+
+    /// The placement of `name`, learning the shard map again once if it is not known.
+    async fn placement(&self, field: &str, name: &str) -> Result<Placement, Status> {
+        let name = convert::collection_name(field, name)?;
+        match self.directory.placement(&name) {
+            Err(NodeError::NotFound(_)) => {
+                self.directory.refresh().await;
+                Ok(self.directory.placement(&name)?)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    /// Runs `call` against a replica of shard `shard` of `collection`, following leader
+    /// redirects and moved replicas until it succeeds, fails for good, or the deadline passes.
+    async fn on_shard<T, F, Fut>(
+        &self,
+        collection: &str,
+        shard: usize,
+        route: Route,
+        call: F,
+    ) -> Result<T, Status>
+    where
+        F: Fn(u64, Target) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        let deadline = tokio::time::Instant::now() + REQUEST_DEADLINE;
+        let mut last = Status::unavailable(format!("shard {shard} of `{collection}`: no replica"));
+        let mut hint = None;
+        loop {
+            let placement = self.directory.placement(collection)?;
+            let Some(shard_placement) = placement.shards.get(shard) else {
+                return Err(NodeError::NotFound(format!("shard {shard} of `{collection}`")).into());
+            };
+            let group = shard_placement.group;
+            let local = self.directory.local(group);
+            // Addresses to try, in order; this process's own replica is called directly.
+            let mut candidates: Vec<String> = Vec::new();
+            match route {
+                Route::Leader => {
+                    candidates.extend(hint.take());
+                    candidates.extend(self.leaders.lock().get(&group).cloned());
+                }
+                Route::Nearest => candidates.extend(local.as_ref().map(|(_, _, a)| a.clone())),
+            }
+            for node in &shard_placement.replicas {
+                match &local {
+                    Some((_, own, address)) if own == node => candidates.push(address.clone()),
+                    _ => candidates.extend(self.directory.address(*node)),
+                }
+            }
+            let mut seen = std::collections::HashSet::new();
+            candidates.retain(|a| seen.insert(a.clone()));
+            let mut redirected = false;
+            for address in candidates {
+                let target = match &local {
+                    Some((replica, _, own)) if *own == address => Target::Local(replica.clone()),
+                    _ => match self.channels.channel(&address) {
+                        Ok(channel) => Target::Remote(channel),
+                        Err(e) => {
+                            warn!(address, error = %e, "bad replica address");
+                            continue;
+                        }
+                    },
+                };
+                match call(group, target).await {
+                    Ok(answer) => {
+                        if route == Route::Leader {
+                            self.leaders.lock().insert(group, address);
+                        }
+                        return Ok(answer);
+                    }
+                    Err(status) => match classify(&status) {
+                        Failure::Final => return Err(status),
+                        Failure::Redirect(leader) => {
+                            self.leaders.lock().insert(group, leader.clone());
+                            hint = Some(leader);
+                            redirected = true;
+                            last = status;
+                            break;
+                        }
+                        Failure::Retry => {
+                            if self.leaders.lock().get(&group) == Some(&address) {
+                                self.leaders.lock().remove(&group);
+                            }
+                            last = status;
+                        }
+                    },
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(last);
+            }
+            if !redirected {
+                tokio::time::sleep(RETRY_PAUSE).await;
+                self.directory.refresh().await;
+            }
+        }
+    }
+
+    pub async fn upsert(&self, req: pb::UpsertRequest) -> Result<pb::WriteResponse, Status> {
+        let placement = self.placement("collection", &req.collection).await?;
+        // Validate the whole batch before any shard sees a part of it.
+        let points = convert::upsert_points(&req.points, &placement.spec, &self.limits)?;
+        let count = placement.shards.len();
+        let mut parts: BTreeMap<usize, Vec<pb::Point>> = BTreeMap::new();
+        for (checked, point) in points.iter().zip(req.points) {
+            parts
+                .entry(shard_index(&checked.id, count))
+                .or_default()
+                .push(point);
+        }
+        let request_id = request_id(&req.request_id);
+        let limits = &self.limits;
+        let calls = parts.into_iter().map(|(shard, points)| {
+            let part = pb::UpsertRequest {
+                collection: placement.spec.name.clone(),
+                points,
+                request_id: format!("{request_id}/{shard}"),
+            };
+            self.on_shard(
+                &placement.spec.name,
+                shard,
+                Route::Leader,
+                move |group, target| {
+                    let part = part.clone();
+                    async move {
+                        match target {
+                            Target::Local(g) => Ok(shard::upsert(&g, limits, part).await?),
+                            Target::Remote(c) => points_client(c)
+                                .upsert(for_group(group, part))
+                                .await
+                                .map(|r| r.into_inner()),
+                        }
+                    }
+                },
+            )
+        });
+        merge_writes(join_all(calls).await)
+    }
+
+    pub async fn delete(&self, req: pb::DeletePointsRequest) -> Result<pb::WriteResponse, Status> {
+        let placement = self.placement("collection", &req.collection).await?;
+        let count = placement.shards.len();
+        let request_id = request_id(&req.request_id);
+        let mut parts: BTreeMap<usize, pb::DeletePointsRequest> = BTreeMap::new();
+        if req.ids.is_empty() {
+            // By filter: every shard deletes its matches (each checks the filter the same way).
+            for shard in 0..count {
+                parts.insert(shard, req.clone());
+            }
+        } else {
+            let ids = convert::point_ids(&req.ids, &self.limits)?;
+            for (id, wire) in ids.iter().zip(&req.ids) {
+                parts
+                    .entry(shard_index(id, count))
+                    .or_insert_with(|| pb::DeletePointsRequest {
+                        ids: Vec::new(),
+                        ..req.clone()
+                    })
+                    .ids
+                    .push(wire.clone());
+            }
+        }
+        let limits = &self.limits;
+        let calls = parts.into_iter().map(|(shard, mut part)| {
+            part.request_id = format!("{request_id}/{shard}");
+            self.on_shard(
+                &placement.spec.name,
+                shard,
+                Route::Leader,
+                move |group, target| {
+                    let part = part.clone();
+                    async move {
+                        match target {
+                            Target::Local(g) => Ok(shard::delete(&g, limits, part).await?),
+                            Target::Remote(c) => points_client(c)
+                                .delete(for_group(group, part))
+                                .await
+                                .map(|r| r.into_inner()),
+                        }
+                    }
+                },
+            )
+        });
+        merge_writes(join_all(calls).await)
+    }
+
+    pub async fn get(&self, req: pb::GetPointsRequest) -> Result<pb::GetPointsResponse, Status> {
+        let placement = self.placement("collection", &req.collection).await?;
+        let count = placement.shards.len();
+        let ids = convert::point_ids(&req.ids, &self.limits)?;
+        let mut parts: BTreeMap<usize, pb::GetPointsRequest> = BTreeMap::new();
+        for (id, wire) in ids.iter().zip(&req.ids) {
+            parts
+                .entry(shard_index(id, count))
+                .or_insert_with(|| pb::GetPointsRequest {
+                    ids: Vec::new(),
+                    ..req.clone()
+                })
+                .ids
+                .push(wire.clone());
+        }
+        let limits = &self.limits;
+        let to = route(req.consistency);
+        let calls = parts.into_iter().map(|(shard, part)| {
+            self.on_shard(&placement.spec.name, shard, to, move |group, target| {
+                let part = part.clone();
+                async move {
+                    match target {
+                        Target::Local(g) => Ok(shard::get(&g, limits, part).await?),
+                        Target::Remote(c) => points_client(c)
+                            .get(for_group(group, part))
+                            .await
+                            .map(|r| r.into_inner()),
+                    }
+                }
+            })
+        });
+        let mut found: HashMap<PointId, pb::Point> = HashMap::new();
+        for part in join_all(calls).await {
+            for point in part?.points {
+                if let Ok(id) = convert::point_id("id", point.id.as_ref()) {
+                    found.insert(id, point);
+                }
+            }
+        }
+        // In the order asked for.
+        let points = ids.iter().filter_map(|id| found.remove(id)).collect();
+        Ok(pb::GetPointsResponse { points })
+    }
+
+    pub async fn search(&self, req: pb::SearchRequest) -> Result<pb::SearchResponse, Status> {
+        let placement = self.placement("collection", &req.collection).await?;
+        let top_k = match req.top_k {
+            0 => DEFAULT_TOP_K,
+            k => k as usize,
+        };
+        let limits = &self.limits;
+        let to = route(req.consistency);
+        let calls = (0..placement.shards.len()).map(|shard| {
+            let part = req.clone();
+            self.on_shard(&placement.spec.name, shard, to, move |group, target| {
+                let part = part.clone();
+                async move {
+                    match target {
+                        Target::Local(g) => Ok(shard::search(&g, limits, part).await?),
+                        Target::Remote(c) => points_client(c)
+                            .search(for_group(group, part))
+                            .await
+                            .map(|r| r.into_inner()),
+                    }
+                }
+            })
+        });
+        let mut results = Vec::new();
+        let mut plans: Vec<String> = Vec::new();
+        for part in join_all(calls).await {
+            let part = part?;
+            results.extend(part.results);
+            if !plans.contains(&part.plan) {
+                plans.push(part.plan);
+            }
+        }
+        let lower_is_better = placement.spec.metric == Metric::L2;
+        results.sort_by(|a, b| {
+            let order = a.score.total_cmp(&b.score);
+            if lower_is_better {
+                order
+            } else {
+                order.reverse()
+            }
+        });
+        results.truncate(top_k);
+        Ok(pb::SearchResponse {
+            results,
+            plan: plans.join("+"),
+        })
+    }
+
+    pub async fn scroll(&self, req: pb::ScrollRequest) -> Result<pb::ScrollResponse, Status> {
+        let placement = self.placement("collection", &req.collection).await?;
+        let limit = match req.limit {
+            0 => DEFAULT_SCROLL_LIMIT,
+            l => l as usize,
+        };
+        let limits = &self.limits;
+        let to = route(req.consistency);
+        let calls = (0..placement.shards.len()).map(|shard| {
+            let part = req.clone();
+            self.on_shard(&placement.spec.name, shard, to, move |group, target| {
+                let part = part.clone();
+                async move {
+                    match target {
+                        Target::Local(g) => Ok(shard::scroll(&g, limits, part).await?),
+                        Target::Remote(c) => points_client(c)
+                            .scroll(for_group(group, part))
+                            .await
+                            .map(|r| r.into_inner()),
+                    }
+                }
+            })
+        });
+        // Each shard returned its first `limit` ids after the cursor; the first `limit` of
+        // their union are the collection's.
+        let mut more = false;
+        let mut points: Vec<(PointId, pb::Point)> = Vec::new();
+        for part in join_all(calls).await {
+            let part = part?;
+            more |= !part.next_cursor.is_empty();
+            for point in part.points {
+                let id = convert::point_id("id", point.id.as_ref())?;
+                points.push((id, point));
+            }
+        }
+        points.sort_by(|a, b| a.0.cmp(&b.0));
+        more |= points.len() > limit;
+        points.truncate(limit);
+        let next_cursor = match points.last() {
+            Some((id, _)) if more => encode_cursor(id),
+            _ => String::new(),
+        };
+        Ok(pb::ScrollResponse {
+            points: points.into_iter().map(|(_, p)| p).collect(),
+            next_cursor,
+        })
+    }
+
+    /// A collection's description with each shard's replicas, leader and counts (as the
+    /// nearest replica of each shard reports them; a shard none answers shows no leader).
+    pub async fn info(&self, name: &str) -> Result<pb::CollectionInfo, Status> {
+        let placement = self.placement("name", name).await?;
+        let calls = (0..placement.shards.len()).map(|shard| {
+            let request = pb::GetCollectionRequest {
+                name: placement.spec.name.clone(),
+            };
+            let answer = self.on_shard(
+                &placement.spec.name,
+                shard,
+                Route::Nearest,
+                move |group, target| {
+                    let request = request.clone();
+                    async move {
+                        match target {
+                            Target::Local(g) => Ok(shard::info(&g, &request.name)?),
+                            Target::Remote(c) => CollectionsClient::new(c)
+                                .get(for_group(group, request))
+                                .await
+                                .map(|r| r.into_inner()),
+                        }
+                    }
+                },
+            );
+            tokio::time::timeout(Duration::from_secs(3), answer)
+        });
+        let answers = join_all(calls).await;
+        let mut info = convert::collection_info(&placement.spec, 0, 0);
+        info.shard_count = placement.shards.len() as u32;
+        info.replication_factor = placement.replication_factor;
+        for (s, answer) in placement.shards.iter().zip(answers) {
+            let reported = match answer {
+                Ok(Ok(i)) => i.shards.into_iter().next().unwrap_or_default(),
+                _ => pb::ShardInfo::default(),
+            };
+            info.points_count += reported.points_count;
+            info.indexed_vectors += reported.indexed_vectors;
+            info.shards.push(pb::ShardInfo {
+                shard: s.shard,
+                group: s.group,
+                replicas: s
+                    .replicas
+                    .iter()
+                    .map(|n| pb::ReplicaInfo {
+                        node: *n,
+                        address: self.directory.address(*n).unwrap_or_default(),
+                    })
+                    .collect(),
+                leader: reported.leader,
+                points_count: reported.points_count,
+                indexed_vectors: reported.indexed_vectors,
+            });
+        }
+        Ok(info)
+    }
+}
+
+/// The client's idempotency key, or a fresh one (so this coordinator's own retries of a part
+/// are applied once).
+fn request_id(given: &str) -> String {
+    if given.is_empty() {
+        uuid::Uuid::new_v4().to_string()
+    } else {
+        given.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_certainly_unapplied_failures_are_retried() {
+        let mut redirect = Status::unavailable("not the leader; the leader is node 2 at 1.2.3.4:5");
+        redirect
+            .metadata_mut()
+            .insert("quiver-leader-address", "127.0.0.1:7002".parse().unwrap());
+        assert_eq!(
+            classify(&redirect),
+            Failure::Redirect("127.0.0.1:7002".into())
+        );
+        assert_eq!(
+            classify(&Status::unavailable("not the leader")),
+            Failure::Retry
+        );
+        assert_eq!(
+            classify(&Status::from(NodeError::NoReplica { group: 9 })),
+            Failure::Retry
+        );
+        assert_eq!(
+            classify(&Status::unavailable(
+                "error trying to connect: connection refused"
+            )),
+            Failure::Retry
+        );
+        let ambiguous = Status::unavailable("unavailable: the write was not confirmed in time");
+        assert_eq!(classify(&ambiguous), Failure::Final);
+        assert_eq!(
+            classify(&Status::invalid_argument("vector")),
+            Failure::Final
+        );
+    }
+}

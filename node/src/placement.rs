@@ -1,0 +1,239 @@
+//! Where collections live: each collection is split into shards by a hash of the point id, and
+//! each shard is a Raft group of its own, replicated on distinct nodes.
+//!
+//! The meta group (group 0) holds the map as [`Placement`]s; every node keeps the copy its meta
+//! replica has applied ([`Placements`]) and opens the shard groups it is a replica of. Placing a
+//! new collection ([`place`]) spreads replicas evenly over the nodes, least loaded first.
+
+use std::collections::BTreeMap;
+
+use parking_lot::RwLock;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::error::{NodeError, Result};
+use crate::point::{CollectionSpec, PointId};
+use crate::raft::NodeId;
+
+/// The meta group: nodes, collections and the shard map.
+pub const META_GROUP: u64 = 0;
+
+/// The most shards a collection may have.
+pub const MAX_SHARDS: u32 = 256;
+
+/// One shard: a Raft group and the nodes holding its replicas.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShardPlacement {
+    pub shard: u32,
+    pub group: u64,
+    /// Nodes with a replica; the first formed the group.
+    pub replicas: Vec<NodeId>,
+    /// Bumped on every change of `replicas`.
+    pub epoch: u64,
+}
+
+/// A collection as the meta group knows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Placement {
+    /// The meta log index that created it: distinguishes a re-created collection of the same name.
+    pub id: u64,
+    pub spec: CollectionSpec,
+    pub replication_factor: u32,
+    pub shards: Vec<ShardPlacement>,
+    /// True once every shard group was formed.
+    pub ready: bool,
+}
+
+impl Placement {
+    /// The shard that holds point `id`.
+    pub fn shard_of(&self, id: &PointId) -> &ShardPlacement {
+        &self.shards[shard_index(id, self.shards.len())]
+    }
+}
+
+/// The group id of shard `shard` of the collection created at meta index `collection_id`.
+/// Never 0 (the meta group), since meta index 0 holds the first membership, not a collection.
+pub fn shard_group(collection_id: u64, shard: u32) -> u64 {
+    (collection_id << 10) | u64::from(shard)
+}
+
+/// Which of `count` shards holds `id`: FNV-1a of the id's key, so every router and node agrees
+/// and the spread is even for sequential and random ids alike.
+pub fn shard_index(id: &PointId, count: usize) -> usize {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in id.to_key() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    (hash % count.max(1) as u64) as usize
+}
+
+/// Chooses `replication_factor` distinct nodes for each of `shard_count` shards. Nodes carrying
+/// fewer replicas (in `load`, which is updated) come first and ties rotate with the shard; first
+/// replicas are spread on their own, so replicas and first replicas both spread evenly.
+pub fn place(
+    nodes: &[NodeId],
+    load: &mut BTreeMap<NodeId, usize>,
+    shard_count: u32,
+    replication_factor: u32,
+) -> Result<Vec<Vec<NodeId>>> {
+    let rf = replication_factor as usize;
+    if rf > nodes.len() {
+        return Err(NodeError::invalid(
+            "replication_factor",
+            format!(
+                "{rf} replicas need {rf} nodes; the cluster has {}",
+                nodes.len()
+            ),
+        ));
+    }
+    let mut firsts: BTreeMap<NodeId, usize> = BTreeMap::new();
+    let mut shards = Vec::with_capacity(shard_count as usize);
+    for shard in 0..shard_count as usize {
+        let rotation = |i: usize| (i + nodes.len() - shard % nodes.len()) % nodes.len();
+        // The first replica forms the group and usually leads it: spread those on their own.
+        let first = nodes
+            .iter()
+            .enumerate()
+            .min_by_key(|(i, n)| {
+                let load = load.get(n).copied().unwrap_or(0);
+                (firsts.get(n).copied().unwrap_or(0), load, rotation(*i))
+            })
+            .map(|(_, n)| *n);
+        let mut chosen: Vec<NodeId> = first.into_iter().collect();
+        let mut rest: Vec<(usize, usize, NodeId)> = nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| Some(**n) != first)
+            .map(|(i, n)| (load.get(n).copied().unwrap_or(0), rotation(i), *n))
+            .collect();
+        rest.sort_unstable();
+        chosen.extend(rest.iter().take(rf.saturating_sub(1)).map(|c| c.2));
+        if let Some(first) = first {
+            *firsts.entry(first).or_default() += 1;
+        }
+        for n in &chosen {
+            *load.entry(*n).or_default() += 1;
+        }
+        shards.push(chosen);
+    }
+    Ok(shards)
+}
+
+/// The placements a node's meta replica has applied, shared by the meta state machine (the
+/// writer) and everything that routes or hosts shards. Every change bumps a version that
+/// [`Placements::subscribe`] watches.
+#[derive(Debug)]
+pub struct Placements {
+    map: RwLock<BTreeMap<String, Placement>>,
+    version: watch::Sender<u64>,
+}
+
+impl Default for Placements {
+    fn default() -> Self {
+        Self {
+            map: RwLock::default(),
+            version: watch::channel(0).0,
+        }
+    }
+}
+
+impl Placements {
+    pub fn get(&self, name: &str) -> Result<Placement> {
+        self.map
+            .read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| NodeError::NotFound(format!("collection `{name}`")))
+    }
+
+    pub fn list(&self) -> Vec<Placement> {
+        self.map.read().values().cloned().collect()
+    }
+
+    /// The collection and shard of group `group`.
+    pub fn by_group(&self, group: u64) -> Option<(Placement, ShardPlacement)> {
+        self.map.read().values().find_map(|p| {
+            p.shards
+                .iter()
+                .find(|s| s.group == group)
+                .map(|s| (p.clone(), s.clone()))
+        })
+    }
+
+    /// Replicas per node.
+    pub fn load(&self) -> BTreeMap<NodeId, usize> {
+        let mut load = BTreeMap::new();
+        for p in self.map.read().values() {
+            for s in &p.shards {
+                for n in &s.replicas {
+                    *load.entry(*n).or_default() += 1;
+                }
+            }
+        }
+        load
+    }
+
+    /// Notified after every change.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.version.subscribe()
+    }
+
+    pub(crate) fn replace_all(&self, all: BTreeMap<String, Placement>) {
+        *self.map.write() = all;
+        self.version.send_modify(|v| *v += 1);
+    }
+
+    pub(crate) fn put(&self, placement: Placement) {
+        self.map
+            .write()
+            .insert(placement.spec.name.clone(), placement);
+        self.version.send_modify(|v| *v += 1);
+    }
+
+    pub(crate) fn remove(&self, name: &str) {
+        self.map.write().remove(name);
+        self.version.send_modify(|v| *v += 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placement_spreads_replicas_and_first_replicas_evenly() {
+        let nodes = [1, 2, 3];
+        let mut load = BTreeMap::new();
+        let shards = place(&nodes, &mut load, 6, 2).unwrap();
+        for s in &shards {
+            assert_eq!(s.len(), 2);
+            assert_ne!(s[0], s[1]);
+        }
+        assert!(load.values().all(|&n| n == 4), "{load:?}");
+        let mut firsts = BTreeMap::new();
+        for s in &shards {
+            *firsts.entry(s[0]).or_insert(0) += 1;
+        }
+        assert!(firsts.values().all(|&n| n == 2), "{firsts:?}");
+        // A new collection fills the least loaded node first.
+        let mut load = BTreeMap::from([(1, 5), (2, 5), (3, 0)]);
+        assert_eq!(place(&nodes, &mut load, 1, 1).unwrap(), vec![vec![3]]);
+        let err = place(&nodes, &mut BTreeMap::new(), 1, 4).unwrap_err();
+        assert!(err.to_string().contains("replication_factor"), "{err}");
+    }
+
+    #[test]
+    fn ids_spread_evenly_over_shards() {
+        let mut counts = [0usize; 4];
+        for n in 0..4000u64 {
+            counts[shard_index(&PointId::Num(n), 4)] += 1;
+        }
+        assert!(
+            counts.iter().all(|&c| (800..1200).contains(&c)),
+            "{counts:?}"
+        );
+        assert_eq!(shard_index(&PointId::Num(7), 1), 0);
+        assert_ne!(shard_group(1, 0), META_GROUP);
+    }
+}
