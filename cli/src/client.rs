@@ -76,6 +76,12 @@ pub enum CollectionCommand {
         /// Payload index, FIELD:TYPE with TYPE keyword|integer|float|datetime (repeatable).
         #[arg(long = "payload-index", value_name = "FIELD:TYPE")]
         payload_indexes: Vec<String>,
+        /// Shards (Raft groups) the points are spread over by id.
+        #[arg(long, default_value_t = 1)]
+        shards: u32,
+        /// Replicas of each shard, on distinct nodes (default: min(3, nodes)).
+        #[arg(long)]
+        replication_factor: Option<u32>,
         #[command(flatten)]
         endpoint: Endpoint,
     },
@@ -144,6 +150,26 @@ fn info_json(c: &pb::CollectionInfo) -> Value {
             json!({"key": f.key, "type": t})
         })
         .collect();
+    let shards: Vec<Value> = c
+        .shards
+        .iter()
+        .map(|s| {
+            let replicas: Vec<Value> = s
+                .replicas
+                .iter()
+                .map(
+                    |r| json!({"node": r.node, "address": r.address, "leader": r.node == s.leader}),
+                )
+                .collect();
+            json!({
+                "shard": s.shard,
+                "group": s.group,
+                "leader": s.leader,
+                "replicas": replicas,
+                "points": s.points_count,
+            })
+        })
+        .collect();
     json!({
         "name": c.name,
         "dim": c.dim,
@@ -152,6 +178,9 @@ fn info_json(c: &pb::CollectionInfo) -> Value {
         "payload_indexes": payload_indexes,
         "points": c.points_count,
         "indexed_vectors": c.indexed_vectors,
+        "shard_count": c.shard_count,
+        "replication_factor": c.replication_factor,
+        "shards": shards,
     })
 }
 
@@ -166,6 +195,8 @@ pub async fn collection(cmd: CollectionCommand) -> anyhow::Result<()> {
             ef_construction,
             ef,
             payload_indexes,
+            shards,
+            replication_factor,
             endpoint,
         } => {
             let metric = match metric {
@@ -191,7 +222,10 @@ pub async fn collection(cmd: CollectionCommand) -> anyhow::Result<()> {
                 search_defaults: Some(pb::SearchDefaults {
                     ef: ef.unwrap_or(0),
                 }),
-                ..Default::default()
+                shard_count: shards,
+                replication_factor: replication_factor.unwrap_or(0),
+                // A retry of this command after a lost answer returns the same outcome.
+                request_id: uuid::Uuid::new_v4().to_string(),
             };
             let mut client = CollectionsClient::new(endpoint.channel().await?);
             let info = client.create(req).await.map_err(status)?.into_inner();
@@ -555,32 +589,74 @@ where
     }
 }
 
-fn print_status(s: &pb::ClusterStatus) -> anyhow::Result<()> {
-    let node = |n: &pb::NodeInfo| json!({"id": n.id, "address": n.address});
-    let groups: Vec<Value> = s
-        .groups
+/// The cluster as every member sees it: members, then each group (the meta group is 0) with
+/// its leader and each replica's role, log and applied index, and lag behind the leader's log.
+async fn cluster_view(first: pb::ClusterStatus) -> anyhow::Result<Value> {
+    let mut views = Vec::new();
+    for member in &first.members {
+        let answer = async {
+            let channel = Endpoint {
+                endpoint: format!("http://{}", member.address),
+            }
+            .channel()
+            .await?;
+            let status = tokio::time::timeout(
+                std::time::Duration::from_secs(2),
+                ClusterClient::new(channel).status(pb::StatusRequest {}),
+            )
+            .await??;
+            anyhow::Ok(status.into_inner())
+        };
+        views.push((member.clone(), answer.await.ok()));
+    }
+    let mut groups: std::collections::BTreeMap<u64, Value> = std::collections::BTreeMap::new();
+    for (_, view) in &views {
+        for g in view.iter().flat_map(|v| &v.groups) {
+            let entry = groups.entry(g.group).or_insert_with(|| {
+                json!({"group": g.group, "collection": g.collection, "shard": g.shard,
+                       "leader": 0, "term": 0, "replicas": []})
+            });
+            if g.leader != 0 && g.term >= entry["term"].as_u64().unwrap_or(0) {
+                entry["leader"] = json!(g.leader);
+                entry["term"] = json!(g.term);
+            }
+        }
+    }
+    for (member, view) in &views {
+        for g in view.iter().flat_map(|v| &v.groups) {
+            let entry = groups.get_mut(&g.group).expect("group seen above");
+            entry["replicas"]
+                .as_array_mut()
+                .expect("array")
+                .push(json!({
+                    "node": member.id,
+                    "role": g.role,
+                    "last_log_index": g.last_log_index,
+                    "last_applied_index": g.last_applied_index,
+                }));
+        }
+    }
+    // Lag: how far each replica's applied index trails the furthest log of its group.
+    for entry in groups.values_mut() {
+        let replicas = entry["replicas"].as_array_mut().expect("array");
+        let head = replicas
+            .iter()
+            .filter_map(|r| r["last_log_index"].as_u64())
+            .max()
+            .unwrap_or(0);
+        for r in replicas.iter_mut() {
+            r["lag"] = json!(head.saturating_sub(r["last_applied_index"].as_u64().unwrap_or(0)));
+        }
+    }
+    let members: Vec<Value> = views
         .iter()
-        .map(|g| {
-            json!({
-                "group": g.group,
-                "leader": g.leader,
-                "term": g.term,
-                "voters": g.voters,
-                "learners": g.learners,
-                "role_here": g.role,
-                "last_log_index": g.last_log_index,
-                "last_applied_index": g.last_applied_index,
-                "matched": g.matched,
-            })
-        })
+        .map(|(m, v)| json!({"id": m.id, "address": m.address, "reachable": v.is_some()}))
         .collect();
-    let out = json!({
-        "node": s.node.as_ref().map(node),
-        "members": s.members.iter().map(node).collect::<Vec<_>>(),
-        "groups": groups,
-    });
-    println!("{}", serde_json::to_string_pretty(&out)?);
-    Ok(())
+    Ok(json!({
+        "node": first.node.as_ref().map(|n| json!({"id": n.id, "address": n.address})),
+        "members": members,
+        "groups": groups.into_values().collect::<Vec<_>>(),
+    }))
 }
 
 pub async fn cluster(cmd: ClusterCommand) -> anyhow::Result<()> {
@@ -609,7 +685,42 @@ pub async fn cluster(cmd: ClusterCommand) -> anyhow::Result<()> {
             .map_err(status)?
             .into_inner(),
     };
-    print_status(&status)
+    let view = cluster_view(status).await?;
+    println!("{}", serde_json::to_string_pretty(&view)?);
+    Ok(())
+}
+
+#[derive(Subcommand)]
+pub enum ShardCommand {
+    /// Move shard group GROUP's replica from node --from to node --to (the new replica catches
+    /// up before the old one leaves). Group ids are listed by `quiver collection info`.
+    Move {
+        group: u64,
+        #[arg(long)]
+        from: u64,
+        #[arg(long)]
+        to: u64,
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
+}
+
+pub async fn shard(cmd: ShardCommand) -> anyhow::Result<()> {
+    match cmd {
+        ShardCommand::Move {
+            group,
+            from,
+            to,
+            endpoint,
+        } => {
+            let moved = on_leader(&endpoint, |mut c| async move {
+                c.move_shard(pb::MoveShardRequest { group, from, to }).await
+            })
+            .await?;
+            println!("{}", json!({"group": group, "replicas": moved.replicas}));
+        }
+    }
+    Ok(())
 }
 
 /// Read consistency on the command line.

@@ -35,11 +35,14 @@ enum Command {
     Points(client::PointsCommand),
     /// Search a collection by vector.
     Search(client::SearchArgs),
-    /// Run a router: one endpoint for clients that follows the cluster's leader.
+    /// Run a router: one endpoint for clients that spreads requests over the cluster's shards.
     Router(server::RouterArgs),
     /// Form a cluster, add and remove nodes, show status.
     #[command(subcommand)]
     Cluster(client::ClusterCommand),
+    /// Move shard replicas between nodes.
+    #[command(subcommand)]
+    Shard(client::ShardCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -65,5 +68,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Search(args) => runtime.block_on(client::search(args)),
         Command::Cluster(cmd) => runtime.block_on(client::cluster(cmd)),
         Command::Router(args) => runtime.block_on(server::router(args)),
+        Command::Shard(cmd) => runtime.block_on(client::shard(cmd)),
     }
 }

@@ -162,16 +162,20 @@ impl Coordinator {
         }
     }
 
-    /// The placement of `name`, learning the shard map again once if it is not known.
+    /// The placement of `name`, learning the shard map again (a few times, briefly) if it is
+    /// not known: a collection created a moment ago may not have reached this directory yet.
     async fn placement(&self, field: &str, name: &str) -> Result<Placement, Status> {
         let name = convert::collection_name(field, name)?;
-        match self.directory.placement(&name) {
-            Err(NodeError::NotFound(_)) => {
-                self.directory.refresh().await;
-                Ok(self.directory.placement(&name)?)
+        for _ in 0..3 {
+            match self.directory.placement(&name) {
+                Err(NodeError::NotFound(_)) => {
+                    self.directory.refresh().await;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                other => return Ok(other?),
             }
-            other => Ok(other?),
         }
+        Ok(self.directory.placement(&name)?)
     }
 
     /// Runs `call` against a replica of shard `shard` of `collection`, following leader

@@ -53,6 +53,8 @@ pub struct Node {
     shards_dir: PathBuf,
     /// One reconciliation at a time.
     reconciling: tokio::sync::Mutex<()>,
+    /// One shard group formed at a time (creation and its resumption may race).
+    initializing: tokio::sync::Mutex<()>,
     stopped: AtomicBool,
 }
 
@@ -81,6 +83,7 @@ impl Node {
             shards: RwLock::default(),
             shards_dir: data_dir.join("shards"),
             reconciling: tokio::sync::Mutex::new(()),
+            initializing: tokio::sync::Mutex::new(()),
             stopped: AtomicBool::new(false),
         });
         if node.config.cluster.bootstrap {
@@ -276,6 +279,7 @@ impl Node {
     /// replicas, unless it was formed before. Only a collection's creation calls this, and only
     /// on each shard's first replica, so a group is formed once.
     pub async fn init_shard(&self, group: u64) -> Result<pb::GroupStatus> {
+        let _one_at_a_time = self.initializing.lock().await;
         let (placement, shard) = self.wait_for_placement(group).await?;
         if placement.ready {
             return Err(NodeError::invalid(

@@ -1,15 +1,19 @@
 //! The router: a stateless gRPC front for a quiver cluster.
 //!
-//! Clients talk to the router as they would to a node (`Collections`, `Points`); the router sends
-//! each request to the current leader. It learns the leader from any member's `Cluster.Status`,
-//! caches it, and follows a "not the leader" answer (the `quiver-leader-address` metadata) or a
-//! dead connection by refreshing. A request is retried only when it certainly was not applied:
-//! the node refused it as a follower, or the connection could not be made. An ambiguous failure
-//! (a write that timed out waiting for its commit) is returned to the client as it came.
+//! Clients talk to the router as they would to a node (`Collections`, `Points`).
+//! - `Points` requests are coordinated here ([`Coordinator`]) over a cached shard map
+//!   ([`RemoteDirectory`]): a write's points go to the leaders of the shards they hash to, reads
+//!   fan out to every shard and are merged. "Not the leader" answers are followed, and a stale
+//!   answer (a moved replica, an unknown collection) fetches the map again.
+//! - `Collections` requests change or describe the shard map, so they go to the meta group's
+//!   leader ([`Upstream`]), learned from any member and followed when it changes.
 //!
-//! Today a cluster has one Raft group holding all data, so "the leader" is one node; with shards
-//! as groups of their own the same cache becomes a shard map.
+//! A request is retried only when it certainly was not applied: a follower refused it, the node
+//! holds no replica of the shard, or the connection could not be made. An ambiguous failure (a
+//! write that timed out waiting for its commit) is returned to the client as it came; writes
+//! carry idempotency keys, so the client may retry them safely.
 
+mod directory;
 mod upstream;
 
 use std::future::Future;
@@ -19,7 +23,6 @@ use std::sync::Arc;
 use quiver_proto::v1 as pb;
 use quiver_proto::v1::collections_client::CollectionsClient;
 use quiver_proto::v1::collections_server::{Collections, CollectionsServer};
-use quiver_proto::v1::points_client::PointsClient;
 use quiver_proto::v1::points_server::{Points, PointsServer};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -27,6 +30,9 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 use tracing::info;
 
+pub use directory::RemoteDirectory;
+use quiver_config::LimitsConfig;
+use quiver_node::coordinator::Coordinator;
 pub use upstream::Upstream;
 
 /// Errors of running a router.
@@ -63,15 +69,20 @@ pub async fn run(
         .local_addr()
         .map_err(|e| RouterError::Serve(e.to_string()))?;
     info!(listen = %local, members = ?members, "quiver router serving gRPC");
-    serve(Arc::new(Upstream::new(members)), listener, shutdown).await
+    serve(members, listener, shutdown).await
 }
 
-/// Serves the router on `listener`.
+/// Serves the router for the cluster `members` belong to on `listener`.
 pub async fn serve(
-    upstream: Arc<Upstream>,
+    members: Vec<String>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RouterError> {
+    let upstream = Arc::new(Upstream::new(members.clone()));
+    let directory = RemoteDirectory::new(members);
+    directory.fetch().await;
+    // Limits are the nodes' to enforce; the router's own checks use the defaults' ceilings.
+    let coordinator = Arc::new(Coordinator::new(directory, LimitsConfig::default()));
     let (mut health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<CollectionsServer<CollectionsRouter>>()
@@ -84,7 +95,7 @@ pub async fn serve(
                 .max_decoding_message_size(usize::MAX),
         )
         .add_service(
-            PointsServer::new(PointsRouter(upstream))
+            PointsServer::new(PointsRouter(coordinator))
                 .max_decoding_message_size(usize::MAX)
                 .max_encoding_message_size(usize::MAX),
         )
@@ -93,11 +104,11 @@ pub async fn serve(
         .map_err(|e| RouterError::Serve(e.to_string()))
 }
 
-/// Forwards `Collections` calls to the leader.
+/// Forwards `Collections` calls to the meta group's leader.
 pub struct CollectionsRouter(Arc<Upstream>);
 
-/// Forwards `Points` calls to the leader.
-pub struct PointsRouter(Arc<Upstream>);
+/// Coordinates `Points` calls over the collection's shards.
+pub struct PointsRouter(Arc<Coordinator>);
 
 /// Sends a request through the upstream; it is cloned for each attempt.
 async fn forward<Req, Resp, F, Fut>(
@@ -118,12 +129,6 @@ where
 
 fn collections(channel: Channel) -> CollectionsClient<Channel> {
     CollectionsClient::new(channel).max_decoding_message_size(usize::MAX)
-}
-
-fn points(channel: Channel) -> PointsClient<Channel> {
-    PointsClient::new(channel)
-        .max_decoding_message_size(usize::MAX)
-        .max_encoding_message_size(usize::MAX)
 }
 
 #[tonic::async_trait]
@@ -183,34 +188,34 @@ impl Points for PointsRouter {
         &self,
         r: Request<pb::UpsertRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
-        forward(&self.0, r, |c, q| async move { points(c).upsert(q).await }).await
+        self.0.upsert(r.into_inner()).await.map(Response::new)
     }
 
     async fn get(
         &self,
         r: Request<pb::GetPointsRequest>,
     ) -> Result<Response<pb::GetPointsResponse>, Status> {
-        forward(&self.0, r, |c, q| async move { points(c).get(q).await }).await
+        self.0.get(r.into_inner()).await.map(Response::new)
     }
 
     async fn delete(
         &self,
         r: Request<pb::DeletePointsRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
-        forward(&self.0, r, |c, q| async move { points(c).delete(q).await }).await
+        self.0.delete(r.into_inner()).await.map(Response::new)
     }
 
     async fn search(
         &self,
         r: Request<pb::SearchRequest>,
     ) -> Result<Response<pb::SearchResponse>, Status> {
-        forward(&self.0, r, |c, q| async move { points(c).search(q).await }).await
+        self.0.search(r.into_inner()).await.map(Response::new)
     }
 
     async fn scroll(
         &self,
         r: Request<pb::ScrollRequest>,
     ) -> Result<Response<pb::ScrollResponse>, Status> {
-        forward(&self.0, r, |c, q| async move { points(c).scroll(q).await }).await
+        self.0.scroll(r.into_inner()).await.map(Response::new)
     }
 }

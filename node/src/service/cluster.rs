@@ -21,6 +21,9 @@ use crate::node::Node;
 use crate::raft::NodeId;
 use crate::NodeError;
 
+/// Marks a request one node forwarded to another.
+const FORWARDED: &str = "quiver-forwarded";
+
 /// Membership and status of this node's cluster.
 pub struct ClusterService {
     node: Arc<Node>,
@@ -182,8 +185,25 @@ impl Cluster for ClusterService {
 
     async fn placements(
         &self,
-        _request: Request<pb::PlacementsRequest>,
+        request: Request<pb::PlacementsRequest>,
     ) -> Result<Response<pb::PlacementsResponse>, Status> {
+        // The meta leader has applied every change it acknowledged; a follower may lag. Asked
+        // once on the client's behalf (never forwarded twice), and answered here if it fails.
+        let forwarded = request.metadata().contains_key(FORWARDED);
+        if let (false, Ok(Some(leader))) = (forwarded, self.node.meta_leader_elsewhere()) {
+            let mut request = Request::new(pb::PlacementsRequest {});
+            request
+                .metadata_mut()
+                .insert(FORWARDED, tonic::metadata::MetadataValue::from(1u64));
+            let forwarded = tokio::time::timeout(
+                Duration::from_secs(2),
+                ClusterClient::new(leader).placements(request),
+            )
+            .await;
+            if let Ok(Ok(answer)) = forwarded {
+                return Ok(answer);
+            }
+        }
         let members = self.node.members();
         let nodes = members
             .iter()

@@ -1,0 +1,145 @@
+//! The router's shard map: fetched from any cluster member (`Cluster.Placements`), cached, and
+//! fetched again when a coordinator meets a stale answer (a moved replica, an unknown
+//! collection).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+use quiver_node::coordinator::Directory;
+use quiver_node::group::Group;
+use quiver_node::placement::{Placement, ShardPlacement};
+use quiver_node::raft::network::Peers;
+use quiver_node::raft::NodeId;
+use quiver_node::service::convert;
+use quiver_node::NodeError;
+use quiver_proto::v1 as pb;
+use quiver_proto::v1::cluster_client::ClusterClient;
+use tracing::{debug, warn};
+
+const FETCH_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Default)]
+struct ShardMap {
+    placements: BTreeMap<String, Placement>,
+    addresses: BTreeMap<NodeId, String>,
+}
+
+/// The shard map as this router last fetched it.
+pub struct RemoteDirectory {
+    members: Mutex<Vec<String>>,
+    map: RwLock<ShardMap>,
+    channels: Peers,
+    /// Completed fetches; callers that waited for a fetch in progress take its result.
+    fetches: tokio::sync::Mutex<u64>,
+}
+
+impl RemoteDirectory {
+    /// `members`: addresses (`ip:port`) of some cluster members.
+    pub fn new(members: Vec<String>) -> Arc<Self> {
+        Arc::new(Self {
+            members: Mutex::new(members),
+            map: RwLock::default(),
+            channels: Peers::default(),
+            fetches: tokio::sync::Mutex::new(0),
+        })
+    }
+
+    /// Fetches the shard map from the first member that answers. Concurrent callers share one
+    /// fetch: whoever waited while another fetch ran takes that one's result.
+    pub async fn fetch(&self) {
+        let seen = self.fetches.try_lock().map(|n| *n).ok();
+        let mut fetches = self.fetches.lock().await;
+        if seen.is_none_or(|n| n != *fetches) {
+            return;
+        }
+        *fetches += 1;
+        let members = self.members.lock().clone();
+        for member in members {
+            let Ok(channel) = self.channels.channel(&member) else {
+                continue;
+            };
+            let answer = tokio::time::timeout(
+                FETCH_TIMEOUT,
+                ClusterClient::new(channel).placements(pb::PlacementsRequest {}),
+            )
+            .await;
+            let Ok(Ok(answer)) = answer else {
+                debug!(member, "member did not answer a placements request");
+                continue;
+            };
+            match shard_map(answer.into_inner()) {
+                Ok(map) => {
+                    if !map.addresses.is_empty() {
+                        *self.members.lock() = map.addresses.values().cloned().collect();
+                    }
+                    *self.map.write() = map;
+                    return;
+                }
+                Err(e) => warn!(member, error = %e, "unreadable shard map"),
+            }
+        }
+    }
+}
+
+fn shard_map(answer: pb::PlacementsResponse) -> Result<ShardMap, NodeError> {
+    let mut placements = BTreeMap::new();
+    for info in answer.collections {
+        let spec = convert::spec_from_info(&info)?;
+        let shards = info
+            .shards
+            .iter()
+            .map(|s| ShardPlacement {
+                shard: s.shard,
+                group: s.group,
+                replicas: s.replicas.iter().map(|r| r.node).collect(),
+                epoch: 0,
+            })
+            .collect();
+        placements.insert(
+            info.name.clone(),
+            Placement {
+                id: 0,
+                spec,
+                replication_factor: info.replication_factor,
+                shards,
+                ready: true,
+            },
+        );
+    }
+    let addresses = answer
+        .nodes
+        .into_iter()
+        .map(|n| (n.id, n.address))
+        .collect();
+    Ok(ShardMap {
+        placements,
+        addresses,
+    })
+}
+
+impl Directory for RemoteDirectory {
+    fn placement(&self, name: &str) -> Result<Placement, NodeError> {
+        self.map
+            .read()
+            .placements
+            .get(name)
+            .cloned()
+            .ok_or_else(|| NodeError::NotFound(format!("collection `{name}`")))
+    }
+
+    fn address(&self, node: NodeId) -> Option<String> {
+        self.map.read().addresses.get(&node).cloned()
+    }
+
+    fn local(&self, _group: u64) -> Option<(Arc<Group>, NodeId, String)> {
+        None
+    }
+
+    fn refresh(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(self.fetch())
+    }
+}
