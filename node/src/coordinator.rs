@@ -140,6 +140,7 @@ fn route(consistency: i32) -> Route {
 }
 
 /// Merges the answers of a write's parts: the first failure, or the affected counts summed.
+#[allow(clippy::result_large_err)] // tonic's Status, which the caller returns as is
 fn merge_writes(
     parts: Vec<Result<pb::WriteResponse, Status>>,
 ) -> Result<pb::WriteResponse, Status> {
@@ -480,7 +481,7 @@ impl Coordinator {
                 points.push((id, point));
             }
         }
-        points.sort_by(|a, b| a.0.cmp(&b.0));
+        points.sort_by_key(|p| p.0);
         more |= points.len() > limit;
         points.truncate(limit);
         let next_cursor = match points.last() {

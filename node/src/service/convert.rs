@@ -194,9 +194,9 @@ pub fn spec_from_info(info: &pb::CollectionInfo) -> Result<CollectionSpec> {
         name: info.name.clone(),
         dim: info.dim,
         metric: info.metric,
-        index: info.index.clone(),
+        index: info.index,
         payload_indexes: info.payload_indexes.clone(),
-        search_defaults: info.search_defaults.clone(),
+        search_defaults: info.search_defaults,
         ..Default::default()
     };
     let unlimited = LimitsConfig {
