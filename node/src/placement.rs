@@ -69,8 +69,8 @@ pub fn shard_index(id: &PointId, count: usize) -> usize {
 }
 
 /// Chooses `replication_factor` distinct nodes for each of `shard_count` shards. Nodes carrying
-/// fewer replicas (in `load`, which is updated) come first and ties rotate with the shard; first
-/// replicas are spread on their own, so replicas and first replicas both spread evenly.
+/// fewer replicas (in `load`, which is updated) come first and ties rotate with the shard; of
+/// each shard's nodes, the one that is first for the fewest shards becomes its first replica.
 pub fn place(
     nodes: &[NodeId],
     load: &mut BTreeMap<NodeId, usize>,
@@ -90,27 +90,23 @@ pub fn place(
     let mut firsts: BTreeMap<NodeId, usize> = BTreeMap::new();
     let mut shards = Vec::with_capacity(shard_count as usize);
     for shard in 0..shard_count as usize {
-        let rotation = |i: usize| (i + nodes.len() - shard % nodes.len()) % nodes.len();
-        // The first replica forms the group and usually leads it: spread those on their own.
-        let first = nodes
+        let mut candidates: Vec<(usize, usize, NodeId)> = nodes
             .iter()
             .enumerate()
-            .min_by_key(|(i, n)| {
-                let load = load.get(n).copied().unwrap_or(0);
-                (firsts.get(n).copied().unwrap_or(0), load, rotation(*i))
+            .map(|(i, n)| {
+                let rotation = (i + nodes.len() - shard % nodes.len()) % nodes.len();
+                (load.get(n).copied().unwrap_or(0), rotation, *n)
             })
-            .map(|(_, n)| *n);
-        let mut chosen: Vec<NodeId> = first.into_iter().collect();
-        let mut rest: Vec<(usize, usize, NodeId)> = nodes
-            .iter()
-            .enumerate()
-            .filter(|(_, n)| Some(**n) != first)
-            .map(|(i, n)| (load.get(n).copied().unwrap_or(0), rotation(i), *n))
             .collect();
-        rest.sort_unstable();
-        chosen.extend(rest.iter().take(rf.saturating_sub(1)).map(|c| c.2));
-        if let Some(first) = first {
-            *firsts.entry(first).or_default() += 1;
+        candidates.sort_unstable();
+        let mut chosen: Vec<NodeId> = candidates.iter().take(rf).map(|c| c.2).collect();
+        // The first replica forms the group and usually leads it: of the chosen nodes, the one
+        // that is first for the fewest shards so far.
+        if let Some(at) =
+            (0..chosen.len()).min_by_key(|&i| firsts.get(&chosen[i]).copied().unwrap_or(0))
+        {
+            chosen.swap(0, at);
+            *firsts.entry(chosen[0]).or_default() += 1;
         }
         for n in &chosen {
             *load.entry(*n).or_default() += 1;
@@ -215,7 +211,11 @@ mod tests {
         for s in &shards {
             *firsts.entry(s[0]).or_insert(0) += 1;
         }
-        assert!(firsts.values().all(|&n| n == 2), "{firsts:?}");
+        let (most, least) = (firsts.values().max(), firsts.values().min());
+        assert!(
+            firsts.len() == 3 && most.zip(least).is_some_and(|(a, b)| a - b <= 1),
+            "{firsts:?}"
+        );
         // A new collection fills the least loaded node first.
         let mut load = BTreeMap::from([(1, 5), (2, 5), (3, 0)]);
         assert_eq!(place(&nodes, &mut load, 1, 1).unwrap(), vec![vec![3]]);

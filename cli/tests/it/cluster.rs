@@ -18,7 +18,7 @@ const BATCH: u64 = 50;
 
 /// Starts member `id` listening on `listen`. Snapshots are taken every few entries and the log
 /// behind them is dropped, so a replica that falls behind must be sent a snapshot.
-fn start_member(dir: &Path, id: u64, listen: &str) -> QuiverProcess {
+pub fn start_member(dir: &Path, id: u64, listen: &str) -> QuiverProcess {
     let config = dir.join(format!("node{id}.toml"));
     std::fs::write(
         &config,
@@ -33,7 +33,7 @@ fn start_member(dir: &Path, id: u64, listen: &str) -> QuiverProcess {
 }
 
 /// Three members formed into a cluster from the CLI, node 1 leading.
-fn must_form_cluster(dir: &Path) -> (Vec<QuiverProcess>, Vec<String>) {
+pub fn must_form_cluster(dir: &Path) -> (Vec<QuiverProcess>, Vec<String>) {
     let nodes: Vec<QuiverProcess> = (1..=3)
         .map(|id| start_member(dir, id, "127.0.0.1:0"))
         .collect();
@@ -59,7 +59,7 @@ async fn must_create_collection(endpoint: &str) {
         .unwrap();
 }
 
-fn address(p: &QuiverProcess) -> String {
+pub fn address(p: &QuiverProcess) -> String {
     p.endpoint.trim_start_matches("http://").to_string()
 }
 

@@ -2,5 +2,6 @@
 
 mod cluster;
 mod crash;
+mod shards;
 mod support;
 mod tour;
