@@ -23,6 +23,7 @@
 
 mod env;
 
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 
@@ -90,6 +91,10 @@ pub struct ClusterConfig {
     /// `cluster.log_entries_kept`: entries kept in the log behind the last snapshot, so a
     /// briefly lagging replica catches up from the log instead of a snapshot. Default `1000`.
     pub log_entries_kept: u64,
+    /// `cluster.peer_routes`: where to connect for a peer's advertised address, as
+    /// `"advertised ip:port" = "ip:port to dial"` (a tunnel, or a fault-injecting proxy in
+    /// tests). Peers not listed are dialled at their advertised address. Default: empty.
+    pub peer_routes: BTreeMap<String, String>,
 }
 
 impl Default for ClusterConfig {
@@ -104,6 +109,7 @@ impl Default for ClusterConfig {
             write_timeout_ms: 10_000,
             snapshot_every_entries: 20_000,
             log_entries_kept: 1_000,
+            peer_routes: BTreeMap::new(),
         }
     }
 }
@@ -363,6 +369,16 @@ impl Config {
         let cluster = &self.cluster;
         if cluster.node_id < 1 {
             problem("cluster.node_id", "must be at least 1".to_owned());
+        }
+        for (from, to) in &cluster.peer_routes {
+            for address in [from, to] {
+                if address.parse::<SocketAddr>().is_err() {
+                    problem(
+                        "cluster.peer_routes",
+                        format!("`{address}` is not an ip:port address"),
+                    );
+                }
+            }
         }
         if !cluster.advertise.is_empty() && cluster.advertise.parse::<SocketAddr>().is_err() {
             problem(

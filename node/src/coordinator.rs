@@ -154,11 +154,12 @@ fn merge_writes(
 }
 
 impl Coordinator {
-    pub fn new(directory: Arc<dyn Directory>, limits: LimitsConfig) -> Self {
+    /// A coordinator over `directory`, reaching replicas through `channels`.
+    pub fn new(directory: Arc<dyn Directory>, limits: LimitsConfig, channels: Peers) -> Self {
         Self {
             directory,
             limits,
-            channels: Peers::default(),
+            channels,
             leaders: Mutex::default(),
         }
     }

@@ -64,7 +64,7 @@ impl Node {
     /// that never joined a cluster forms one of itself alone (`quiver dev`).
     pub async fn open(config: Config) -> Result<Arc<Self>> {
         let config = Arc::new(config);
-        let peers = Peers::default();
+        let peers = Peers::with_routes(config.cluster.peer_routes.clone());
         let data_dir = config.node.data_dir.clone();
         let meta = Group::open(
             config.clone(),

@@ -61,7 +61,11 @@ pub async fn serve(
         .build_v1()
         .map_err(|e| NodeError::Serve(format!("reflection: {e}")))?;
 
-    let coordinator = Arc::new(Coordinator::new(node.clone(), node.config().limits.clone()));
+    let coordinator = Arc::new(Coordinator::new(
+        node.clone(),
+        node.config().limits.clone(),
+        node.peers().clone(),
+    ));
     let dumper = spawn_graph_dumper(node.clone());
     let result = tonic::transport::Server::builder()
         .add_service(health_service)

@@ -33,6 +33,7 @@ use tracing::info;
 pub use directory::RemoteDirectory;
 use quiver_config::LimitsConfig;
 use quiver_node::coordinator::Coordinator;
+use quiver_node::raft::network::Peers;
 pub use upstream::Upstream;
 
 /// Errors of running a router.
@@ -82,7 +83,11 @@ pub async fn serve(
     let directory = RemoteDirectory::new(members);
     directory.fetch().await;
     // Limits are the nodes' to enforce; the router's own checks use the defaults' ceilings.
-    let coordinator = Arc::new(Coordinator::new(directory, LimitsConfig::default()));
+    let coordinator = Arc::new(Coordinator::new(
+        directory,
+        LimitsConfig::default(),
+        Peers::default(),
+    ));
     let (mut health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<CollectionsServer<CollectionsRouter>>()

@@ -5,7 +5,7 @@
 //! failure is reported as `Unreachable` (the peer is down or cut off: openraft backs off) or as a
 //! network error; an error the peer's Raft returned comes back as a remote error.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,16 +30,27 @@ use super::{NodeId, TypeConfig};
 #[derive(Clone, Default)]
 pub struct Peers {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    /// Where to dial instead of an advertised address (`cluster.peer_routes`).
+    routes: Arc<BTreeMap<String, String>>,
 }
 
 impl Peers {
+    /// Peers dialled through `routes` (advertised address to the address to connect to).
+    pub fn with_routes(routes: BTreeMap<String, String>) -> Self {
+        Self {
+            channels: Arc::default(),
+            routes: Arc::new(routes),
+        }
+    }
+
     /// A lazily connected channel to `address` (`ip:port`), reused across calls and groups.
     pub fn channel(&self, address: &str) -> Result<Channel, tonic::transport::Error> {
         let mut channels = self.channels.lock();
         if let Some(c) = channels.get(address) {
             return Ok(c.clone());
         }
-        let channel = Endpoint::from_shared(format!("http://{address}"))?
+        let dial = self.routes.get(address).map_or(address, String::as_str);
+        let channel = Endpoint::from_shared(format!("http://{dial}"))?
             .connect_timeout(Duration::from_secs(1))
             .tcp_nodelay(true)
             .connect_lazy();
