@@ -10,7 +10,9 @@
 //! map its meta replica applied and calls its own replicas directly, a router caches the map it
 //! fetched from the cluster. A request for a shard is sent with the `quiver-shard-group` header;
 //! the node answering serves it from its replica of that group or refuses it with the leader's
-//! address ("not the leader") or as a stale shard map, which the coordinator follows.
+//! address ("not the leader") or as a stale shard map, which the coordinator follows. A replica
+//! that cannot serve a part (no quorum, no answer within a few seconds) is passed over for
+//! another until a deadline; the idempotency key makes that safe for writes.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -43,6 +45,9 @@ pub const SHARD_HEADER: &str = "quiver-shard-group";
 
 /// How long one request may spend following leader changes and moved replicas.
 const REQUEST_DEADLINE: Duration = Duration::from_secs(15);
+/// How long one attempt at a remote replica may take before another replica is tried. A peer
+/// that stops answering altogether is found sooner, by the channel's keep-alive pings.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
 const DEFAULT_TOP_K: usize = 10;
 const DEFAULT_SCROLL_LIMIT: usize = 100;
@@ -78,33 +83,29 @@ pub enum Route {
 enum Failure {
     /// Refused by a follower that named the leader: not applied, send it there.
     Redirect(String),
-    /// Not applied (refused by a follower, no replica there, or never sent): try another replica.
+    /// The replica could not serve it now (not the leader, no replica there, no quorum, no
+    /// answer in time): try another replica. Safe for writes too, because every write a
+    /// coordinator sends carries an idempotency key: if the failed attempt was applied after
+    /// all, the retry is recognised and not applied again.
     Retry,
-    /// Anything else, including failures after which a write may have been applied.
+    /// The request itself was refused (bad input, unknown collection, ...).
     Final,
 }
 
 fn classify(status: &Status) -> Failure {
-    let metadata = status.metadata();
-    if let Some(addr) = metadata
+    if let Some(addr) = status
+        .metadata()
         .get("quiver-leader-address")
         .and_then(|v| v.to_str().ok())
     {
         return Failure::Redirect(addr.to_string());
     }
-    if metadata.contains_key("quiver-stale-shard") {
-        return Failure::Retry;
+    match status.code() {
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => {
+            Failure::Retry
+        }
+        _ => Failure::Final,
     }
-    let message = status.message();
-    if status.code() == Code::Unavailable
-        && (message.starts_with("not the leader")
-            || message.contains("connect error")
-            || message.contains("error trying to connect")
-            || message.contains("tcp connect"))
-    {
-        return Failure::Retry;
-    }
-    Failure::Final
 }
 
 /// Splits, sends and merges requests over sharded collections.
@@ -232,7 +233,17 @@ impl Coordinator {
                         }
                     },
                 };
-                match call(group, target).await {
+                let attempt = match target {
+                    Target::Local(_) => call(group, target).await,
+                    Target::Remote(_) => tokio::time::timeout(ATTEMPT_TIMEOUT, call(group, target))
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(Status::deadline_exceeded(format!(
+                                "shard group {group} at {address} did not answer in time"
+                            )))
+                        }),
+                };
+                match attempt {
                     Ok(answer) => {
                         if route == Route::Leader {
                             self.leaders.lock().insert(group, address);
@@ -568,7 +579,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_certainly_unapplied_failures_are_retried() {
+    fn refusals_of_the_request_are_final_and_the_rest_retried() {
         let mut redirect = Status::unavailable("not the leader; the leader is node 2 at 1.2.3.4:5");
         redirect
             .metadata_mut()
@@ -591,8 +602,10 @@ mod tests {
             )),
             Failure::Retry
         );
-        let ambiguous = Status::unavailable("unavailable: the write was not confirmed in time");
-        assert_eq!(classify(&ambiguous), Failure::Final);
+        // Not confirmed in time: retried (the idempotency key makes a second apply a no-op).
+        let unconfirmed = Status::unavailable("unavailable: the write was not confirmed in time");
+        assert_eq!(classify(&unconfirmed), Failure::Retry);
+        assert_eq!(classify(&Status::not_found("collection")), Failure::Final);
         assert_eq!(
             classify(&Status::invalid_argument("vector")),
             Failure::Final

@@ -192,7 +192,7 @@ impl Group {
             ReadConsistency::Leader => {
                 let leader = self.leader();
                 if leader == Some(self.node_id) {
-                    Ok(())
+                    self.check_writable()
                 } else {
                     Err(self.not_leader(leader))
                 }
@@ -213,12 +213,27 @@ impl Group {
         NodeError::NotLeader { leader, address }
     }
 
-    /// Fails fast when another node is known to lead (a write sent here would be refused).
+    /// Fails fast when another node is known to lead (a write sent here would be refused), or
+    /// when this replica leads but has not heard from a quorum for longer than an election
+    /// timeout: it is probably cut off and deposed, and a write here would only time out.
     pub fn check_writable(&self) -> Result<()> {
         match self.leader() {
             Some(leader) if leader != self.node_id => Err(self.not_leader(Some(leader))),
+            Some(_) if self.lost_quorum() => Err(NodeError::NotLeader {
+                leader: None,
+                address: None,
+            }),
             _ => Ok(()),
         }
+    }
+
+    /// True when this replica leads a group of several voters but no quorum has acknowledged
+    /// it for longer than the longest election timeout.
+    fn lost_quorum(&self) -> bool {
+        let metrics = self.raft.metrics().borrow().clone();
+        let voters = metrics.membership_config.membership().voter_ids().count();
+        let limit = self.config.cluster.election_timeout_max_ms;
+        voters > 1 && metrics.millis_since_quorum_ack.is_none_or(|ms| ms > limit)
     }
 
     /// Proposes `command` to the group; returns once it is committed, applied and visible.

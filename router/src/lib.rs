@@ -8,10 +8,10 @@
 //! - `Collections` requests change or describe the shard map, so they go to the meta group's
 //!   leader ([`Upstream`]), learned from any member and followed when it changes.
 //!
-//! A request is retried only when it certainly was not applied: a follower refused it, the node
-//! holds no replica of the shard, or the connection could not be made. An ambiguous failure (a
-//! write that timed out waiting for its commit) is returned to the client as it came; writes
-//! carry idempotency keys, so the client may retry them safely.
+//! A shard request that a replica could not serve (not the leader, no replica there, no quorum,
+//! no answer in time) is tried at another replica until a deadline; writes carry idempotency
+//! keys, so a retried write is applied once. `Collections` requests are retried only when they
+//! certainly were not applied.
 
 mod directory;
 mod upstream;

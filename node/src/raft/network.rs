@@ -50,9 +50,14 @@ impl Peers {
             return Ok(c.clone());
         }
         let dial = self.routes.get(address).map_or(address, String::as_str);
+        // HTTP/2 pings find a peer that stopped answering (paused, cut off) within about two
+        // seconds, failing its calls in flight instead of leaving them to hang.
         let channel = Endpoint::from_shared(format!("http://{dial}"))?
             .connect_timeout(Duration::from_secs(1))
             .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_millis(500))
+            .keep_alive_timeout(Duration::from_millis(1500))
+            .keep_alive_while_idle(true)
             .connect_lazy();
         channels.insert(address.to_string(), channel.clone());
         Ok(channel)

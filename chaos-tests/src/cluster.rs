@@ -1,0 +1,383 @@
+//! The nemesis harness: a cluster of real `quiver serve` processes and a `quiver router` on
+//! loopback, with faults injected from the test.
+//!
+//! Every node-to-node link `i → j` goes through a proxy of its own (`cluster.peer_routes` points
+//! node `i` at it), so cutting both directions between a node and the rest is a symmetric
+//! partition. Clients reach the router, and the router reaches nodes, directly.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use quiver_node::testing::FaultProxy;
+use quiver_proto::v1 as pb;
+use quiver_proto::v1::cluster_client::ClusterClient;
+use quiver_proto::v1::collections_client::CollectionsClient;
+use tonic::transport::Channel;
+
+/// The `quiver` binary: `$QUIVER_BIN`, or the one built next to this test
+/// (`target/<profile>/quiver`; `cargo test --workspace` builds it).
+pub fn quiver_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("QUIVER_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("test executable");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory")
+        .join("quiver");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build -p quiver-cli` (or set QUIVER_BIN)",
+        bin.display()
+    );
+    bin
+}
+
+/// A child process, killed on drop; its stderr is drained by a thread.
+struct Process {
+    child: Child,
+    stopped: bool,
+}
+
+impl Process {
+    /// Starts `quiver <args>` and waits for the line with the address it serves on.
+    fn spawn(args: &[&str], log: &Path) -> (Self, String) {
+        let mut child = Command::new(quiver_bin())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .env("RUST_BACKTRACE", "0")
+            .spawn()
+            .expect("spawn quiver");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = mpsc::channel();
+        let log = log.to_path_buf();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log)
+                .ok();
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(f) = file.as_mut() {
+                    let _ = writeln!(f, "{line}");
+                }
+                if let Some(rest) = line.split("listen=").nth(1) {
+                    let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
+                }
+            }
+        });
+        let mut process = Self {
+            child,
+            stopped: false,
+        };
+        let address = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| {
+                process.kill9();
+                panic!("quiver {args:?} did not report its address in time")
+            });
+        (process, address)
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill {signal} failed");
+    }
+
+    fn kill9(&mut self) {
+        if self.stopped {
+            self.signal("-CONT");
+            self.stopped = false;
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A cluster of `n` nodes (ids 1..=n) and a router.
+pub struct ChaosCluster {
+    pub dir: tempfile::TempDir,
+    /// Each node's own listening address (fixed across restarts).
+    pub addresses: Vec<String>,
+    nodes: Vec<Option<Process>>,
+    /// Link `i → j` (node indexes) and its proxy.
+    links: BTreeMap<(usize, usize), FaultProxy>,
+    _router: Process,
+    /// The router's gRPC endpoint, `http://ip:port`.
+    pub router: String,
+}
+
+impl ChaosCluster {
+    /// Starts `n` nodes, forms them into one cluster and starts a router that knows them all.
+    pub async fn start(n: usize) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let addresses: Vec<String> = {
+            // Ports are picked once, so a restarted node is found where the membership says.
+            let listeners: Vec<std::net::TcpListener> = (0..n)
+                .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback"))
+                .collect();
+            listeners
+                .iter()
+                .map(|l| l.local_addr().expect("local addr").to_string())
+                .collect()
+        };
+        let mut links = BTreeMap::new();
+        for i in 0..n {
+            for (j, to) in addresses.iter().enumerate() {
+                if i != j {
+                    let proxy = FaultProxy::must_start().await;
+                    proxy.forward_to(to.parse().expect("address"));
+                    links.insert((i, j), proxy);
+                }
+            }
+        }
+        for (i, listen) in addresses.iter().enumerate() {
+            let routes: Vec<String> = (0..n)
+                .filter(|j| *j != i)
+                .map(|j| format!("{:?} = \"{}\"", addresses[j], links[&(i, j)].addr))
+                .collect();
+            std::fs::write(
+                dir.path().join(format!("node{}.toml", i + 1)),
+                format!(
+                    "[node]\ndata_dir = {:?}\nlisten = {listen:?}\n\n[storage]\nsync_writes = true\n\n\
+                     [cluster]\nnode_id = {}\nbootstrap = false\nwrite_timeout_ms = 3000\n\
+                     snapshot_every_entries = 200\nlog_entries_kept = 50\npeer_routes = {{ {} }}\n",
+                    dir.path().join(format!("data{}", i + 1)),
+                    i + 1,
+                    routes.join(", ")
+                ),
+            )
+            .expect("write config");
+        }
+        let nodes = (0..n).map(|i| Some(spawn_node(dir.path(), i))).collect();
+        let mut first = ClusterClient::new(channel(&addresses[0]));
+        first.init(pb::InitRequest {}).await.expect("cluster init");
+        for address in &addresses[1..] {
+            first
+                .add_node(pb::AddNodeRequest {
+                    address: address.clone(),
+                })
+                .await
+                .expect("add node");
+        }
+        let (router, address) = Process::spawn(
+            &[
+                "router",
+                "--join",
+                &addresses.join(","),
+                "--listen",
+                "127.0.0.1:0",
+            ],
+            &dir.path().join("router.log"),
+        );
+        Self {
+            nodes,
+            links,
+            addresses,
+            _router: router,
+            router: format!("http://{address}"),
+            dir,
+        }
+    }
+
+    /// Creates a collection through the router.
+    pub async fn create_collection(&self, name: &str, dim: u32, shards: u32) {
+        CollectionsClient::new(channel(self.router.trim_start_matches("http://")))
+            .create(pb::CreateCollectionRequest {
+                name: name.into(),
+                dim,
+                metric: pb::Metric::L2 as i32,
+                index: Some(pb::IndexConfig {
+                    kind: Some(pb::index_config::Kind::Flat(pb::FlatConfig {})),
+                }),
+                shard_count: shards,
+                replication_factor: 3,
+                ..Default::default()
+            })
+            .await
+            .expect("create collection");
+    }
+
+    /// The node (index) leading shard `shard` of `collection`, as a live node reports it.
+    pub async fn shard_leader(&self, collection: &str, shard: usize) -> Option<usize> {
+        for (i, address) in self.addresses.iter().enumerate() {
+            if self.nodes[i].as_ref().is_none_or(|p| p.stopped) {
+                continue;
+            }
+            let info = tokio::time::timeout(
+                Duration::from_secs(2),
+                CollectionsClient::new(channel(address)).get(pb::GetCollectionRequest {
+                    name: collection.into(),
+                }),
+            )
+            .await;
+            if let Ok(Ok(info)) = info {
+                let leader = info.into_inner().shards.get(shard)?.leader;
+                if leader != 0 {
+                    return Some(leader as usize - 1);
+                }
+            }
+        }
+        None
+    }
+
+    /// kill -9 node `i`.
+    pub fn kill9(&mut self, i: usize) {
+        if let Some(mut p) = self.nodes[i].take() {
+            p.kill9();
+        }
+    }
+
+    /// Starts node `i` again (after a kill or a wipe) with its configuration.
+    pub fn restart(&mut self, i: usize) {
+        if self.nodes[i].is_none() {
+            self.nodes[i] = Some(spawn_node(self.dir.path(), i));
+        }
+    }
+
+    /// kill -9 node `i` and delete its data directory.
+    pub fn wipe(&mut self, i: usize) {
+        self.kill9(i);
+        let data = self.dir.path().join(format!("data{}", i + 1));
+        let _ = std::fs::remove_dir_all(data);
+    }
+
+    /// SIGSTOP node `i`: it stays connected but does nothing.
+    pub fn pause(&mut self, i: usize) {
+        if let Some(p) = self.nodes[i].as_mut() {
+            p.signal("-STOP");
+            p.stopped = true;
+        }
+    }
+
+    /// SIGCONT node `i`.
+    pub fn resume(&mut self, i: usize) {
+        if let Some(p) = self.nodes[i].as_mut() {
+            if p.stopped {
+                p.signal("-CONT");
+                p.stopped = false;
+            }
+        }
+    }
+
+    /// Cuts every link between node `i` and the others, both ways.
+    pub fn isolate(&self, i: usize) {
+        for ((from, to), proxy) in &self.links {
+            if *from == i || *to == i {
+                proxy.cut();
+            }
+        }
+    }
+
+    /// Restores every link, resumes paused nodes and restarts stopped ones.
+    pub fn heal(&mut self) {
+        for proxy in self.links.values() {
+            proxy.heal();
+        }
+        for i in 0..self.nodes.len() {
+            self.resume(i);
+            self.restart(i);
+        }
+    }
+
+    /// Waits until every node reports, for every group it holds, an applied index no lower
+    /// than the highest log index any replica of that group reports: the cluster has caught up.
+    pub async fn wait_converged(&self, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let mut heads: BTreeMap<u64, u64> = BTreeMap::new();
+            let mut applied: Vec<(u64, u64)> = Vec::new();
+            let mut answered = 0;
+            for address in &self.addresses {
+                let status = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    ClusterClient::new(channel(address)).status(pb::StatusRequest {}),
+                )
+                .await;
+                if let Ok(Ok(status)) = status {
+                    answered += 1;
+                    for g in status.into_inner().groups {
+                        let head = heads.entry(g.group).or_default();
+                        *head = (*head).max(g.last_log_index);
+                        applied.push((g.group, g.last_applied_index));
+                    }
+                }
+            }
+            let behind: Vec<&(u64, u64)> = applied
+                .iter()
+                .filter(|(g, a)| *a < heads.get(g).copied().unwrap_or(0))
+                .collect();
+            if answered == self.addresses.len() && behind.is_empty() {
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                self.print_logs();
+                panic!(
+                    "the cluster did not converge: {answered} nodes answered; behind: {behind:?}"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+impl ChaosCluster {
+    /// Prints the warnings and errors each node logged (for a failing test).
+    pub fn print_logs(&self) {
+        for i in 0..self.addresses.len() {
+            let log = self.dir.path().join(format!("node{}.log", i + 1));
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let lines: Vec<&str> = text
+                .lines()
+                .filter(|l| l.contains("WARN") || l.contains("ERROR") || l.contains("panicked"))
+                .collect();
+            eprintln!(
+                "--- node {} ({} warnings and errors; the first panics and the last 40):",
+                i + 1,
+                lines.len()
+            );
+            for line in text.lines().filter(|l| l.contains("panicked at")).take(3) {
+                eprintln!("{line}");
+            }
+            for line in &lines[lines.len().saturating_sub(40)..] {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
+/// Starts node `i` from its configuration in `dir` (logs append to `node<i+1>.log`).
+fn spawn_node(dir: &Path, i: usize) -> Process {
+    let config = dir.join(format!("node{}.toml", i + 1));
+    let log = dir.join(format!("node{}.log", i + 1));
+    Process::spawn(
+        &["serve", "--config", config.to_str().expect("utf-8")],
+        &log,
+    )
+    .0
+}
+
+/// A lazily connected channel to `address` (`ip:port`).
+pub fn channel(address: &str) -> Channel {
+    Channel::from_shared(format!("http://{address}"))
+        .expect("address")
+        .connect_timeout(Duration::from_secs(1))
+        .connect_lazy()
+}
