@@ -157,7 +157,7 @@ async fn register_client(
     let mut seq = 0i64;
     while !stop.load(Ordering::SeqCst) {
         let key = xorshift(&mut rng) % setup.keys;
-        if xorshift(&mut rng) % 2 == 0 {
+        if xorshift(&mut rng).is_multiple_of(2) {
             seq += 1;
             let v = (client as i64 + 1) * 1_000_000 + seq;
             let ticket = recorder.invoke(client, key, Op::Put(v));

@@ -194,6 +194,7 @@ impl Coordinator {
         F: Fn(u64, Target) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
+        #![allow(clippy::result_large_err)] // tonic's Status, which the caller returns as is
         let deadline = tokio::time::Instant::now() + REQUEST_DEADLINE;
         let mut last = Status::unavailable(format!("shard {shard} of `{collection}`: no replica"));
         let mut hint = None;
