@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
-# Ingest and search through the gRPC API: one `quiver dev` process against a 3-node cluster
-# (replication factor 3: every write is committed by a majority before it is acknowledged), on
-# the same data, in the same run. Prints one JSON line per setup.
+# Ingest and search through the gRPC API, on the same data in the same run, for:
+#   1. one `quiver dev` process;
+#   2. a 3-node cluster, one shard replicated 3 times, clients talking to a node directly;
+#   3. the same collection searched through a `quiver router` (router overhead = 3 vs 2);
+#   4. a collection of 3 shards x 3 replicas (shard leaders spread over the nodes), through the
+#      router.
+# Every cluster write is committed by a majority of its shard's replicas before it is
+# acknowledged. Prints one JSON line per setup.
 #
 #   benches/scripts/cluster_vs_single.sh BIN BASE.fvecs QUERY.fvecs [ROWS]
 #
@@ -30,20 +35,23 @@ start() { # name port args...
   echo "$name did not start" >&2; cat "$WORK/$name.log" >&2; exit 1
 }
 
-measure() { # setup endpoint
-  local setup=$1 ep=$2
-  "$BIN" collection create bench --dim "$DIM" --metric l2 --m 16 --ef-construction 200 --endpoint "$ep" > /dev/null
-  local out; out=$("$BIN" points import bench --file "$DATA" --batch-size 500 --endpoint "$ep")
-  local rate; rate=$(echo "$out" | sed -n 's/.*(\([0-9]*\) points\/s).*/\1/p')
+measure() { # setup endpoint collection [import|noimport] [create args...]
+  local setup=$1 ep=$2 name=$3 mode=$4; shift 4
+  local rate=null
+  if [ "$mode" = import ]; then
+    "$BIN" collection create "$name" --dim "$DIM" --metric l2 --m 16 --ef-construction 200 "$@" --endpoint "$ep" > /dev/null
+    local out; out=$("$BIN" points import "$name" --file "$DATA" --batch-size 500 --endpoint "$ep")
+    rate=$(echo "$out" | sed -n 's/.*(\([0-9]*\) points\/s).*/\1/p')
+  fi
   local t0 t1
   t0=$(date +%s.%N)
-  "$BIN" search bench --query-file "$QUERIES" --top-k 10 --ef 64 --format json --endpoint "$ep" > /dev/null
+  "$BIN" search "$name" --query-file "$QUERIES" --top-k 10 --ef 64 --format json --endpoint "$ep" > /dev/null
   t1=$(date +%s.%N)
-  python3 -c "import sys; s,r,a,b=sys.argv[1:]; print('{\"setup\":\"%s\",\"ingest_points_per_s\":%s,\"search_qps\":%.0f}' % (s, r, 1000/(float(b)-float(a))))" "$setup" "$rate" "$t0" "$t1"
+  python3 -c "import sys; s,r,a,b=sys.argv[1:]; t=float(b)-float(a); print('{\"setup\":\"%s\",\"ingest_points_per_s\":%s,\"search_qps\":%.0f,\"mean_latency_ms\":%.3f}' % (s, r, 1000/t, t))" "$setup" "$rate" "$t0" "$t1"
 }
 
 start dev 0 dev --data-dir "$WORK/dev" --listen 127.0.0.1:7101
-measure "quiver dev (1 process)" http://127.0.0.1:7101
+measure "quiver dev (1 process)" http://127.0.0.1:7101 bench import
 kill "${PIDS[0]}"; wait "${PIDS[0]}" 2>/dev/null || true
 
 for i in 1 2 3; do
@@ -54,4 +62,8 @@ done
 "$BIN" cluster init --endpoint http://127.0.0.1:7102 > /dev/null
 "$BIN" cluster join 127.0.0.1:7103 --endpoint http://127.0.0.1:7102 > /dev/null
 "$BIN" cluster join 127.0.0.1:7104 --endpoint http://127.0.0.1:7102 > /dev/null
-measure "3-node cluster, replication 3 (leader)" http://127.0.0.1:7102
+LEADER=$("$BIN" collection create probe --dim 2 --metric l2 --endpoint http://127.0.0.1:7102 | python3 -c "import json,sys; print(json.load(sys.stdin)['shards'][0]['leader'])")
+measure "3 nodes, 1 shard x 3 replicas, direct to the shard leader" "http://127.0.0.1:710$((LEADER + 1))" bench import --shards 1 --replication-factor 3
+start router 0 router --join 127.0.0.1:7102,127.0.0.1:7103,127.0.0.1:7104 --listen 127.0.0.1:7105
+measure "3 nodes, 1 shard x 3 replicas, through the router" http://127.0.0.1:7105 bench noimport
+measure "3 nodes, 3 shards x 3 replicas, through the router" http://127.0.0.1:7105 sharded import --shards 3 --replication-factor 3

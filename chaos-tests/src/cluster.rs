@@ -297,13 +297,15 @@ impl ChaosCluster {
         }
     }
 
-    /// Waits until every node reports, for every group it holds, an applied index no lower
-    /// than the highest log index any replica of that group reports: the cluster has caught up.
+    /// Waits until every replica of every group has applied at least what the group's furthest
+    /// replica had logged when the wait began (clients may keep writing meanwhile): every node
+    /// has caught up to that point.
     pub async fn wait_converged(&self, within: Duration) {
         let deadline = tokio::time::Instant::now() + within;
+        let mut targets: Option<BTreeMap<u64, u64>> = None;
         loop {
             let mut heads: BTreeMap<u64, u64> = BTreeMap::new();
-            let mut applied: Vec<(u64, u64)> = Vec::new();
+            let mut applied: Vec<(String, u64, u64)> = Vec::new();
             let mut answered = 0;
             for address in &self.addresses {
                 let status = tokio::time::timeout(
@@ -316,22 +318,35 @@ impl ChaosCluster {
                     for g in status.into_inner().groups {
                         let head = heads.entry(g.group).or_default();
                         *head = (*head).max(g.last_log_index);
-                        applied.push((g.group, g.last_applied_index));
+                        applied.push((address.clone(), g.group, g.last_applied_index));
                     }
                 }
             }
-            let behind: Vec<&(u64, u64)> = applied
-                .iter()
-                .filter(|(g, a)| *a < heads.get(g).copied().unwrap_or(0))
-                .collect();
-            if answered == self.addresses.len() && behind.is_empty() {
-                return;
+            if targets.is_none() && answered == self.addresses.len() {
+                targets = Some(heads);
             }
-            if tokio::time::Instant::now() >= deadline {
+            if let Some(targets) = &targets {
+                let behind: Vec<&(String, u64, u64)> = applied
+                    .iter()
+                    .filter(|(_, g, a)| *a < targets.get(g).copied().unwrap_or(0))
+                    .collect();
+                let every_group_everywhere = targets.keys().all(|g| {
+                    applied.iter().filter(|(_, group, _)| group == g).count()
+                        == self.addresses.len()
+                });
+                if answered == self.addresses.len() && behind.is_empty() && every_group_everywhere {
+                    return;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    self.print_logs();
+                    panic!(
+                        "the cluster did not converge: {answered} nodes answered; targets \
+                         {targets:?}; (node, group, applied) behind: {behind:?}"
+                    );
+                }
+            } else if tokio::time::Instant::now() >= deadline {
                 self.print_logs();
-                panic!(
-                    "the cluster did not converge: {answered} nodes answered; behind: {behind:?}"
-                );
+                panic!("not every node answered: {answered} did");
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }

@@ -93,7 +93,16 @@ impl Group {
         let catalog = state_machine.catalog();
         let placements = state_machine.placements();
         let state_machine = Arc::new(Mutex::new(state_machine));
-        let raft = start_raft(&config, id, storage.clone(), state_machine, peers).await?;
+        let snapshots = dir.join("snapshots");
+        let raft = start_raft(
+            &config,
+            id,
+            storage.clone(),
+            state_machine,
+            snapshots,
+            peers,
+        )
+        .await?;
         Ok(Self {
             id,
             node_id: config.cluster.node_id,
@@ -409,6 +418,7 @@ async fn start_raft(
     group: u64,
     storage: Arc<dyn Storage>,
     state_machine: Arc<Mutex<StateMachine>>,
+    snapshots: PathBuf,
     peers: Peers,
 ) -> Result<Raft> {
     let cluster = &config.cluster;
@@ -430,7 +440,7 @@ async fn start_raft(
         Arc::new(raft_config),
         GrpcNetwork::new(group, peers),
         LogStore::new(storage),
-        RaftStateMachineStore::new(state_machine),
+        RaftStateMachineStore::new(state_machine, snapshots),
     )
     .await
     .map_err(|e| NodeError::Internal(format!("raft start: {e}")))

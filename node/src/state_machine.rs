@@ -16,6 +16,7 @@
 //! data without the position it was applied at.
 
 use std::collections::BTreeMap;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -123,8 +124,66 @@ pub struct AppliedRecord {
     pub raft_state: Vec<u8>,
 }
 
-/// Every row of the state machine's tables: what a snapshot carries.
-pub type StateRows = Vec<(Table, Vec<u8>, Vec<u8>)>;
+/// The first bytes of a snapshot file.
+const SNAPSHOT_MAGIC: &[u8] = b"QSNAP1";
+
+/// Writes every row of the state-machine tables of `state` (a checkpoint) to `out`: the magic,
+/// then per row a table byte, a u32 key length, the key, a u32 value length and the value.
+/// Streams: nothing is held in memory beyond one row.
+pub fn write_snapshot(state: &dyn Storage, out: &mut impl Write) -> Result<()> {
+    let io = |e: std::io::Error| NodeError::Storage(format!("write snapshot: {e}"));
+    out.write_all(SNAPSHOT_MAGIC).map_err(io)?;
+    for (tag, table) in Table::STATE_MACHINE.into_iter().enumerate() {
+        state.for_each(table, b"", &mut |k, v| {
+            out.write_all(&[tag as u8]).map_err(io)?;
+            for part in [k, v] {
+                out.write_all(&(part.len() as u32).to_be_bytes())
+                    .map_err(io)?;
+                out.write_all(part).map_err(io)?;
+            }
+            Ok(true)
+        })?;
+    }
+    out.flush().map_err(io)
+}
+
+/// Reads the rows of a snapshot written by [`write_snapshot`], handing each to `row`.
+fn read_snapshot(input: impl Read, row: &mut dyn FnMut(Table, Vec<u8>, Vec<u8>)) -> Result<()> {
+    let corrupt = |what: &str| NodeError::Storage(format!("corrupt snapshot: {what}"));
+    let mut input = std::io::BufReader::new(input);
+    let mut magic = [0u8; 6];
+    input
+        .read_exact(&mut magic)
+        .map_err(|_| corrupt("too short"))?;
+    if magic != SNAPSHOT_MAGIC {
+        return Err(corrupt("not a quiver snapshot"));
+    }
+    let part = |input: &mut std::io::BufReader<_>| -> Result<Vec<u8>> {
+        let mut len = [0u8; 4];
+        input
+            .read_exact(&mut len)
+            .map_err(|_| corrupt("truncated row"))?;
+        let mut bytes = vec![0u8; u32::from_be_bytes(len) as usize];
+        input
+            .read_exact(&mut bytes)
+            .map_err(|_| corrupt("truncated row"))?;
+        Ok(bytes)
+    };
+    loop {
+        let mut tag = [0u8; 1];
+        match input.read(&mut tag) {
+            Ok(0) => return Ok(()),
+            Ok(_) => {}
+            Err(e) => return Err(NodeError::Storage(format!("read snapshot: {e}"))),
+        }
+        let table = *Table::STATE_MACHINE
+            .get(tag[0] as usize)
+            .ok_or_else(|| corrupt("unknown table"))?;
+        let key = part(&mut input)?;
+        let value = part(&mut input)?;
+        row(table, key, value);
+    }
+}
 
 /// Applies commands to storage and collections.
 pub struct StateMachine {
@@ -290,23 +349,16 @@ impl StateMachine {
         Ok(())
     }
 
-    /// Every row of the state machine's tables, consistent with the applied position (the
-    /// caller holds `&self`, so nothing applies meanwhile).
-    pub fn export(&self) -> Result<StateRows> {
-        let mut rows = Vec::new();
-        for table in Table::STATE_MACHINE {
-            self.storage.for_each(table, b"", &mut |k, v| {
-                rows.push((table, k.to_vec(), v.to_vec()));
-                Ok(true)
-            })?;
-        }
-        Ok(rows)
+    /// A consistent copy of the state (see [`Storage::checkpoint`]) and the position it was
+    /// applied up to; `&self` keeps anything from applying meanwhile.
+    pub fn checkpoint(&self, dir: &Path) -> Result<(Arc<dyn Storage>, AppliedRecord)> {
+        Ok((self.storage.checkpoint(dir)?, self.applied.clone()))
     }
 
-    /// Replaces the whole state with `rows` (from [`export`](Self::export) on another replica)
-    /// and `applied`, atomically, then rebuilds the collections in memory. Graph dumps are
-    /// dropped: the graphs are rebuilt from the installed points.
-    pub fn import(&mut self, rows: StateRows, applied: AppliedRecord) -> Result<()> {
+    /// Replaces the whole state with the rows of a snapshot (see [`write_snapshot`]) and
+    /// `applied`, atomically, then rebuilds the collections in memory. Graph dumps are dropped:
+    /// the graphs are rebuilt from the installed points.
+    pub fn import(&mut self, snapshot: impl Read, applied: AppliedRecord) -> Result<()> {
         let mut batch = WriteBatch::default();
         for table in Table::STATE_MACHINE {
             self.storage.for_each(table, b"", &mut |k, _| {
@@ -314,15 +366,7 @@ impl StateMachine {
                 Ok(true)
             })?;
         }
-        for (table, k, v) in rows {
-            if !Table::STATE_MACHINE.contains(&table) {
-                return Err(NodeError::Storage(format!(
-                    "snapshot row for table {} outside the state machine",
-                    table.name()
-                )));
-            }
-            batch.put(table, k, v);
-        }
+        read_snapshot(snapshot, &mut |table, k, v| batch.put(table, k, v))?;
         batch.put(Table::Meta, APPLIED_KEY, encode(&applied)?);
         self.storage.write(batch)?;
         let _ = std::fs::remove_dir_all(&self.graph_root);

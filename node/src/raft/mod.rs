@@ -17,8 +17,6 @@ pub mod network;
 #[allow(clippy::result_large_err)]
 pub mod state_machine;
 
-use std::io::Cursor;
-
 use crate::command::EncodedCommand;
 use crate::state_machine::Applied;
 use crate::NodeError;
@@ -39,7 +37,7 @@ openraft::declare_raft_types!(
         NodeId = NodeId,
         Node = openraft::BasicNode,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = tokio::fs::File,
         AsyncRuntime = openraft::TokioRuntime,
 );
 

@@ -4,16 +4,18 @@
 //! the Raft position (last applied log id and membership, encoded as the state machine's opaque
 //! `raft_state`) in one batch. Blank and membership entries advance the position only.
 //!
-//! A snapshot is every row of the state-machine tables, taken under the state-machine lock so it
-//! matches its log id exactly, encoded with bincode and streamed by openraft in chunks. Installing
-//! one replaces the tables in one batch and rebuilds the collections (graphs are rebuilt from the
-//! installed points). The current snapshot is kept in memory; after a restart one is built on
-//! demand. (A RocksDB checkpoint streamed from disk would avoid holding it in memory and the
-//! copy under the lock; that is the next step.)
+//! A snapshot starts as a RocksDB checkpoint of the group, taken under the state-machine lock so
+//! it matches its log id exactly; that takes milliseconds (hard links). Off the lock, the
+//! checkpoint's state-machine rows are streamed into a snapshot file in the group's
+//! `snapshots/` directory, which openraft sends to a follower in chunks. A follower receives
+//! the chunks into a file, and installing it replaces its tables in one batch and rebuilds the
+//! collections (graphs are rebuilt from the installed points). After a restart the current
+//! snapshot is built again on demand.
 //!
 //! Applying runs on a blocking thread: it writes RocksDB and inserts into HNSW graphs.
 
-use std::io::Cursor;
+use std::io::{Seek, SeekFrom};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -23,10 +25,11 @@ use openraft::{
     StorageIOError,
 };
 use parking_lot::Mutex;
+use tokio::fs::File;
 
 use super::{ApplyResponse, Entry, LogId, NodeId, StorageError, StoredMembership, TypeConfig};
 use crate::command::Command;
-use crate::state_machine::{AppliedRecord, StateMachine, StateRows};
+use crate::state_machine::{write_snapshot, AppliedRecord, StateMachine};
 use crate::NodeError;
 
 type StorageResult<T> = Result<T, StorageError>;
@@ -52,28 +55,55 @@ impl RaftPosition {
     }
 }
 
+/// A snapshot file and what it covers.
 #[derive(Debug, Clone)]
 struct StoredSnapshot {
     meta: Meta,
-    data: Vec<u8>,
+    path: PathBuf,
 }
 
 /// The state machine of one group, as openraft sees it.
 #[derive(Clone)]
 pub struct RaftStateMachineStore {
     inner: Arc<Mutex<StateMachine>>,
+    /// Where snapshot files (and the checkpoints they are made from) live.
+    dir: PathBuf,
     current: Arc<Mutex<Option<StoredSnapshot>>>,
+    /// The file a snapshot from the leader is being received into.
+    receiving: Arc<Mutex<Option<PathBuf>>>,
     builds: Arc<AtomicU64>,
 }
 
 impl RaftStateMachineStore {
-    pub fn new(inner: Arc<Mutex<StateMachine>>) -> Self {
+    /// The state machine `inner`, with snapshot files in `dir`. Files left there by an earlier
+    /// run are removed: the current snapshot is built again when asked for.
+    pub fn new(inner: Arc<Mutex<StateMachine>>, dir: PathBuf) -> Self {
+        let _ = std::fs::remove_dir_all(&dir);
         Self {
             inner,
+            dir,
             current: Arc::default(),
+            receiving: Arc::default(),
             builds: Arc::default(),
         }
     }
+
+    /// Makes `path` the current snapshot, removing the file of the one it replaces.
+    fn set_current(&self, meta: Meta, path: PathBuf) {
+        let new = StoredSnapshot {
+            meta,
+            path: path.clone(),
+        };
+        let old = self.current.lock().replace(new);
+        if let Some(old) = old.filter(|old| old.path != path) {
+            // A transfer still reading it keeps its open handle.
+            let _ = std::fs::remove_file(old.path);
+        }
+    }
+}
+
+fn io_error(e: std::io::Error) -> StorageError {
+    StorageIOError::write_snapshot(None, AnyError::error(e.to_string())).into()
 }
 
 fn sm_error(e: NodeError) -> StorageError {
@@ -140,18 +170,26 @@ impl RaftStateMachine<TypeConfig> for RaftStateMachineStore {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<Cursor<Vec<u8>>>> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<File>> {
+        let build = self.builds.fetch_add(1, Ordering::Relaxed);
+        tokio::fs::create_dir_all(&self.dir)
+            .await
+            .map_err(io_error)?;
+        let path = self.dir.join(format!("incoming-{build}.snap"));
+        let file = tokio::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .await
+            .map_err(io_error)?;
+        *self.receiving.lock() = Some(path);
+        Ok(Box::new(file))
     }
 
-    async fn install_snapshot(
-        &mut self,
-        meta: &Meta,
-        snapshot: Box<Cursor<Vec<u8>>>,
-    ) -> StorageResult<()> {
-        let data = snapshot.into_inner();
-        let rows: StateRows = bincode::deserialize(&data)
-            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
+    async fn install_snapshot(&mut self, meta: &Meta, snapshot: Box<File>) -> StorageResult<()> {
+        let mut file = snapshot.into_std().await;
         let position = RaftPosition {
             last_applied: meta.last_log_id,
             membership: meta.last_membership.clone(),
@@ -161,26 +199,40 @@ impl RaftStateMachine<TypeConfig> for RaftStateMachineStore {
             raft_state: position.encode()?,
         };
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || inner.lock().import(rows, applied))
-            .await
-            .map_err(join_error)?
-            .map_err(sm_error)?;
-        *self.current.lock() = Some(StoredSnapshot {
-            meta: meta.clone(),
-            data,
-        });
+        let signature = meta.signature();
+        tokio::task::spawn_blocking(move || {
+            file.seek(SeekFrom::Start(0))
+                .map_err(|e| StorageIOError::read_snapshot(Some(signature.clone()), &e))?;
+            inner
+                .lock()
+                .import(file, applied)
+                .map_err(|e| StorageError::from(StorageIOError::read_snapshot(Some(signature), &e)))
+        })
+        .await
+        .map_err(join_error)??;
+        let received = self.receiving.lock().take();
+        if let Some(received) = received {
+            let path = self.dir.join(format!("{}.snap", meta.snapshot_id));
+            if std::fs::rename(&received, &path).is_ok() {
+                self.set_current(meta.clone(), path);
+            }
+        }
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
         let current = self.current.lock().clone();
         match current {
-            Some(s) => Ok(Some(Snapshot {
-                meta: s.meta,
-                snapshot: Box::new(Cursor::new(s.data)),
-            })),
-            // Snapshots live in memory; after a restart the log may be purged up to a snapshot
-            // that is gone, so build a fresh one (it covers at least as much).
+            Some(s) => match File::open(&s.path).await {
+                Ok(file) => Ok(Some(Snapshot {
+                    meta: s.meta,
+                    snapshot: Box::new(file),
+                })),
+                // Gone (removed by hand?): build a fresh one.
+                Err(_) => self.build_snapshot().await.map(Some),
+            },
+            // After a restart the log may be purged up to a snapshot that is not at hand, so
+            // build a fresh one (it covers at least as much).
             None if RaftPosition::decode(self.inner.lock().raft_state())?
                 .last_applied
                 .is_some() =>
@@ -194,18 +246,32 @@ impl RaftStateMachine<TypeConfig> for RaftStateMachineStore {
 
 impl RaftSnapshotBuilder<TypeConfig> for RaftStateMachineStore {
     async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
+        let build = self.builds.fetch_add(1, Ordering::Relaxed);
         let inner = self.inner.clone();
-        let (rows, raft_state) = tokio::task::spawn_blocking(move || {
-            let sm = inner.lock();
-            sm.export().map(|rows| (rows, sm.raft_state().to_vec()))
+        let dir = self.dir.clone();
+        let (path, raft_state) = tokio::task::spawn_blocking(move || {
+            let io = |e: std::io::Error| NodeError::Storage(format!("snapshot file: {e}"));
+            std::fs::create_dir_all(&dir).map_err(io)?;
+            let checkpoint_dir = dir.join(format!("checkpoint-{build}"));
+            let _ = std::fs::remove_dir_all(&checkpoint_dir);
+            // Under the lock only as long as the checkpoint takes: it matches the position.
+            let (state, applied) = inner.lock().checkpoint(&checkpoint_dir)?;
+            let path = dir.join(format!("building-{build}.snap"));
+            let mut out = std::io::BufWriter::new(std::fs::File::create(&path).map_err(io)?);
+            let written = write_snapshot(state.as_ref(), &mut out);
+            drop(state);
+            let _ = std::fs::remove_dir_all(&checkpoint_dir);
+            written?;
+            out.into_inner()
+                .map_err(|e| NodeError::Storage(e.to_string()))?
+                .sync_all()
+                .map_err(io)?;
+            Ok::<_, NodeError>((path, applied.raft_state))
         })
         .await
         .map_err(join_error)?
         .map_err(|e| StorageIOError::read_state_machine(&e))?;
         let position = RaftPosition::decode(&raft_state)?;
-        let data =
-            bincode::serialize(&rows).map_err(|e| StorageIOError::write_snapshot(None, &e))?;
-        let build = self.builds.fetch_add(1, Ordering::Relaxed);
         let index = position.last_applied.map_or(0, |id| id.index);
         let micros = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -215,13 +281,15 @@ impl RaftSnapshotBuilder<TypeConfig> for RaftStateMachineStore {
             last_membership: position.membership,
             snapshot_id: format!("{index}-{build}-{micros}"),
         };
-        *self.current.lock() = Some(StoredSnapshot {
-            meta: meta.clone(),
-            data: data.clone(),
-        });
+        let final_path = self.dir.join(format!("{}.snap", meta.snapshot_id));
+        tokio::fs::rename(&path, &final_path)
+            .await
+            .map_err(io_error)?;
+        let file = File::open(&final_path).await.map_err(io_error)?;
+        self.set_current(meta.clone(), final_path);
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: Box::new(file),
         })
     }
 }
@@ -242,10 +310,11 @@ mod tests {
     ) -> StorageResult<(TempDir, LogStore, RaftStateMachineStore)> {
         let sm =
             StateMachine::open(storage.clone(), &dir.path().join("graphs")).map_err(sm_error)?;
+        let snapshots = dir.path().join("snapshots");
         Ok((
             dir,
             LogStore::new(storage),
-            RaftStateMachineStore::new(Arc::new(Mutex::new(sm))),
+            RaftStateMachineStore::new(Arc::new(Mutex::new(sm)), snapshots),
         ))
     }
 

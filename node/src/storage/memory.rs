@@ -1,6 +1,8 @@
 //! An in-memory [`Storage`] over ordered maps, for unit tests and model checks.
 
 use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
 
 use parking_lot::RwLock;
 
@@ -16,6 +18,12 @@ pub struct MemoryStorage {
 }
 
 impl Storage for MemoryStorage {
+    fn checkpoint(&self, _dir: &Path) -> Result<Arc<dyn Storage>> {
+        Ok(Arc::new(MemoryStorage {
+            tables: RwLock::new(self.tables.read().clone()),
+        }))
+    }
+
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
         Ok(self
             .tables

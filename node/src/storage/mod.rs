@@ -11,6 +11,9 @@ mod rocks;
 pub use memory::MemoryStorage;
 pub use rocks::RocksStorage;
 
+use std::path::Path;
+use std::sync::Arc;
+
 use crate::error::Result;
 
 /// A column family.
@@ -128,6 +131,11 @@ pub trait Storage: Send + Sync + 'static {
     fn for_each(&self, table: Table, prefix: &[u8], visit: &mut Visitor<'_>) -> Result<()> {
         self.for_each_from(table, prefix, prefix, visit)
     }
+
+    /// A consistent, read-only copy of the store as it is now, to read from while writes go on.
+    /// RocksDB makes a checkpoint in `dir` (hard links to its files, so it is cheap); the
+    /// caller removes `dir` when done with the copy.
+    fn checkpoint(&self, dir: &Path) -> Result<Arc<dyn Storage>>;
 }
 
 /// The smallest key greater than every key that starts with `prefix` (None if there is none).

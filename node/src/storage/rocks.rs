@@ -1,6 +1,7 @@
 //! [`Storage`] on RocksDB: one column family per [`Table`], batches as RocksDB `WriteBatch`es.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteOptions, DB};
 
@@ -48,6 +49,13 @@ impl RocksStorage {
 }
 
 impl Storage for RocksStorage {
+    fn checkpoint(&self, dir: &Path) -> Result<Arc<dyn Storage>> {
+        rocksdb::checkpoint::Checkpoint::new(&self.db)
+            .and_then(|c| c.create_checkpoint(dir))
+            .map_err(storage_err)?;
+        Ok(Arc::new(RocksStorage::open(dir, false)?))
+    }
+
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.db.get_cf(self.cf(table)?, key).map_err(storage_err)
     }

@@ -119,6 +119,19 @@ async fn bad_input_is_rejected_with_the_field_named_and_changes_nothing() {
         Code::InvalidArgument,
         "search_defaults.ef",
     );
+    must_reject(
+        collections.create(with(&|r| r.shard_count = 300)).await,
+        Code::InvalidArgument,
+        "shard_count",
+    );
+    // One node cannot hold two replicas of a shard.
+    must_reject(
+        collections
+            .create(with(&|r| r.replication_factor = 2))
+            .await,
+        Code::InvalidArgument,
+        "replication_factor",
+    );
     let none = collections
         .list(pb::ListCollectionsRequest {})
         .await
@@ -147,6 +160,67 @@ async fn bad_input_is_rejected_with_the_field_named_and_changes_nothing() {
         "nope",
     );
     collections.create(good.clone()).await.unwrap();
+
+    // cluster operations on shards
+    let mut cluster =
+        quiver_proto::v1::cluster_client::ClusterClient::new(server.must_channel().await);
+    let group = collections
+        .get(pb::GetCollectionRequest { name: "c".into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .shards[0]
+        .group;
+    must_reject(
+        cluster
+            .move_shard(pb::MoveShardRequest {
+                group: 12345,
+                from: 1,
+                to: 2,
+            })
+            .await,
+        Code::NotFound,
+        "shard group 12345",
+    );
+    must_reject(
+        cluster
+            .move_shard(pb::MoveShardRequest {
+                group,
+                from: 7,
+                to: 1,
+            })
+            .await,
+        Code::InvalidArgument,
+        "from",
+    );
+    must_reject(
+        cluster
+            .move_shard(pb::MoveShardRequest {
+                group,
+                from: 1,
+                to: 9,
+            })
+            .await,
+        Code::InvalidArgument,
+        "to",
+    );
+    must_reject(
+        cluster.remove_node(pb::RemoveNodeRequest { id: 1 }).await,
+        Code::InvalidArgument,
+        "last voter",
+    );
+    let mut stale = tonic::Request::new(pb::GetPointsRequest {
+        collection: "c".into(),
+        ..Default::default()
+    });
+    stale
+        .metadata_mut()
+        .insert("quiver-shard-group", "999".parse().unwrap());
+    must_reject(
+        points.get(stale).await,
+        Code::Unavailable,
+        "shard group 999",
+    );
     points
         .upsert(pb::UpsertRequest {
             collection: "c".into(),
