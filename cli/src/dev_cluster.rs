@@ -45,7 +45,8 @@ pub async fn run(
     }
     form_cluster(&addresses).await?;
     tracing::info!(nodes, router = %listen, "local cluster ready");
-    let result = quiver_router::run(listen, addresses, shutdown).await;
+    let timeout = Duration::from_millis(quiver_config::ClusterConfig::default().write_timeout_ms);
+    let result = quiver_router::run(listen, addresses, timeout, shutdown).await;
     for child in &mut children {
         if let Some(pid) = child.id() {
             let _ = std::process::Command::new("kill")

@@ -29,11 +29,16 @@ pub struct RouterArgs {
     /// gRPC listen address for clients.
     #[arg(long, default_value = "127.0.0.1:6335")]
     listen: SocketAddr,
+    /// How long a request may spend finding a replica that serves it (leader changes, moved
+    /// replicas, no quorum) before it fails with UNAVAILABLE, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    timeout_ms: u64,
 }
 
 pub async fn router(args: RouterArgs) -> anyhow::Result<()> {
     init_logging("info")?;
-    quiver_router::run(args.listen, args.join, shutdown_signal())
+    let timeout = std::time::Duration::from_millis(args.timeout_ms);
+    quiver_router::run(args.listen, args.join, timeout, shutdown_signal())
         .await
         .context("quiver router failed")
 }

@@ -43,8 +43,6 @@ use crate::service::{convert, shard};
 /// The header naming the shard group a request is for.
 pub const SHARD_HEADER: &str = "quiver-shard-group";
 
-/// How long one request may spend following leader changes and moved replicas.
-const REQUEST_DEADLINE: Duration = Duration::from_secs(15);
 /// How long one attempt at a remote replica may take before another replica is tried. A peer
 /// that stops answering altogether is found sooner, by the channel's keep-alive pings.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -112,6 +110,9 @@ fn classify(status: &Status) -> Failure {
 pub struct Coordinator {
     directory: Arc<dyn Directory>,
     limits: LimitsConfig,
+    /// How long one request may spend on a shard, following leader changes and moved replicas,
+    /// before it fails as unavailable.
+    timeout: Duration,
     channels: Peers,
     /// Last known leader address per shard group.
     leaders: Mutex<HashMap<u64, String>>,
@@ -155,11 +156,18 @@ fn merge_writes(
 }
 
 impl Coordinator {
-    /// A coordinator over `directory`, reaching replicas through `channels`.
-    pub fn new(directory: Arc<dyn Directory>, limits: LimitsConfig, channels: Peers) -> Self {
+    /// A coordinator over `directory`, reaching replicas through `channels`; a request that no
+    /// replica of a shard could serve within `timeout` fails with UNAVAILABLE.
+    pub fn new(
+        directory: Arc<dyn Directory>,
+        limits: LimitsConfig,
+        channels: Peers,
+        timeout: Duration,
+    ) -> Self {
         Self {
             directory,
             limits,
+            timeout,
             channels,
             leaders: Mutex::default(),
         }
@@ -182,7 +190,8 @@ impl Coordinator {
     }
 
     /// Runs `call` against a replica of shard `shard` of `collection`, following leader
-    /// redirects and moved replicas until it succeeds, fails for good, or the deadline passes.
+    /// redirects and moved replicas until it succeeds, fails for good, or the coordinator's
+    /// timeout passes (then with the last failure, UNAVAILABLE).
     async fn on_shard<T, F, Fut>(
         &self,
         collection: &str,
@@ -195,7 +204,7 @@ impl Coordinator {
         Fut: Future<Output = Result<T, Status>>,
     {
         #![allow(clippy::result_large_err)] // tonic's Status, which the caller returns as is
-        let deadline = tokio::time::Instant::now() + REQUEST_DEADLINE;
+        let deadline = tokio::time::Instant::now() + self.timeout;
         let mut last = Status::unavailable(format!("shard {shard} of `{collection}`: no replica"));
         let mut hint = None;
         loop {
@@ -234,16 +243,16 @@ impl Coordinator {
                         }
                     },
                 };
-                let attempt = match target {
-                    Target::Local(_) => call(group, target).await,
-                    Target::Remote(_) => tokio::time::timeout(ATTEMPT_TIMEOUT, call(group, target))
-                        .await
-                        .unwrap_or_else(|_| {
-                            Err(Status::deadline_exceeded(format!(
-                                "shard group {group} at {address} did not answer in time"
-                            )))
-                        }),
-                };
+                let until = deadline.min(tokio::time::Instant::now() + ATTEMPT_TIMEOUT);
+                let attempt = tokio::time::timeout_at(until, call(group, target))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(Status::unavailable(format!(
+                            "shard {shard} of `{collection}`: no replica served the request \
+                             within {} ms",
+                            self.timeout.as_millis()
+                        )))
+                    });
                 match attempt {
                     Ok(answer) => {
                         if route == Route::Leader {

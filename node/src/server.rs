@@ -65,6 +65,7 @@ pub async fn serve(
         node.clone(),
         node.config().limits.clone(),
         node.peers().clone(),
+        Duration::from_millis(node.config().cluster.write_timeout_ms),
     ));
     let dumper = spawn_graph_dumper(node.clone());
     let result = tonic::transport::Server::builder()

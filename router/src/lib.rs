@@ -19,6 +19,7 @@ mod upstream;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use quiver_proto::v1 as pb;
 use quiver_proto::v1::collections_client::CollectionsClient;
@@ -50,11 +51,12 @@ pub enum RouterError {
     NoMembers,
 }
 
-/// Serves the router on `listen`, forwarding to the cluster that `members` belong to, until
-/// `shutdown` completes.
+/// Serves the router on `listen` for the cluster that `members` belong to, until `shutdown`
+/// completes; see [`serve`].
 pub async fn run(
     listen: SocketAddr,
     members: Vec<String>,
+    timeout: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RouterError> {
     if members.is_empty() {
@@ -70,12 +72,14 @@ pub async fn run(
         .local_addr()
         .map_err(|e| RouterError::Serve(e.to_string()))?;
     info!(listen = %local, members = ?members, "quiver router serving gRPC");
-    serve(members, listener, shutdown).await
+    serve(members, timeout, listener, shutdown).await
 }
 
-/// Serves the router for the cluster `members` belong to on `listener`.
+/// Serves the router for the cluster `members` belong to on `listener`; a shard request that no
+/// replica could serve within `timeout` fails with UNAVAILABLE.
 pub async fn serve(
     members: Vec<String>,
+    timeout: Duration,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RouterError> {
@@ -87,6 +91,7 @@ pub async fn serve(
         directory,
         LimitsConfig::default(),
         Peers::default(),
+        timeout,
     ));
     let (mut health, health_service) = tonic_health::server::health_reporter();
     health
