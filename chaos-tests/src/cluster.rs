@@ -299,7 +299,8 @@ impl ChaosCluster {
 
     /// Waits until every replica of every group has applied at least what the group's furthest
     /// replica had logged when the wait began (clients may keep writing meanwhile): every node
-    /// has caught up to that point.
+    /// has caught up to that point. Every node must report every group, so the collections must
+    /// be replicated on every node (replication factor = nodes, as the scenarios use).
     pub async fn wait_converged(&self, within: Duration) {
         let deadline = tokio::time::Instant::now() + within;
         let mut targets: Option<BTreeMap<u64, u64>> = None;

@@ -47,9 +47,11 @@ pub enum MetaCommand {
     DropCollection {
         name: String,
     },
-    /// A shard's replicas changed (a replica moved).
+    /// A shard's replicas changed (a replica moved). Rejected unless the shard is still at
+    /// `epoch`, so two changes planned from the same map cannot overwrite each other.
     SetReplicas {
         group: u64,
+        epoch: u64,
         replicas: Vec<NodeId>,
     },
 }
@@ -154,6 +156,7 @@ mod tests {
             }),
             Command::Meta(MetaCommand::SetReplicas {
                 group: 2048,
+                epoch: 4,
                 replicas: vec![1, 3],
             }),
             Command::Once {

@@ -194,7 +194,7 @@ impl Coordinator {
     /// timeout passes (then with the last failure, UNAVAILABLE).
     async fn on_shard<T, F, Fut>(
         &self,
-        collection: &str,
+        collection: &Placement,
         shard: usize,
         route: Route,
         call: F,
@@ -205,12 +205,21 @@ impl Coordinator {
     {
         #![allow(clippy::result_large_err)] // tonic's Status, which the caller returns as is
         let deadline = tokio::time::Instant::now() + self.timeout;
-        let mut last = Status::unavailable(format!("shard {shard} of `{collection}`: no replica"));
+        let name = &collection.spec.name;
+        let mut last = Status::unavailable(format!("shard {shard} of `{name}`: no replica"));
         let mut hint = None;
         loop {
-            let placement = self.directory.placement(collection)?;
+            // The shard map may have moved replicas since; the collection must be the same one
+            // the request was split for (not one dropped and re-created meanwhile).
+            let placement = self.directory.placement(name)?;
+            if placement.id != collection.id {
+                return Err(NodeError::Unavailable(format!(
+                    "collection `{name}` was dropped or re-created during the request"
+                ))
+                .into());
+            }
             let Some(shard_placement) = placement.shards.get(shard) else {
-                return Err(NodeError::NotFound(format!("shard {shard} of `{collection}`")).into());
+                return Err(NodeError::NotFound(format!("shard {shard} of `{name}`")).into());
             };
             let group = shard_placement.group;
             let local = self.directory.local(group);
@@ -248,9 +257,8 @@ impl Coordinator {
                     .await
                     .unwrap_or_else(|_| {
                         Err(Status::unavailable(format!(
-                            "shard {shard} of `{collection}`: no replica served the request \
-                             within {} ms",
-                            self.timeout.as_millis()
+                            "shard {shard} of `{name}`: the replica at {address} did not answer \
+                             in time"
                         )))
                     });
                 match attempt {
@@ -281,7 +289,10 @@ impl Coordinator {
             if tokio::time::Instant::now() >= deadline {
                 return Err(last);
             }
-            if !redirected {
+            if redirected {
+                // Two replicas with stale views may name each other: never spin.
+                tokio::time::sleep(RETRY_PAUSE / 5).await;
+            } else {
                 tokio::time::sleep(RETRY_PAUSE).await;
                 self.directory.refresh().await;
             }
@@ -308,23 +319,18 @@ impl Coordinator {
                 points,
                 request_id: format!("{request_id}/{shard}"),
             };
-            self.on_shard(
-                &placement.spec.name,
-                shard,
-                Route::Leader,
-                move |group, target| {
-                    let part = part.clone();
-                    async move {
-                        match target {
-                            Target::Local(g) => Ok(shard::upsert(&g, limits, part).await?),
-                            Target::Remote(c) => points_client(c)
-                                .upsert(for_group(group, part))
-                                .await
-                                .map(|r| r.into_inner()),
-                        }
+            self.on_shard(&placement, shard, Route::Leader, move |group, target| {
+                let part = part.clone();
+                async move {
+                    match target {
+                        Target::Local(g) => Ok(shard::upsert(&g, limits, part).await?),
+                        Target::Remote(c) => points_client(c)
+                            .upsert(for_group(group, part))
+                            .await
+                            .map(|r| r.into_inner()),
                     }
-                },
-            )
+                }
+            })
         });
         merge_writes(join_all(calls).await)
     }
@@ -355,23 +361,18 @@ impl Coordinator {
         let limits = &self.limits;
         let calls = parts.into_iter().map(|(shard, mut part)| {
             part.request_id = format!("{request_id}/{shard}");
-            self.on_shard(
-                &placement.spec.name,
-                shard,
-                Route::Leader,
-                move |group, target| {
-                    let part = part.clone();
-                    async move {
-                        match target {
-                            Target::Local(g) => Ok(shard::delete(&g, limits, part).await?),
-                            Target::Remote(c) => points_client(c)
-                                .delete(for_group(group, part))
-                                .await
-                                .map(|r| r.into_inner()),
-                        }
+            self.on_shard(&placement, shard, Route::Leader, move |group, target| {
+                let part = part.clone();
+                async move {
+                    match target {
+                        Target::Local(g) => Ok(shard::delete(&g, limits, part).await?),
+                        Target::Remote(c) => points_client(c)
+                            .delete(for_group(group, part))
+                            .await
+                            .map(|r| r.into_inner()),
                     }
-                },
-            )
+                }
+            })
         });
         merge_writes(join_all(calls).await)
     }
@@ -394,7 +395,7 @@ impl Coordinator {
         let limits = &self.limits;
         let to = route(req.consistency);
         let calls = parts.into_iter().map(|(shard, part)| {
-            self.on_shard(&placement.spec.name, shard, to, move |group, target| {
+            self.on_shard(&placement, shard, to, move |group, target| {
                 let part = part.clone();
                 async move {
                     match target {
@@ -430,7 +431,7 @@ impl Coordinator {
         let to = route(req.consistency);
         let calls = (0..placement.shards.len()).map(|shard| {
             let part = req.clone();
-            self.on_shard(&placement.spec.name, shard, to, move |group, target| {
+            self.on_shard(&placement, shard, to, move |group, target| {
                 let part = part.clone();
                 async move {
                     match target {
@@ -478,7 +479,7 @@ impl Coordinator {
         let to = route(req.consistency);
         let calls = (0..placement.shards.len()).map(|shard| {
             let part = req.clone();
-            self.on_shard(&placement.spec.name, shard, to, move |group, target| {
+            self.on_shard(&placement, shard, to, move |group, target| {
                 let part = part.clone();
                 async move {
                     match target {
@@ -524,29 +525,25 @@ impl Coordinator {
             let request = pb::GetCollectionRequest {
                 name: placement.spec.name.clone(),
             };
-            let answer = self.on_shard(
-                &placement.spec.name,
-                shard,
-                Route::Nearest,
-                move |group, target| {
-                    let request = request.clone();
-                    async move {
-                        match target {
-                            Target::Local(g) => Ok(shard::info(&g, &request.name)?),
-                            Target::Remote(c) => CollectionsClient::new(c)
-                                .get(for_group(group, request))
-                                .await
-                                .map(|r| r.into_inner()),
-                        }
+            let answer = self.on_shard(&placement, shard, Route::Nearest, move |group, target| {
+                let request = request.clone();
+                async move {
+                    match target {
+                        Target::Local(g) => Ok(shard::info(&g, &request.name)?),
+                        Target::Remote(c) => CollectionsClient::new(c)
+                            .get(for_group(group, request))
+                            .await
+                            .map(|r| r.into_inner()),
                     }
-                },
-            );
+                }
+            });
             tokio::time::timeout(Duration::from_secs(3), answer)
         });
         let answers = join_all(calls).await;
         let mut info = convert::collection_info(&placement.spec, 0, 0);
         info.shard_count = placement.shards.len() as u32;
         info.replication_factor = placement.replication_factor;
+        info.collection_id = placement.id;
         for (s, answer) in placement.shards.iter().zip(answers) {
             let reported = match answer {
                 Ok(Ok(i)) => i.shards.into_iter().next().unwrap_or_default(),

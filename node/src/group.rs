@@ -242,7 +242,8 @@ impl Group {
         let metrics = self.raft.metrics().borrow().clone();
         let voters = metrics.membership_config.membership().voter_ids().count();
         let limit = self.config.cluster.election_timeout_max_ms;
-        voters > 1 && metrics.millis_since_quorum_ack.is_none_or(|ms| ms > limit)
+        // None: elected, but no quorum has acknowledged it yet; that is not a lost quorum.
+        voters > 1 && metrics.millis_since_quorum_ack.is_some_and(|ms| ms > limit)
     }
 
     /// Proposes `command` to the group; returns once it is committed, applied and visible.
@@ -268,7 +269,9 @@ impl Group {
                     if f.leader_id.is_some() {
                         return Err(self.not_leader(f.leader_id));
                     }
-                    // An election is under way: wait for its outcome, then try again.
+                    // An election is under way: wait for its outcome, then try again (after a
+                    // pause, in case the metrics already name a leader the core does not).
+                    tokio::time::sleep(Duration::from_millis(20)).await;
                     let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
                     let elected = self
                         .raft

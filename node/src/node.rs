@@ -40,7 +40,9 @@ const ELECTION_WAIT: Duration = Duration::from_secs(30);
 const SHARD_ELECTION_WAIT: Duration = Duration::from_secs(10);
 /// How often the node re-reads the shard map even without a change (to finish interrupted work).
 const RECONCILE_EVERY: Duration = Duration::from_secs(2);
-const PEER_RPC_TIMEOUT: Duration = Duration::from_secs(15);
+const PEER_RPC_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a moved replica may take to catch up before the move is given up.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// A storage node.
 pub struct Node {
@@ -55,6 +57,8 @@ pub struct Node {
     reconciling: tokio::sync::Mutex<()>,
     /// One shard group formed at a time (creation and its resumption may race).
     initializing: tokio::sync::Mutex<()>,
+    /// One replica move (or node removal) at a time.
+    moving: tokio::sync::Mutex<()>,
     stopped: AtomicBool,
 }
 
@@ -84,6 +88,7 @@ impl Node {
             shards_dir: data_dir.join("shards"),
             reconciling: tokio::sync::Mutex::new(()),
             initializing: tokio::sync::Mutex::new(()),
+            moving: tokio::sync::Mutex::new(()),
             stopped: AtomicBool::new(false),
         });
         if node.config.cluster.bootstrap {
@@ -281,6 +286,12 @@ impl Node {
     pub async fn init_shard(&self, group: u64) -> Result<pb::GroupStatus> {
         let _one_at_a_time = self.initializing.lock().await;
         let (placement, shard) = self.wait_for_placement(group).await?;
+        if shard.replicas.first() != Some(&self.id) {
+            return Err(NodeError::invalid(
+                "group",
+                format!("only shard group {group}'s first replica forms it"),
+            ));
+        }
         if placement.ready {
             return Err(NodeError::invalid(
                 "group",
@@ -317,13 +328,24 @@ impl Node {
 
     /// Moves shard group `group`'s replica from node `from` to node `to`: `to` joins the group
     /// as a learner, catches up and becomes a voter in `from`'s place; then `from` drops its copy.
-    /// Runs on the meta leader.
+    /// Runs on the meta leader, one replica change at a time.
     pub async fn move_shard(&self, group: u64, from: NodeId, to: NodeId) -> Result<Vec<NodeId>> {
+        let _one_at_a_time = self.moving.lock().await;
+        self.move_shard_locked(group, from, to).await
+    }
+
+    async fn move_shard_locked(&self, group: u64, from: NodeId, to: NodeId) -> Result<Vec<NodeId>> {
         self.meta.check_writable()?;
-        let (_, shard) = self
+        let (placement, shard) = self
             .placements()
             .by_group(group)
             .ok_or_else(|| NodeError::NotFound(format!("shard group {group}")))?;
+        if !placement.ready {
+            return Err(NodeError::Unavailable(format!(
+                "collection `{}` is still being created",
+                placement.spec.name
+            )));
+        }
         if !shard.replicas.contains(&from) {
             return Err(NodeError::invalid(
                 "from",
@@ -341,23 +363,39 @@ impl Node {
         }
         // 1. `to` hosts a (still empty) replica, so the group can reach it.
         let mut widened = shard.replicas.clone();
+        let mut epoch = shard.epoch;
         if !widened.contains(&to) {
             widened.push(to);
-            self.set_replicas(group, widened.clone()).await?;
+            self.set_replicas(group, epoch, widened.clone()).await?;
+            epoch += 1;
         }
         // 2. The shard's leader adds `to` (caught up as a learner first) and removes `from`.
-        self.change_shard_replicas_on_leader(group, &widened, to, from)
-            .await?;
+        if let Err(e) = self
+            .change_shard_replicas_on_leader(group, &widened, to, from)
+            .await
+        {
+            // Put the map back as it was, so `to` does not pose as a replica.
+            if widened != shard.replicas {
+                let _ = self
+                    .set_replicas(group, epoch, shard.replicas.clone())
+                    .await;
+            }
+            return Err(e);
+        }
         // 3. `from` drops its copy once it applies this.
         let narrowed: Vec<NodeId> = widened.into_iter().filter(|n| *n != from).collect();
-        self.set_replicas(group, narrowed.clone()).await?;
+        self.set_replicas(group, epoch, narrowed.clone()).await?;
         info!(group, from, to, "shard replica moved");
         Ok(narrowed)
     }
 
-    async fn set_replicas(&self, group: u64, replicas: Vec<NodeId>) -> Result<()> {
+    async fn set_replicas(&self, group: u64, epoch: u64, replicas: Vec<NodeId>) -> Result<()> {
         self.meta
-            .write(Command::Meta(MetaCommand::SetReplicas { group, replicas }))
+            .write(Command::Meta(MetaCommand::SetReplicas {
+                group,
+                epoch,
+                replicas,
+            }))
             .await?;
         Ok(())
     }
@@ -370,7 +408,7 @@ impl Node {
         add: NodeId,
         remove: NodeId,
     ) -> Result<()> {
-        let deadline = tokio::time::Instant::now() + PEER_RPC_TIMEOUT * 4;
+        let deadline = tokio::time::Instant::now() + CATCH_UP_TIMEOUT;
         let mut last = NodeError::Unavailable(format!("shard group {group} has no leader"));
         while tokio::time::Instant::now() < deadline {
             for node in replicas {
@@ -383,7 +421,7 @@ impl Node {
                     };
                     let channel = self.peer(&address)?;
                     match tokio::time::timeout(
-                        PEER_RPC_TIMEOUT,
+                        CATCH_UP_TIMEOUT,
                         ClusterClient::new(channel).change_shard_replicas(request),
                     )
                     .await
@@ -452,6 +490,7 @@ impl Node {
     /// Moves every replica off node `node` (to the least loaded node without one), then
     /// removes it from the meta group. Runs on the meta leader.
     pub async fn remove_node(&self, node: NodeId) -> Result<()> {
+        let _one_at_a_time = self.moving.lock().await;
         self.meta.check_writable()?;
         let membership = self.meta.membership();
         if membership.get_node(&node).is_none() {
@@ -474,7 +513,7 @@ impl Node {
                     .min_by_key(|n| load.get(n).copied().unwrap_or(0));
                 match target {
                     Some(to) => {
-                        self.move_shard(shard.group, node, *to).await?;
+                        self.move_shard_locked(shard.group, node, *to).await?;
                     }
                     None if shard.replicas.len() > 1 => {
                         // Every other node has a replica already: shrink the group instead.
@@ -486,7 +525,7 @@ impl Node {
                             .collect();
                         self.change_shard_replicas_on_leader(shard.group, &shard.replicas, 0, node)
                             .await?;
-                        self.set_replicas(shard.group, rest).await?;
+                        self.set_replicas(shard.group, shard.epoch, rest).await?;
                     }
                     None => {
                         return Err(NodeError::invalid(

@@ -536,7 +536,11 @@ impl StateMachine {
                 Ok(placement)
             }
             MetaCommand::DropCollection { name } => self.placements.get(name),
-            MetaCommand::SetReplicas { group, replicas } => {
+            MetaCommand::SetReplicas {
+                group,
+                epoch,
+                replicas,
+            } => {
                 let (mut placement, _) = self
                     .placements
                     .by_group(*group)
@@ -546,6 +550,12 @@ impl StateMachine {
                     .iter_mut()
                     .find(|s| s.group == *group)
                     .ok_or_else(|| NodeError::Internal(format!("shard group {group}")))?;
+                if shard.epoch != *epoch {
+                    return Err(NodeError::Unavailable(format!(
+                        "shard group {group} changed meanwhile (epoch {} is now {})",
+                        epoch, shard.epoch
+                    )));
+                }
                 shard.replicas = replicas.clone();
                 shard.epoch += 1;
                 Ok(placement)

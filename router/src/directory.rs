@@ -88,7 +88,13 @@ impl RemoteDirectory {
 fn shard_map(answer: pb::PlacementsResponse) -> Result<ShardMap, NodeError> {
     let mut placements = BTreeMap::new();
     for info in answer.collections {
-        let spec = convert::spec_from_info(&info)?;
+        let spec = match convert::spec_from_info(&info) {
+            Ok(spec) => spec,
+            Err(e) => {
+                warn!(collection = %info.name, error = %e, "skipping an unreadable collection");
+                continue;
+            }
+        };
         let shards = info
             .shards
             .iter()
@@ -102,7 +108,7 @@ fn shard_map(answer: pb::PlacementsResponse) -> Result<ShardMap, NodeError> {
         placements.insert(
             info.name.clone(),
             Placement {
-                id: 0,
+                id: info.collection_id,
                 spec,
                 replication_factor: info.replication_factor,
                 shards,

@@ -86,7 +86,8 @@ pub async fn serve(
     let upstream = Arc::new(Upstream::new(members.clone()));
     let directory = RemoteDirectory::new(members);
     directory.fetch().await;
-    // Limits are the nodes' to enforce; the router's own checks use the defaults' ceilings.
+    // The router checks a batch whole against the default limits before splitting it; nodes
+    // configured with lower limits still refuse their part (see the closing notes).
     let coordinator = Arc::new(Coordinator::new(
         directory,
         LimitsConfig::default(),

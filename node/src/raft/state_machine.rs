@@ -5,12 +5,12 @@
 //! `raft_state`) in one batch. Blank and membership entries advance the position only.
 //!
 //! A snapshot starts as a RocksDB checkpoint of the group, taken under the state-machine lock so
-//! it matches its log id exactly; that takes milliseconds (hard links). Off the lock, the
+//! it matches its log id exactly (hard links, after a flush of the memtables). Off the lock, the
 //! checkpoint's state-machine rows are streamed into a snapshot file in the group's
 //! `snapshots/` directory, which openraft sends to a follower in chunks. A follower receives
 //! the chunks into a file, and installing it replaces its tables in one batch and rebuilds the
-//! collections (graphs are rebuilt from the installed points). After a restart the current
-//! snapshot is built again on demand.
+//! collections (graphs are rebuilt from the installed points). The current snapshot's meta is
+//! kept beside its file, so a restarted node serves it without building a new one.
 //!
 //! Applying runs on a blocking thread: it writes RocksDB and inserts into HNSW graphs.
 
@@ -75,29 +75,77 @@ pub struct RaftStateMachineStore {
 }
 
 impl RaftStateMachineStore {
-    /// The state machine `inner`, with snapshot files in `dir`. Files left there by an earlier
-    /// run are removed: the current snapshot is built again when asked for.
+    /// The state machine `inner`, with snapshot files in `dir`. The newest complete snapshot
+    /// left there by an earlier run becomes the current one; anything else there is removed.
     pub fn new(inner: Arc<Mutex<StateMachine>>, dir: PathBuf) -> Self {
-        let _ = std::fs::remove_dir_all(&dir);
-        Self {
+        let store = Self {
             inner,
             dir,
             current: Arc::default(),
             receiving: Arc::default(),
             builds: Arc::default(),
+        };
+        let mut found: Vec<StoredSnapshot> = std::fs::read_dir(&store.dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|entry| {
+                let path = entry.path();
+                let bytes = std::fs::read(path.with_extension("meta")).ok()?;
+                let meta: Meta = bincode::deserialize(&bytes).ok()?;
+                (path.extension()? == "snap").then_some(StoredSnapshot { meta, path })
+            })
+            .collect();
+        found.sort_by_key(|s| s.meta.last_log_id);
+        if let Some(newest) = found.pop() {
+            *store.current.lock() = Some(newest);
         }
+        let keep = store.current.lock().as_ref().map(|c| c.path.clone());
+        for entry in std::fs::read_dir(&store.dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let path = entry.path();
+            if keep
+                .as_ref()
+                .is_some_and(|k| k.with_extension("") == path.with_extension(""))
+            {
+                continue;
+            }
+            let _ = std::fs::remove_dir_all(&path).or_else(|_| std::fs::remove_file(&path));
+        }
+        store
     }
 
-    /// Makes `path` the current snapshot, removing the file of the one it replaces.
+    /// Makes the snapshot at `path` the current one, with its meta beside it, unless the
+    /// current one is newer (a build that finished after a newer snapshot was installed); the
+    /// files of the one that loses are removed (a transfer still reading it keeps its handle).
     fn set_current(&self, meta: Meta, path: PathBuf) {
-        let new = StoredSnapshot {
+        let remove = |p: &PathBuf| {
+            let _ = std::fs::remove_file(p);
+            let _ = std::fs::remove_file(p.with_extension("meta"));
+        };
+        let mut current = self.current.lock();
+        if current
+            .as_ref()
+            .is_some_and(|c| c.meta.last_log_id > meta.last_log_id)
+        {
+            remove(&path);
+            return;
+        }
+        let persisted = bincode::serialize(&meta)
+            .ok()
+            .is_some_and(|b| std::fs::write(path.with_extension("meta"), b).is_ok());
+        if !persisted {
+            tracing::warn!(path = %path.display(), "snapshot meta not written; it will be rebuilt after a restart");
+        }
+        let old = current.replace(StoredSnapshot {
             meta,
             path: path.clone(),
-        };
-        let old = self.current.lock().replace(new);
+        });
         if let Some(old) = old.filter(|old| old.path != path) {
-            // A transfer still reading it keeps its open handle.
-            let _ = std::fs::remove_file(old.path);
+            remove(&old.path);
         }
     }
 }

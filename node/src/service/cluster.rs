@@ -16,13 +16,10 @@ use quiver_proto::v1::cluster_client::ClusterClient;
 use quiver_proto::v1::cluster_server::Cluster;
 use tonic::{Request, Response, Status};
 
-use super::convert;
+use super::{convert, forwarded, meta_leader_for};
 use crate::node::Node;
 use crate::raft::NodeId;
 use crate::NodeError;
-
-/// Marks a request one node forwarded to another.
-const FORWARDED: &str = "quiver-forwarded";
 
 /// Membership and status of this node's cluster.
 pub struct ClusterService {
@@ -168,11 +165,12 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::RemoveNodeRequest>,
     ) -> Result<Response<pb::ClusterStatus>, Status> {
-        let req = request.into_inner();
-        if let Some(leader) = self.node.meta_leader_elsewhere()? {
-            return ClusterClient::new(leader).remove_node(req).await;
+        if let Some(leader) = meta_leader_for(&self.node, &request)? {
+            return ClusterClient::new(leader)
+                .remove_node(forwarded(request.into_inner()))
+                .await;
         }
-        self.node.remove_node(req.id).await?;
+        self.node.remove_node(request.into_inner().id).await?;
         Ok(Response::new(self.status()))
     }
 
@@ -189,15 +187,10 @@ impl Cluster for ClusterService {
     ) -> Result<Response<pb::PlacementsResponse>, Status> {
         // The meta leader has applied every change it acknowledged; a follower may lag. Asked
         // once on the client's behalf (never forwarded twice), and answered here if it fails.
-        let forwarded = request.metadata().contains_key(FORWARDED);
-        if let (false, Ok(Some(leader))) = (forwarded, self.node.meta_leader_elsewhere()) {
-            let mut request = Request::new(pb::PlacementsRequest {});
-            request
-                .metadata_mut()
-                .insert(FORWARDED, tonic::metadata::MetadataValue::from(1u64));
+        if let Ok(Some(leader)) = meta_leader_for(&self.node, &request) {
             let forwarded = tokio::time::timeout(
                 Duration::from_secs(2),
-                ClusterClient::new(leader).placements(request),
+                ClusterClient::new(leader).placements(forwarded(pb::PlacementsRequest {})),
             )
             .await;
             if let Ok(Ok(answer)) = forwarded {
@@ -222,6 +215,7 @@ impl Cluster for ClusterService {
                 let mut info = convert::collection_info(&p.spec, 0, 0);
                 info.shard_count = p.shards.len() as u32;
                 info.replication_factor = p.replication_factor;
+                info.collection_id = p.id;
                 info.shards = p
                     .shards
                     .iter()
@@ -256,10 +250,12 @@ impl Cluster for ClusterService {
         &self,
         request: Request<pb::MoveShardRequest>,
     ) -> Result<Response<pb::MoveShardResponse>, Status> {
-        let req = request.into_inner();
-        if let Some(leader) = self.node.meta_leader_elsewhere()? {
-            return ClusterClient::new(leader).move_shard(req).await;
+        if let Some(leader) = meta_leader_for(&self.node, &request)? {
+            return ClusterClient::new(leader)
+                .move_shard(forwarded(request.into_inner()))
+                .await;
         }
+        let req = request.into_inner();
         let replicas = self.node.move_shard(req.group, req.from, req.to).await?;
         Ok(Response::new(pb::MoveShardResponse { replicas }))
     }

@@ -13,9 +13,9 @@ use quiver_proto::v1::collections_client::CollectionsClient;
 use quiver_proto::v1::collections_server::Collections;
 use tonic::{Request, Response, Status};
 
-use super::convert;
 use super::points::shard_replica;
 use super::shard;
+use super::{convert, forwarded, meta_leader_for};
 use crate::coordinator::Coordinator;
 use crate::node::Node;
 
@@ -38,12 +38,15 @@ impl Collections for CollectionsService {
         request: Request<pb::CreateCollectionRequest>,
     ) -> Result<Response<pb::CollectionInfo>, Status> {
         let config = self.node.config();
-        let req = request.into_inner();
-        let spec = convert::collection_spec(&req, &config.limits, config.search.max_ef)?;
-        let shard_count = convert::shard_count(req.shard_count)?;
-        if let Some(leader) = self.node.meta_leader_elsewhere()? {
-            return CollectionsClient::new(leader).create(req).await;
+        let spec =
+            convert::collection_spec(request.get_ref(), &config.limits, config.search.max_ef)?;
+        let shard_count = convert::shard_count(request.get_ref().shard_count)?;
+        if let Some(leader) = meta_leader_for(&self.node, &request)? {
+            return CollectionsClient::new(leader)
+                .create(forwarded(request.into_inner()))
+                .await;
         }
+        let req = request.into_inner();
         let name = spec.name.clone();
         self.node
             .create_collection(spec, shard_count, req.replication_factor, &req.request_id)
@@ -85,10 +88,11 @@ impl Collections for CollectionsService {
         &self,
         request: Request<pb::DeleteCollectionRequest>,
     ) -> Result<Response<pb::DeleteCollectionResponse>, Status> {
-        let req = request.into_inner();
-        let name = convert::collection_name("name", &req.name)?;
-        if let Some(leader) = self.node.meta_leader_elsewhere()? {
-            return CollectionsClient::new(leader).delete(req).await;
+        let name = convert::collection_name("name", &request.get_ref().name)?;
+        if let Some(leader) = meta_leader_for(&self.node, &request)? {
+            return CollectionsClient::new(leader)
+                .delete(forwarded(request.into_inner()))
+                .await;
         }
         self.node.drop_collection(&name).await?;
         Ok(Response::new(pb::DeleteCollectionResponse {}))

@@ -240,6 +240,7 @@ pub fn collection_info(
         shard_count: 0,
         replication_factor: 0,
         shards: Vec::new(),
+        collection_id: 0,
     }
 }
 
