@@ -23,7 +23,7 @@ use crate::collection::search::PlannerConfig;
 use crate::collection::Collection;
 use crate::command::{Command, EncodedCommand};
 use crate::error::{NodeError, Result};
-use crate::placement::Placements;
+use crate::placement::{shard_number, Placements};
 use crate::point::{CollectionMeta, PointId, PointRecord};
 use crate::raft::log_store::LogStore;
 use crate::raft::network::{GrpcNetwork, Peers};
@@ -380,7 +380,7 @@ impl Group {
         let (collection, shard) = self
             .collections()
             .first()
-            .map(|c| (c.name().to_string(), (self.id & 0x3ff) as u32))
+            .map(|c| (c.name().to_string(), shard_number(self.id)))
             .unwrap_or_default();
         pb::GroupStatus {
             group: self.id,

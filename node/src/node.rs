@@ -40,6 +40,7 @@ const ELECTION_WAIT: Duration = Duration::from_secs(30);
 const SHARD_ELECTION_WAIT: Duration = Duration::from_secs(10);
 /// How often the node re-reads the shard map even without a change (to finish interrupted work).
 const RECONCILE_EVERY: Duration = Duration::from_secs(2);
+/// How long a call to another node may take (forming a shard group included).
 const PEER_RPC_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a moved replica may take to catch up before the move is given up.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(600);

@@ -57,6 +57,11 @@ pub fn shard_group(collection_id: u64, shard: u32) -> u64 {
     (collection_id << 10) | u64::from(shard)
 }
 
+/// The shard number within its collection of shard group `group` (see [`shard_group`]).
+pub fn shard_number(group: u64) -> u32 {
+    (group & 0x3ff) as u32
+}
+
 /// Which of `count` shards holds `id`: FNV-1a of the id's key, so every router and node agrees
 /// and the spread is even for sequential and random ids alike.
 pub fn shard_index(id: &PointId, count: usize) -> usize {
@@ -235,5 +240,6 @@ mod tests {
         );
         assert_eq!(shard_index(&PointId::Num(7), 1), 0);
         assert_ne!(shard_group(1, 0), META_GROUP);
+        assert_eq!(shard_number(shard_group(7, 255)), 255);
     }
 }

@@ -6,7 +6,8 @@
 //!   fan out to every shard and are merged. "Not the leader" answers are followed, and a stale
 //!   answer (a moved replica, an unknown collection) fetches the map again.
 //! - `Collections` requests change or describe the shard map, so they go to the meta group's
-//!   leader ([`Upstream`]), learned from any member and followed when it changes.
+//!   leader ([`Upstream`]), learned from any member and followed when it changes; so do
+//!   `Cluster` requests (status, joins, removals, replica moves), for operators.
 //!
 //! A shard request that a replica could not serve (not the leader, no replica there, no quorum,
 //! no answer in time) is tried at another replica until a deadline; writes carry idempotency
@@ -22,6 +23,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use quiver_proto::v1 as pb;
+use quiver_proto::v1::cluster_client::ClusterClient;
+use quiver_proto::v1::cluster_server::{Cluster, ClusterServer};
 use quiver_proto::v1::collections_client::CollectionsClient;
 use quiver_proto::v1::collections_server::{Collections, CollectionsServer};
 use quiver_proto::v1::points_server::{Points, PointsServer};
@@ -101,6 +104,7 @@ pub async fn serve(
     health.set_serving::<PointsServer<PointsRouter>>().await;
     tonic::transport::Server::builder()
         .add_service(health_service)
+        .add_service(ClusterServer::new(ClusterRouter(upstream.clone())))
         .add_service(
             CollectionsServer::new(CollectionsRouter(upstream.clone()))
                 .max_decoding_message_size(usize::MAX),
@@ -117,6 +121,10 @@ pub async fn serve(
 
 /// Forwards `Collections` calls to the meta group's leader.
 pub struct CollectionsRouter(Arc<Upstream>);
+
+/// Forwards `Cluster` calls (status, membership, replica moves) to the meta group's leader, so
+/// operators can point the CLI at the router too.
+pub struct ClusterRouter(Arc<Upstream>);
 
 /// Coordinates `Points` calls over the collection's shards.
 pub struct PointsRouter(Arc<Coordinator>);
@@ -190,6 +198,107 @@ impl Collections for CollectionsRouter {
             |c, q| async move { collections(c).delete(q).await },
         )
         .await
+    }
+}
+
+fn cluster(channel: Channel) -> ClusterClient<Channel> {
+    ClusterClient::new(channel)
+}
+
+#[tonic::async_trait]
+impl Cluster for ClusterRouter {
+    async fn identify(
+        &self,
+        r: Request<pb::IdentifyRequest>,
+    ) -> Result<Response<pb::NodeInfo>, Status> {
+        forward(
+            &self.0,
+            r,
+            |c, q| async move { cluster(c).identify(q).await },
+        )
+        .await
+    }
+
+    async fn init(
+        &self,
+        _r: Request<pb::InitRequest>,
+    ) -> Result<Response<pb::ClusterStatus>, Status> {
+        Err(Status::invalid_argument(
+            "init forms a cluster of one node: call it on that node, not on a router",
+        ))
+    }
+
+    async fn add_node(
+        &self,
+        r: Request<pb::AddNodeRequest>,
+    ) -> Result<Response<pb::ClusterStatus>, Status> {
+        forward(
+            &self.0,
+            r,
+            |c, q| async move { cluster(c).add_node(q).await },
+        )
+        .await
+    }
+
+    async fn remove_node(
+        &self,
+        r: Request<pb::RemoveNodeRequest>,
+    ) -> Result<Response<pb::ClusterStatus>, Status> {
+        forward(
+            &self.0,
+            r,
+            |c, q| async move { cluster(c).remove_node(q).await },
+        )
+        .await
+    }
+
+    async fn status(
+        &self,
+        r: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::ClusterStatus>, Status> {
+        forward(&self.0, r, |c, q| async move { cluster(c).status(q).await }).await
+    }
+
+    async fn placements(
+        &self,
+        r: Request<pb::PlacementsRequest>,
+    ) -> Result<Response<pb::PlacementsResponse>, Status> {
+        forward(
+            &self.0,
+            r,
+            |c, q| async move { cluster(c).placements(q).await },
+        )
+        .await
+    }
+
+    async fn move_shard(
+        &self,
+        r: Request<pb::MoveShardRequest>,
+    ) -> Result<Response<pb::MoveShardResponse>, Status> {
+        forward(
+            &self.0,
+            r,
+            |c, q| async move { cluster(c).move_shard(q).await },
+        )
+        .await
+    }
+
+    async fn init_shard(
+        &self,
+        _r: Request<pb::InitShardRequest>,
+    ) -> Result<Response<pb::GroupStatus>, Status> {
+        Err(Status::invalid_argument(
+            "init_shard is for nodes, not routers",
+        ))
+    }
+
+    async fn change_shard_replicas(
+        &self,
+        _r: Request<pb::ChangeShardReplicasRequest>,
+    ) -> Result<Response<pb::GroupStatus>, Status> {
+        Err(Status::invalid_argument(
+            "change_shard_replicas is for nodes, not routers",
+        ))
     }
 }
 

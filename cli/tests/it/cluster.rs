@@ -547,5 +547,12 @@ fn dev_with_three_nodes_is_a_cluster_behind_a_router() {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+    // The router answers operators too: the cluster's status through it.
+    let status: Value = serde_json::from_str(&dev.must_cli(&["cluster", "status"])).unwrap();
+    assert_eq!(status["members"].as_array().unwrap().len(), 3, "{status}");
+    for group in status["groups"].as_array().unwrap() {
+        assert_ne!(group["leader"], 0, "{status}");
+        assert_eq!(group["replicas"].as_array().unwrap().len(), 3, "{status}");
+    }
     assert!(dev.must_terminate().success());
 }
