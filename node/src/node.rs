@@ -60,6 +60,8 @@ pub struct Node {
     initializing: tokio::sync::Mutex<()>,
     /// One replica move (or node removal) at a time.
     moving: tokio::sync::Mutex<()>,
+    /// Set while a task finishes collections whose creation was interrupted.
+    finishing: AtomicBool,
     stopped: AtomicBool,
 }
 
@@ -90,6 +92,7 @@ impl Node {
             reconciling: tokio::sync::Mutex::new(()),
             initializing: tokio::sync::Mutex::new(()),
             moving: tokio::sync::Mutex::new(()),
+            finishing: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
         });
         if node.config.cluster.bootstrap {
@@ -552,14 +555,28 @@ impl Node {
     /// Brings the shard replicas on this node in line with the shard map: opens those placed
     /// here, closes and deletes those moved away. On the meta leader, also finishes creating
     /// collections whose creation was interrupted.
-    pub async fn reconcile(&self) -> Result<()> {
+    pub async fn reconcile(self: &Arc<Self>) -> Result<()> {
         self.sync_replicas().await?;
-        if self.meta.is_leader() {
-            for p in self.placements().list().iter().filter(|p| !p.ready) {
-                if let Err(e) = self.finish_create(p).await {
-                    warn!(collection = %p.spec.name, error = %e, "collection not ready yet");
+        let unready: Vec<Placement> = self
+            .placements()
+            .list()
+            .into_iter()
+            .filter(|p| !p.ready)
+            .collect();
+        // Off this task, so an unreachable first replica does not hold up replica changes.
+        if self.meta.is_leader()
+            && !unready.is_empty()
+            && !self.finishing.swap(true, Ordering::SeqCst)
+        {
+            let node = self.clone();
+            tokio::spawn(async move {
+                for p in &unready {
+                    if let Err(e) = node.finish_create(p).await {
+                        warn!(collection = %p.spec.name, error = %e, "collection not ready yet");
+                    }
                 }
-            }
+                node.finishing.store(false, Ordering::SeqCst);
+            });
         }
         Ok(())
     }
@@ -601,20 +618,33 @@ impl Node {
             self.shards.write().insert(*group, Arc::new(replica));
         }
         for group in hosted.iter().filter(|g| !wanted.contains_key(g)) {
-            let Some(replica) = self.shards.write().remove(group) else {
-                continue;
-            };
-            replica.shutdown().await;
-            let dir = replica.dir().to_path_buf();
-            drop(replica);
-            blocking("remove shard replica", move || {
-                std::fs::remove_dir_all(&dir)
-                    .map_err(|e| NodeError::Storage(format!("{}: {e}", dir.display())))
-            })
-            .await?;
-            info!(group, "shard replica removed");
+            let removed = self.shards.write().remove(group);
+            if let Some(replica) = removed {
+                replica.shutdown().await;
+            }
         }
-        Ok(())
+        // Delete every replica not placed here: those just closed, and any left from before a
+        // restart (dropped or moved away while the node was down).
+        let shards_dir = self.shards_dir.clone();
+        let keep: BTreeSet<String> = wanted.keys().map(|g| g.to_string()).collect();
+        blocking("remove shard replicas", move || {
+            for entry in std::fs::read_dir(&shards_dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let group = entry.file_name().to_string_lossy().to_string();
+                if keep.contains(&group) {
+                    continue;
+                }
+                match std::fs::remove_dir_all(entry.path()) {
+                    Ok(()) => info!(group, "shard replica removed"),
+                    Err(e) => warn!(group, error = %e, "cannot remove a shard replica's data"),
+                }
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// Stops every group on this node.
