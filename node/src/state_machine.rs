@@ -14,6 +14,12 @@
 //! Beside the index, the applied record carries an opaque `raft_state` (the replication layer's
 //! last applied log id and membership), written in the same batch, so the layer above never sees
 //! data without the position it was applied at.
+//!
+//! The same state machine serves every group: a shard's holds its collection's points (seeded
+//! with the collection from the shard map), the meta group's holds the shard map
+//! ([`Placements`], changed by `Meta` commands). A command wrapped in `Once` is applied at most
+//! once per key: its outcome is stored with it, in the same batch, for [`ONCE_WINDOW`] entries.
+//! Snapshots are the state-machine tables' rows, streamed ([`write_snapshot`]).
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -909,5 +915,122 @@ mod tests {
         assert_eq!(sm.catalog().get("m").unwrap().points_count(), 0);
         let reopened = StateMachine::open(storage, graphs.path()).unwrap();
         assert_eq!(reopened.last_applied(), Some(7));
+    }
+
+    fn upsert_one(id: u64, x: f32) -> Command {
+        Command::Points(PointsCommand::Upsert {
+            collection: "m".into(),
+            collection_id: 1,
+            points: vec![NewPoint {
+                id: PointId::Num(id),
+                vector: vec![x, 0.0],
+                payload: JsonMap::new(),
+            }],
+        })
+    }
+
+    fn once(key: &str, command: Command) -> Command {
+        Command::Once {
+            key: key.into(),
+            command: Box::new(command),
+        }
+    }
+
+    #[test]
+    fn a_keyed_command_applies_once_until_its_key_is_forgotten() {
+        let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::default());
+        let graphs = tempfile::tempdir().unwrap();
+        let mut sm = StateMachine::open(storage.clone(), graphs.path()).unwrap();
+        let create = Command::Collections(CollectionsCommand::Create(spec(IndexKind::Flat)));
+        sm.apply(1, &create).unwrap();
+        let first = sm.apply(2, &once("k", upsert_one(7, 1.0))).unwrap();
+        assert_eq!((first.affected, first.duplicate), (1, false));
+        // The same key again, even with other content: the first outcome, nothing changed.
+        let again = sm.apply(3, &once("k", upsert_one(7, 5.0))).unwrap();
+        assert_eq!((again.index, again.duplicate), (2, true));
+        let vector = |sm: &StateMachine| {
+            sm.catalog().get("m").unwrap().get(&[PointId::Num(7)])[0]
+                .1
+                .clone()
+        };
+        assert_eq!(vector(&sm), vec![1.0, 0.0]);
+        // A rejected keyed command is remembered as rejected.
+        let missing = once(
+            "gone",
+            Command::Points(PointsCommand::Delete {
+                collection: "nope".into(),
+                collection_id: 1,
+                ids: vec![PointId::Num(1)],
+            }),
+        );
+        assert!(sm.apply(4, &missing).is_err());
+        assert!(matches!(sm.apply(5, &missing), Err(NodeError::NotFound(_))));
+        // Remembered across a reopen.
+        let mut sm = StateMachine::open(storage.clone(), graphs.path()).unwrap();
+        assert!(
+            sm.apply(6, &once("k", upsert_one(7, 5.0)))
+                .unwrap()
+                .duplicate
+        );
+        // Forgotten once ONCE_WINDOW entries have passed (pruned when later keys are applied).
+        let later = 2 + ONCE_WINDOW + 10;
+        sm.apply(later, &once("other", upsert_one(9, 1.0))).unwrap();
+        let fresh = sm.apply(later + 1, &once("k", upsert_one(7, 5.0))).unwrap();
+        assert!(!fresh.duplicate);
+        assert_eq!(vector(&sm), vec![5.0, 0.0]);
+    }
+
+    #[test]
+    fn shard_map_changes_are_checked_against_the_map() {
+        let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::default());
+        let graphs = tempfile::tempdir().unwrap();
+        let mut sm = StateMachine::open(storage.clone(), graphs.path()).unwrap();
+        let create = Command::Meta(MetaCommand::CreateCollection {
+            spec: spec(IndexKind::Flat),
+            replication_factor: 2,
+            replicas: vec![vec![1, 2], vec![2, 3]],
+        });
+        sm.apply(5, &create).unwrap();
+        let placements = sm.placements();
+        let placed = placements.get("m").unwrap();
+        assert_eq!((placed.id, placed.ready), (5, false));
+        assert_eq!(placed.shards[1].group, shard_group(5, 1));
+        assert!(matches!(
+            sm.apply(6, &create),
+            Err(NodeError::AlreadyExists(_))
+        ));
+        // Marking ready names the incarnation it formed.
+        let ready = |id| {
+            Command::Meta(MetaCommand::MarkReady {
+                name: "m".into(),
+                id,
+            })
+        };
+        assert!(sm.apply(7, &ready(99)).is_err());
+        sm.apply(8, &ready(5)).unwrap();
+        // A replica change planned from an old epoch is refused.
+        let group = shard_group(5, 0);
+        let set = |epoch, replicas: Vec<u64>| {
+            Command::Meta(MetaCommand::SetReplicas {
+                group,
+                epoch,
+                replicas,
+            })
+        };
+        sm.apply(9, &set(0, vec![1, 2, 3])).unwrap();
+        assert!(matches!(
+            sm.apply(10, &set(0, vec![2, 3])),
+            Err(NodeError::Unavailable(_))
+        ));
+        sm.apply(11, &set(1, vec![2, 3])).unwrap();
+        let reopened = StateMachine::open(storage, graphs.path()).unwrap();
+        let shard = reopened.placements().get("m").unwrap().shards[0].clone();
+        assert_eq!((shard.replicas, shard.epoch), (vec![2, 3], 2));
+        sm.apply(
+            12,
+            &Command::Meta(MetaCommand::DropCollection { name: "m".into() }),
+        )
+        .unwrap();
+        assert!(sm.placements().list().is_empty());
     }
 }
