@@ -2,7 +2,8 @@
 # Ingest and search through the gRPC API, on the same data in the same run, for:
 #   1. one `quiver dev` process;
 #   2. a 3-node cluster, one shard replicated 3 times, clients talking to a node directly;
-#   3. the same collection searched through a `quiver router` (router overhead = 3 vs 2);
+#   3. the same kind of collection (1 shard x 3 replicas) imported and searched through a
+#      `quiver router` (router overhead = 3 vs 2);
 #   4. a collection of 3 shards x 3 replicas (shard leaders spread over the nodes), through the
 #      router.
 # Every cluster write is committed by a majority of its shard's replicas before it is
@@ -35,14 +36,11 @@ start() { # name port args...
   echo "$name did not start" >&2; cat "$WORK/$name.log" >&2; exit 1
 }
 
-measure() { # setup endpoint collection [import|noimport] [create args...]
-  local setup=$1 ep=$2 name=$3 mode=$4; shift 4
-  local rate=null
-  if [ "$mode" = import ]; then
-    "$BIN" collection create "$name" --dim "$DIM" --metric l2 --m 16 --ef-construction 200 "$@" --endpoint "$ep" > /dev/null
-    local out; out=$("$BIN" points import "$name" --file "$DATA" --batch-size 500 --endpoint "$ep")
-    rate=$(echo "$out" | sed -n 's/.*(\([0-9]*\) points\/s).*/\1/p')
-  fi
+measure() { # setup endpoint collection [create args...]
+  local setup=$1 ep=$2 name=$3; shift 3
+  "$BIN" collection create "$name" --dim "$DIM" --metric l2 --m 16 --ef-construction 200 "$@" --endpoint "$ep" > /dev/null
+  local out; out=$("$BIN" points import "$name" --file "$DATA" --batch-size 500 --endpoint "$ep")
+  local rate; rate=$(echo "$out" | sed -n 's/.*(\([0-9]*\) points\/s).*/\1/p')
   local t0 t1
   t0=$(date +%s.%N)
   "$BIN" search "$name" --query-file "$QUERIES" --top-k 10 --ef 64 --format json --endpoint "$ep" > /dev/null
@@ -51,7 +49,7 @@ measure() { # setup endpoint collection [import|noimport] [create args...]
 }
 
 start dev 0 dev --data-dir "$WORK/dev" --listen 127.0.0.1:7101
-measure "quiver dev (1 process)" http://127.0.0.1:7101 bench import
+measure "quiver dev (1 process)" http://127.0.0.1:7101 bench
 kill "${PIDS[0]}"; wait "${PIDS[0]}" 2>/dev/null || true
 
 for i in 1 2 3; do
@@ -63,7 +61,7 @@ done
 "$BIN" cluster join 127.0.0.1:7103 --endpoint http://127.0.0.1:7102 > /dev/null
 "$BIN" cluster join 127.0.0.1:7104 --endpoint http://127.0.0.1:7102 > /dev/null
 LEADER=$("$BIN" collection create probe --dim 2 --metric l2 --endpoint http://127.0.0.1:7102 | python3 -c "import json,sys; print(json.load(sys.stdin)['shards'][0]['leader'])")
-measure "3 nodes, 1 shard x 3 replicas, direct to the shard leader" "http://127.0.0.1:710$((LEADER + 1))" bench import --shards 1 --replication-factor 3
+measure "3 nodes, 1 shard x 3 replicas, direct to the shard leader" "http://127.0.0.1:710$((LEADER + 1))" bench --shards 1 --replication-factor 3
 start router 0 router --join 127.0.0.1:7102,127.0.0.1:7103,127.0.0.1:7104 --listen 127.0.0.1:7105
-measure "3 nodes, 1 shard x 3 replicas, through the router" http://127.0.0.1:7105 bench noimport
-measure "3 nodes, 3 shards x 3 replicas, through the router" http://127.0.0.1:7105 sharded import --shards 3 --replication-factor 3
+measure "3 nodes, 1 shard x 3 replicas, through the router" http://127.0.0.1:7105 routed --shards 1 --replication-factor 3
+measure "3 nodes, 3 shards x 3 replicas, through the router" http://127.0.0.1:7105 sharded --shards 3 --replication-factor 3
