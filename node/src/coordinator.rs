@@ -118,6 +118,27 @@ pub struct Coordinator {
     leaders: Mutex<HashMap<u64, String>>,
 }
 
+/// Sends `$part` (a `Points` request) to shard `$shard` of `$placement` by `$route`: to this
+/// process's own replica directly, to another node's over gRPC, following redirects.
+macro_rules! points_on_shard {
+    ($self:ident, $placement:expr, $shard:expr, $route:expr, $part:expr, $op:ident) => {{
+        let limits = &$self.limits;
+        let part = $part;
+        $self.on_shard($placement, $shard, $route, move |group, target| {
+            let part = part.clone();
+            async move {
+                match target {
+                    Target::Local(g) => Ok(shard::$op(&g, limits, part).await?),
+                    Target::Remote(c) => points_client(c)
+                        .$op(for_group(group, part))
+                        .await
+                        .map(|r| r.into_inner()),
+                }
+            }
+        })
+    }};
+}
+
 /// A request for one shard, with the header naming its group.
 fn for_group<T>(group: u64, message: T) -> Request<T> {
     let mut request = Request::new(message);
@@ -287,7 +308,12 @@ impl Coordinator {
                 }
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(last);
+                return Err(Status::unavailable(format!(
+                    "shard {shard} of `{name}`: no replica served the request within {} ms; \
+                     last: {}",
+                    self.timeout.as_millis(),
+                    last.message()
+                )));
             }
             if redirected {
                 // Two replicas with stale views may name each other: never spin.
@@ -312,25 +338,13 @@ impl Coordinator {
                 .push(point);
         }
         let request_id = request_id(&req.request_id);
-        let limits = &self.limits;
         let calls = parts.into_iter().map(|(shard, points)| {
             let part = pb::UpsertRequest {
                 collection: placement.spec.name.clone(),
                 points,
                 request_id: format!("{request_id}/{shard}"),
             };
-            self.on_shard(&placement, shard, Route::Leader, move |group, target| {
-                let part = part.clone();
-                async move {
-                    match target {
-                        Target::Local(g) => Ok(shard::upsert(&g, limits, part).await?),
-                        Target::Remote(c) => points_client(c)
-                            .upsert(for_group(group, part))
-                            .await
-                            .map(|r| r.into_inner()),
-                    }
-                }
-            })
+            points_on_shard!(self, &placement, shard, Route::Leader, part, upsert)
         });
         merge_writes(join_all(calls).await)
     }
@@ -358,21 +372,9 @@ impl Coordinator {
                     .push(wire.clone());
             }
         }
-        let limits = &self.limits;
         let calls = parts.into_iter().map(|(shard, mut part)| {
             part.request_id = format!("{request_id}/{shard}");
-            self.on_shard(&placement, shard, Route::Leader, move |group, target| {
-                let part = part.clone();
-                async move {
-                    match target {
-                        Target::Local(g) => Ok(shard::delete(&g, limits, part).await?),
-                        Target::Remote(c) => points_client(c)
-                            .delete(for_group(group, part))
-                            .await
-                            .map(|r| r.into_inner()),
-                    }
-                }
-            })
+            points_on_shard!(self, &placement, shard, Route::Leader, part, delete)
         });
         merge_writes(join_all(calls).await)
     }
@@ -392,22 +394,10 @@ impl Coordinator {
                 .ids
                 .push(wire.clone());
         }
-        let limits = &self.limits;
         let to = route(req.consistency);
-        let calls = parts.into_iter().map(|(shard, part)| {
-            self.on_shard(&placement, shard, to, move |group, target| {
-                let part = part.clone();
-                async move {
-                    match target {
-                        Target::Local(g) => Ok(shard::get(&g, limits, part).await?),
-                        Target::Remote(c) => points_client(c)
-                            .get(for_group(group, part))
-                            .await
-                            .map(|r| r.into_inner()),
-                    }
-                }
-            })
-        });
+        let calls = parts
+            .into_iter()
+            .map(|(shard, part)| points_on_shard!(self, &placement, shard, to, part, get));
         let mut found: HashMap<PointId, pb::Point> = HashMap::new();
         for part in join_all(calls).await {
             for point in part?.points {
@@ -427,22 +417,10 @@ impl Coordinator {
             0 => DEFAULT_TOP_K,
             k => k as usize,
         };
-        let limits = &self.limits;
         let to = route(req.consistency);
         let calls = (0..placement.shards.len()).map(|shard| {
             let part = req.clone();
-            self.on_shard(&placement, shard, to, move |group, target| {
-                let part = part.clone();
-                async move {
-                    match target {
-                        Target::Local(g) => Ok(shard::search(&g, limits, part).await?),
-                        Target::Remote(c) => points_client(c)
-                            .search(for_group(group, part))
-                            .await
-                            .map(|r| r.into_inner()),
-                    }
-                }
-            })
+            points_on_shard!(self, &placement, shard, to, part, search)
         });
         let mut results = Vec::new();
         let mut plans: Vec<String> = Vec::new();
@@ -475,22 +453,10 @@ impl Coordinator {
             0 => DEFAULT_SCROLL_LIMIT,
             l => l as usize,
         };
-        let limits = &self.limits;
         let to = route(req.consistency);
         let calls = (0..placement.shards.len()).map(|shard| {
             let part = req.clone();
-            self.on_shard(&placement, shard, to, move |group, target| {
-                let part = part.clone();
-                async move {
-                    match target {
-                        Target::Local(g) => Ok(shard::scroll(&g, limits, part).await?),
-                        Target::Remote(c) => points_client(c)
-                            .scroll(for_group(group, part))
-                            .await
-                            .map(|r| r.into_inner()),
-                    }
-                }
-            })
+            points_on_shard!(self, &placement, shard, to, part, scroll)
         });
         // Each shard returned its first `limit` ids after the cursor; the first `limit` of
         // their union are the collection's.

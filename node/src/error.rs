@@ -38,6 +38,10 @@ pub enum NodeError {
     /// A bug or an impossible state.
     #[error("internal: {0}")]
     Internal(String),
+    /// The request was planned against a state that has changed meanwhile (another change got
+    /// there first); it changed nothing and may be planned again.
+    #[error("conflict: {0}")]
+    Conflict(String),
     /// A request for a shard group this node holds no replica of: the sender's shard map is
     /// stale (the replica moved), so it should refresh it and retry.
     #[error("unavailable: shard group {group} has no replica on this node (stale shard map)")]

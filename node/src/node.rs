@@ -296,13 +296,18 @@ impl Node {
                 format!("only shard group {group}'s first replica forms it"),
             ));
         }
+        self.sync_replicas().await?;
         if placement.ready {
+            // Formed already (creation and its resumption may both ask): that is what was asked.
+            let replica = self.group(group)?;
+            if replica.is_initialized().await? {
+                return Ok(replica.status());
+            }
             return Err(NodeError::invalid(
                 "group",
-                format!("shard group {group} was formed already"),
+                format!("shard group {group} was formed already, without this replica"),
             ));
         }
-        self.sync_replicas().await?;
         let replica = self.group(group)?;
         let mut members = BTreeMap::new();
         for node in &shard.replicas {
@@ -373,19 +378,12 @@ impl Node {
             self.set_replicas(group, epoch, widened.clone()).await?;
             epoch += 1;
         }
-        // 2. The shard's leader adds `to` (caught up as a learner first) and removes `from`.
-        if let Err(e) = self
-            .change_shard_replicas_on_leader(group, &widened, to, from)
-            .await
-        {
-            // Put the map back as it was, so `to` does not pose as a replica.
-            if widened != shard.replicas {
-                let _ = self
-                    .set_replicas(group, epoch, shard.replicas.clone())
-                    .await;
-            }
-            return Err(e);
-        }
+        // 2. The shard's leader adds `to` (caught up as a learner first) and removes `from`. On
+        // failure the widened map stays: the change may have been made after all, and a map
+        // listing one replica too many is safe where one missing a voter is not. Running the
+        // move again finishes it.
+        self.change_shard_replicas_on_leader(group, &widened, to, from)
+            .await?;
         // 3. `from` drops its copy once it applies this.
         let narrowed: Vec<NodeId> = widened.into_iter().filter(|n| *n != from).collect();
         self.set_replicas(group, epoch, narrowed.clone()).await?;
@@ -570,12 +568,19 @@ impl Node {
         {
             let node = self.clone();
             tokio::spawn(async move {
+                /// Clears `finishing` however the task ends.
+                struct Done(Arc<Node>);
+                impl Drop for Done {
+                    fn drop(&mut self) {
+                        self.0.finishing.store(false, Ordering::SeqCst);
+                    }
+                }
+                let done = Done(node);
                 for p in &unready {
-                    if let Err(e) = node.finish_create(p).await {
+                    if let Err(e) = done.0.finish_create(p).await {
                         warn!(collection = %p.spec.name, error = %e, "collection not ready yet");
                     }
                 }
-                node.finishing.store(false, Ordering::SeqCst);
             });
         }
         Ok(())

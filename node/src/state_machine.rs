@@ -557,7 +557,7 @@ impl StateMachine {
                     .find(|s| s.group == *group)
                     .ok_or_else(|| NodeError::Internal(format!("shard group {group}")))?;
                 if shard.epoch != *epoch {
-                    return Err(NodeError::Unavailable(format!(
+                    return Err(NodeError::Conflict(format!(
                         "shard group {group} changed meanwhile (epoch {} is now {})",
                         epoch, shard.epoch
                     )));
@@ -1020,7 +1020,7 @@ mod tests {
         sm.apply(9, &set(0, vec![1, 2, 3])).unwrap();
         assert!(matches!(
             sm.apply(10, &set(0, vec![2, 3])),
-            Err(NodeError::Unavailable(_))
+            Err(NodeError::Conflict(_))
         ));
         sm.apply(11, &set(1, vec![2, 3])).unwrap();
         let reopened = StateMachine::open(storage, graphs.path()).unwrap();

@@ -61,20 +61,29 @@ fn info(node: &crate::support::QuiverProcess) -> Value {
     serde_json::from_str(&node.must_cli(&["collection", "info", "s"])).unwrap()
 }
 
-/// Every point, read back through `endpoint` with a linearizable read.
+/// Every point, read back through `endpoint` with a linearizable read. Right after a replica
+/// moved, a shard may be electing a leader: UNAVAILABLE is retried for a while.
 async fn must_read_all(endpoint: &str) -> BTreeMap<u64, String> {
-    let got = points(endpoint)
-        .await
-        .get(pb::GetPointsRequest {
-            collection: "s".into(),
-            ids: (0..POINTS).map(id).collect(),
-            with_payload: true,
-            consistency: pb::ReadConsistency::Linearizable as i32,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let got = loop {
+        let answer = points(endpoint)
+            .await
+            .get(pb::GetPointsRequest {
+                collection: "s".into(),
+                ids: (0..POINTS).map(id).collect(),
+                with_payload: true,
+                consistency: pb::ReadConsistency::Linearizable as i32,
+                ..Default::default()
+            })
+            .await;
+        match answer {
+            Ok(answer) => break answer.into_inner(),
+            Err(e) if e.code() == Code::Unavailable && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("read failed: {e:?}"),
+        }
+    };
     got.points
         .iter()
         .map(|p| {

@@ -238,6 +238,8 @@ impl RaftStateMachine<TypeConfig> for RaftStateMachineStore {
 
     async fn install_snapshot(&mut self, meta: &Meta, snapshot: Box<File>) -> StorageResult<()> {
         let mut file = snapshot.into_std().await;
+        // Kept as the current snapshot afterwards, so it must be whole after a power loss.
+        file.sync_all().map_err(io_error)?;
         let position = RaftPosition {
             last_applied: meta.last_log_id,
             membership: meta.last_membership.clone(),

@@ -39,9 +39,13 @@ pub fn shard_replica<T>(node: &Node, request: &Request<T>) -> Result<Option<Arc<
         .ok()
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| NodeError::invalid(SHARD_HEADER, "not a shard group id"))?;
-    // A shard dropped from this node's shard map (its collection dropped, the replica moved
-    // away) is refused even while its files are being removed.
-    if node.placements().by_group(group).is_none() {
+    // A shard this node's shard map no longer places here (its collection dropped, the replica
+    // moved away) is refused even while its files are being removed.
+    let placed_here = node
+        .placements()
+        .by_group(group)
+        .is_some_and(|(_, shard)| shard.replicas.contains(&node.id()));
+    if !placed_here {
         return Err(NodeError::NoReplica { group }.into());
     }
     Ok(Some(node.group(group)?))

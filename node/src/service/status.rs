@@ -15,6 +15,7 @@ impl From<NodeError> for Status {
             NodeError::InvalidArgument { .. } => Code::InvalidArgument,
             NodeError::NotFound(_) => Code::NotFound,
             NodeError::AlreadyExists(_) => Code::AlreadyExists,
+            NodeError::Conflict(_) => Code::Aborted,
             NodeError::NotLeader { .. }
             | NodeError::Unavailable(_)
             | NodeError::NoReplica { .. } => Code::Unavailable,
