@@ -506,33 +506,17 @@ impl Coordinator {
             tokio::time::timeout(Duration::from_secs(3), answer)
         });
         let answers = join_all(calls).await;
-        let mut info = convert::collection_info(&placement.spec, 0, 0);
-        info.shard_count = placement.shards.len() as u32;
-        info.replication_factor = placement.replication_factor;
-        info.collection_id = placement.id;
-        for (s, answer) in placement.shards.iter().zip(answers) {
-            let reported = match answer {
-                Ok(Ok(i)) => i.shards.into_iter().next().unwrap_or_default(),
-                _ => pb::ShardInfo::default(),
-            };
-            info.points_count += reported.points_count;
-            info.indexed_vectors += reported.indexed_vectors;
-            info.shards.push(pb::ShardInfo {
-                shard: s.shard,
-                group: s.group,
-                replicas: s
-                    .replicas
-                    .iter()
-                    .map(|n| pb::ReplicaInfo {
-                        node: *n,
-                        address: self.directory.address(*n).unwrap_or_default(),
-                    })
-                    .collect(),
-                leader: reported.leader,
-                points_count: reported.points_count,
-                indexed_vectors: reported.indexed_vectors,
-            });
+        let mut info = convert::placement_info(&placement, |n| self.directory.address(n));
+        for (shard, answer) in info.shards.iter_mut().zip(answers) {
+            if let Ok(Ok(answer)) = answer {
+                let reported = answer.shards.into_iter().next().unwrap_or_default();
+                shard.leader = reported.leader;
+                shard.points_count = reported.points_count;
+                shard.indexed_vectors = reported.indexed_vectors;
+            }
         }
+        info.points_count = info.shards.iter().map(|s| s.points_count).sum();
+        info.indexed_vectors = info.shards.iter().map(|s| s.indexed_vectors).sum();
         Ok(info)
     }
 }

@@ -212,34 +212,12 @@ impl Cluster for ClusterService {
             .list()
             .into_iter()
             .map(|p| {
-                let mut info = convert::collection_info(&p.spec, 0, 0);
-                info.shard_count = p.shards.len() as u32;
-                info.replication_factor = p.replication_factor;
-                info.collection_id = p.id;
-                info.shards = p
-                    .shards
-                    .iter()
-                    .map(|s| pb::ShardInfo {
-                        shard: s.shard,
-                        group: s.group,
-                        replicas: s
-                            .replicas
-                            .iter()
-                            .map(|n| pb::ReplicaInfo {
-                                node: *n,
-                                address: members.get(n).cloned().unwrap_or_default(),
-                            })
-                            .collect(),
-                        leader: self
-                            .node
-                            .group(s.group)
-                            .ok()
-                            .and_then(|g| g.leader())
-                            .unwrap_or(0),
-                        points_count: 0,
-                        indexed_vectors: 0,
-                    })
-                    .collect();
+                let mut info = convert::placement_info(&p, |n| members.get(&n).cloned());
+                // Leader hints for the shards this node holds.
+                for shard in &mut info.shards {
+                    let leader = self.node.group(shard.group).ok().and_then(|g| g.leader());
+                    shard.leader = leader.unwrap_or(0);
+                }
                 info
             })
             .collect();

@@ -15,8 +15,9 @@ use quiver_index::payload_index::FieldType;
 use quiver_proto::v1 as pb;
 
 use crate::error::{NodeError, Result};
-use crate::placement::MAX_SHARDS;
+use crate::placement::{Placement, MAX_SHARDS};
 use crate::point::{CollectionSpec, IndexKind, JsonMap, NewPoint, PointId};
+use crate::raft::NodeId;
 
 /// Longest collection name.
 pub const MAX_NAME_LEN: usize = 64;
@@ -186,6 +187,36 @@ pub fn shard_count(value: u32) -> Result<u32> {
         )),
         n => Ok(n),
     }
+}
+
+/// A collection's description with its shard map: each shard's group and replicas (with the
+/// addresses `address` knows). Counts and leaders are left for the caller to fill.
+pub fn placement_info(
+    placement: &Placement,
+    address: impl Fn(NodeId) -> Option<String>,
+) -> pb::CollectionInfo {
+    let mut info = collection_info(&placement.spec, 0, 0);
+    info.shard_count = placement.shards.len() as u32;
+    info.replication_factor = placement.replication_factor;
+    info.collection_id = placement.id;
+    info.shards = placement
+        .shards
+        .iter()
+        .map(|s| pb::ShardInfo {
+            shard: s.shard,
+            group: s.group,
+            replicas: s
+                .replicas
+                .iter()
+                .map(|n| pb::ReplicaInfo {
+                    node: *n,
+                    address: address(*n).unwrap_or_default(),
+                })
+                .collect(),
+            ..Default::default()
+        })
+        .collect();
+    info
 }
 
 /// A collection's spec back from its description (as a router learns it from the cluster).
