@@ -19,7 +19,9 @@
 //! with the collection from the shard map), the meta group's holds the shard map
 //! ([`Placements`], changed by `Meta` commands). A command wrapped in `Once` is applied at most
 //! once per key: its outcome is stored with it, in the same batch, for [`ONCE_WINDOW`] entries.
-//! Snapshots are the state-machine tables' rows, streamed ([`write_snapshot`]).
+//! Snapshots are the state-machine tables' rows, streamed ([`write_snapshot`]) and checksummed;
+//! installing one writes its rows in bounded batches and is finished on the next open if a
+//! crash cuts it short.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -38,6 +40,7 @@ use crate::point::{CollectionMeta, JsonMap, PointId, PointRecord};
 use crate::storage::{prefix_end, Storage, Table, WriteBatch};
 
 const APPLIED_KEY: &[u8] = b"applied";
+const INSTALLING_KEY: &[u8] = b"installing";
 const COLLECTION_PREFIX: &[u8] = b"collection/";
 const NEXT_SLOT_PREFIX: &[u8] = b"next_slot/";
 const PLACEMENT_PREFIX: &[u8] = b"placement/";
@@ -131,64 +134,161 @@ pub struct AppliedRecord {
 }
 
 /// The first bytes of a snapshot file.
-const SNAPSHOT_MAGIC: &[u8] = b"QSNAP1";
+const SNAPSHOT_MAGIC: &[u8] = b"QSNAP2";
+/// The table byte that starts a snapshot's trailer.
+const SNAPSHOT_END: u8 = 0xff;
 
 /// Writes every row of the state-machine tables of `state` (a checkpoint) to `out`: the magic,
-/// then per row a table byte, a u32 key length, the key, a u32 value length and the value.
-/// Streams: nothing is held in memory beyond one row.
+/// then per row a table byte, a u32 key length, the key, a u32 value length and the value, then
+/// [`SNAPSHOT_END`], the u64 row count and the CRC-32 of everything before the count. Streams: nothing is held in memory beyond one row.
 pub fn write_snapshot(state: &dyn Storage, out: &mut impl Write) -> Result<()> {
     let io = |e: std::io::Error| NodeError::Storage(format!("write snapshot: {e}"));
-    out.write_all(SNAPSHOT_MAGIC).map_err(io)?;
+    let mut crc = crc32fast::Hasher::new();
+    let mut rows = 0u64;
+    let mut put = |out: &mut dyn Write, bytes: &[u8]| {
+        crc.update(bytes);
+        out.write_all(bytes).map_err(io)
+    };
+    put(out, SNAPSHOT_MAGIC)?;
     for (tag, table) in Table::STATE_MACHINE.into_iter().enumerate() {
         state.for_each(table, b"", &mut |k, v| {
-            out.write_all(&[tag as u8]).map_err(io)?;
+            put(out, &[tag as u8])?;
             for part in [k, v] {
-                out.write_all(&(part.len() as u32).to_be_bytes())
-                    .map_err(io)?;
-                out.write_all(part).map_err(io)?;
+                put(out, &(part.len() as u32).to_be_bytes())?;
+                put(out, part)?;
             }
+            rows += 1;
             Ok(true)
         })?;
     }
+    put(out, &[SNAPSHOT_END])?;
+    let crc = crc.finalize();
+    out.write_all(&rows.to_be_bytes()).map_err(io)?;
+    out.write_all(&crc.to_be_bytes()).map_err(io)?;
     out.flush().map_err(io)
 }
 
-/// Reads the rows of a snapshot written by [`write_snapshot`], handing each to `row`.
-fn read_snapshot(input: impl Read, row: &mut dyn FnMut(Table, Vec<u8>, Vec<u8>)) -> Result<()> {
-    let corrupt = |what: &str| NodeError::Storage(format!("corrupt snapshot: {what}"));
-    let mut input = std::io::BufReader::new(input);
-    let mut magic = [0u8; 6];
-    input
-        .read_exact(&mut magic)
-        .map_err(|_| corrupt("too short"))?;
-    if magic != SNAPSHOT_MAGIC {
-        return Err(corrupt("not a quiver snapshot"));
+/// A reader that keeps the CRC-32 of what it has read.
+struct Checksummed<R> {
+    input: R,
+    crc: crc32fast::Hasher,
+}
+
+impl<R: Read> Read for Checksummed<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.input.read(buf)?;
+        self.crc.update(&buf[..n]);
+        Ok(n)
     }
-    let part = |input: &mut std::io::BufReader<_>| -> Result<Vec<u8>> {
-        let mut len = [0u8; 4];
-        input
-            .read_exact(&mut len)
-            .map_err(|_| corrupt("truncated row"))?;
-        let mut bytes = vec![0u8; u32::from_be_bytes(len) as usize];
-        input
-            .read_exact(&mut bytes)
-            .map_err(|_| corrupt("truncated row"))?;
+}
+
+/// Reads the rows of a snapshot written by [`write_snapshot`], handing each to `row`. A file
+/// that is cut short, altered, or goes on past its trailer is an error, which may come after
+/// some rows were handed over.
+fn read_snapshot(
+    input: impl Read,
+    row: &mut dyn FnMut(Table, Vec<u8>, Vec<u8>) -> Result<()>,
+) -> Result<()> {
+    let corrupt = |what: &str| NodeError::Storage(format!("corrupt snapshot: {what}"));
+    let mut input = Checksummed {
+        input: std::io::BufReader::new(input),
+        crc: crc32fast::Hasher::new(),
+    };
+    let take = |input: &mut Checksummed<_>, n: usize, what: &str| -> Result<Vec<u8>> {
+        let mut bytes = vec![0u8; n];
+        input.read_exact(&mut bytes).map_err(|_| corrupt(what))?;
         Ok(bytes)
     };
+    if take(&mut input, SNAPSHOT_MAGIC.len(), "too short")? != SNAPSHOT_MAGIC {
+        return Err(corrupt("not a quiver snapshot"));
+    }
+    let mut rows = 0u64;
     loop {
-        let mut tag = [0u8; 1];
-        match input.read(&mut tag) {
-            Ok(0) => return Ok(()),
-            Ok(_) => {}
-            Err(e) => return Err(NodeError::Storage(format!("read snapshot: {e}"))),
+        let tag = take(&mut input, 1, "no trailer")?[0];
+        if tag == SNAPSHOT_END {
+            break;
         }
         let table = *Table::STATE_MACHINE
-            .get(tag[0] as usize)
+            .get(tag as usize)
             .ok_or_else(|| corrupt("unknown table"))?;
-        let key = part(&mut input)?;
-        let value = part(&mut input)?;
-        row(table, key, value);
+        let mut part = || -> Result<Vec<u8>> {
+            let len = take(&mut input, 4, "truncated row")?;
+            let len = u32::from_be_bytes(len.try_into().expect("4 bytes")) as usize;
+            take(&mut input, len, "truncated row")
+        };
+        let key = part()?;
+        let value = part()?;
+        row(table, key, value)?;
+        rows += 1;
     }
+    let crc = input.crc.clone().finalize();
+    let trailer = take(&mut input, 12, "truncated trailer")?;
+    if trailer[..8] != rows.to_be_bytes() || trailer[8..] != crc.to_be_bytes() {
+        return Err(corrupt("row count or checksum does not match"));
+    }
+    match input.read(&mut [0u8; 1]) {
+        Ok(0) => Ok(()),
+        _ => Err(corrupt("bytes after the trailer")),
+    }
+}
+
+/// Written before a snapshot's rows replace the state, removed with the last of them: while it
+/// is there the tables are incomplete, and opening the state finishes the install from the
+/// snapshot file it names.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Installing {
+    snapshot: PathBuf,
+    applied: AppliedRecord,
+}
+
+/// A snapshot's rows are written in batches of about this many bytes, so installing a large
+/// shard does not hold it all in memory.
+const INSTALL_BATCH_BYTES: usize = 4 << 20;
+
+/// Replaces the state-machine tables of `storage` with the rows of the snapshot file at
+/// `snapshot`, and the applied record with `applied`; graph dumps under `graph_root` are
+/// removed (the graphs are rebuilt from the installed points). The file is checked whole before
+/// anything changes; after that a crash leaves the [`Installing`] record, and [`StateMachine::open`]
+/// runs this again.
+fn install_snapshot(
+    storage: &dyn Storage,
+    snapshot: &Path,
+    applied: &AppliedRecord,
+    graph_root: &Path,
+) -> Result<()> {
+    let open = || {
+        std::fs::File::open(snapshot)
+            .map_err(|e| NodeError::Storage(format!("snapshot {}: {e}", snapshot.display())))
+    };
+    read_snapshot(open()?, &mut |_, _, _| Ok(()))?;
+    let mut batch = WriteBatch::default();
+    for table in Table::STATE_MACHINE {
+        if let Some((last, _)) = storage.last(table)? {
+            batch.delete_range(table, Vec::new(), last.clone());
+            batch.delete(table, last);
+        }
+    }
+    let installing = Installing {
+        snapshot: snapshot.to_path_buf(),
+        applied: applied.clone(),
+    };
+    batch.put(Table::Meta, INSTALLING_KEY, encode(&installing)?);
+    storage.write(batch)?;
+    let _ = std::fs::remove_dir_all(graph_root);
+    let mut batch = WriteBatch::default();
+    let mut bytes = 0;
+    read_snapshot(open()?, &mut |table, k, v| {
+        bytes += k.len() + v.len();
+        batch.put(table, k, v);
+        if bytes >= INSTALL_BATCH_BYTES {
+            storage.write(std::mem::take(&mut batch))?;
+            bytes = 0;
+        }
+        Ok(())
+    })?;
+    batch.put(Table::Meta, APPLIED_KEY, encode(applied)?);
+    batch.delete(Table::Meta, INSTALLING_KEY);
+    storage.write(batch)
 }
 
 /// Applies commands to storage and collections.
@@ -204,6 +304,16 @@ impl StateMachine {
     /// Opens the state in `storage`, rebuilding every collection (graphs from their dumps under
     /// `graph_root` when present).
     pub fn open(storage: Arc<dyn Storage>, graph_root: &Path) -> Result<Self> {
+        if let Some(bytes) = storage.get(Table::Meta, INSTALLING_KEY)? {
+            let installing: Installing = decode(&bytes)?;
+            info!(snapshot = %installing.snapshot.display(), "finishing an interrupted snapshot install");
+            install_snapshot(
+                storage.as_ref(),
+                &installing.snapshot,
+                &installing.applied,
+                graph_root,
+            )?;
+        }
         let catalog = Arc::new(Catalog::default());
         let placements = Arc::new(Placements::default());
         let applied = load(storage.as_ref(), &catalog, &placements, graph_root)?;
@@ -361,21 +471,12 @@ impl StateMachine {
         Ok((self.storage.checkpoint(dir)?, self.applied.clone()))
     }
 
-    /// Replaces the whole state with the rows of a snapshot (see [`write_snapshot`]) and
-    /// `applied`, atomically, then rebuilds the collections in memory. Graph dumps are dropped:
-    /// the graphs are rebuilt from the installed points.
-    pub fn import(&mut self, snapshot: impl Read, applied: AppliedRecord) -> Result<()> {
-        let mut batch = WriteBatch::default();
-        for table in Table::STATE_MACHINE {
-            self.storage.for_each(table, b"", &mut |k, _| {
-                batch.delete(table, k);
-                Ok(true)
-            })?;
-        }
-        read_snapshot(snapshot, &mut |table, k, v| batch.put(table, k, v))?;
-        batch.put(Table::Meta, APPLIED_KEY, encode(&applied)?);
-        self.storage.write(batch)?;
-        let _ = std::fs::remove_dir_all(&self.graph_root);
+    /// Replaces the whole state with the snapshot file at `snapshot` (see [`write_snapshot`])
+    /// and `applied`, then rebuilds the collections in memory. A file that is not whole changes
+    /// nothing; an install cut short by a crash is finished when the state is next opened, so
+    /// the file must stay until this returns.
+    pub fn import(&mut self, snapshot: &Path, applied: AppliedRecord) -> Result<()> {
+        install_snapshot(self.storage.as_ref(), snapshot, &applied, &self.graph_root)?;
         self.applied = load(
             self.storage.as_ref(),
             &self.catalog,
@@ -915,6 +1016,122 @@ mod tests {
         assert_eq!(sm.catalog().get("m").unwrap().points_count(), 0);
         let reopened = StateMachine::open(storage, graphs.path()).unwrap();
         assert_eq!(reopened.last_applied(), Some(7));
+    }
+
+    /// Every row of the state-machine tables of `storage`.
+    fn rows(storage: &dyn Storage) -> Vec<(Table, Vec<u8>, Vec<u8>)> {
+        let mut rows = Vec::new();
+        for table in Table::STATE_MACHINE {
+            storage
+                .for_each(table, b"", &mut |k, v| {
+                    rows.push((table, k.to_vec(), v.to_vec()));
+                    Ok(true)
+                })
+                .unwrap();
+        }
+        rows
+    }
+
+    #[test]
+    fn a_snapshot_installs_whole_or_is_finished_when_the_state_is_next_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        // a source state of several install batches (payloads of 20 kB)
+        let source: Arc<dyn Storage> = Arc::new(MemoryStorage::default());
+        let mut sm = StateMachine::open(source.clone(), &dir.path().join("g1")).unwrap();
+        sm.apply(
+            1,
+            &Command::Collections(CollectionsCommand::Create(spec(IndexKind::Flat))),
+        )
+        .unwrap();
+        let text = serde_json::Value::String("x".repeat(20_000));
+        let points = (0..500)
+            .map(|id| NewPoint {
+                id: PointId::Num(id),
+                vector: vec![id as f32, 1.0],
+                payload: JsonMap::from_iter([("text".to_string(), text.clone())]),
+            })
+            .collect();
+        sm.apply(
+            2,
+            &Command::Points(PointsCommand::Upsert {
+                collection: "m".into(),
+                collection_id: 1,
+                points,
+            }),
+        )
+        .unwrap();
+        let snapshot = dir.path().join("s.snap");
+        let mut out = std::fs::File::create(&snapshot).unwrap();
+        write_snapshot(source.as_ref(), &mut out).unwrap();
+        drop(out);
+        let bytes = std::fs::read(&snapshot).unwrap();
+        assert!(bytes.len() > 2 * INSTALL_BATCH_BYTES);
+        let applied = AppliedRecord {
+            index: Some(2),
+            raft_state: b"position".to_vec(),
+        };
+
+        // a target with a state of its own
+        let target: Arc<dyn Storage> = Arc::new(MemoryStorage::default());
+        let graphs = dir.path().join("g2");
+        let mut sm = StateMachine::open(target.clone(), &graphs).unwrap();
+        let other = CollectionSpec {
+            name: "other".into(),
+            ..spec(IndexKind::Flat)
+        };
+        sm.apply(7, &Command::Collections(CollectionsCommand::Create(other)))
+            .unwrap();
+        let before = rows(target.as_ref());
+
+        // a file cut short, with a byte changed, or with bytes after its end changes nothing
+        let cut = dir.path().join("cut.snap");
+        for broken in [
+            bytes[..bytes.len() - 1].to_vec(),
+            bytes[..bytes.len() - 13].to_vec(),
+            [&bytes[..], b"x"].concat(),
+            {
+                let mut b = bytes.clone();
+                b[bytes.len() / 2] ^= 1;
+                b
+            },
+        ] {
+            std::fs::write(&cut, broken).unwrap();
+            let err = sm.import(&cut, applied.clone()).unwrap_err();
+            assert!(err.to_string().contains("corrupt snapshot"), "{err}");
+            assert_eq!(rows(target.as_ref()), before);
+            assert_eq!(sm.last_applied(), Some(7));
+            assert!(sm.catalog().get("other").is_ok());
+        }
+
+        // a whole file replaces the state
+        sm.import(&snapshot, applied.clone()).unwrap();
+        assert_eq!(sm.last_applied(), Some(2));
+        assert_eq!(sm.raft_state(), b"position");
+        assert!(sm.catalog().get("other").is_err());
+        assert_eq!(sm.catalog().get("m").unwrap().points_count(), 500);
+        let installed = rows(target.as_ref());
+        assert_eq!(
+            installed.iter().filter(|r| r.0 == Table::Points).count(),
+            500
+        );
+
+        // a crash part-way leaves the install record and a partial state: opening finishes it
+        let crashed: Arc<dyn Storage> = Arc::new(MemoryStorage::default());
+        let mut partial = WriteBatch::default();
+        for (table, k, v) in installed.iter().take(40) {
+            partial.put(*table, k.clone(), v.clone());
+        }
+        partial.put(Table::Points, b"stale".to_vec(), b"row".to_vec());
+        let installing = Installing {
+            snapshot: snapshot.clone(),
+            applied,
+        };
+        partial.put(Table::Meta, INSTALLING_KEY, encode(&installing).unwrap());
+        crashed.write(partial).unwrap();
+        let reopened = StateMachine::open(crashed.clone(), &dir.path().join("g3")).unwrap();
+        assert_eq!(rows(crashed.as_ref()), installed);
+        assert_eq!(reopened.last_applied(), Some(2));
+        assert_eq!(reopened.catalog().get("m").unwrap().points_count(), 500);
     }
 
     fn upsert_one(id: u64, x: f32) -> Command {

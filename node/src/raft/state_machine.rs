@@ -8,8 +8,9 @@
 //! it matches its log id exactly (hard links, after a flush of the memtables). Off the lock, the
 //! checkpoint's state-machine rows are streamed into a snapshot file in the group's
 //! `snapshots/` directory, which openraft sends to a follower in chunks. A follower receives
-//! the chunks into a file, and installing it replaces its tables in one batch and rebuilds the
-//! collections (graphs are rebuilt from the installed points). The current snapshot's meta is
+//! the chunks into a file; installing it checks the file whole, replaces its tables in bounded
+//! batches (finished at the next start if a crash cuts it short) and rebuilds the collections
+//! (graphs are rebuilt from the installed points). The current snapshot's meta is
 //! kept beside its file, so a restarted node serves it without building a new one.
 //!
 //! Applying runs on a blocking thread: it writes RocksDB and inserts into HNSW graphs.
@@ -150,6 +151,15 @@ impl RaftStateMachineStore {
     }
 }
 
+/// Whether `file` is the file at `path`.
+fn is_same_file(file: &std::fs::File, path: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
+    }
+}
+
 fn io_error(e: std::io::Error) -> StorageError {
     StorageIOError::write_snapshot(None, AnyError::error(e.to_string())).into()
 }
@@ -238,8 +248,29 @@ impl RaftStateMachine<TypeConfig> for RaftStateMachineStore {
 
     async fn install_snapshot(&mut self, meta: &Meta, snapshot: Box<File>) -> StorageResult<()> {
         let mut file = snapshot.into_std().await;
-        // Kept as the current snapshot afterwards, so it must be whole after a power loss.
+        // The file the chunks were received into. A snapshot handed over any other way (the
+        // conformance suite swaps in the leader's file) is copied into a file of our own.
+        let receiving = self.receiving.lock().take();
+        let received = match receiving {
+            Some(path) if is_same_file(&file, &path) => path,
+            unused => {
+                if let Some(unused) = unused {
+                    let _ = std::fs::remove_file(unused);
+                }
+                let build = self.builds.fetch_add(1, Ordering::Relaxed);
+                let path = self.dir.join(format!("incoming-{build}.snap"));
+                std::fs::create_dir_all(&self.dir).map_err(io_error)?;
+                file.seek(SeekFrom::Start(0)).map_err(io_error)?;
+                let mut copy = std::fs::File::create(&path).map_err(io_error)?;
+                std::io::copy(&mut file, &mut copy).map_err(io_error)?;
+                file = copy;
+                path
+            }
+        };
+        // An install cut short is finished from this file at the next start, and it is kept as
+        // the current snapshot afterwards, so it must be whole after a power loss.
         file.sync_all().map_err(io_error)?;
+        drop(file);
         let position = RaftPosition {
             last_applied: meta.last_log_id,
             membership: meta.last_membership.clone(),
@@ -250,22 +281,18 @@ impl RaftStateMachine<TypeConfig> for RaftStateMachineStore {
         };
         let inner = self.inner.clone();
         let signature = meta.signature();
+        let path = received.clone();
         tokio::task::spawn_blocking(move || {
-            file.seek(SeekFrom::Start(0))
-                .map_err(|e| StorageIOError::read_snapshot(Some(signature.clone()), &e))?;
             inner
                 .lock()
-                .import(file, applied)
+                .import(&path, applied)
                 .map_err(|e| StorageError::from(StorageIOError::read_snapshot(Some(signature), &e)))
         })
         .await
         .map_err(join_error)??;
-        let received = self.receiving.lock().take();
-        if let Some(received) = received {
-            let path = self.dir.join(format!("{}.snap", meta.snapshot_id));
-            if std::fs::rename(&received, &path).is_ok() {
-                self.set_current(meta.clone(), path);
-            }
+        let path = self.dir.join(format!("{}.snap", meta.snapshot_id));
+        if std::fs::rename(&received, &path).is_ok() {
+            self.set_current(meta.clone(), path);
         }
         Ok(())
     }
