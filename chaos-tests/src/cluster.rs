@@ -215,27 +215,27 @@ impl ChaosCluster {
             .expect("create collection");
     }
 
-    /// The node (index) leading shard `shard` of `collection`, as a live node reports it.
+    /// The node leading shard `shard` of `collection`: of the leaders the live nodes report,
+    /// the one in the highest term (a restarted node may still claim its old term's lead).
     pub async fn shard_leader(&self, collection: &str, shard: usize) -> Option<usize> {
+        let mut best: Option<(u64, u64)> = None;
         for (i, address) in self.addresses.iter().enumerate() {
             if self.nodes[i].as_ref().is_none_or(|p| p.stopped) {
                 continue;
             }
-            let info = tokio::time::timeout(
+            let status = tokio::time::timeout(
                 Duration::from_secs(2),
-                CollectionsClient::new(channel(address)).get(pb::GetCollectionRequest {
-                    name: collection.into(),
-                }),
+                ClusterClient::new(channel(address)).status(pb::StatusRequest {}),
             )
             .await;
-            if let Ok(Ok(info)) = info {
-                let leader = info.into_inner().shards.get(shard)?.leader;
-                if leader != 0 {
-                    return Some(leader as usize - 1);
+            let Ok(Ok(status)) = status else { continue };
+            for g in status.into_inner().groups {
+                if g.collection == collection && g.shard as usize == shard && g.leader != 0 {
+                    best = best.max(Some((g.term, g.leader)));
                 }
             }
         }
-        None
+        best.map(|(_, leader)| leader as usize - 1)
     }
 
     /// kill -9 node `i`.

@@ -119,6 +119,8 @@ impl FaultProxy {
             tokio::spawn(async move {
                 while let Ok((mut inbound, _)) = listener.accept().await {
                     let to = *target.lock();
+                    // (checked under the lock `cut` takes, so no link slips past a cut)
+                    let mut links = links.lock();
                     let (false, Some(to)) = (cut.load(Ordering::SeqCst), to) else {
                         continue; // dropped: the peer sees the connection close
                     };
@@ -128,7 +130,8 @@ impl FaultProxy {
                                 tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                         }
                     });
-                    links.lock().push(link);
+                    links.retain(|l| !l.is_finished());
+                    links.push(link);
                 }
             })
         };
@@ -147,8 +150,9 @@ impl FaultProxy {
 
     /// Severs every open connection and refuses new ones.
     pub fn cut(&self) {
+        let mut links = self.links.lock();
         self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
-        for link in self.links.lock().drain(..) {
+        for link in links.drain(..) {
             link.abort();
         }
     }

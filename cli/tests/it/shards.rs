@@ -61,6 +61,20 @@ fn info(node: &crate::support::QuiverProcess) -> Value {
     serde_json::from_str(&node.must_cli(&["collection", "info", "s"])).unwrap()
 }
 
+/// `collection info` polled until it counts every point: counts come from the nearest replica
+/// of each shard, which may not have applied the last write yet.
+async fn info_with_every_point(node: &crate::support::QuiverProcess) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let info = info(node);
+        if info["points"] == POINTS {
+            return info;
+        }
+        assert!(Instant::now() < deadline, "points missing: {info}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Every point, read back through `endpoint` with a linearizable read. Right after a replica
 /// moved, a shard may be electing a leader: UNAVAILABLE is retried for a while.
 async fn must_read_all(endpoint: &str) -> BTreeMap<u64, String> {
@@ -152,8 +166,7 @@ async fn sharded_collection_spreads_merges_and_moves() {
             .await
             .unwrap();
     }
-    let info0 = info(&nodes[0]);
-    assert_eq!(info0["points"], POINTS, "{info0}");
+    let info0 = info_with_every_point(&nodes[0]).await;
     for shard in info0["shards"].as_array().unwrap() {
         let n = shard["points"].as_u64().unwrap();
         assert!((120..=280).contains(&n), "uneven shards: {info0}");
@@ -176,7 +189,7 @@ async fn sharded_collection_spreads_merges_and_moves() {
         refused.message().contains("points[17].vector"),
         "{refused:?}"
     );
-    assert_eq!(info(&nodes[0])["points"], POINTS);
+    info_with_every_point(&nodes[0]).await;
 
     // An exact search merged over the shards is the exact top-k over every point.
     let query = vector(10_000);
@@ -322,12 +335,21 @@ async fn sharded_collection_spreads_merges_and_moves() {
         assert_eq!(on.len(), 2, "{after}");
     }
     assert_eq!(must_read_all(&nodes[1].endpoint).await, all);
-    let status: Value = serde_json::from_str(&nodes[0].must_cli(&["cluster", "status"])).unwrap();
-    let members: Vec<u64> = status["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_u64().unwrap())
-        .collect();
-    assert_eq!(members, [1, 2], "{status}");
+    // (node 1's own view of the membership, which may trail the meta leader for a moment)
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status: Value =
+            serde_json::from_str(&nodes[0].must_cli(&["cluster", "status"])).unwrap();
+        let members: Vec<u64> = status["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_u64().unwrap())
+            .collect();
+        if members == [1, 2] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
