@@ -19,9 +19,9 @@
 //! with the collection from the shard map), the meta group's holds the shard map
 //! ([`Placements`], changed by `Meta` commands). A command wrapped in `Once` is applied at most
 //! once per key: its outcome is stored with it, in the same batch, for [`ONCE_WINDOW`] entries.
-//! Snapshots are the state-machine tables' rows, streamed ([`write_snapshot`]) and checksummed;
-//! installing one writes its rows in bounded batches and is finished on the next open if a
-//! crash cuts it short.
+//! Snapshots are the state-machine tables' rows and the graph dumps' files, streamed
+//! ([`write_snapshot`]) and checksummed; installing one writes its rows in bounded batches and
+//! is finished on the next open if a crash cuts it short.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -30,9 +30,9 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 use quiver_index::Slot;
-use tracing::info;
+use tracing::{info, warn};
 
-use crate::collection::Collection;
+use crate::collection::{persist, Collection};
 use crate::command::{CollectionsCommand, Command, MetaCommand, PointsCommand};
 use crate::error::{NodeError, Result};
 use crate::placement::{shard_group, Placement, Placements, ShardPlacement};
@@ -135,63 +135,147 @@ pub struct AppliedRecord {
 
 /// The first bytes of a snapshot file.
 const SNAPSHOT_MAGIC: &[u8] = b"QSNAP2";
+/// The table byte that starts a file entry (a graph dump's file).
+const SNAPSHOT_FILE: u8 = 0xfe;
 /// The table byte that starts a snapshot's trailer.
 const SNAPSHOT_END: u8 = 0xff;
 
-/// Writes every row of the state-machine tables of `state` (a checkpoint) to `out`: the magic,
-/// then per row a table byte, a u32 key length, the key, a u32 value length and the value, then
-/// [`SNAPSHOT_END`], the u64 row count and the CRC-32 of everything before the count. Streams: nothing is held in memory beyond one row.
-pub fn write_snapshot(state: &dyn Storage, out: &mut impl Write) -> Result<()> {
+/// Writes a snapshot of `state` (a checkpoint) and the graph dumps under `graphs` to `out`:
+/// - the magic;
+/// - per row of the state-machine tables: a table byte, a u32 key length, the key, a u32 value
+///   length and the value;
+/// - per file under `graphs`: [`SNAPSHOT_FILE`], a u32 length and its `/`-separated path
+///   relative to `graphs`, a u64 length and its bytes;
+/// - [`SNAPSHOT_END`], the u64 count of rows and files, and the CRC-32 of everything before it.
+///
+/// Streams: nothing is held in memory beyond one row.
+pub fn write_snapshot(state: &dyn Storage, graphs: &Path, out: &mut impl Write) -> Result<()> {
     let io = |e: std::io::Error| NodeError::Storage(format!("write snapshot: {e}"));
-    let mut crc = crc32fast::Hasher::new();
-    let mut rows = 0u64;
-    let mut put = |out: &mut dyn Write, bytes: &[u8]| {
-        crc.update(bytes);
-        out.write_all(bytes).map_err(io)
+    let mut out = Checksummed {
+        inner: out,
+        crc: crc32fast::Hasher::new(),
     };
-    put(out, SNAPSHOT_MAGIC)?;
+    let mut entries = 0u64;
+    out.write_all(SNAPSHOT_MAGIC).map_err(io)?;
     for (tag, table) in Table::STATE_MACHINE.into_iter().enumerate() {
         state.for_each(table, b"", &mut |k, v| {
-            put(out, &[tag as u8])?;
+            out.write_all(&[tag as u8]).map_err(io)?;
             for part in [k, v] {
-                put(out, &(part.len() as u32).to_be_bytes())?;
-                put(out, part)?;
+                out.write_all(&(part.len() as u32).to_be_bytes())
+                    .map_err(io)?;
+                out.write_all(part).map_err(io)?;
             }
-            rows += 1;
+            entries += 1;
             Ok(true)
         })?;
     }
-    put(out, &[SNAPSHOT_END])?;
-    let crc = crc.finalize();
-    out.write_all(&rows.to_be_bytes()).map_err(io)?;
+    for (relative, path) in files_under(graphs).map_err(io)? {
+        let mut file = std::fs::File::open(&path).map_err(io)?;
+        let len = file.metadata().map_err(io)?.len();
+        out.write_all(&[SNAPSHOT_FILE]).map_err(io)?;
+        out.write_all(&(relative.len() as u32).to_be_bytes())
+            .map_err(io)?;
+        out.write_all(relative.as_bytes()).map_err(io)?;
+        out.write_all(&len.to_be_bytes()).map_err(io)?;
+        let copied = std::io::copy(&mut (&mut file).take(len), &mut out).map_err(io)?;
+        if copied != len {
+            return Err(NodeError::Storage(format!(
+                "write snapshot: {} changed while being read",
+                path.display()
+            )));
+        }
+        entries += 1;
+    }
+    out.write_all(&[SNAPSHOT_END]).map_err(io)?;
+    let crc = out.crc.clone().finalize();
+    let out = out.inner;
+    out.write_all(&entries.to_be_bytes()).map_err(io)?;
     out.write_all(&crc.to_be_bytes()).map_err(io)?;
     out.flush().map_err(io)
 }
 
-/// A reader that keeps the CRC-32 of what it has read.
-struct Checksummed<R> {
-    input: R,
+/// Every file under `root` (none if it does not exist), sorted, with its `/`-separated path
+/// relative to `root`.
+fn files_under(root: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
+    let mut files = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            entries => entries?,
+        };
+        for entry in entries {
+            let path = entry?.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                let relative = path.strip_prefix(root).expect("under root");
+                let parts: Vec<String> = relative
+                    .components()
+                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                    .collect();
+                files.push((parts.join("/"), path));
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// A relative path read from a snapshot, refused unless it stays below the directory it is
+/// written under.
+fn relative_path(bytes: Vec<u8>) -> Option<PathBuf> {
+    let text = String::from_utf8(bytes).ok()?;
+    let path = PathBuf::from(&text);
+    let plain = path
+        .components()
+        .all(|c| matches!(c, std::path::Component::Normal(_)));
+    (plain && !text.is_empty()).then_some(path)
+}
+
+/// A reader or writer that keeps the CRC-32 of what passed through it.
+struct Checksummed<T> {
+    inner: T,
     crc: crc32fast::Hasher,
 }
 
 impl<R: Read> Read for Checksummed<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.input.read(buf)?;
+        let n = self.inner.read(buf)?;
         self.crc.update(&buf[..n]);
         Ok(n)
     }
 }
 
-/// Reads the rows of a snapshot written by [`write_snapshot`], handing each to `row`. A file
-/// that is cut short, altered, or goes on past its trailer is an error, which may come after
-/// some rows were handed over.
+impl<W: Write> Write for Checksummed<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.crc.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// One entry of a snapshot, as [`read_snapshot`] hands it over.
+enum SnapshotEntry<'a> {
+    Row(Table, Vec<u8>, Vec<u8>),
+    /// A graph dump's file: its path relative to the graph root, and its bytes.
+    File(PathBuf, &'a mut dyn Read),
+}
+
+/// Reads the entries of a snapshot written by [`write_snapshot`], handing each to `entry`. A
+/// file that is cut short, altered, or goes on past its trailer is an error, which may come
+/// after some entries were handed over.
 fn read_snapshot(
     input: impl Read,
-    row: &mut dyn FnMut(Table, Vec<u8>, Vec<u8>) -> Result<()>,
+    entry: &mut dyn FnMut(SnapshotEntry<'_>) -> Result<()>,
 ) -> Result<()> {
     let corrupt = |what: &str| NodeError::Storage(format!("corrupt snapshot: {what}"));
     let mut input = Checksummed {
-        input: std::io::BufReader::new(input),
+        inner: std::io::BufReader::new(input),
         crc: crc32fast::Hasher::new(),
     };
     let take = |input: &mut Checksummed<_>, n: usize, what: &str| -> Result<Vec<u8>> {
@@ -202,34 +286,56 @@ fn read_snapshot(
     if take(&mut input, SNAPSHOT_MAGIC.len(), "too short")? != SNAPSHOT_MAGIC {
         return Err(corrupt("not a quiver snapshot"));
     }
-    let mut rows = 0u64;
+    let mut entries = 0u64;
     loop {
         let tag = take(&mut input, 1, "no trailer")?[0];
         if tag == SNAPSHOT_END {
             break;
         }
-        let table = *Table::STATE_MACHINE
-            .get(tag as usize)
-            .ok_or_else(|| corrupt("unknown table"))?;
-        let mut part = || -> Result<Vec<u8>> {
-            let len = take(&mut input, 4, "truncated row")?;
+        let part = |input: &mut Checksummed<_>| -> Result<Vec<u8>> {
+            let len = take(input, 4, "truncated entry")?;
             let len = u32::from_be_bytes(len.try_into().expect("4 bytes")) as usize;
-            take(&mut input, len, "truncated row")
+            take(input, len, "truncated entry")
         };
-        let key = part()?;
-        let value = part()?;
-        row(table, key, value)?;
-        rows += 1;
+        if tag == SNAPSHOT_FILE {
+            let path = relative_path(part(&mut input)?).ok_or_else(|| corrupt("bad file path"))?;
+            let len = take(&mut input, 8, "truncated entry")?;
+            let len = u64::from_be_bytes(len.try_into().expect("8 bytes"));
+            let mut bytes = (&mut input).take(len);
+            entry(SnapshotEntry::File(path, &mut bytes))?;
+            // whatever the handler left unread
+            std::io::copy(&mut bytes, &mut std::io::sink())
+                .map_err(|_| corrupt("truncated file"))?;
+            if bytes.limit() > 0 {
+                return Err(corrupt("truncated file"));
+            }
+        } else {
+            let table = *Table::STATE_MACHINE
+                .get(tag as usize)
+                .ok_or_else(|| corrupt("unknown table"))?;
+            let key = part(&mut input)?;
+            let value = part(&mut input)?;
+            entry(SnapshotEntry::Row(table, key, value))?;
+        }
+        entries += 1;
     }
     let crc = input.crc.clone().finalize();
     let trailer = take(&mut input, 12, "truncated trailer")?;
-    if trailer[..8] != rows.to_be_bytes() || trailer[8..] != crc.to_be_bytes() {
-        return Err(corrupt("row count or checksum does not match"));
+    if trailer[..8] != entries.to_be_bytes() || trailer[8..] != crc.to_be_bytes() {
+        return Err(corrupt("entry count or checksum does not match"));
     }
     match input.read(&mut [0u8; 1]) {
         Ok(0) => Ok(()),
         _ => Err(corrupt("bytes after the trailer")),
     }
+}
+
+/// A consistent copy of the state, made by [`StateMachine::checkpoint`].
+pub struct Checkpoint {
+    pub state: Arc<dyn Storage>,
+    /// The graph dumps that go with `state`, by collection id (see [`graph_dir`]).
+    pub graphs: PathBuf,
+    pub applied: AppliedRecord,
 }
 
 /// Written before a snapshot's rows replace the state, removed with the last of them: while it
@@ -246,8 +352,8 @@ struct Installing {
 const INSTALL_BATCH_BYTES: usize = 4 << 20;
 
 /// Replaces the state-machine tables of `storage` with the rows of the snapshot file at
-/// `snapshot`, and the applied record with `applied`; graph dumps under `graph_root` are
-/// removed (the graphs are rebuilt from the installed points). The file is checked whole before
+/// `snapshot`, the applied record with `applied`, and the graph dumps under `graph_root` with
+/// the snapshot's (graphs without one are rebuilt from the installed points). The file is checked whole before
 /// anything changes; after that a crash leaves the [`Installing`] record, and [`StateMachine::open`]
 /// runs this again.
 fn install_snapshot(
@@ -260,7 +366,7 @@ fn install_snapshot(
         std::fs::File::open(snapshot)
             .map_err(|e| NodeError::Storage(format!("snapshot {}: {e}", snapshot.display())))
     };
-    read_snapshot(open()?, &mut |_, _, _| Ok(()))?;
+    read_snapshot(open()?, &mut |_| Ok(()))?;
     let mut batch = WriteBatch::default();
     for table in Table::STATE_MACHINE {
         if let Some((last, _)) = storage.last(table)? {
@@ -277,12 +383,28 @@ fn install_snapshot(
     let _ = std::fs::remove_dir_all(graph_root);
     let mut batch = WriteBatch::default();
     let mut bytes = 0;
-    read_snapshot(open()?, &mut |table, k, v| {
-        bytes += k.len() + v.len();
-        batch.put(table, k, v);
-        if bytes >= INSTALL_BATCH_BYTES {
-            storage.write(std::mem::take(&mut batch))?;
-            bytes = 0;
+    read_snapshot(open()?, &mut |entry| {
+        match entry {
+            SnapshotEntry::Row(table, k, v) => {
+                bytes += k.len() + v.len();
+                batch.put(table, k, v);
+                if bytes >= INSTALL_BATCH_BYTES {
+                    storage.write(std::mem::take(&mut batch))?;
+                    bytes = 0;
+                }
+            }
+            SnapshotEntry::File(relative, content) => {
+                let path = graph_root.join(relative);
+                let io = |e: std::io::Error| {
+                    NodeError::Storage(format!("install {}: {e}", path.display()))
+                };
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent).map_err(io)?;
+                }
+                let mut file = std::fs::File::create(&path).map_err(io)?;
+                std::io::copy(content, &mut file).map_err(io)?;
+                file.sync_all().map_err(io)?;
+            }
         }
         Ok(())
     })?;
@@ -465,10 +587,27 @@ impl StateMachine {
         Ok(())
     }
 
-    /// A consistent copy of the state (see [`Storage::checkpoint`]) and the position it was
-    /// applied up to; `&self` keeps anything from applying meanwhile.
-    pub fn checkpoint(&self, dir: &Path) -> Result<(Arc<dyn Storage>, AppliedRecord)> {
-        Ok((self.storage.checkpoint(dir)?, self.applied.clone()))
+    /// A consistent copy of the state in `dir`, to build a snapshot from while applying goes
+    /// on: the tables (see [`Storage::checkpoint`]), the graph dumps (hard links; each at or
+    /// behind this state) and the position. `&self` keeps anything from applying meanwhile.
+    pub fn checkpoint(&self, dir: &Path) -> Result<Checkpoint> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| NodeError::Storage(format!("{}: {e}", dir.display())))?;
+        let state = self.storage.checkpoint(&dir.join("db"))?;
+        let graphs = dir.join("graphs");
+        for collection in self.catalog.list() {
+            let id = collection.meta.id;
+            let linked =
+                persist::link_graph_dump(&graph_dir(&self.graph_root, id), &graph_dir(&graphs, id));
+            if let Err(e) = linked {
+                warn!(collection = %collection.name(), error = %e, "graph dump left out of the snapshot");
+            }
+        }
+        Ok(Checkpoint {
+            state,
+            graphs,
+            applied: self.applied.clone(),
+        })
     }
 
     /// Replaces the whole state with the snapshot file at `snapshot` (see [`write_snapshot`])
@@ -1062,7 +1201,7 @@ mod tests {
         .unwrap();
         let snapshot = dir.path().join("s.snap");
         let mut out = std::fs::File::create(&snapshot).unwrap();
-        write_snapshot(source.as_ref(), &mut out).unwrap();
+        write_snapshot(source.as_ref(), &dir.path().join("none"), &mut out).unwrap();
         drop(out);
         let bytes = std::fs::read(&snapshot).unwrap();
         assert!(bytes.len() > 2 * INSTALL_BATCH_BYTES);
@@ -1132,6 +1271,88 @@ mod tests {
         assert_eq!(rows(crashed.as_ref()), installed);
         assert_eq!(reopened.last_applied(), Some(2));
         assert_eq!(reopened.catalog().get("m").unwrap().points_count(), 500);
+    }
+
+    #[test]
+    fn a_snapshot_carries_the_graph_dump_and_the_follower_inserts_only_what_came_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let source: Arc<dyn Storage> = Arc::new(MemoryStorage::default());
+        let graphs = dir.path().join("source-graphs");
+        let mut sm = StateMachine::open(source.clone(), &graphs).unwrap();
+        let hnsw = spec(IndexKind::Hnsw(HnswParams {
+            m: 8,
+            ef_construction: 32,
+        }));
+        sm.apply(1, &Command::Collections(CollectionsCommand::Create(hnsw)))
+            .unwrap();
+        let upsert = |ids: std::ops::Range<u64>| {
+            Command::Points(PointsCommand::Upsert {
+                collection: "m".into(),
+                collection_id: 1,
+                points: ids
+                    .map(|id| NewPoint {
+                        id: PointId::Num(id),
+                        vector: vec![id as f32, (id % 7) as f32],
+                        payload: JsonMap::new(),
+                    })
+                    .collect(),
+            })
+        };
+        sm.apply(2, &upsert(0..200)).unwrap();
+        let collection = sm.catalog().get("m").unwrap();
+        assert!(collection.dump_graph(&graph_dir(&graphs, 1)).unwrap());
+        sm.apply(3, &upsert(200..220)).unwrap();
+        // deleted after the dump: still in the dumped graph, never found
+        sm.apply(
+            4,
+            &Command::Points(PointsCommand::Delete {
+                collection: "m".into(),
+                collection_id: 1,
+                ids: vec![PointId::Num(50)],
+            }),
+        )
+        .unwrap();
+
+        let checkpoint = sm.checkpoint(&dir.path().join("checkpoint")).unwrap();
+        // a dump written after the checkpoint does not change it
+        assert!(collection.dump_graph(&graph_dir(&graphs, 1)).unwrap());
+        let snapshot = dir.path().join("s.snap");
+        let mut out = std::fs::File::create(&snapshot).unwrap();
+        write_snapshot(checkpoint.state.as_ref(), &checkpoint.graphs, &mut out).unwrap();
+        drop(out);
+
+        let target: Arc<dyn Storage> = Arc::new(MemoryStorage::default());
+        let mut follower = StateMachine::open(target, &dir.path().join("target-graphs")).unwrap();
+        follower.import(&snapshot, checkpoint.applied).unwrap();
+        assert_eq!(follower.last_applied(), Some(4));
+        let installed = follower.catalog().get("m").unwrap();
+        assert_eq!(installed.points_count(), 219);
+        // the graph came from the dump: only the 20 points written after it were inserted
+        assert_eq!(installed.graph_inserts_since_dump(), 20);
+        let search = |query: Vec<f32>| {
+            let params = SearchParams {
+                vector: query,
+                top_k: 1,
+                ef: Some(64),
+                filter: None,
+                exact: false,
+                with_payload: false,
+                with_vector: false,
+            };
+            let planner = PlannerConfig {
+                exact_search_threshold: 0,
+                default_ef: 64,
+                max_ef: 256,
+            };
+            let (hits, _) = installed.search(&params, &planner);
+            hits[0].id
+        };
+        assert_eq!(search(vec![210.0, 0.0]), PointId::Num(210));
+        let near_deleted = search(vec![50.0, 1.0]);
+        assert!(
+            [PointId::Num(49), PointId::Num(51)].contains(&near_deleted),
+            "{near_deleted:?}"
+        );
     }
 
     fn upsert_one(id: u64, x: f32) -> Command {

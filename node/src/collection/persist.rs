@@ -6,7 +6,8 @@
 //! at any point leaves the previous manifest and its dump intact. The manifest records
 //! `indexed_upto`: on open, live points with a higher slot are inserted into the loaded graph.
 //! A missing or unreadable dump only costs a rebuild: the graph is always derivable from the
-//! points.
+//! points. Slots are assigned in log order, the same on every replica, so a dump is valid on any
+//! replica whose state is at or past its `indexed_upto`: Raft snapshots carry one.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -168,6 +169,34 @@ impl Collection {
         );
         Ok(true)
     }
+}
+
+/// Hard-links the current dump of the graph in `graph_dir` (its manifest and files) into `to`,
+/// which then holds a graph directory of its own that no later dump changes. Returns false when
+/// there is no dump, or it was replaced while being linked (the graph is then rebuilt from the
+/// points by whoever opens `to`).
+pub fn link_graph_dump(graph_dir: &Path, to: &Path) -> Result<bool> {
+    let Some(manifest) = read_manifest(graph_dir) else {
+        return Ok(false);
+    };
+    let from = graph_dir.join(&manifest.dump_dir);
+    let into = to.join(&manifest.dump_dir);
+    std::fs::create_dir_all(&into).map_err(|e| io_err(&into, e))?;
+    let linked = std::fs::read_dir(&from).and_then(|entries| {
+        for entry in entries {
+            let entry = entry?;
+            std::fs::hard_link(entry.path(), into.join(entry.file_name()))?;
+        }
+        Ok(())
+    });
+    if linked.is_err() {
+        // a newer dump removed this one meanwhile
+        let _ = std::fs::remove_dir_all(to);
+        return Ok(false);
+    }
+    let bytes = serde_json::to_vec(&manifest).map_err(|e| NodeError::Internal(e.to_string()))?;
+    std::fs::write(to.join(MANIFEST), bytes).map_err(|e| io_err(to, e))?;
+    Ok(true)
 }
 
 fn read_manifest(graph_dir: &Path) -> Option<Manifest> {

@@ -332,18 +332,19 @@ impl RaftSnapshotBuilder<TypeConfig> for RaftStateMachineStore {
             let checkpoint_dir = dir.join(format!("checkpoint-{build}"));
             let _ = std::fs::remove_dir_all(&checkpoint_dir);
             // Under the lock only as long as the checkpoint takes: it matches the position.
-            let (state, applied) = inner.lock().checkpoint(&checkpoint_dir)?;
+            let checkpoint = inner.lock().checkpoint(&checkpoint_dir)?;
             let path = dir.join(format!("building-{build}.snap"));
             let mut out = std::io::BufWriter::new(std::fs::File::create(&path).map_err(io)?);
-            let written = write_snapshot(state.as_ref(), &mut out);
-            drop(state);
+            let written = write_snapshot(checkpoint.state.as_ref(), &checkpoint.graphs, &mut out);
+            let raft_state = checkpoint.applied.raft_state;
+            drop(checkpoint.state);
             let _ = std::fs::remove_dir_all(&checkpoint_dir);
             written?;
             out.into_inner()
                 .map_err(|e| NodeError::Storage(e.to_string()))?
                 .sync_all()
                 .map_err(io)?;
-            Ok::<_, NodeError>((path, applied.raft_state))
+            Ok::<_, NodeError>((path, raft_state))
         })
         .await
         .map_err(join_error)?
