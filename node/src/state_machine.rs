@@ -278,10 +278,13 @@ fn read_snapshot(
         inner: std::io::BufReader::new(input),
         crc: crc32fast::Hasher::new(),
     };
+    // (grows as bytes arrive, so a corrupt length cannot make it allocate gigabytes up front)
     let take = |input: &mut Checksummed<_>, n: usize, what: &str| -> Result<Vec<u8>> {
-        let mut bytes = vec![0u8; n];
-        input.read_exact(&mut bytes).map_err(|_| corrupt(what))?;
-        Ok(bytes)
+        let mut bytes = Vec::new();
+        match (&mut *input).take(n as u64).read_to_end(&mut bytes) {
+            Ok(read) if read == n => Ok(bytes),
+            _ => Err(corrupt(what)),
+        }
     };
     if take(&mut input, SNAPSHOT_MAGIC.len(), "too short")? != SNAPSHOT_MAGIC {
         return Err(corrupt("not a quiver snapshot"));
@@ -353,9 +356,9 @@ const INSTALL_BATCH_BYTES: usize = 4 << 20;
 
 /// Replaces the state-machine tables of `storage` with the rows of the snapshot file at
 /// `snapshot`, the applied record with `applied`, and the graph dumps under `graph_root` with
-/// the snapshot's (graphs without one are rebuilt from the installed points). The file is checked whole before
-/// anything changes; after that a crash leaves the [`Installing`] record, and [`StateMachine::open`]
-/// runs this again.
+/// the snapshot's (graphs without one are rebuilt from the installed points). The file is
+/// checked whole before anything changes; after that a crash leaves the [`Installing`] record,
+/// and [`StateMachine::open`] runs this again.
 fn install_snapshot(
     storage: &dyn Storage,
     snapshot: &Path,
@@ -375,7 +378,9 @@ fn install_snapshot(
         }
     }
     let installing = Installing {
-        snapshot: snapshot.to_path_buf(),
+        // (absolute: the next start may run from another directory)
+        snapshot: std::fs::canonicalize(snapshot)
+            .map_err(|e| NodeError::Storage(format!("snapshot {}: {e}", snapshot.display())))?,
         applied: applied.clone(),
     };
     batch.put(Table::Meta, INSTALLING_KEY, encode(&installing)?);
