@@ -11,7 +11,7 @@ pub struct QuiverProcess {
     pub child: Child,
     pub endpoint: String,
     /// Log lines (stderr) after the start-up line; kept so the reader thread keeps draining.
-    _logs: mpsc::Receiver<String>,
+    logs: mpsc::Receiver<String>,
 }
 
 pub fn quiver() -> Command {
@@ -43,11 +43,11 @@ pub fn must_spawn(args: &[&str], envs: &[(&str, &str)]) -> QuiverProcess {
     let mut process = QuiverProcess {
         child,
         endpoint: String::new(),
-        _logs: rx,
+        logs: rx,
     };
     loop {
         let line = process
-            ._logs
+            .logs
             .recv_timeout(Duration::from_secs(60))
             .expect("quiver did not report its address in time");
         // `quiver dev --nodes` relays its children's logs as "[node I] ..."
@@ -69,6 +69,19 @@ pub fn must_spawn_dev(dir: &Path) -> QuiverProcess {
 }
 
 impl QuiverProcess {
+    /// Waits until the process logs a line containing `needle`.
+    pub fn must_log(&self, needle: &str, within: Duration) {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.logs.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return,
+                Ok(_) => {}
+                Err(_) => panic!("no log line with {needle:?} within {within:?}"),
+            }
+        }
+    }
+
     /// SIGKILL: no chance to flush or dump anything.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
