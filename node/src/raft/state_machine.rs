@@ -4,13 +4,14 @@
 //! the Raft position (last applied log id and membership, encoded as the state machine's opaque
 //! `raft_state`) in one batch. Blank and membership entries advance the position only.
 //!
-//! A snapshot starts as a RocksDB checkpoint of the group, taken under the state-machine lock so
-//! it matches its log id exactly (hard links, after a flush of the memtables). Off the lock, the
-//! checkpoint's state-machine rows are streamed into a snapshot file in the group's
-//! `snapshots/` directory, which openraft sends to a follower in chunks. A follower receives
-//! the chunks into a file; installing it checks the file whole, replaces its tables in bounded
-//! batches (finished at the next start if a crash cuts it short) and rebuilds the collections
-//! (graphs are rebuilt from the installed points). The current snapshot's meta is
+//! A snapshot starts as a RocksDB checkpoint of the group plus hard links to each collection's
+//! graph dump, taken under the state-machine lock so it matches its log id exactly. Off the
+//! lock, the checkpoint's state-machine rows and the dump files are streamed into a checksummed
+//! snapshot file in the group's `snapshots/` directory, which openraft sends to a follower in
+//! chunks. A follower receives the chunks into a file; installing it checks the file whole,
+//! replaces its tables in bounded batches (finished at the next start if a crash cuts it short)
+//! and its graph dumps, and rebuilds the collections, loading the graphs from the dumps and
+//! inserting only the points written after them. The current snapshot's meta is
 //! kept beside its file, so a restarted node serves it without building a new one.
 //!
 //! Applying runs on a blocking thread: it writes RocksDB and inserts into HNSW graphs.
