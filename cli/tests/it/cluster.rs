@@ -120,18 +120,15 @@ async fn count_present(
 /// Polls until `endpoint` has applied every point of `batches` (reading its own replica).
 async fn must_catch_up(endpoint: &str, batches: &[u64]) {
     let want = batches.len() * BATCH as usize;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if count_present(endpoint, batches, pb::ReadConsistency::Any)
-            .await
-            .ok()
-            == Some(want)
-        {
-            return;
+    let what = format!("{endpoint} did not catch up");
+    eventually(Duration::from_secs(20), &what, || async move {
+        match count_present(endpoint, batches, pb::ReadConsistency::Any).await {
+            Ok(n) if n == want => Ok(()),
+            Ok(n) => Err(format!("{n} of {want} points")),
+            Err(e) => Err(e.to_string()),
         }
-        assert!(Instant::now() < deadline, "{endpoint} did not catch up");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -269,22 +266,21 @@ async fn three_nodes_replicate_fail_over_and_catch_up() {
     // every group has a leader, and the shard that failed over is led by the survivor elected in
     // a later term (a group that saw no request while the node was down may still be led by it
     // in its old term, if it came back before the others timed out)
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        let (ok, out, err) = nodes[killed].cli(&["cluster", "status"]);
-        if ok {
-            let status: Value = serde_json::from_str(&out).unwrap();
+    let back = &nodes[killed];
+    let status = eventually(
+        Duration::from_secs(20),
+        "every group has a leader",
+        || async move {
+            let (ok, out, err) = back.cli(&["cluster", "status"]);
+            let status: Value = serde_json::from_str(&out).map_err(|_| err)?;
             let groups = status["groups"].as_array().unwrap();
-            if groups.iter().all(|g| g["leader"] != 0) {
-                break status;
+            match ok && groups.iter().all(|g| g["leader"] != 0) {
+                true => Ok(status),
+                false => Err(status.to_string()),
             }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "every group has a leader: {out}{err}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+        },
+    )
+    .await;
     for group in status["groups"].as_array().unwrap() {
         if group["collection"] == "c" {
             assert!(
@@ -321,46 +317,48 @@ async fn three_nodes_replicate_fail_over_and_catch_up() {
 /// The index in `nodes` of the leader of collection `c`'s shard, once `node` sees one of
 /// `candidates` leading it.
 async fn must_find_shard_leader(node: &QuiverProcess, candidates: &[usize]) -> usize {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    let what = format!("no leader among {candidates:?}");
+    eventually(Duration::from_secs(20), &what, || async move {
         // (the meta group may be electing a leader too, and answer nothing for a moment)
         let (ok, out, err) = node.cli(&["collection", "info", "c"]);
-        if ok {
-            let info: Value = serde_json::from_str(&out).unwrap();
-            let leader = info["shards"][0]["leader"].as_u64().unwrap_or(0) as usize;
-            if leader != 0 && candidates.contains(&(leader - 1)) {
-                return leader - 1;
-            }
+        if !ok {
+            return Err(err);
         }
-        assert!(
-            Instant::now() < deadline,
-            "no leader among {candidates:?}: {out}{err}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        let info: Value = serde_json::from_str(&out).unwrap();
+        let leader = info["shards"][0]["leader"].as_u64().unwrap_or(0) as usize;
+        match leader != 0 && candidates.contains(&(leader - 1)) {
+            true => Ok(leader - 1),
+            false => Err(info.to_string()),
+        }
+    })
+    .await
 }
 
 /// The endpoint of the current leader, once one is elected.
 async fn must_find_leader(nodes: &[QuiverProcess]) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        for n in nodes {
-            let Ok(mut client) =
-                quiver_proto::v1::cluster_client::ClusterClient::connect(n.endpoint.clone()).await
-            else {
-                continue;
-            };
-            if let Ok(status) = client.status(pb::StatusRequest {}).await {
-                let status = status.into_inner();
-                let leader = status.groups[0].leader;
-                if let Some(m) = status.members.iter().find(|m| m.id == leader) {
-                    return format!("http://{}", m.address);
+    eventually(
+        Duration::from_secs(30),
+        "no leader elected",
+        || async move {
+            for n in nodes {
+                let Ok(mut client) =
+                    quiver_proto::v1::cluster_client::ClusterClient::connect(n.endpoint.clone())
+                        .await
+                else {
+                    continue;
+                };
+                if let Ok(status) = client.status(pb::StatusRequest {}).await {
+                    let status = status.into_inner();
+                    let leader = status.groups[0].leader;
+                    if let Some(m) = status.members.iter().find(|m| m.id == leader) {
+                        return Ok(format!("http://{}", m.address));
+                    }
                 }
             }
-        }
-        assert!(Instant::now() < deadline, "no leader elected");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+            Err("no member names a leader")
+        },
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -404,16 +402,10 @@ async fn kill9_of_every_node_mid_ingest_loses_no_acknowledged_write() {
         *n = start_member(dir.path(), i as u64 + 1, &addresses[i]);
     }
     let leader = must_find_leader(&nodes).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let present = loop {
-        match count_present(&leader, &acked, pb::ReadConsistency::Linearizable).await {
-            Ok(n) => break n,
-            Err(e) => {
-                assert!(Instant::now() < deadline, "leader never served: {e:?}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    };
+    let present = eventually(Duration::from_secs(30), "leader never served", || {
+        count_present(&leader, &acked, pb::ReadConsistency::Linearizable)
+    })
+    .await;
     assert_eq!(
         present,
         acked.len() * BATCH as usize,
@@ -421,14 +413,11 @@ async fn kill9_of_every_node_mid_ingest_loses_no_acknowledged_write() {
     );
     for b in in_flight.into_iter().filter(|b| *b != u64::MAX) {
         // (a restarted node may still unseat the first leader: retry through an election)
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let n = loop {
-            match count_present(&leader, &[b], pb::ReadConsistency::Linearizable).await {
-                Ok(n) => break n,
-                Err(e) => assert!(Instant::now() < deadline, "never served: {e:?}"),
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
+        let batch = [b];
+        let n = eventually(Duration::from_secs(30), "never served", || {
+            count_present(&leader, &batch, pb::ReadConsistency::Linearizable)
+        })
+        .await;
         assert!(n == 0 || n == BATCH as usize, "batch {b} half applied: {n}");
     }
 }
@@ -486,11 +475,10 @@ async fn a_partitioned_minority_catches_up_after_healing() {
     proxies[2].heal();
     must_catch_up(&nodes[2].endpoint, &acked).await;
     let leader = must_find_leader(&nodes).await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while upsert(&leader, 6).await.is_err() {
-        assert!(Instant::now() < deadline, "no writes after healing");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(Duration::from_secs(20), "no writes after healing", || {
+        upsert(&leader, 6)
+    })
+    .await;
     acked.push(6);
     must_catch_up(&nodes[2].endpoint, &acked).await;
 }

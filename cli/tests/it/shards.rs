@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use tonic::Code;
 
 use crate::cluster::must_form_cluster;
+use crate::support::eventually;
 
 const DIM: usize = 8;
 const POINTS: u64 = 600;
@@ -64,15 +65,24 @@ fn info(node: &crate::support::QuiverProcess) -> Value {
 /// `collection info` polled until it counts every point: counts come from the nearest replica
 /// of each shard, which may not have applied the last write yet.
 async fn info_with_every_point(node: &crate::support::QuiverProcess) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    eventually(Duration::from_secs(20), "points missing", || async move {
         let info = info(node);
-        if info["points"] == POINTS {
-            return info;
+        match info["points"] == POINTS {
+            true => Ok(info),
+            false => Err(info.to_string()),
         }
-        assert!(Instant::now() < deadline, "points missing: {info}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
+}
+
+/// The nodes holding a replica of `shard` (an entry of `collection info`'s `shards`).
+fn replica_nodes(shard: &Value) -> Vec<u64> {
+    shard["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["node"].as_u64().unwrap())
+        .collect()
 }
 
 /// Every point, read back through `endpoint` with a linearizable read. Right after a replica
@@ -135,12 +145,7 @@ async fn sharded_collection_spreads_merges_and_moves() {
     assert_eq!(created["replication_factor"], 2);
     let mut per_node: BTreeMap<u64, usize> = BTreeMap::new();
     for shard in created["shards"].as_array().unwrap() {
-        let replicas: Vec<u64> = shard["replicas"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r["node"].as_u64().unwrap())
-            .collect();
+        let replicas = replica_nodes(shard);
         assert_eq!(replicas.len(), 2, "{shard}");
         assert_ne!(replicas[0], replicas[1], "replicas on distinct nodes");
         assert!(
@@ -281,12 +286,7 @@ async fn sharded_collection_spreads_merges_and_moves() {
     // one is dropped, and nothing is lost.
     let shard0 = &info(&nodes[0])["shards"][0];
     let group = shard0["group"].as_u64().unwrap();
-    let holders: Vec<u64> = shard0["replicas"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["node"].as_u64().unwrap())
-        .collect();
+    let holders = replica_nodes(shard0);
     let from = holders[0];
     let to = (1..=3).find(|n| !holders.contains(n)).unwrap();
     let moved: Value = serde_json::from_str(&nodes[2].must_cli(&[
@@ -325,31 +325,25 @@ async fn sharded_collection_spreads_merges_and_moves() {
     nodes[0].must_cli(&["cluster", "remove", "3"]);
     let after = info(&nodes[0]);
     for shard in after["shards"].as_array().unwrap() {
-        let on: Vec<u64> = shard["replicas"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r["node"].as_u64().unwrap())
-            .collect();
+        let on = replica_nodes(shard);
         assert!(!on.contains(&3), "{after}");
         assert_eq!(on.len(), 2, "{after}");
     }
     assert_eq!(must_read_all(&nodes[1].endpoint).await, all);
     // (node 1's own view of the membership, which may trail the meta leader for a moment)
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let status: Value =
-            serde_json::from_str(&nodes[0].must_cli(&["cluster", "status"])).unwrap();
+    let first = &nodes[0];
+    eventually(Duration::from_secs(20), "members", || async move {
+        let status: Value = serde_json::from_str(&first.must_cli(&["cluster", "status"])).unwrap();
         let members: Vec<u64> = status["members"]
             .as_array()
             .unwrap()
             .iter()
             .map(|m| m["id"].as_u64().unwrap())
             .collect();
-        if members == [1, 2] {
-            break;
+        match members == [1, 2] {
+            true => Ok(()),
+            false => Err(status.to_string()),
         }
-        assert!(Instant::now() < deadline, "{status}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
 }

@@ -62,6 +62,25 @@ pub fn must_spawn(args: &[&str], envs: &[(&str, &str)]) -> QuiverProcess {
     }
 }
 
+/// Polls `attempt` every 100 ms until it succeeds, and returns its value; after `within`,
+/// panics with `what` and the last failure. For state that converges: elections, replicas
+/// catching up, views that trail the leader.
+pub async fn eventually<T, E, F, Fut>(within: Duration, what: &str, mut attempt: F) -> T
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        match attempt().await {
+            Ok(value) => return value,
+            Err(e) if std::time::Instant::now() >= deadline => panic!("{what}: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
 /// `quiver dev` on an ephemeral loopback port with data in `dir`.
 pub fn must_spawn_dev(dir: &Path) -> QuiverProcess {
     let dir = dir.to_str().expect("utf-8 path");
