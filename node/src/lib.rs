@@ -23,6 +23,7 @@ pub mod point;
 pub mod raft;
 pub mod server;
 pub mod service;
+pub mod snapshot;
 pub mod state_machine;
 pub mod storage;
 #[cfg(feature = "testing")]

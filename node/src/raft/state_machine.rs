@@ -31,7 +31,8 @@ use tokio::fs::File;
 
 use super::{ApplyResponse, Entry, LogId, NodeId, StorageError, StoredMembership, TypeConfig};
 use crate::command::Command;
-use crate::state_machine::{write_snapshot, AppliedRecord, StateMachine};
+use crate::snapshot::write_snapshot;
+use crate::state_machine::{AppliedRecord, StateMachine};
 use crate::NodeError;
 
 type StorageResult<T> = Result<T, StorageError>;
