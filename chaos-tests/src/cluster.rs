@@ -111,6 +111,9 @@ impl Drop for Process {
     }
 }
 
+/// Replicas of each shard of the scenarios' collections.
+pub const REPLICATION: u32 = 3;
+
 /// A cluster of `n` nodes (ids 1..=n) and a router.
 pub struct ChaosCluster {
     pub dir: tempfile::TempDir,
@@ -208,16 +211,63 @@ impl ChaosCluster {
                     kind: Some(pb::index_config::Kind::Flat(pb::FlatConfig {})),
                 }),
                 shard_count: shards,
-                replication_factor: 3,
+                replication_factor: REPLICATION,
                 ..Default::default()
             })
             .await
             .expect("create collection");
     }
 
+    /// The group of shard `shard` of `collection` and the ids of the nodes holding its replicas,
+    /// as the meta leader has them (asked through the router).
+    pub async fn placement(&self, collection: &str, shard: usize) -> (u64, Vec<u64>) {
+        let info = CollectionsClient::new(channel(self.router.trim_start_matches("http://")))
+            .get(pb::GetCollectionRequest {
+                name: collection.into(),
+            })
+            .await
+            .expect("collection info")
+            .into_inner();
+        let shard = &info.shards[shard];
+        (shard.group, shard.replicas.iter().map(|r| r.node).collect())
+    }
+
+    /// Moves `group`'s replica on node `from` to node `to` (node ids) through the router, and
+    /// returns how long it took. A move that fails part-way leaves both replicas in the map, and
+    /// is run again until it finishes or `within` has passed.
+    pub async fn move_shard(&self, group: u64, from: u64, to: u64, within: Duration) -> Duration {
+        let started = tokio::time::Instant::now();
+        loop {
+            match move_shard_once(&self.router, group, from, to).await {
+                Ok(_) => return started.elapsed(),
+                Err(e) if started.elapsed() < within => {
+                    eprintln!("move of group {group} from {from} to {to} failed, again: {e}");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => {
+                    self.print_logs();
+                    panic!("moving group {group} from {from} to {to} never finished: {e}");
+                }
+            }
+        }
+    }
+
+    /// The node (index) leading the meta group, as [`shard_leader`](Self::shard_leader) finds a
+    /// shard's.
+    pub async fn meta_leader(&self) -> Option<usize> {
+        self.group_leader(|g| g.group == 0).await
+    }
+
     /// The node leading shard `shard` of `collection`: of the leaders the live nodes report,
     /// the one in the highest term (a restarted node may still claim its old term's lead).
     pub async fn shard_leader(&self, collection: &str, shard: usize) -> Option<usize> {
+        self.group_leader(|g| g.collection == collection && g.shard as usize == shard)
+            .await
+    }
+
+    /// The node (index) leading the group `is` picks: of the leaders the live nodes report, the
+    /// one in the highest term.
+    async fn group_leader(&self, is: impl Fn(&pb::GroupStatus) -> bool) -> Option<usize> {
         let mut best: Option<(u64, u64)> = None;
         for (i, address) in self.addresses.iter().enumerate() {
             if self.nodes[i].as_ref().is_none_or(|p| p.stopped) {
@@ -230,7 +280,7 @@ impl ChaosCluster {
             .await;
             let Ok(Ok(status)) = status else { continue };
             for g in status.into_inner().groups {
-                if g.collection == collection && g.shard as usize == shard && g.leader != 0 {
+                if is(&g) && g.leader != 0 {
                     best = best.max(Some((g.term, g.leader)));
                 }
             }
@@ -299,8 +349,8 @@ impl ChaosCluster {
 
     /// Waits until every replica of every group has applied at least what the group's furthest
     /// replica had logged when the wait began (clients may keep writing meanwhile): every node
-    /// has caught up to that point. Every node must report every group, so the collections must
-    /// be replicated on every node (replication factor = nodes, as the scenarios use).
+    /// has caught up to that point. Every group must be reported by [`REPLICATION`] nodes at
+    /// least (more while a moved-away replica is being removed).
     pub async fn wait_converged(&self, within: Duration) {
         let deadline = tokio::time::Instant::now() + within;
         let mut targets: Option<BTreeMap<u64, u64>> = None;
@@ -331,11 +381,11 @@ impl ChaosCluster {
                     .iter()
                     .filter(|(_, g, a)| *a < targets.get(g).copied().unwrap_or(0))
                     .collect();
-                let every_group_everywhere = targets.keys().all(|g| {
+                let replicated = targets.keys().all(|g| {
                     applied.iter().filter(|(_, group, _)| group == g).count()
-                        == self.addresses.len()
+                        >= (REPLICATION as usize).min(self.addresses.len())
                 });
-                if answered == self.addresses.len() && behind.is_empty() && every_group_everywhere {
+                if answered == self.addresses.len() && behind.is_empty() && replicated {
                     return;
                 }
                 if tokio::time::Instant::now() >= deadline {
@@ -391,6 +441,19 @@ fn spawn_node(dir: &Path, i: usize) -> Process {
 }
 
 /// A lazily connected channel to `address` (`ip:port`).
+/// One `MoveShard` call through the router at `router` (`http://ip:port`).
+pub async fn move_shard_once(
+    router: &str,
+    group: u64,
+    from: u64,
+    to: u64,
+) -> Result<pb::MoveShardResponse, tonic::Status> {
+    ClusterClient::new(channel(router.trim_start_matches("http://")))
+        .move_shard(pb::MoveShardRequest { group, from, to })
+        .await
+        .map(|r| r.into_inner())
+}
+
 pub fn channel(address: &str) -> Channel {
     Channel::from_shared(format!("http://{address}"))
         .expect("address")

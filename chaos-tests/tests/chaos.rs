@@ -1,4 +1,4 @@
-//! Chaos scenarios against a three-node cluster behind a router, each for a bounded time while
+//! Chaos scenarios against a cluster of three (or four) nodes behind a router, each for a bounded time while
 //! register and ingest clients run. After each, the cluster is healed and must converge, every
 //! acknowledged point must be readable, and every key's history must be linearizable.
 //!
@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use quiver_chaos_tests::cluster::ChaosCluster;
+use quiver_chaos_tests::cluster::{move_shard_once, ChaosCluster};
 use quiver_chaos_tests::linearizability::check_all;
 use quiver_chaos_tests::workload::{
     failover_ms, missing, throughput, Setup, Workload, INGEST, REGISTERS,
@@ -25,10 +25,15 @@ struct Run {
     started: u128,
     /// (time, shard) of each fault aimed at a shard's leader.
     faults: Vec<(u128, usize)>,
+    /// How long each replica move took (those not interrupted).
+    moves_ms: Vec<f64>,
+    /// Moves whose meta leader was killed under them, then finished by running them again.
+    interrupted_moves: usize,
 }
 
-async fn start() -> Run {
-    let cluster = ChaosCluster::start(3).await;
+/// `nodes` nodes (collections of 2 shards × 3 replicas) and the clients, running.
+async fn start(nodes: usize) -> Run {
+    let cluster = ChaosCluster::start(nodes).await;
     cluster.create_collection(REGISTERS, 2, SHARDS as u32).await;
     cluster.create_collection(INGEST, 2, SHARDS as u32).await;
     let workload = Workload::start(Setup {
@@ -46,6 +51,8 @@ async fn start() -> Run {
         workload,
         started,
         faults: Vec::new(),
+        moves_ms: Vec::new(),
+        interrupted_moves: 0,
     }
 }
 
@@ -60,8 +67,24 @@ impl Run {
 
     /// The leader of `shard` of the register collection, waiting for one to be known.
     async fn leader_of(&self, shard: usize) -> usize {
+        self.leader_in(REGISTERS, shard).await
+    }
+
+    /// The leader (node index) of the meta group, waiting for one to be known.
+    async fn meta_leader(&self) -> usize {
         for _ in 0..100 {
-            if let Some(leader) = self.cluster.shard_leader(REGISTERS, shard).await {
+            if let Some(leader) = self.cluster.meta_leader().await {
+                return leader;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the meta group has no leader");
+    }
+
+    /// The leader (node index) of `shard` of `collection`, waiting for one to be known.
+    async fn leader_in(&self, collection: &str, shard: usize) -> usize {
+        for _ in 0..100 {
+            if let Some(leader) = self.cluster.shard_leader(collection, shard).await {
                 return leader;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -107,6 +130,8 @@ impl Run {
                 "writes_per_s": writes_per_s.round(),
                 "points_per_s": points_per_s.round(),
                 "failover_ms": failovers.iter().map(|f| f.round()).collect::<Vec<_>>(),
+                "moves_ms": self.moves_ms.iter().map(|m| m.round()).collect::<Vec<_>>(),
+                "interrupted_moves": self.interrupted_moves,
             })
         );
         assert!(ops > 100, "{scenario}: only {ops} register operations ran");
@@ -117,7 +142,7 @@ impl Run {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_shard_leaders() {
     let _one = SERIAL.lock().await;
-    let mut run = start().await;
+    let mut run = start(3).await;
     let mut round = 0;
     while run.elapsed() < CHAOS {
         let shard = round % SHARDS;
@@ -137,7 +162,7 @@ async fn kill_shard_leaders() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partition_a_minority() {
     let _one = SERIAL.lock().await;
-    let mut run = start().await;
+    let mut run = start(3).await;
     let mut round = 0;
     while run.elapsed() < CHAOS {
         let shard = round % SHARDS;
@@ -169,7 +194,7 @@ async fn partition_a_minority() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_shard_leaders() {
     let _one = SERIAL.lock().await;
-    let mut run = start().await;
+    let mut run = start(3).await;
     let mut round = 0;
     while run.elapsed() < CHAOS {
         let shard = round % SHARDS;
@@ -190,7 +215,7 @@ async fn pause_shard_leaders() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wipe_a_node_then_kill_every_node() {
     let _one = SERIAL.lock().await;
-    let mut run = start().await;
+    let mut run = start(3).await;
     tokio::time::sleep(Duration::from_secs(4)).await;
     let follower = (run.leader_of(0).await + 1) % 3;
     run.cluster.wipe(follower);
@@ -209,4 +234,63 @@ async fn wipe_a_node_then_kill_every_node() {
     }
     tokio::time::sleep(Duration::from_secs(6)).await;
     run.finish("wipe-then-kill-all").await;
+}
+
+/// Move shard replicas between four nodes while the clients write, alternating collections and
+/// shards, half of the moves off the shard's leader (its group elects another) and half off a
+/// follower; every fourth move has the meta leader running it killed (-9) part-way, and is run
+/// again. The new replica joins as a learner, catches up and becomes a voter; the old one is
+/// removed. Every move must finish, and nothing acknowledged may be lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn move_replicas_under_load() {
+    let _one = SERIAL.lock().await;
+    let mut run = start(4).await;
+    let mut round = 0;
+    while run.elapsed() < CHAOS {
+        let collection = [REGISTERS, INGEST][round % 2];
+        let shard = (round / 2) % SHARDS;
+        let (group, replicas) = run.cluster.placement(collection, shard).await;
+        let leader = run.leader_in(collection, shard).await as u64 + 1;
+        let from = match round % 4 < 2 {
+            true => leader,
+            false => *replicas.iter().find(|r| **r != leader).expect("a follower"),
+        };
+        let to = (1..=4)
+            .find(|n| !replicas.contains(n))
+            .expect("a node without a replica");
+        if from == leader && collection == REGISTERS {
+            run.faults.push((run.now(), shard));
+        }
+        if round % 4 == 3 {
+            // kill -9 the meta leader, which runs the move, while the move is under way; then
+            // run the move again, as an operator would, until it is done
+            let meta = run.meta_leader().await;
+            let router = run.cluster.router.clone();
+            let first =
+                tokio::spawn(async move { move_shard_once(&router, group, from, to).await });
+            tokio::time::sleep(Duration::from_millis(25 * (round as u64 % 8))).await;
+            run.cluster.kill9(meta);
+            let _ = first.await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            run.cluster.restart(meta);
+            run.interrupted_moves += 1;
+            run.cluster
+                .move_shard(group, from, to, Duration::from_secs(60))
+                .await;
+        } else {
+            let took = run
+                .cluster
+                .move_shard(group, from, to, Duration::from_secs(60))
+                .await;
+            run.moves_ms.push(took.as_secs_f64() * 1e3);
+        }
+        let (_, now) = run.cluster.placement(collection, shard).await;
+        assert!(
+            now.contains(&to) && !now.contains(&from) && now.len() == 3,
+            "group {group} after moving {from} to {to}: {now:?}"
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        round += 1;
+    }
+    run.finish("move-replicas-under-load").await;
 }

@@ -337,7 +337,8 @@ impl Node {
 
     /// Moves shard group `group`'s replica from node `from` to node `to`: `to` joins the group
     /// as a learner, catches up and becomes a voter in `from`'s place; then `from` drops its copy.
-    /// Runs on the meta leader, one replica change at a time.
+    /// Runs on the meta leader, one replica change at a time. Running a move again finishes it if
+    /// it was cut short, and answers the same if it is done.
     pub async fn move_shard(&self, group: u64, from: NodeId, to: NodeId) -> Result<Vec<NodeId>> {
         let _one_at_a_time = self.moving.lock().await;
         self.move_shard_locked(group, from, to).await
@@ -354,6 +355,10 @@ impl Node {
                 "collection `{}` is still being created",
                 placement.spec.name
             )));
+        }
+        if !shard.replicas.contains(&from) && shard.replicas.contains(&to) {
+            // Done already (a move run again after its answer was lost): the same answer.
+            return Ok(shard.replicas.clone());
         }
         if !shard.replicas.contains(&from) {
             return Err(NodeError::invalid(

@@ -309,6 +309,18 @@ async fn sharded_collection_spreads_merges_and_moves() {
     let mut expected_replicas = vec![holders[1], to];
     expected_replicas.sort();
     assert_eq!(replicas, expected_replicas);
+    // Running the move again (its answer lost, say) answers the same and changes nothing.
+    let again: Value = serde_json::from_str(&nodes[0].must_cli(&[
+        "shard",
+        "move",
+        &group.to_string(),
+        "--from",
+        &from.to_string(),
+        "--to",
+        &to.to_string(),
+    ]))
+    .unwrap();
+    assert_eq!(again["replicas"], moved["replicas"]);
     let old_copy = dir.path().join(format!("data{from}/shards/{group}"));
     let deadline = Instant::now() + Duration::from_secs(20);
     while old_copy.exists() {
