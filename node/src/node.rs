@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use futures::future::join_all;
 use openraft::BasicNode;
 use parking_lot::RwLock;
 use quiver_config::Config;
@@ -42,6 +43,8 @@ const SHARD_ELECTION_WAIT: Duration = Duration::from_secs(10);
 const RECONCILE_EVERY: Duration = Duration::from_secs(2);
 /// How long a call to another node may take (forming a shard group included).
 const PEER_RPC_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a node may take to answer the ping that tells whether it is up.
+const PING_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a moved replica may take to catch up before the move is given up.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -221,7 +224,14 @@ impl Node {
             0 => nodes.len().min(3) as u32,
             rf => rf,
         };
-        let replicas = place(&nodes, &mut self.placements().load(), shard_count, rf)?;
+        let live = self.answering(&nodes).await;
+        let replicas = place(
+            &nodes,
+            &live,
+            &mut self.placements().load(),
+            shard_count,
+            rf,
+        )?;
         let name = spec.name.clone();
         let command = Command::Meta(MetaCommand::CreateCollection {
             spec,
@@ -234,6 +244,20 @@ impl Node {
             self.finish_create(&placement).await?;
         }
         self.placements().get(&name)
+    }
+
+    /// The nodes of `nodes` that answer a ping within [`PING_TIMEOUT`] (this one always does).
+    async fn answering(&self, nodes: &[NodeId]) -> BTreeSet<NodeId> {
+        let pings = nodes.iter().map(|&node| async move {
+            if node == self.id {
+                return Some(node);
+            }
+            let channel = self.peer(&self.address_of(node)?).ok()?;
+            let mut client = ClusterClient::new(channel);
+            let ping = client.identify(pb::IdentifyRequest {});
+            matches!(tokio::time::timeout(PING_TIMEOUT, ping).await, Ok(Ok(_))).then_some(node)
+        });
+        join_all(pings).await.into_iter().flatten().collect()
     }
 
     /// Drops a collection; every node deletes its shard replicas as it applies the drop.

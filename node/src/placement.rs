@@ -5,7 +5,7 @@
 //! replica has applied ([`Placements`]) and opens the shard groups it is a replica of. Placing a
 //! new collection ([`place`]) spreads replicas evenly over the nodes, least loaded first.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
@@ -73,11 +73,14 @@ pub fn shard_index(id: &PointId, count: usize) -> usize {
     (hash % count.max(1) as u64) as usize
 }
 
-/// Chooses `replication_factor` distinct nodes for each of `shard_count` shards. Nodes carrying
-/// fewer replicas (in `load`, which is updated) come first and ties rotate with the shard; of
-/// each shard's nodes, the one that is first for the fewest shards becomes its first replica.
+/// Chooses `replication_factor` distinct nodes for each of `shard_count` shards. Nodes that
+/// answered (`live`) come before those that did not, then nodes carrying fewer replicas (in
+/// `load`, which is updated), and ties rotate with the shard. Of each shard's live nodes, the one
+/// that is first for the fewest shards becomes its first replica, which forms the group: a node
+/// that is down gets replicas (they catch up when it returns) but never forms a group.
 pub fn place(
     nodes: &[NodeId],
+    live: &BTreeSet<NodeId>,
     load: &mut BTreeMap<NodeId, usize>,
     shard_count: u32,
     replication_factor: u32,
@@ -95,20 +98,22 @@ pub fn place(
     let mut firsts: BTreeMap<NodeId, usize> = BTreeMap::new();
     let mut shards = Vec::with_capacity(shard_count as usize);
     for shard in 0..shard_count as usize {
-        let mut candidates: Vec<(usize, usize, NodeId)> = nodes
+        let mut candidates: Vec<(bool, usize, usize, NodeId)> = nodes
             .iter()
             .enumerate()
             .map(|(i, n)| {
                 let rotation = (i + nodes.len() - shard % nodes.len()) % nodes.len();
-                (load.get(n).copied().unwrap_or(0), rotation, *n)
+                let down = !live.contains(n);
+                (down, load.get(n).copied().unwrap_or(0), rotation, *n)
             })
             .collect();
         candidates.sort_unstable();
-        let mut chosen: Vec<NodeId> = candidates.iter().take(rf).map(|c| c.2).collect();
-        // The first replica forms the group and usually leads it: of the chosen nodes, the one
-        // that is first for the fewest shards so far.
-        if let Some(at) =
-            (0..chosen.len()).min_by_key(|&i| firsts.get(&chosen[i]).copied().unwrap_or(0))
+        let mut chosen: Vec<NodeId> = candidates.iter().take(rf).map(|c| c.3).collect();
+        // The first replica forms the group and usually leads it: of the chosen live nodes, the
+        // one that is first for the fewest shards so far.
+        if let Some(at) = (0..chosen.len())
+            .filter(|&i| live.contains(&chosen[i]))
+            .min_by_key(|&i| firsts.get(&chosen[i]).copied().unwrap_or(0))
         {
             chosen.swap(0, at);
             *firsts.entry(chosen[0]).or_default() += 1;
@@ -206,7 +211,8 @@ mod tests {
     fn placement_spreads_replicas_and_first_replicas_evenly() {
         let nodes = [1, 2, 3];
         let mut load = BTreeMap::new();
-        let shards = place(&nodes, &mut load, 6, 2).unwrap();
+        let all = BTreeSet::from(nodes);
+        let shards = place(&nodes, &all, &mut load, 6, 2).unwrap();
         for s in &shards {
             assert_eq!(s.len(), 2);
             assert_ne!(s[0], s[1]);
@@ -223,9 +229,24 @@ mod tests {
         );
         // A new collection fills the least loaded node first.
         let mut load = BTreeMap::from([(1, 5), (2, 5), (3, 0)]);
-        assert_eq!(place(&nodes, &mut load, 1, 1).unwrap(), vec![vec![3]]);
-        let err = place(&nodes, &mut BTreeMap::new(), 1, 4).unwrap_err();
+        assert_eq!(place(&nodes, &all, &mut load, 1, 1).unwrap(), vec![vec![3]]);
+        let err = place(&nodes, &all, &mut BTreeMap::new(), 1, 4).unwrap_err();
         assert!(err.to_string().contains("replication_factor"), "{err}");
+    }
+
+    #[test]
+    fn a_node_that_is_down_gets_replicas_but_forms_no_group() {
+        let nodes = [1, 2, 3, 4];
+        let live = BTreeSet::from([1, 2, 4]);
+        // every node is needed: node 3 still holds a replica of each shard, never the first
+        let shards = place(&nodes[..3], &live, &mut BTreeMap::new(), 6, 3).unwrap();
+        for s in &shards {
+            assert_eq!(s.len(), 3);
+            assert!(s.contains(&3) && s[0] != 3, "{shards:?}");
+        }
+        // with a node to spare, the live ones are chosen
+        let shards = place(&nodes, &live, &mut BTreeMap::new(), 4, 3).unwrap();
+        assert!(shards.iter().all(|s| !s.contains(&3)), "{shards:?}");
     }
 
     #[test]

@@ -602,3 +602,45 @@ fn dev_with_three_nodes_is_a_cluster_behind_a_router() {
     }
     assert!(dev.must_terminate().success());
 }
+
+/// A node that is down when a collection is created still gets replicas, but no shard needs it
+/// to form its group: the create succeeds, writes commit on the other two replicas, and the node
+/// catches up when it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collection_is_created_while_a_node_is_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut nodes, addresses) = must_form_cluster(dir.path());
+    nodes[2].kill9();
+    let created: Value = serde_json::from_str(&nodes[0].must_cli(&[
+        "collection",
+        "create",
+        "c",
+        "--dim",
+        &DIM.to_string(),
+        "--metric",
+        "l2",
+        "--shards",
+        "3",
+    ]))
+    .unwrap();
+    for shard in created["shards"].as_array().unwrap() {
+        let replicas: Vec<u64> = shard["replicas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["node"].as_u64().unwrap())
+            .collect();
+        assert_eq!(replicas.len(), 3, "{created}");
+        assert_ne!(
+            replicas[0], 3,
+            "a node that is down formed a group: {created}"
+        );
+    }
+    let mut acked = Vec::new();
+    for b in 0..4 {
+        upsert(&nodes[1].endpoint, b).await.unwrap();
+        acked.push(b);
+    }
+    nodes[2] = start_member(dir.path(), 3, &addresses[2]);
+    must_catch_up(&nodes[2].endpoint, &acked).await;
+}
