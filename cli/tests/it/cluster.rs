@@ -624,12 +624,7 @@ async fn a_collection_is_created_while_a_node_is_down() {
     ]))
     .unwrap();
     for shard in created["shards"].as_array().unwrap() {
-        let replicas: Vec<u64> = shard["replicas"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r["node"].as_u64().unwrap())
-            .collect();
+        let replicas = replica_nodes(shard);
         assert_eq!(replicas.len(), 3, "{created}");
         assert_ne!(
             replicas[0], 3,

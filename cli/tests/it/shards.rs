@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use tonic::Code;
 
 use crate::cluster::must_form_cluster;
-use crate::support::eventually;
+use crate::support::{eventually, replica_nodes};
 
 const DIM: usize = 8;
 const POINTS: u64 = 600;
@@ -73,16 +73,6 @@ async fn info_with_every_point(node: &crate::support::QuiverProcess) -> Value {
         }
     })
     .await
-}
-
-/// The nodes holding a replica of `shard` (an entry of `collection info`'s `shards`).
-fn replica_nodes(shard: &Value) -> Vec<u64> {
-    shard["replicas"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["node"].as_u64().unwrap())
-        .collect()
 }
 
 /// Every point, read back through `endpoint` with a linearizable read. Right after a replica

@@ -81,6 +81,17 @@ where
     }
 }
 
+/// The nodes holding a replica of `shard` (an entry of `collection info`'s `shards`), first
+/// replica first.
+pub fn replica_nodes(shard: &serde_json::Value) -> Vec<u64> {
+    shard["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["node"].as_u64().unwrap())
+        .collect()
+}
+
 /// `quiver dev` on an ephemeral loopback port with data in `dir`.
 pub fn must_spawn_dev(dir: &Path) -> QuiverProcess {
     let dir = dir.to_str().expect("utf-8 path");
