@@ -380,8 +380,12 @@ impl Node {
                 placement.spec.name
             )));
         }
-        if !shard.replicas.contains(&from) && shard.replicas.contains(&to) {
-            // Done already (a move run again after its answer was lost): the same answer.
+        let moved_already = self.address_of(from).is_some()
+            && !shard.replicas.contains(&from)
+            && shard.replicas.contains(&to);
+        if moved_already {
+            // A member's replica moved before (a move run again after its answer was lost): the
+            // same answer.
             return Ok(shard.replicas.clone());
         }
         if !shard.replicas.contains(&from) {
