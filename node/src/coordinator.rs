@@ -60,6 +60,11 @@ pub trait Directory: Send + Sync {
     fn local(&self, group: u64) -> Option<(Arc<Group>, NodeId, String)>;
     /// Learns the shard map again (after a stale answer).
     fn refresh(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+    /// The cluster's request limits, when they are learned with the shard map (a router);
+    /// None: the coordinator's own.
+    fn limits(&self) -> Option<LimitsConfig> {
+        None
+    }
 }
 
 /// Where a shard request goes.
@@ -192,6 +197,14 @@ impl Coordinator {
             channels,
             leaders: Mutex::default(),
         }
+    }
+
+    /// The limits requests are checked against before they are split: the cluster's when the
+    /// directory knows them, else this coordinator's own.
+    fn limits(&self) -> LimitsConfig {
+        self.directory
+            .limits()
+            .unwrap_or_else(|| self.limits.clone())
     }
 
     /// The placement of `name`, learning the shard map again (a few times, briefly) if it is
@@ -328,7 +341,7 @@ impl Coordinator {
     pub async fn upsert(&self, req: pb::UpsertRequest) -> Result<pb::WriteResponse, Status> {
         let placement = self.placement("collection", &req.collection).await?;
         // Validate the whole batch before any shard sees a part of it.
-        let points = convert::upsert_points(&req.points, &placement.spec, &self.limits)?;
+        let points = convert::upsert_points(&req.points, &placement.spec, &self.limits())?;
         let count = placement.shards.len();
         let mut parts: BTreeMap<usize, Vec<pb::Point>> = BTreeMap::new();
         for (checked, point) in points.iter().zip(req.points) {
@@ -360,7 +373,7 @@ impl Coordinator {
                 parts.insert(shard, req.clone());
             }
         } else {
-            let ids = convert::point_ids(&req.ids, &self.limits)?;
+            let ids = convert::point_ids(&req.ids, &self.limits())?;
             for (id, wire) in ids.iter().zip(&req.ids) {
                 parts
                     .entry(shard_index(id, count))
@@ -382,7 +395,7 @@ impl Coordinator {
     pub async fn get(&self, req: pb::GetPointsRequest) -> Result<pb::GetPointsResponse, Status> {
         let placement = self.placement("collection", &req.collection).await?;
         let count = placement.shards.len();
-        let ids = convert::point_ids(&req.ids, &self.limits)?;
+        let ids = convert::point_ids(&req.ids, &self.limits())?;
         let mut parts: BTreeMap<usize, pb::GetPointsRequest> = BTreeMap::new();
         for (id, wire) in ids.iter().zip(&req.ids) {
             parts

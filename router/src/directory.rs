@@ -1,6 +1,6 @@
 //! The router's shard map: fetched from any cluster member (`Cluster.Placements`), cached, and
 //! fetched again when a coordinator meets a stale answer (a moved replica, an unknown
-//! collection).
+//! collection). The meta leader's request limits come with it.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
+use quiver_config::LimitsConfig;
 use quiver_node::coordinator::Directory;
 use quiver_node::group::Group;
 use quiver_node::placement::{Placement, ShardPlacement};
@@ -26,6 +27,8 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(2);
 struct ShardMap {
     placements: BTreeMap<String, Placement>,
     addresses: BTreeMap<NodeId, String>,
+    /// The meta leader's request limits.
+    limits: Option<LimitsConfig>,
 }
 
 /// The shard map as this router last fetched it.
@@ -124,6 +127,7 @@ fn shard_map(answer: pb::PlacementsResponse) -> Result<ShardMap, NodeError> {
     Ok(ShardMap {
         placements,
         addresses,
+        limits: answer.limits.as_ref().map(convert::limits_from_pb),
     })
 }
 
@@ -147,5 +151,9 @@ impl Directory for RemoteDirectory {
 
     fn refresh(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         Box::pin(self.fetch())
+    }
+
+    fn limits(&self) -> Option<LimitsConfig> {
+        self.map.read().limits.clone()
     }
 }

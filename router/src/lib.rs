@@ -89,8 +89,8 @@ pub async fn serve(
     let upstream = Arc::new(Upstream::new(members.clone()));
     let directory = RemoteDirectory::new(members);
     directory.fetch().await;
-    // The router checks a batch whole against the default limits before splitting it; nodes
-    // configured with lower limits still refuse their part (see the closing notes).
+    // The router checks a batch whole before splitting it, against the limits that come with
+    // the shard map (the default ones until a member has answered).
     let coordinator = Arc::new(Coordinator::new(
         directory,
         LimitsConfig::default(),

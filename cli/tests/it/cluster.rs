@@ -20,6 +20,11 @@ const BATCH: u64 = 50;
 /// behind them is dropped, so a replica that falls behind must be sent a snapshot; graphs are
 /// dumped every second, so snapshots carry them.
 pub fn start_member(dir: &Path, id: u64, listen: &str) -> QuiverProcess {
+    start_member_with(dir, id, listen, &[])
+}
+
+/// [`start_member`] with environment overrides of its configuration.
+fn start_member_with(dir: &Path, id: u64, listen: &str, envs: &[(&str, &str)]) -> QuiverProcess {
     let config = dir.join(format!("node{id}.toml"));
     std::fs::write(
         &config,
@@ -31,13 +36,18 @@ pub fn start_member(dir: &Path, id: u64, listen: &str) -> QuiverProcess {
         ),
     )
     .unwrap();
-    must_spawn(&["serve", "--config", config.to_str().unwrap()], &[])
+    must_spawn(&["serve", "--config", config.to_str().unwrap()], envs)
 }
 
 /// Three members formed into a cluster from the CLI, node 1 leading.
 pub fn must_form_cluster(dir: &Path) -> (Vec<QuiverProcess>, Vec<String>) {
+    must_form_cluster_with(dir, &[])
+}
+
+/// [`must_form_cluster`] with environment overrides of every member's configuration.
+fn must_form_cluster_with(dir: &Path, envs: &[(&str, &str)]) -> (Vec<QuiverProcess>, Vec<String>) {
     let nodes: Vec<QuiverProcess> = (1..=3)
-        .map(|id| start_member(dir, id, "127.0.0.1:0"))
+        .map(|id| start_member_with(dir, id, "127.0.0.1:0", envs))
         .collect();
     let addresses: Vec<String> = nodes.iter().map(address).collect();
     nodes[0].must_cli(&["cluster", "init"]);
@@ -638,4 +648,55 @@ async fn a_collection_is_created_while_a_node_is_down() {
     }
     nodes[2] = start_member(dir.path(), 3, &addresses[2]);
     must_catch_up(&nodes[2].endpoint, &acked).await;
+}
+
+/// A router checks a batch against the cluster's limits (learned with the shard map), not its
+/// own defaults: a point over the nodes' payload limit refuses the whole batch, on every shard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_router_checks_batches_against_the_clusters_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let (nodes, addresses) =
+        must_form_cluster_with(dir.path(), &[("QUIVER_LIMITS__MAX_PAYLOAD_BYTES", "100")]);
+    nodes[0].must_cli(&[
+        "collection",
+        "create",
+        "c",
+        "--dim",
+        &DIM.to_string(),
+        "--metric",
+        "l2",
+        "--shards",
+        "3",
+    ]);
+    let router = must_spawn(
+        &["router", "--join", &addresses[0], "--listen", "127.0.0.1:0"],
+        &[],
+    );
+    let mut points = batch(0);
+    points[17].payload = Some(quiver_node::service::convert::json_to_struct(
+        serde_json::json!({"text": "x".repeat(200)})
+            .as_object()
+            .unwrap(),
+    ));
+    let refused = PointsClient::connect(router.endpoint.clone())
+        .await
+        .unwrap()
+        .upsert(pb::UpsertRequest {
+            collection: "c".into(),
+            points,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert!(
+        refused.message().contains("points[17].payload"),
+        "{}",
+        refused.message()
+    );
+    let present = count_present(&router.endpoint, &[0], pb::ReadConsistency::Linearizable)
+        .await
+        .unwrap();
+    assert_eq!(present, 0, "a refused batch changed a shard");
+    upsert(&router.endpoint, 0).await.unwrap();
 }

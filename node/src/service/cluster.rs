@@ -221,7 +221,11 @@ impl Cluster for ClusterService {
                 info
             })
             .collect();
-        Ok(Response::new(pb::PlacementsResponse { nodes, collections }))
+        Ok(Response::new(pb::PlacementsResponse {
+            nodes,
+            collections,
+            limits: Some(convert::limits_to_pb(&self.node.config().limits)),
+        }))
     }
 
     async fn move_shard(

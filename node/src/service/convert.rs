@@ -220,6 +220,33 @@ pub fn placement_info(
 }
 
 /// A collection's spec back from its description (as a router learns it from the cluster).
+/// A node's limits for the wire (in `Cluster.Placements`).
+pub fn limits_to_pb(limits: &LimitsConfig) -> pb::Limits {
+    pb::Limits {
+        max_request_bytes: limits.max_request_bytes as u64,
+        max_batch_points: limits.max_batch_points as u64,
+        max_dimension: limits.max_dimension as u64,
+        max_payload_bytes: limits.max_payload_bytes as u64,
+        max_top_k: limits.max_top_k as u64,
+        max_scroll_limit: limits.max_scroll_limit as u64,
+        max_ids_per_request: limits.max_ids_per_request as u64,
+    }
+}
+
+/// Limits from the wire (see [`limits_to_pb`]).
+pub fn limits_from_pb(limits: &pb::Limits) -> LimitsConfig {
+    let size = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+    LimitsConfig {
+        max_request_bytes: size(limits.max_request_bytes),
+        max_batch_points: size(limits.max_batch_points),
+        max_dimension: size(limits.max_dimension),
+        max_payload_bytes: size(limits.max_payload_bytes),
+        max_top_k: size(limits.max_top_k),
+        max_scroll_limit: size(limits.max_scroll_limit),
+        max_ids_per_request: size(limits.max_ids_per_request),
+    }
+}
+
 pub fn spec_from_info(info: &pb::CollectionInfo) -> Result<CollectionSpec> {
     let request = pb::CreateCollectionRequest {
         name: info.name.clone(),
