@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use quiver_node::testing::FaultProxy;
+use quiver_node::testing::{stable_loopback_address, FaultProxy};
 use quiver_proto::v1 as pb;
 use quiver_proto::v1::cluster_client::ClusterClient;
 use quiver_proto::v1::collections_client::CollectionsClient;
@@ -57,6 +57,7 @@ impl Process {
             .expect("spawn quiver");
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = mpsc::channel();
+        let log_path = log.to_path_buf();
         let log = log.to_path_buf();
         std::thread::spawn(move || {
             use std::io::Write;
@@ -82,7 +83,12 @@ impl Process {
             .recv_timeout(Duration::from_secs(60))
             .unwrap_or_else(|_| {
                 process.kill9();
-                panic!("quiver {args:?} did not report its address in time")
+                let logged = std::fs::read_to_string(&log_path).unwrap_or_default();
+                let tail: Vec<&str> = logged.lines().rev().take(20).collect();
+                panic!(
+                    "quiver {args:?} did not report its address in time; its last lines:\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                )
             });
         (process, address)
     }
@@ -131,16 +137,9 @@ impl ChaosCluster {
     /// Starts `n` nodes, forms them into one cluster and starts a router that knows them all.
     pub async fn start(n: usize) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let addresses: Vec<String> = {
-            // Ports are picked once, so a restarted node is found where the membership says.
-            let listeners: Vec<std::net::TcpListener> = (0..n)
-                .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback"))
-                .collect();
-            listeners
-                .iter()
-                .map(|l| l.local_addr().expect("local addr").to_string())
-                .collect()
-        };
+        // Ports are picked once, so a restarted node is found where the membership says; below
+        // the ephemeral range, so no connection takes one while its node is down.
+        let addresses: Vec<String> = (0..n).map(|_| stable_loopback_address()).collect();
         let mut links = BTreeMap::new();
         for i in 0..n {
             for (j, to) in addresses.iter().enumerate() {

@@ -170,3 +170,30 @@ impl Drop for FaultProxy {
         }
     }
 }
+
+/// A loopback address (`127.0.0.1:port`) on a port that is free now and lies below the
+/// kernel's ephemeral range, for a process that will be restarted on the same address: the
+/// kernel never gives such a port to an outgoing connection, so it is still free when the
+/// process comes back. Successive calls in one process start their search at different ports.
+pub fn stable_loopback_address() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap_or(32_768);
+    let (low, high) = (10_000u64, ephemeral_low.max(10_001));
+    let span = high - low;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() as u64);
+    let call = CALLS.fetch_add(1, Ordering::Relaxed);
+    let start = (u64::from(std::process::id()) * 7_919 + nanos + call * 104_729) % span;
+    for i in 0..span {
+        let port = low + (start + i) % span;
+        if std::net::TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
+            return format!("127.0.0.1:{port}");
+        }
+    }
+    panic!("no free loopback port between {low} and {high}");
+}

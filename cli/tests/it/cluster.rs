@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use quiver_node::testing::stable_loopback_address;
 use quiver_proto::v1 as pb;
 use quiver_proto::v1::collections_client::CollectionsClient;
 use quiver_proto::v1::points_client::PointsClient;
@@ -47,7 +48,7 @@ pub fn must_form_cluster(dir: &Path) -> (Vec<QuiverProcess>, Vec<String>) {
 /// [`must_form_cluster`] with environment overrides of every member's configuration.
 fn must_form_cluster_with(dir: &Path, envs: &[(&str, &str)]) -> (Vec<QuiverProcess>, Vec<String>) {
     let nodes: Vec<QuiverProcess> = (1..=3)
-        .map(|id| start_member_with(dir, id, "127.0.0.1:0", envs))
+        .map(|id| start_member_with(dir, id, &stable_loopback_address(), envs))
         .collect();
     let addresses: Vec<String> = nodes.iter().map(address).collect();
     nodes[0].must_cli(&["cluster", "init"]);
@@ -145,7 +146,7 @@ async fn must_catch_up(endpoint: &str, batches: &[u64]) {
 async fn three_nodes_replicate_fail_over_and_catch_up() {
     let dir = tempfile::tempdir().unwrap();
     let mut nodes: Vec<QuiverProcess> = (1..=3)
-        .map(|id| start_member(dir.path(), id, "127.0.0.1:0"))
+        .map(|id| start_member(dir.path(), id, &stable_loopback_address()))
         .collect();
     let addresses: Vec<String> = nodes.iter().map(address).collect();
 
