@@ -675,7 +675,15 @@ impl Node {
                 if keep.contains(&group) {
                     continue;
                 }
-                match std::fs::remove_dir_all(entry.path()) {
+                // Renamed first, so a crash part-way leaves no half-deleted replica where the
+                // group would be opened again if it came back to this node.
+                let doomed = shards_dir.join(format!("{group}.removing"));
+                let removed = match group.ends_with(".removing") {
+                    true => std::fs::remove_dir_all(entry.path()),
+                    false => std::fs::rename(entry.path(), &doomed)
+                        .and_then(|()| std::fs::remove_dir_all(&doomed)),
+                };
+                match removed {
                     Ok(()) => info!(group, "shard replica removed"),
                     Err(e) => warn!(group, error = %e, "cannot remove a shard replica's data"),
                 }
