@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use quiver_node::placement::shard_index;
-use quiver_node::point::PointId;
+use quiver_core::placement::shard_index;
+use quiver_core::point::PointId;
 use quiver_proto::v1 as pb;
 use quiver_proto::v1::points_client::PointsClient;
 use tokio::task::JoinHandle;
@@ -77,7 +77,7 @@ fn point(id: u64, v: i64) -> pb::Point {
             kind: Some(pb::point_id::Kind::Num(id)),
         }),
         vector: vec![(v % 1000) as f32, 1.0],
-        payload: Some(quiver_node::service::convert::json_to_struct(
+        payload: Some(quiver_core::convert::json_to_struct(
             payload.as_object().expect("object"),
         )),
     }

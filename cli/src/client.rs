@@ -7,11 +7,11 @@ use std::time::Instant;
 use anyhow::{anyhow, bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use quiver_node::service::convert::{json_to_struct, struct_to_json};
 use quiver_proto::v1 as pb;
 use quiver_proto::v1::cluster_client::ClusterClient;
 use quiver_proto::v1::collections_client::CollectionsClient;
 use quiver_proto::v1::points_client::PointsClient;
+use quiver_proto::wire::{json_to_struct, struct_to_json};
 use serde_json::{json, Value};
 use tonic::transport::Channel;
 

@@ -75,7 +75,7 @@ pub async fn serve(file: Option<PathBuf>) -> anyhow::Result<()> {
 
 async fn run(config: Config) -> anyhow::Result<()> {
     init_logging(&config.log.level)?;
-    quiver_node::run(config, shutdown_signal())
+    quiver_server::run(config, shutdown_signal())
         .await
         .context("quiver node failed")
 }

@@ -32,28 +32,8 @@ pub enum HnswError {
     Load(String),
 }
 
-/// Graph parameters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct HnswParams {
-    /// Neighbours kept per node per layer (`hnsw_rs` allows at most 256).
-    pub m: usize,
-    /// Candidate list size while inserting.
-    pub ef_construction: usize,
-}
+pub use crate::params::{HnswParams, MAX_EF_CONSTRUCTION, MAX_M};
 
-impl Default for HnswParams {
-    fn default() -> Self {
-        Self {
-            m: 16,
-            ef_construction: 200,
-        }
-    }
-}
-
-/// Largest `m` accepted (hnsw_rs stops the process above 256).
-pub const MAX_M: usize = 128;
-/// Largest `ef_construction` accepted.
-pub const MAX_EF_CONSTRUCTION: usize = 4096;
 const MAX_LAYERS: usize = 16;
 
 fn finite_or_max(d: f32) -> f32 {

@@ -4,13 +4,16 @@
 //! - [`filter`]: the payload filter language (Mongo/Pinecone-style JSON) and its evaluation;
 //! - [`payload_index`]: per-field payload indexes that bound the candidates of a filter;
 //! - [`flat`]: exact top-k search;
-//! - [`hnsw`]: the HNSW graph (via `hnsw_rs`) with filtered search and dump/load;
+//! - [`hnsw`] (feature `hnsw`, on by default): the HNSW graph (via `hnsw_rs`) with filtered search
+//!   and dump/load; [`params`]: its parameters, always available;
 //! - [`vecs`]: the `.fvecs` / `.ivecs` formats of benchmark data, parsed from bytes.
 
 pub mod distance;
 pub mod filter;
 pub mod flat;
+#[cfg(feature = "hnsw")]
 pub mod hnsw;
+pub mod params;
 pub mod payload_index;
 pub mod vecs;
 

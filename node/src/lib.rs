@@ -1,34 +1,30 @@
-//! A quiver storage node.
+//! A quiver storage node: replicated storage, read from the bottom layer up.
 //!
 //! - [`storage`]: the key-value layer (RocksDB, and an in-memory engine for tests);
-//! - [`command`] and [`state_machine`]: every mutation as a command, applied in log order;
+//! - [`shard`]: a collection's points in memory, its HNSW graph, payload indexes, search planner
+//!   and graph dumps;
+//! - [`sm`]: the state machine: every mutation as a [`sm::command::Command`], applied in log
+//!   order onto storage and then onto the collections; snapshots of it;
 //! - [`raft`]: openraft over that state machine: log store, adapter, gRPC transport;
-//! - [`collection`]: a collection's points, HNSW graph, payload indexes and search planner;
-//! - [`group`]: one Raft group's replica (its RocksDB, state machine and openraft instance);
-//! - [`placement`]: the shard map the meta group holds; [`node`]: the groups a node hosts and
-//!   the cluster operations that move them;
-//! - [`coordinator`]: splits requests by shard, sends them to the shard leaders (or nearest
-//!   replicas) and merges the answers; nodes and routers both use it;
-//! - [`service`]: the gRPC services; [`server`]: running them;
-//! - `testing` (feature): a server fixture and a fault-injecting TCP proxy.
+//! - [`cluster`]: one Raft group's replica ([`cluster::group`]), the node that hosts the meta
+//!   group and its shard replicas and follows the shard map ([`cluster::node`]), and placement;
+//! - [`local_shards`]: the shard requests this node's replicas serve, as a
+//!   [`quiver_core::shard::ShardClient`];
+//! - [`service`]: the gRPC services a node serves (`Raft`, `Shard`, `Cluster`);
+//! - `testing` (feature): a fault-injecting TCP proxy and loopback addresses for cluster tests.
+//!
+//! Clients are served by the router's front (`quiver-router`), which every `quiver serve`
+//! process runs beside its node.
 
-pub mod collection;
-pub mod command;
-pub mod coordinator;
-pub mod error;
-pub mod group;
-pub mod node;
-pub mod placement;
-pub mod point;
+pub mod cluster;
+pub mod local_shards;
 pub mod raft;
-pub mod server;
 pub mod service;
-pub mod snapshot;
-pub mod state_machine;
+pub mod shard;
+pub mod sm;
 pub mod storage;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use error::{NodeError, Result};
-pub use node::Node;
-pub use server::{run, serve};
+pub use cluster::node::Node;
+pub use local_shards::LocalShards;

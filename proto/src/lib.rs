@@ -1,6 +1,10 @@
-//! quiver's gRPC API, package `quiver.v1`: the code generated from `proto/quiver/v1/*.proto`.
+//! quiver's gRPC API, package `quiver.v1`: the code generated from `proto/quiver/v1/*.proto`
+//! (the public `Collections`, `Points` and `Cluster` services, and the internal `Shard` and
+//! `Raft`), and the wire contract every process follows ([`wire`]).
 //!
-//! Wire types only; conversions to domain types live with the services that use them.
+//! Wire types only; conversions to domain types live in `quiver-core`.
+
+pub mod wire;
 
 /// Generated messages, clients and servers of `quiver.v1`.
 pub mod v1 {

@@ -9,16 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
-use quiver_config::LimitsConfig;
-use quiver_node::coordinator::Directory;
-use quiver_node::group::Group;
-use quiver_node::placement::{Placement, ShardPlacement};
-use quiver_node::raft::network::Peers;
-use quiver_node::raft::NodeId;
-use quiver_node::service::convert;
-use quiver_node::NodeError;
+use quiver_core::convert::{self, Limits};
+use quiver_core::directory::Directory;
+use quiver_core::placement::{NodeId, Placement, ShardPlacement};
+use quiver_core::Error;
 use quiver_proto::v1 as pb;
 use quiver_proto::v1::cluster_client::ClusterClient;
+use quiver_proto::wire::Channels;
 use tracing::{debug, warn};
 
 const FETCH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -28,25 +25,25 @@ struct ShardMap {
     placements: BTreeMap<String, Placement>,
     addresses: BTreeMap<NodeId, String>,
     /// The meta leader's request limits.
-    limits: Option<LimitsConfig>,
+    limits: Option<Limits>,
 }
 
 /// The shard map as this router last fetched it.
 pub struct RemoteDirectory {
     members: Mutex<Vec<String>>,
     map: RwLock<ShardMap>,
-    channels: Peers,
+    channels: Channels,
     /// Completed fetches; callers that waited for a fetch in progress take its result.
     fetches: tokio::sync::Mutex<u64>,
 }
 
 impl RemoteDirectory {
     /// `members`: addresses (`ip:port`) of some cluster members.
-    pub fn new(members: Vec<String>) -> Arc<Self> {
+    pub fn new(members: Vec<String>, channels: Channels) -> Arc<Self> {
         Arc::new(Self {
             members: Mutex::new(members),
             map: RwLock::default(),
-            channels: Peers::default(),
+            channels,
             fetches: tokio::sync::Mutex::new(0),
         })
     }
@@ -88,7 +85,7 @@ impl RemoteDirectory {
     }
 }
 
-fn shard_map(answer: pb::PlacementsResponse) -> Result<ShardMap, NodeError> {
+fn shard_map(answer: pb::PlacementsResponse) -> Result<ShardMap, Error> {
     let mut placements = BTreeMap::new();
     for info in answer.collections {
         let spec = match convert::spec_from_info(&info) {
@@ -132,28 +129,28 @@ fn shard_map(answer: pb::PlacementsResponse) -> Result<ShardMap, NodeError> {
 }
 
 impl Directory for RemoteDirectory {
-    fn placement(&self, name: &str) -> Result<Placement, NodeError> {
+    fn placement(&self, name: &str) -> Result<Placement, Error> {
         self.map
             .read()
             .placements
             .get(name)
             .cloned()
-            .ok_or_else(|| NodeError::NotFound(format!("collection `{name}`")))
+            .ok_or_else(|| Error::NotFound(format!("collection `{name}`")))
+    }
+
+    fn placements(&self) -> Vec<Placement> {
+        self.map.read().placements.values().cloned().collect()
     }
 
     fn address(&self, node: NodeId) -> Option<String> {
         self.map.read().addresses.get(&node).cloned()
     }
 
-    fn local(&self, _group: u64) -> Option<(Arc<Group>, NodeId, String)> {
-        None
-    }
-
     fn refresh(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         Box::pin(self.fetch())
     }
 
-    fn limits(&self) -> Option<LimitsConfig> {
+    fn limits(&self) -> Option<Limits> {
         self.map.read().limits.clone()
     }
 }

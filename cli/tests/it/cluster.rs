@@ -9,6 +9,7 @@ use quiver_node::testing::stable_loopback_address;
 use quiver_proto::v1 as pb;
 use quiver_proto::v1::collections_client::CollectionsClient;
 use quiver_proto::v1::points_client::PointsClient;
+use quiver_proto::v1::shard_client::ShardClient;
 use serde_json::Value;
 use tonic::Code;
 
@@ -197,22 +198,18 @@ async fn three_nodes_replicate_fail_over_and_catch_up() {
     let leader = shard["leader"].as_u64().unwrap();
     assert!(leader != 0, "{info}");
     let follower = (1..=3).find(|n| *n != leader).unwrap() as usize;
-    let mut get = tonic::Request::new(pb::GetPointsRequest {
-        collection: "c".into(),
-        ids: batch(0).into_iter().filter_map(|p| p.id).collect(),
-        consistency: pb::ReadConsistency::Linearizable as i32,
+    let ids: Vec<quiver_core::point::PointId> =
+        (0..BATCH).map(quiver_core::point::PointId::Num).collect();
+    let get = pb::ShardGetRequest {
+        read: Some(pb::ShardRead {
+            group: shard["group"].as_u64().unwrap(),
+            collection: "c".into(),
+            consistency: pb::ReadConsistency::Linearizable as i32,
+        }),
+        ids: quiver_core::encoding::encode(&ids).unwrap(),
         ..Default::default()
-    });
-    get.metadata_mut().insert(
-        "quiver-shard-group",
-        shard["group"]
-            .as_u64()
-            .unwrap()
-            .to_string()
-            .parse()
-            .unwrap(),
-    );
-    let refused = PointsClient::connect(nodes[follower - 1].endpoint.clone())
+    };
+    let refused = ShardClient::connect(nodes[follower - 1].endpoint.clone())
         .await
         .unwrap()
         .get(get)
@@ -674,7 +671,7 @@ async fn the_router_checks_batches_against_the_clusters_limits() {
         &[],
     );
     let mut points = batch(0);
-    points[17].payload = Some(quiver_node::service::convert::json_to_struct(
+    points[17].payload = Some(quiver_core::convert::json_to_struct(
         serde_json::json!({"text": "x".repeat(200)})
             .as_object()
             .unwrap(),

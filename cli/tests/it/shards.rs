@@ -48,7 +48,7 @@ fn point(n: u64, tag: &str) -> pb::Point {
     pb::Point {
         id: Some(id(n)),
         vector: vector(n),
-        payload: Some(quiver_node::service::convert::json_to_struct(
+        payload: Some(quiver_core::convert::json_to_struct(
             payload.as_object().unwrap(),
         )),
     }

@@ -2,7 +2,7 @@
 //! committed and last-purged log ids in [`Table::RaftMeta`].
 //!
 //! Appends are one atomic batch, durable before the flush callback fires (when the storage
-//! syncs writes). Purging records the new last-purged id in the same batch that deletes the
+//! syncs writes). Entries and marks are in the versioned encoding ([`quiver_core::encoding`]). Purging records the new last-purged id in the same batch that deletes the
 //! entries, so a crash never leaves a gap openraft cannot explain.
 
 use std::fmt::Debug;
@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader, StorageIOError, Vote};
+use quiver_core::encoding;
 
 use super::{Entry, LogId, NodeId, StorageError, TypeConfig};
 use crate::storage::{Storage, Table, WriteBatch};
@@ -28,7 +29,7 @@ pub struct LogStore {
 type StorageResult<T> = Result<T, StorageError>;
 
 fn encode<T: serde::Serialize>(value: &T) -> StorageResult<Vec<u8>> {
-    bincode::serialize(value).map_err(|e| StorageIOError::write(&e).into())
+    encoding::encode(value).map_err(|e| StorageIOError::write(&e).into())
 }
 
 impl LogStore {
@@ -43,7 +44,7 @@ impl LogStore {
             .map_err(|e| StorageIOError::read(&e))?
         {
             None => Ok(None),
-            Some(bytes) => bincode::deserialize(&bytes)
+            Some(bytes) => encoding::decode("raft state", &bytes)
                 .map(Some)
                 .map_err(|e| StorageIOError::read(&e).into()),
         }
@@ -59,7 +60,7 @@ impl LogStore {
 }
 
 fn decode_entry(bytes: &[u8]) -> StorageResult<Entry> {
-    bincode::deserialize(bytes).map_err(|e| StorageIOError::read_logs(&e).into())
+    encoding::decode("log entry", bytes).map_err(|e| StorageIOError::read_logs(&e).into())
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {

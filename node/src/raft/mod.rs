@@ -1,9 +1,9 @@
 //! Replication: every node's state machine sits under openraft.
 //!
-//! A write is a [`Command`](crate::command::Command) proposed to a Raft group; it is acknowledged once committed by a
+//! A write is a [`Command`](crate::sm::command::Command) proposed to a Raft group; it is acknowledged once committed by a
 //! majority and applied. Storage for both halves is the node's [`Storage`](crate::storage):
 //! - [`log_store`]: the Raft log, vote and purge marks in their own tables;
-//! - [`state_machine`]: the adapter that applies entries to the [`StateMachine`](crate::state_machine::StateMachine)
+//! - [`machine_store`]: the adapter that applies entries to the [`StateMachine`](crate::sm::StateMachine)
 //!   and builds and installs snapshots;
 //! - [`network`]: how a group reaches its peers.
 //!
@@ -13,21 +13,20 @@
 // openraft's `StorageError` is large by design, and every storage function returns it.
 #[allow(clippy::result_large_err)]
 pub mod log_store;
-pub mod network;
 #[allow(clippy::result_large_err)]
-pub mod state_machine;
+pub mod machine_store;
+pub mod network;
 
-use crate::command::EncodedCommand;
-use crate::state_machine::Applied;
-use crate::NodeError;
+use crate::sm::command::EncodedCommand;
+use crate::sm::Applied;
+use quiver_core::Error;
 
-/// Node ids within a cluster.
-pub type NodeId = u64;
+pub use quiver_core::placement::NodeId;
 
 /// What applying one entry produced: the command's outcome (blank and membership entries
 /// produce `Ok` with nothing affected).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct ApplyResponse(pub Result<Applied, NodeError>);
+pub struct ApplyResponse(pub Result<Applied, Error>);
 
 openraft::declare_raft_types!(
     /// openraft's types for quiver's groups.

@@ -1,13 +1,9 @@
-//! The Raft transport: openraft's RPCs over gRPC (`quiver.v1.Raft`), one connection per peer
-//! address shared by every group, each request naming its group.
+//! The Raft transport: openraft's RPCs over gRPC (`quiver.v1.Raft`), on the process's shared
+//! connection per peer address ([`Channels`]), each request naming its group.
 //!
 //! Payloads are openraft's own request and result types encoded with bincode. A transport
 //! failure is reported as `Unreachable` (the peer is down or cut off: openraft backs off) or as a
 //! network error; an error the peer's Raft returned comes back as a remote error.
-
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
-use std::time::Duration;
 
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
@@ -18,61 +14,23 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use openraft::BasicNode;
-use parking_lot::Mutex;
 use quiver_proto::v1::raft_client::RaftClient;
 use quiver_proto::v1::RaftRequest;
+use quiver_proto::wire::Channels;
 use serde::de::DeserializeOwned;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use super::{NodeId, TypeConfig};
-
-/// Channels to peers by address, shared by every group of a node.
-#[derive(Clone, Default)]
-pub struct Peers {
-    channels: Arc<Mutex<HashMap<String, Channel>>>,
-    /// Where to dial instead of an advertised address (`cluster.peer_routes`).
-    routes: Arc<BTreeMap<String, String>>,
-}
-
-impl Peers {
-    /// Peers dialled through `routes` (advertised address to the address to connect to).
-    pub fn with_routes(routes: BTreeMap<String, String>) -> Self {
-        Self {
-            channels: Arc::default(),
-            routes: Arc::new(routes),
-        }
-    }
-
-    /// A lazily connected channel to `address` (`ip:port`), reused across calls and groups.
-    pub fn channel(&self, address: &str) -> Result<Channel, tonic::transport::Error> {
-        let mut channels = self.channels.lock();
-        if let Some(c) = channels.get(address) {
-            return Ok(c.clone());
-        }
-        let dial = self.routes.get(address).map_or(address, String::as_str);
-        // HTTP/2 pings find a peer that stopped answering (paused, cut off) within about two
-        // seconds, failing its calls in flight instead of leaving them to hang.
-        let channel = Endpoint::from_shared(format!("http://{dial}"))?
-            .connect_timeout(Duration::from_secs(1))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_millis(500))
-            .keep_alive_timeout(Duration::from_millis(1500))
-            .keep_alive_while_idle(true)
-            .connect_lazy();
-        channels.insert(address.to_string(), channel.clone());
-        Ok(channel)
-    }
-}
 
 /// Creates connections for one group.
 #[derive(Clone)]
 pub struct GrpcNetwork {
     group: u64,
-    peers: Peers,
+    peers: Channels,
 }
 
 impl GrpcNetwork {
-    pub fn new(group: u64, peers: Peers) -> Self {
+    pub fn new(group: u64, peers: Channels) -> Self {
         Self { group, peers }
     }
 }

@@ -16,10 +16,12 @@ use quiver_proto::v1::cluster_client::ClusterClient;
 use quiver_proto::v1::cluster_server::Cluster;
 use tonic::{Request, Response, Status};
 
-use super::{convert, forwarded, meta_leader_for};
-use crate::node::Node;
+use quiver_core::convert::{self, Limits};
+
+use super::{forwarded, meta_leader_for};
+use crate::cluster::node::Node;
 use crate::raft::NodeId;
-use crate::NodeError;
+use quiver_core::Error;
 
 /// Membership and status of this node's cluster.
 pub struct ClusterService {
@@ -65,12 +67,12 @@ impl ClusterService {
         what: E,
     ) -> Status {
         match e {
-            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => NodeError::NotLeader {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => Error::NotLeader {
                 leader: f.leader_id,
                 address: f.leader_node.map(|n| n.addr),
             }
             .into(),
-            other => NodeError::Unavailable(format!("{what}: {other}")).into(),
+            other => Error::Unavailable(format!("{what}: {other}")).into(),
         }
     }
 }
@@ -90,7 +92,7 @@ impl Cluster for ClusterService {
         _request: Request<pb::InitRequest>,
     ) -> Result<Response<pb::ClusterStatus>, Status> {
         if self.node.meta().is_initialized().await? {
-            return Err(NodeError::AlreadyExists("this node's cluster".into()).into());
+            return Err(Error::AlreadyExists("this node's cluster".into()).into());
         }
         self.node.bootstrap().await?;
         Ok(Response::new(self.status()))
@@ -102,9 +104,7 @@ impl Cluster for ClusterService {
     ) -> Result<Response<pb::ClusterStatus>, Status> {
         let address = request.into_inner().address;
         if address.parse::<std::net::SocketAddr>().is_err() {
-            return Err(
-                NodeError::invalid("address", format!("`{address}` is not ip:port")).into(),
-            );
+            return Err(Error::invalid("address", format!("`{address}` is not ip:port")).into());
         }
         let meta = self.node.meta();
         if !meta.is_leader() {
@@ -114,22 +114,22 @@ impl Cluster for ClusterService {
             .node
             .peers()
             .channel(&address)
-            .map_err(|e| NodeError::invalid("address", e.to_string()))?;
+            .map_err(|e| Error::invalid("address", e.to_string()))?;
         let info = tokio::time::timeout(
             Duration::from_secs(5),
             ClusterClient::new(channel).identify(pb::IdentifyRequest {}),
         )
         .await
-        .map_err(|_| NodeError::Unavailable(format!("node at {address} did not answer")))?
-        .map_err(|e| NodeError::Unavailable(format!("node at {address}: {}", e.message())))?
+        .map_err(|_| Error::Unavailable(format!("node at {address} did not answer")))?
+        .map_err(|e| Error::Unavailable(format!("node at {address}: {}", e.message())))?
         .into_inner();
         if info.id == 0 {
-            return Err(NodeError::invalid("address", "the node reports id 0").into());
+            return Err(Error::invalid("address", "the node reports id 0").into());
         }
         let membership = meta.membership();
         if info.initialized && membership.get_node(&info.id).is_none() {
             // Its log holds another cluster's history; Raft cannot merge the two.
-            return Err(NodeError::invalid(
+            return Err(Error::invalid(
                 "address",
                 format!(
                     "node {} at {address} already belongs to a cluster (start it with \
@@ -141,7 +141,7 @@ impl Cluster for ClusterService {
         }
         if let Some(existing) = membership.get_node(&info.id) {
             if existing.addr != address {
-                return Err(NodeError::AlreadyExists(format!(
+                return Err(Error::AlreadyExists(format!(
                     "node {} (at {})",
                     info.id, existing.addr
                 ))
@@ -224,7 +224,10 @@ impl Cluster for ClusterService {
         Ok(Response::new(pb::PlacementsResponse {
             nodes,
             collections,
-            limits: Some(convert::limits_to_pb(&self.node.config().limits)),
+            limits: Some(convert::limits_to_pb(&Limits {
+                request: self.node.config().limits.clone(),
+                max_ef: self.node.config().search.max_ef,
+            })),
         }))
     }
 

@@ -1,26 +1,21 @@
-//! gRPC services (`quiver.v1`), plus the conversions and error mapping they share; [`shard`]
-//! holds the requests one shard replica serves.
+//! The gRPC services a node serves (tonic impls only): `Raft` (consensus traffic), `Shard`
+//! (shard-level reads and writes for coordinators) and `Cluster` (membership, placement, replica
+//! moves). Clients' `Collections` and `Points` are served by the router's front.
 
 pub mod cluster;
-pub mod collections;
-pub mod convert;
-pub mod points;
 pub mod raft;
 pub mod shard;
-mod status;
 
 pub use cluster::ClusterService;
-pub use collections::CollectionsService;
-pub use points::PointsService;
 pub use raft::RaftService;
+pub use shard::ShardService;
+
+use quiver_proto::wire::headers::FORWARDED;
 
 use tonic::transport::Channel;
 use tonic::{Request, Status};
 
-use crate::node::Node;
-
-/// Marks a request one node forwarded to another.
-const FORWARDED: &str = "quiver-forwarded";
+use crate::cluster::node::Node;
 
 /// Where a cluster-wide change (collections, membership, replica moves) must run: None when this
 /// node leads the meta group, else a channel to the leader. A request that was forwarded once is

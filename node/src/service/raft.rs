@@ -7,8 +7,8 @@ use quiver_proto::v1::{RaftReply, RaftRequest};
 use serde::de::DeserializeOwned;
 use tonic::{Request, Response, Status};
 
-use crate::node::Node;
-use crate::NodeError;
+use crate::cluster::node::Node;
+use quiver_core::Error;
 
 /// Receives Raft traffic for every group on this node.
 pub struct RaftService {
@@ -24,13 +24,13 @@ impl RaftService {
 #[allow(clippy::result_large_err)] // tonic's Status, as every handler returns
 fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, Status> {
     bincode::deserialize(payload)
-        .map_err(|e| NodeError::invalid("payload", format!("not a raft message: {e}")).into())
+        .map_err(|e| Error::invalid("payload", format!("not a raft message: {e}")).into())
 }
 
 #[allow(clippy::result_large_err)]
 fn reply<T: serde::Serialize>(result: &T) -> Result<Response<RaftReply>, Status> {
     let payload = bincode::serialize(result)
-        .map_err(|e| Status::from(NodeError::Internal(format!("encode raft reply: {e}"))))?;
+        .map_err(|e| Status::from(Error::Internal(format!("encode raft reply: {e}"))))?;
     Ok(Response::new(RaftReply { payload }))
 }
 

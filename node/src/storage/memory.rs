@@ -7,7 +7,7 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 
 use super::{Storage, Table, Visitor, WriteBatch, WriteOp};
-use crate::error::Result;
+use quiver_core::Result;
 
 type Entries = BTreeMap<Vec<u8>, Vec<u8>>;
 

@@ -14,7 +14,7 @@ pub use rocks::RocksStorage;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::error::Result;
+use quiver_core::Result;
 
 /// A column family.
 #[derive(

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteOptions, DB};
 
 use super::{Storage, Table, Visitor, WriteBatch, WriteOp};
-use crate::error::{NodeError, Result};
+use quiver_core::{Error, Result};
 
 /// A RocksDB instance holding every table.
 pub struct RocksStorage {
@@ -22,8 +22,8 @@ impl std::fmt::Debug for RocksStorage {
     }
 }
 
-fn storage_err(e: rocksdb::Error) -> NodeError {
-    NodeError::Storage(e.into_string())
+fn storage_err(e: rocksdb::Error) -> Error {
+    Error::Storage(e.into_string())
 }
 
 impl RocksStorage {
@@ -44,7 +44,7 @@ impl RocksStorage {
     fn cf(&self, table: Table) -> Result<&rocksdb::ColumnFamily> {
         self.db
             .cf_handle(table.name())
-            .ok_or_else(|| NodeError::Internal(format!("missing column family {}", table.name())))
+            .ok_or_else(|| Error::Internal(format!("missing column family {}", table.name())))
     }
 }
 

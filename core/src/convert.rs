@@ -1,0 +1,793 @@
+//! Conversions between wire types (`quiver.v1`) and domain types, with input validation.
+//! A coordinator runs these once per request, before anything is split or sent.
+//!
+//! Every check a request needs before it may become a command lives here, and every error names
+//! the offending field the way the request spells it (`points[3].vector[7]`). A request that
+//! fails any check changes nothing.
+
+use std::collections::HashMap;
+
+use quiver_config::LimitsConfig;
+use quiver_index::distance::Metric;
+use quiver_index::filter::{Bound, Condition, Filter, Op, Range, Scalar};
+use quiver_index::params::{HnswParams, MAX_EF_CONSTRUCTION, MAX_M};
+use quiver_index::payload_index::FieldType;
+use quiver_proto::v1 as pb;
+
+pub use quiver_proto::wire::json_to_struct;
+
+use crate::error::{Error, Result};
+use crate::placement::{NodeId, Placement, MAX_SHARDS};
+use crate::point::{CollectionSpec, IndexKind, JsonMap, NewPoint, PointId};
+use crate::shard::{ReadConsistency, ScrollQuery, SearchQuery};
+
+/// Longest collection name.
+pub const MAX_NAME_LEN: usize = 64;
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> Error {
+    Error::invalid(field, message)
+}
+
+/// Collection names: 1–64 characters of letters, digits, `_`, `-` and `.`, not starting with `.`.
+pub fn collection_name(field: &str, name: &str) -> Result<String> {
+    if name.is_empty() {
+        return Err(invalid(field, "must not be empty"));
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(invalid(
+            field,
+            format!("longer than {MAX_NAME_LEN} characters"),
+        ));
+    }
+    if name.starts_with('.')
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    {
+        return Err(invalid(
+            field,
+            format!("`{name}` may contain only letters, digits, `_`, `-` and `.`"),
+        ));
+    }
+    Ok(name.to_string())
+}
+
+pub fn metric_from_proto(value: i32) -> Result<Metric> {
+    match pb::Metric::try_from(value) {
+        Ok(pb::Metric::Cosine) => Ok(Metric::Cosine),
+        Ok(pb::Metric::L2) => Ok(Metric::L2),
+        Ok(pb::Metric::Dot) => Ok(Metric::Dot),
+        Ok(pb::Metric::Unspecified) => Err(invalid("metric", "required: cosine, l2 or dot")),
+        Err(_) => Err(invalid(
+            "metric",
+            format!("unknown metric {value}: expected cosine, l2 or dot"),
+        )),
+    }
+}
+
+pub fn metric_to_proto(metric: Metric) -> pb::Metric {
+    match metric {
+        Metric::Cosine => pb::Metric::Cosine,
+        Metric::L2 => pb::Metric::L2,
+        Metric::Dot => pb::Metric::Dot,
+    }
+}
+
+fn field_type_from_proto(field: &str, value: i32) -> Result<FieldType> {
+    match pb::PayloadFieldType::try_from(value) {
+        Ok(pb::PayloadFieldType::Keyword) => Ok(FieldType::Keyword),
+        Ok(pb::PayloadFieldType::Integer) => Ok(FieldType::Integer),
+        Ok(pb::PayloadFieldType::Float) => Ok(FieldType::Float),
+        Ok(pb::PayloadFieldType::Datetime) => Ok(FieldType::Datetime),
+        _ => Err(invalid(
+            field,
+            format!("unknown type {value}: expected keyword, integer, float or datetime"),
+        )),
+    }
+}
+
+fn field_type_to_proto(t: FieldType) -> pb::PayloadFieldType {
+    match t {
+        FieldType::Keyword => pb::PayloadFieldType::Keyword,
+        FieldType::Integer => pb::PayloadFieldType::Integer,
+        FieldType::Float => pb::PayloadFieldType::Float,
+        FieldType::Datetime => pb::PayloadFieldType::Datetime,
+    }
+}
+
+/// Validates a create request into a spec.
+pub fn collection_spec(
+    req: &pb::CreateCollectionRequest,
+    limits: &LimitsConfig,
+    max_ef: usize,
+) -> Result<CollectionSpec> {
+    let name = collection_name("name", &req.name)?;
+    if req.dim == 0 {
+        return Err(invalid("dim", "must be at least 1"));
+    }
+    if req.dim as usize > limits.max_dimension {
+        return Err(invalid(
+            "dim",
+            format!(
+                "{} exceeds the limit of {} (limits.max_dimension)",
+                req.dim, limits.max_dimension
+            ),
+        ));
+    }
+    let metric = metric_from_proto(req.metric)?;
+    let index = match req.index.as_ref().and_then(|i| i.kind.as_ref()) {
+        Some(pb::index_config::Kind::Flat(_)) => IndexKind::Flat,
+        None => IndexKind::Hnsw(HnswParams::default()),
+        Some(pb::index_config::Kind::Hnsw(h)) => {
+            let defaults = HnswParams::default();
+            let m = if h.m == 0 { defaults.m } else { h.m as usize };
+            let ef_construction = if h.ef_construction == 0 {
+                defaults.ef_construction
+            } else {
+                h.ef_construction as usize
+            };
+            if !(2..=MAX_M).contains(&m) {
+                return Err(invalid(
+                    "index.hnsw.m",
+                    format!("{m} is outside 2..={MAX_M}"),
+                ));
+            }
+            if ef_construction > MAX_EF_CONSTRUCTION {
+                return Err(invalid(
+                    "index.hnsw.ef_construction",
+                    format!("{ef_construction} exceeds {MAX_EF_CONSTRUCTION}"),
+                ));
+            }
+            IndexKind::Hnsw(HnswParams { m, ef_construction })
+        }
+    };
+    let mut payload_indexes: Vec<(String, FieldType)> = Vec::new();
+    for (i, f) in req.payload_indexes.iter().enumerate() {
+        let field = format!("payload_indexes[{i}]");
+        if f.key.is_empty() || f.key.split('.').any(str::is_empty) || f.key.starts_with('$') {
+            return Err(invalid(
+                format!("{field}.key"),
+                format!("`{}` is not a field path", f.key),
+            ));
+        }
+        if payload_indexes.iter().any(|(k, _)| *k == f.key) {
+            return Err(invalid(
+                format!("{field}.key"),
+                format!("`{}` is indexed twice", f.key),
+            ));
+        }
+        let t = field_type_from_proto(&format!("{field}.type"), f.r#type)?;
+        payload_indexes.push((f.key.clone(), t));
+    }
+    let default_ef = match req.search_defaults.as_ref().map(|d| d.ef).unwrap_or(0) {
+        0 => None,
+        ef if ef as usize > max_ef => {
+            return Err(invalid(
+                "search_defaults.ef",
+                format!("{ef} exceeds the limit of {max_ef} (search.max_ef)"),
+            ))
+        }
+        ef => Some(ef),
+    };
+    Ok(CollectionSpec {
+        name,
+        dim: req.dim,
+        metric,
+        index,
+        payload_indexes,
+        default_ef,
+    })
+}
+
+/// The shard count a create asks for (0: one shard).
+pub fn shard_count(value: u32) -> Result<u32> {
+    match value {
+        0 => Ok(1),
+        n if n > MAX_SHARDS => Err(invalid(
+            "shard_count",
+            format!("{n} exceeds the limit of {MAX_SHARDS}"),
+        )),
+        n => Ok(n),
+    }
+}
+
+/// A collection's description with its shard map: each shard's group and replicas (with the
+/// addresses `address` knows). Counts and leaders are left for the caller to fill.
+pub fn placement_info(
+    placement: &Placement,
+    address: impl Fn(NodeId) -> Option<String>,
+) -> pb::CollectionInfo {
+    let mut info = collection_info(&placement.spec, 0, 0);
+    info.shard_count = placement.shards.len() as u32;
+    info.replication_factor = placement.replication_factor;
+    info.collection_id = placement.id;
+    info.shards = placement
+        .shards
+        .iter()
+        .map(|s| pb::ShardInfo {
+            shard: s.shard,
+            group: s.group,
+            replicas: s
+                .replicas
+                .iter()
+                .map(|n| pb::ReplicaInfo {
+                    node: *n,
+                    address: address(*n).unwrap_or_default(),
+                })
+                .collect(),
+            ..Default::default()
+        })
+        .collect();
+    info
+}
+
+/// A collection's spec back from its description (as a router learns it from the cluster).
+/// A node's limits for the wire (in `Cluster.Placements`).
+pub fn limits_to_pb(limits: &Limits) -> pb::Limits {
+    let max_ef = limits.max_ef as u64;
+    let limits = &limits.request;
+    pb::Limits {
+        max_ef,
+        max_request_bytes: limits.max_request_bytes as u64,
+        max_batch_points: limits.max_batch_points as u64,
+        max_dimension: limits.max_dimension as u64,
+        max_payload_bytes: limits.max_payload_bytes as u64,
+        max_top_k: limits.max_top_k as u64,
+        max_scroll_limit: limits.max_scroll_limit as u64,
+        max_ids_per_request: limits.max_ids_per_request as u64,
+    }
+}
+
+/// Limits from the wire (see [`limits_to_pb`]).
+pub fn limits_from_pb(limits: &pb::Limits) -> Limits {
+    let size = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+    let max_ef = match limits.max_ef {
+        0 => quiver_config::SearchConfig::default().max_ef,
+        n => size(n),
+    };
+    let request = LimitsConfig {
+        max_request_bytes: size(limits.max_request_bytes),
+        max_batch_points: size(limits.max_batch_points),
+        max_dimension: size(limits.max_dimension),
+        max_payload_bytes: size(limits.max_payload_bytes),
+        max_top_k: size(limits.max_top_k),
+        max_scroll_limit: size(limits.max_scroll_limit),
+        max_ids_per_request: size(limits.max_ids_per_request),
+    };
+    Limits { request, max_ef }
+}
+
+pub fn spec_from_info(info: &pb::CollectionInfo) -> Result<CollectionSpec> {
+    let request = pb::CreateCollectionRequest {
+        name: info.name.clone(),
+        dim: info.dim,
+        metric: info.metric,
+        index: info.index,
+        payload_indexes: info.payload_indexes.clone(),
+        search_defaults: info.search_defaults,
+        ..Default::default()
+    };
+    let unlimited = LimitsConfig {
+        max_dimension: usize::MAX,
+        ..LimitsConfig::default()
+    };
+    collection_spec(&request, &unlimited, usize::MAX)
+}
+
+/// A collection's description on the wire.
+pub fn collection_info(
+    spec: &CollectionSpec,
+    points_count: usize,
+    indexed_vectors: usize,
+) -> pb::CollectionInfo {
+    let index = match spec.index {
+        IndexKind::Flat => pb::index_config::Kind::Flat(pb::FlatConfig {}),
+        IndexKind::Hnsw(p) => pb::index_config::Kind::Hnsw(pb::HnswConfig {
+            m: p.m as u32,
+            ef_construction: p.ef_construction as u32,
+        }),
+    };
+    pb::CollectionInfo {
+        name: spec.name.clone(),
+        dim: spec.dim,
+        metric: metric_to_proto(spec.metric) as i32,
+        index: Some(pb::IndexConfig { kind: Some(index) }),
+        payload_indexes: spec
+            .payload_indexes
+            .iter()
+            .map(|(key, t)| pb::PayloadIndexField {
+                key: key.clone(),
+                r#type: field_type_to_proto(*t) as i32,
+            })
+            .collect(),
+        search_defaults: Some(pb::SearchDefaults {
+            ef: spec.default_ef.unwrap_or(0),
+        }),
+        points_count: points_count as u64,
+        indexed_vectors: indexed_vectors as u64,
+        shard_count: 0,
+        replication_factor: 0,
+        shards: Vec::new(),
+        collection_id: 0,
+    }
+}
+
+pub fn point_id(field: &str, id: Option<&pb::PointId>) -> Result<PointId> {
+    match id.and_then(|i| i.kind.as_ref()) {
+        Some(pb::point_id::Kind::Num(n)) => Ok(PointId::Num(*n)),
+        Some(pb::point_id::Kind::Uuid(s)) => PointId::parse_uuid(field, s),
+        None => Err(invalid(field, "missing id")),
+    }
+}
+
+pub fn point_id_to_proto(id: &PointId) -> pb::PointId {
+    pb::PointId {
+        kind: Some(match id {
+            PointId::Num(n) => pb::point_id::Kind::Num(*n),
+            PointId::Uuid(u) => pb::point_id::Kind::Uuid(u.to_string()),
+        }),
+    }
+}
+
+/// A stored point on the wire, with its vector and payload only if asked for.
+pub fn point_to_proto(
+    id: &PointId,
+    vector: Vec<f32>,
+    payload: &JsonMap,
+    with_vector: bool,
+    with_payload: bool,
+) -> pb::Point {
+    pb::Point {
+        id: Some(point_id_to_proto(id)),
+        vector: if with_vector { vector } else { Vec::new() },
+        payload: with_payload.then(|| json_to_struct(payload)),
+    }
+}
+
+/// Ids of a get or delete request: 1..=limit of them.
+pub fn point_ids(ids: &[pb::PointId], limits: &LimitsConfig) -> Result<Vec<PointId>> {
+    if ids.is_empty() {
+        return Err(invalid("ids", "must not be empty"));
+    }
+    if ids.len() > limits.max_ids_per_request {
+        return Err(invalid(
+            "ids",
+            format!(
+                "{} ids exceed the limit of {} (limits.max_ids_per_request)",
+                ids.len(),
+                limits.max_ids_per_request
+            ),
+        ));
+    }
+    ids.iter()
+        .enumerate()
+        .map(|(i, id)| point_id(&format!("ids[{i}]"), Some(id)))
+        .collect()
+}
+
+/// Checks a vector's length and components and prepares it for the metric.
+pub fn vector(field: &str, values: &[f32], dim: usize, metric: Metric) -> Result<Vec<f32>> {
+    if values.len() != dim {
+        return Err(invalid(
+            field,
+            format!("expected {dim} dimensions, got {}", values.len()),
+        ));
+    }
+    if let Some(i) = values.iter().position(|x| !x.is_finite()) {
+        return Err(invalid(
+            format!("{field}[{i}]"),
+            format!("{} is not a finite number", values[i]),
+        ));
+    }
+    let mut v = values.to_vec();
+    if !metric.prepare(&mut v) {
+        return Err(invalid(
+            field,
+            "a zero vector has no direction under the cosine metric",
+        ));
+    }
+    Ok(v)
+}
+
+/// Validates an upsert batch. Rule for duplicate ids: a batch may name each id once; a batch
+/// that repeats an id is rejected whole (rather than letting the last one win silently).
+pub fn upsert_points(
+    points: &[pb::Point],
+    spec: &CollectionSpec,
+    limits: &LimitsConfig,
+) -> Result<Vec<NewPoint>> {
+    if points.is_empty() {
+        return Err(invalid("points", "empty batch"));
+    }
+    if points.len() > limits.max_batch_points {
+        return Err(invalid(
+            "points",
+            format!(
+                "{} points exceed the limit of {} per batch (limits.max_batch_points)",
+                points.len(),
+                limits.max_batch_points
+            ),
+        ));
+    }
+    let mut seen: HashMap<PointId, usize> = HashMap::with_capacity(points.len());
+    let mut out = Vec::with_capacity(points.len());
+    for (i, p) in points.iter().enumerate() {
+        let id = point_id(&format!("points[{i}].id"), p.id.as_ref())?;
+        if let Some(first) = seen.insert(id, i) {
+            return Err(invalid(
+                format!("points[{i}].id"),
+                format!("id {id} appears twice in the batch (also at points[{first}])"),
+            ));
+        }
+        let vector = vector(
+            &format!("points[{i}].vector"),
+            &p.vector,
+            spec.dim as usize,
+            spec.metric,
+        )?;
+        let payload = match &p.payload {
+            Some(s) => struct_to_json(&format!("points[{i}].payload"), s)?,
+            None => JsonMap::new(),
+        };
+        let size = serde_json::to_vec(&payload)
+            .map(|b| b.len())
+            .unwrap_or(usize::MAX);
+        if size > limits.max_payload_bytes {
+            return Err(invalid(
+                format!("points[{i}].payload"),
+                format!(
+                    "{size} bytes of JSON exceed the limit of {} (limits.max_payload_bytes)",
+                    limits.max_payload_bytes
+                ),
+            ));
+        }
+        out.push(NewPoint {
+            id,
+            vector,
+            payload,
+        });
+    }
+    Ok(out)
+}
+
+/// The limits a request is checked against: the cluster's request limits and its largest `ef`
+/// (`search.max_ef`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    pub request: LimitsConfig,
+    pub max_ef: usize,
+}
+
+/// Results a search returns when it does not say.
+pub const DEFAULT_TOP_K: usize = 10;
+/// Points a scroll page holds when it does not say.
+pub const DEFAULT_SCROLL_LIMIT: usize = 100;
+
+/// `value` of request field `field`, if it is within the configured `limit` (named by `key`).
+fn within(field: &str, value: usize, limit: usize, key: &str) -> Result<usize> {
+    if value > limit {
+        return Err(invalid(
+            field,
+            format!("{value} exceeds the limit of {limit} ({key})"),
+        ));
+    }
+    Ok(value)
+}
+
+/// A read's consistency (unset: `leader`).
+pub fn read_consistency(value: i32) -> Result<ReadConsistency> {
+    match pb::ReadConsistency::try_from(value) {
+        Ok(pb::ReadConsistency::Linearizable) => Ok(ReadConsistency::Linearizable),
+        Ok(pb::ReadConsistency::Unspecified | pb::ReadConsistency::Leader) => {
+            Ok(ReadConsistency::Leader)
+        }
+        Ok(pb::ReadConsistency::Any) => Ok(ReadConsistency::Any),
+        Err(_) => Err(invalid(
+            "consistency",
+            format!("unknown consistency {value}"),
+        )),
+    }
+}
+
+/// Validates a search against the collection's spec and the limits.
+pub fn search_query(
+    req: &pb::SearchRequest,
+    spec: &CollectionSpec,
+    limits: &Limits,
+) -> Result<SearchQuery> {
+    let vector = vector("vector", &req.vector, spec.dim as usize, spec.metric)?;
+    let top_k = match req.top_k as usize {
+        0 => DEFAULT_TOP_K,
+        k => within("top_k", k, limits.request.max_top_k, "limits.max_top_k")?,
+    };
+    let ef = match req.ef as usize {
+        0 => None,
+        ef => Some(within("ef", ef, limits.max_ef, "search.max_ef")?),
+    };
+    Ok(SearchQuery {
+        vector,
+        top_k,
+        ef,
+        filter: request_filter(req.filter.as_ref(), &req.filter_json)?,
+        exact: req.exact,
+        with_payload: req.with_payload,
+        with_vector: req.with_vector,
+    })
+}
+
+/// Validates a scroll page request.
+pub fn scroll_query(req: &pb::ScrollRequest, limits: &LimitsConfig) -> Result<ScrollQuery> {
+    let limit = match req.limit as usize {
+        0 => DEFAULT_SCROLL_LIMIT,
+        l => within(
+            "limit",
+            l,
+            limits.max_scroll_limit,
+            "limits.max_scroll_limit",
+        )?,
+    };
+    let filter = request_filter(req.filter.as_ref(), &req.filter_json)?;
+    let after = match req.cursor.as_str() {
+        "" => None,
+        cursor => Some(decode_cursor(cursor)?),
+    };
+    Ok(ScrollQuery {
+        after,
+        limit,
+        filter,
+        with_payload: req.with_payload,
+        with_vector: req.with_vector,
+    })
+}
+
+/// What a delete request deletes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeleteSelection {
+    Ids(Vec<PointId>),
+    Filter(Filter),
+}
+
+/// Validates a delete request: ids or a filter (not an empty one), not both.
+pub fn delete_selection(
+    req: &pb::DeletePointsRequest,
+    limits: &LimitsConfig,
+) -> Result<DeleteSelection> {
+    let ids = match req.ids.is_empty() {
+        true => None,
+        false => Some(point_ids(&req.ids, limits)?),
+    };
+    let filter = request_filter(req.filter.as_ref(), &req.filter_json)?;
+    if filter
+        .as_ref()
+        .is_some_and(|f| *f == Filter::And(Vec::new()))
+    {
+        return Err(invalid(
+            "filter",
+            "an empty filter matches every point; drop the collection to delete everything",
+        ));
+    }
+    match (ids, filter) {
+        (Some(_), Some(_)) => Err(invalid("ids", "give either ids or a filter, not both")),
+        (None, None) => Err(invalid("ids", "give ids or a filter to delete by")),
+        (Some(ids), None) => Ok(DeleteSelection::Ids(ids)),
+        (None, Some(filter)) => Ok(DeleteSelection::Filter(filter)),
+    }
+}
+
+/// A protobuf `Struct` as a JSON object (see [`quiver_proto::wire::struct_to_json`]), its
+/// problems as invalid arguments.
+pub fn struct_to_json(field: &str, s: &prost_types::Struct) -> Result<JsonMap> {
+    quiver_proto::wire::struct_to_json(field, s).map_err(|e| invalid(e.field, e.message))
+}
+
+/// A scroll cursor is the last returned id: `n:<u64>` or `u:<uuid>`.
+pub fn encode_cursor(id: &PointId) -> String {
+    match id {
+        PointId::Num(n) => format!("n:{n}"),
+        PointId::Uuid(u) => format!("u:{u}"),
+    }
+}
+
+/// The id a cursor made by [`encode_cursor`] names.
+pub fn decode_cursor(cursor: &str) -> Result<PointId> {
+    let bad = || invalid("cursor", format!("malformed cursor `{cursor}`"));
+    match cursor.split_once(':') {
+        Some(("n", n)) => n.parse().map(PointId::Num).map_err(|_| bad()),
+        Some(("u", u)) => uuid::Uuid::parse_str(u)
+            .map(PointId::Uuid)
+            .map_err(|_| bad()),
+        _ => Err(bad()),
+    }
+}
+
+/// The filter of a request: the typed tree or the JSON form, at most one of them.
+pub fn request_filter(typed: Option<&pb::Filter>, json: &str) -> Result<Option<Filter>> {
+    let filter = match (typed, json.trim().is_empty()) {
+        (Some(_), false) => {
+            return Err(invalid(
+                "filter",
+                "set either filter or filter_json, not both",
+            ))
+        }
+        (Some(f), true) => typed_filter("filter", f, 0)?,
+        (None, false) => Filter::from_json_str(json).map_err(|e| {
+            let at = if e.path.is_empty() {
+                "filter_json".to_string()
+            } else {
+                format!("filter_json.{}", e.path)
+            };
+            invalid(at, e.message)
+        })?,
+        (None, true) => return Ok(None),
+    };
+    filter
+        .validate()
+        .map_err(|e| invalid("filter", e.to_string()))?;
+    Ok(Some(filter))
+}
+
+fn typed_filter(field: &str, f: &pb::Filter, depth: usize) -> Result<Filter> {
+    if depth > quiver_index::filter::MAX_FILTER_DEPTH {
+        return Err(invalid(
+            field,
+            format!(
+                "filter nests deeper than {} levels",
+                quiver_index::filter::MAX_FILTER_DEPTH
+            ),
+        ));
+    }
+    let mut all = Vec::new();
+    for (i, m) in f.must.iter().enumerate() {
+        all.push(typed_filter(&format!("{field}.must[{i}]"), m, depth + 1)?);
+    }
+    if !f.should.is_empty() {
+        let any = f
+            .should
+            .iter()
+            .enumerate()
+            .map(|(i, s)| typed_filter(&format!("{field}.should[{i}]"), s, depth + 1))
+            .collect::<Result<Vec<_>>>()?;
+        all.push(Filter::Or(any));
+    }
+    for (i, m) in f.must_not.iter().enumerate() {
+        let inner = typed_filter(&format!("{field}.must_not[{i}]"), m, depth + 1)?;
+        all.push(Filter::Not(Box::new(inner)));
+    }
+    if let Some(c) = &f.condition {
+        all.push(Filter::Condition(condition(
+            &format!("{field}.condition"),
+            c,
+        )?));
+    }
+    Ok(if all.len() == 1 {
+        all.pop().unwrap_or(Filter::And(Vec::new()))
+    } else {
+        Filter::And(all)
+    })
+}
+
+fn condition(field: &str, c: &pb::Condition) -> Result<Condition> {
+    use pb::condition::Test;
+    if c.key.is_empty() {
+        return Err(invalid(format!("{field}.key"), "must not be empty"));
+    }
+    let op = match &c.test {
+        None => {
+            return Err(invalid(
+                field,
+                "missing test (eq, ne, in, not_in, range or exists)",
+            ))
+        }
+        Some(Test::Eq(v)) => Op::Eq(scalar(&format!("{field}.eq"), v)?),
+        Some(Test::Ne(v)) => Op::Ne(scalar(&format!("{field}.ne"), v)?),
+        Some(Test::In(vs)) => Op::In(scalars(&format!("{field}.in"), vs)?),
+        Some(Test::NotIn(vs)) => Op::Nin(scalars(&format!("{field}.not_in"), vs)?),
+        Some(Test::Exists(b)) => Op::Exists(*b),
+        Some(Test::Range(r)) => {
+            let f = format!("{field}.range");
+            let range = Range {
+                gt: bound(&format!("{f}.gt"), r.gt.as_ref())?,
+                gte: bound(&format!("{f}.gte"), r.gte.as_ref())?,
+                lt: bound(&format!("{f}.lt"), r.lt.as_ref())?,
+                lte: bound(&format!("{f}.lte"), r.lte.as_ref())?,
+            };
+            if range.is_unbounded() {
+                return Err(invalid(f, "range has no bounds"));
+            }
+            Op::Range(range)
+        }
+    };
+    Ok(Condition {
+        key: c.key.clone(),
+        op,
+    })
+}
+
+fn scalar(field: &str, v: &pb::FilterValue) -> Result<Scalar> {
+    use pb::filter_value::Kind as K;
+    match &v.kind {
+        Some(K::String(s)) => Ok(Scalar::String(s.clone())),
+        Some(K::Number(n)) if n.is_finite() => Ok(Scalar::Number(*n)),
+        Some(K::Number(n)) => Err(invalid(field, format!("{n} is not a finite number"))),
+        Some(K::Boolean(b)) => Ok(Scalar::Bool(*b)),
+        None => Err(invalid(field, "missing value")),
+    }
+}
+
+fn scalars(field: &str, vs: &pb::FilterValues) -> Result<Vec<Scalar>> {
+    if vs.values.is_empty() {
+        return Err(invalid(field, "must not be empty"));
+    }
+    vs.values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| scalar(&format!("{field}[{i}]"), v))
+        .collect()
+}
+
+fn bound(field: &str, b: Option<&pb::RangeBound>) -> Result<Option<Bound>> {
+    use pb::range_bound::Kind as K;
+    match b.and_then(|b| b.kind.as_ref()) {
+        None => Ok(None),
+        Some(K::Number(n)) if n.is_finite() => Ok(Some(Bound::Number(*n))),
+        Some(K::Number(n)) => Err(invalid(field, format!("{n} is not a finite number"))),
+        Some(K::Datetime(s)) => quiver_index::filter::parse_datetime(s)
+            .map(|t| Some(Bound::DateTime(t)))
+            .ok_or_else(|| invalid(field, format!("`{s}` is not an RFC 3339 datetime"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typed_and_json_filters_compile_to_the_same_filter() {
+        let typed = pb::Filter {
+            condition: Some(pb::Condition {
+                key: "price".into(),
+                test: Some(pb::condition::Test::Range(pb::Range {
+                    gte: Some(pb::RangeBound {
+                        kind: Some(pb::range_bound::Kind::Number(10.0)),
+                    }),
+                    ..Default::default()
+                })),
+            }),
+            ..Default::default()
+        };
+        let a = request_filter(Some(&typed), "").unwrap().unwrap();
+        let b = request_filter(None, r#"{"price": {"$gte": 10}}"#)
+            .unwrap()
+            .unwrap();
+        let payload: JsonMap = serde_json::from_str(r#"{"price": 12}"#).unwrap();
+        assert!(a.matches(&payload) && b.matches(&payload));
+        let cheap: JsonMap = serde_json::from_str(r#"{"price": 2}"#).unwrap();
+        assert!(!a.matches(&cheap) && !b.matches(&cheap));
+    }
+
+    #[test]
+    fn filter_errors_name_the_place() {
+        let e = request_filter(None, r#"{"$and": [{"a": 1}, {"b": {"$gt": "x"}}]}"#).unwrap_err();
+        assert!(
+            e.to_string().starts_with("filter_json.$and[1].b.$gt"),
+            "{e}"
+        );
+        let both = request_filter(Some(&pb::Filter::default()), "{}").unwrap_err();
+        assert!(both.to_string().contains("not both"));
+        let empty_in = pb::Filter {
+            must: vec![pb::Filter {
+                condition: Some(pb::Condition {
+                    key: "a".into(),
+                    test: Some(pb::condition::Test::In(pb::FilterValues::default())),
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let e = request_filter(Some(&empty_in), "").unwrap_err();
+        assert!(
+            e.to_string().starts_with("filter.must[0].condition.in"),
+            "{e}"
+        );
+    }
+}

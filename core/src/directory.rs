@@ -1,0 +1,47 @@
+//! What a coordinator needs to know about the cluster: where collections' shards are
+//! ([`Directory`]), and who can change the catalogue ([`Catalogue`]).
+//!
+//! A node answers from its own meta replica (no network); a standalone router from the shard map
+//! it fetched from the cluster.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::convert::Limits;
+use crate::error::Result;
+use crate::placement::{NodeId, Placement};
+use crate::point::CollectionSpec;
+
+/// Where collections' shards are and how to reach the nodes that hold them.
+pub trait Directory: Send + Sync {
+    /// The placement of collection `name` as last known.
+    fn placement(&self, name: &str) -> Result<Placement>;
+    /// Every collection's placement as last known.
+    fn placements(&self) -> Vec<Placement>;
+    /// The address of node `node`.
+    fn address(&self, node: NodeId) -> Option<String>;
+    /// Learns the shard map again (after a stale answer).
+    fn refresh(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+    /// The limits requests are checked against, when known (a router learns the cluster's with
+    /// the shard map).
+    fn limits(&self) -> Option<Limits>;
+}
+
+/// Changes of the catalogue, made on the meta group's leader: a node's own. Each fails with
+/// [`crate::Error::NotLeader`] (naming the leader when known) on a node that does not lead the
+/// meta group, so the caller can send the request there.
+#[tonic::async_trait]
+pub trait Catalogue: Send + Sync {
+    /// Creates a collection of `shard_count` shards with `replication_factor` replicas each (0:
+    /// min(3, nodes)), applied once per `request_id` when one is given; returns once every shard
+    /// group has a leader.
+    async fn create_collection(
+        &self,
+        spec: CollectionSpec,
+        shard_count: u32,
+        replication_factor: u32,
+        request_id: &str,
+    ) -> Result<()>;
+
+    async fn drop_collection(&self, name: &str) -> Result<()>;
+}

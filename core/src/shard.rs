@@ -1,0 +1,153 @@
+//! What a coordinator asks of one shard replica, and the [`ShardClient`] it asks through.
+//!
+//! Requests are domain values, validated once by the coordinator ([`crate::convert`]); answers
+//! are the public wire messages the coordinator merges, so a shard's answer reaches the client
+//! without being converted again. Two clients implement the trait: the `Shard` gRPC service of
+//! another node (the router's), and a node's own replicas in its process (no network hop).
+//! Failures are gRPC statuses either way, read with [`quiver_proto::wire::classify`].
+
+use quiver_index::filter::Filter;
+use quiver_proto::v1 as pb;
+use serde::{Deserialize, Serialize};
+use tonic::Status;
+
+use crate::point::{NewPoint, PointId};
+
+/// How a read must relate to the group's leader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReadConsistency {
+    /// Confirmed with a quorum that the replica is still leader, and applied up to the commit
+    /// point seen at the time of the read.
+    Linearizable,
+    /// The replica believes it is the leader; it may briefly be a deposed one.
+    Leader,
+    /// Whatever the replica has applied, which may lag.
+    Any,
+}
+
+/// Which replica state a read is served from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShardRead {
+    pub group: u64,
+    pub collection: String,
+    pub consistency: ReadConsistency,
+}
+
+/// A search, validated: the vector is prepared for the metric, `top_k` and `ef` are within the
+/// limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SearchQuery {
+    #[serde(with = "crate::encoding::f32s")]
+    pub vector: Vec<f32>,
+    pub top_k: usize,
+    /// None: the collection's default, else the server's.
+    pub ef: Option<usize>,
+    pub filter: Option<Filter>,
+    pub exact: bool,
+    pub with_payload: bool,
+    pub with_vector: bool,
+}
+
+/// A page of points in id order, validated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScrollQuery {
+    /// Start after this id (None: from the first).
+    pub after: Option<PointId>,
+    pub limit: usize,
+    pub filter: Option<Filter>,
+    pub with_payload: bool,
+    pub with_vector: bool,
+}
+
+/// A mutation of one shard's points, as the shard's log carries it. Each names the collection
+/// and the id it had when the request was validated (a shard's collection id is its group id);
+/// if the collection was dropped and re-created meanwhile, the command is rejected rather than
+/// applied to data it was not checked against.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum PointsCommand {
+    /// Insert or replace whole points; ids are unique within the batch.
+    Upsert {
+        collection: String,
+        collection_id: u64,
+        points: Vec<NewPoint>,
+    },
+    /// Delete points by id; missing ids are ignored.
+    Delete {
+        collection: String,
+        collection_id: u64,
+        ids: Vec<PointId>,
+    },
+    /// Delete every point whose payload matches the filter at the moment the command is
+    /// applied, so every replica deletes the same points.
+    DeleteByFilter {
+        collection: String,
+        collection_id: u64,
+        filter: Filter,
+    },
+}
+
+impl PointsCommand {
+    /// The same command for another collection incarnation (a shard's collection id).
+    pub fn for_collection(&self, id: u64) -> Self {
+        let mut command = self.clone();
+        match &mut command {
+            PointsCommand::Upsert { collection_id, .. }
+            | PointsCommand::Delete { collection_id, .. }
+            | PointsCommand::DeleteByFilter { collection_id, .. } => *collection_id = id,
+        }
+        command
+    }
+}
+
+/// One replica's counts of its collection and the leader it knows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShardCounts {
+    /// 0: none known.
+    pub leader: u64,
+    pub points_count: u64,
+    pub indexed_vectors: u64,
+}
+
+/// A client of shard replicas: another node's, over gRPC, or this process's own.
+#[tonic::async_trait]
+pub trait ShardClient: Send + Sync {
+    /// Applies `command` through group `group`'s log, once per `idempotency_key`.
+    async fn write(
+        &self,
+        group: u64,
+        idempotency_key: &str,
+        command: &PointsCommand,
+    ) -> Result<pb::WriteResponse, Status>;
+
+    async fn get(
+        &self,
+        read: &ShardRead,
+        ids: &[PointId],
+        with_payload: bool,
+        with_vector: bool,
+    ) -> Result<pb::GetPointsResponse, Status>;
+
+    async fn search(
+        &self,
+        read: &ShardRead,
+        query: &SearchQuery,
+    ) -> Result<pb::SearchResponse, Status>;
+
+    async fn scroll(
+        &self,
+        read: &ShardRead,
+        query: &ScrollQuery,
+    ) -> Result<pb::ScrollResponse, Status>;
+
+    /// The replica's counts of `collection` (a nearest-replica read).
+    async fn counts(&self, group: u64, collection: &str) -> Result<ShardCounts, Status>;
+}
+
+/// Wire form of a read's consistency.
+pub fn consistency_to_proto(c: ReadConsistency) -> pb::ReadConsistency {
+    match c {
+        ReadConsistency::Linearizable => pb::ReadConsistency::Linearizable,
+        ReadConsistency::Leader => pb::ReadConsistency::Leader,
+        ReadConsistency::Any => pb::ReadConsistency::Any,
+    }
+}

@@ -1,0 +1,432 @@
+//! One Raft group's replica on this node: its RocksDB, state machine, collections and openraft
+//! instance.
+//!
+//! A node hosts the meta group and a replica of each shard placed on it; every group has a data
+//! directory of its own (`db/` for RocksDB, `graphs/` for HNSW dumps). Writes go through
+//! [`Group::write`]: proposed to the group, acknowledged once committed by a majority and
+//! applied. Reads check their consistency with [`Group::read_barrier`] first.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, ServerState};
+use parking_lot::Mutex;
+use quiver_config::Config;
+use quiver_index::filter::Filter;
+use quiver_proto::v1 as pb;
+use tracing::warn;
+
+use crate::cluster::placement::Placements;
+use crate::raft::log_store::LogStore;
+use crate::raft::machine_store::RaftStateMachineStore;
+use crate::raft::network::GrpcNetwork;
+use crate::raft::{NodeId, Raft};
+use crate::shard::search::PlannerConfig;
+use crate::shard::Collection;
+use crate::sm::command::{Command, EncodedCommand};
+use crate::sm::{decode, graph_dir, points_prefix, Applied, Catalog, StateMachine};
+use crate::storage::{RocksStorage, Storage, Table};
+use quiver_core::placement::shard_number;
+use quiver_core::point::{CollectionMeta, PointId, PointRecord};
+use quiver_core::shard::ReadConsistency;
+use quiver_core::{Error, Result};
+use quiver_proto::wire::Channels;
+
+/// One page of a scroll.
+#[derive(Debug, Clone)]
+pub struct ScrollPage {
+    pub points: Vec<(PointId, PointRecord)>,
+    /// The last id of this page when more may follow; None at the end.
+    pub next: Option<PointId>,
+}
+
+/// This node's replica of one Raft group.
+pub struct Group {
+    id: u64,
+    node_id: NodeId,
+    config: Arc<Config>,
+    raft: Raft,
+    storage: Arc<dyn Storage>,
+    catalog: Arc<Catalog>,
+    placements: Arc<Placements>,
+    graph_root: PathBuf,
+    dir: PathBuf,
+}
+
+impl Group {
+    /// Opens (or creates) the replica of group `id` in `dir` and starts its Raft instance. A
+    /// shard replica is given the collection it serves (`seed`).
+    pub async fn open(
+        config: Arc<Config>,
+        id: u64,
+        dir: &Path,
+        peers: Channels,
+        seed: Option<CollectionMeta>,
+    ) -> Result<Self> {
+        let sync = config.storage.sync_writes;
+        let db_dir = dir.join("db");
+        let graph_root = dir.join("graphs");
+        let root = graph_root.clone();
+        let (storage, state_machine) = blocking("open group", move || {
+            std::fs::create_dir_all(&db_dir)
+                .map_err(|e| Error::Storage(format!("{}: {e}", db_dir.display())))?;
+            let storage: Arc<dyn Storage> = Arc::new(RocksStorage::open(&db_dir, sync)?);
+            let mut state_machine = StateMachine::open(storage.clone(), &root)?;
+            if let Some(meta) = seed {
+                state_machine.seed(meta)?;
+            }
+            Ok((storage, state_machine))
+        })
+        .await?;
+        let catalog = state_machine.catalog();
+        let placements = state_machine.placements();
+        let state_machine = Arc::new(Mutex::new(state_machine));
+        let snapshots = dir.join("snapshots");
+        let raft = start_raft(
+            &config,
+            id,
+            storage.clone(),
+            state_machine,
+            snapshots,
+            peers,
+        )
+        .await?;
+        Ok(Self {
+            id,
+            node_id: config.cluster.node_id,
+            config,
+            raft,
+            storage,
+            catalog,
+            placements,
+            graph_root,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn planner_config(&self) -> PlannerConfig {
+        PlannerConfig {
+            exact_search_threshold: self.config.search.exact_search_threshold,
+            default_ef: self.config.search.default_ef,
+            max_ef: self.config.search.max_ef,
+        }
+    }
+
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// The group's data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The shard map this group has applied (meaningful for the meta group only).
+    pub fn placements(&self) -> &Arc<Placements> {
+        &self.placements
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.leader() == Some(self.node_id)
+    }
+
+    pub fn leader(&self) -> Option<NodeId> {
+        self.raft.metrics().borrow().current_leader
+    }
+
+    pub async fn is_initialized(&self) -> Result<bool> {
+        self.raft
+            .is_initialized()
+            .await
+            .map_err(|e| Error::Internal(format!("raft: {e}")))
+    }
+
+    /// Forms the group with `members` if it was never formed, then waits (up to `wait`) until
+    /// it has a leader.
+    pub async fn initialize(
+        &self,
+        members: BTreeMap<NodeId, BasicNode>,
+        wait: Duration,
+    ) -> Result<()> {
+        if !self.is_initialized().await? {
+            if let Err(e) = self.raft.initialize(members).await {
+                // Formed meanwhile (a concurrent call): that is what was asked.
+                if !self.is_initialized().await? {
+                    return Err(Error::Internal(format!("raft initialize: {e}")));
+                }
+            }
+        }
+        self.raft
+            .wait(Some(wait))
+            .metrics(|m| m.current_leader.is_some(), "the group elects a leader")
+            .await
+            .map_err(|e| Error::Unavailable(format!("group {} has no leader: {e}", self.id)))?;
+        Ok(())
+    }
+
+    /// The group's members and their addresses.
+    pub fn membership(&self) -> openraft::Membership<NodeId, BasicNode> {
+        self.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .clone()
+    }
+
+    /// Waits until a read at `consistency` may be served from this replica.
+    pub async fn read_barrier(&self, consistency: ReadConsistency) -> Result<()> {
+        match consistency {
+            ReadConsistency::Any => Ok(()),
+            ReadConsistency::Leader => {
+                let leader = self.leader();
+                if leader == Some(self.node_id) {
+                    self.check_writable()
+                } else {
+                    Err(self.not_leader(leader))
+                }
+            }
+            ReadConsistency::Linearizable => match self.raft.ensure_linearizable().await {
+                Ok(_) => Ok(()),
+                Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(
+                    f,
+                ))) => Err(self.not_leader(f.leader_id)),
+                Err(e) => Err(Error::Unavailable(e.to_string())),
+            },
+        }
+    }
+
+    /// The error for a request this replica cannot serve, naming the leader when known.
+    pub fn not_leader(&self, leader: Option<NodeId>) -> Error {
+        let address = leader.and_then(|id| self.membership().get_node(&id).map(|n| n.addr.clone()));
+        Error::NotLeader { leader, address }
+    }
+
+    /// Fails fast when another node is known to lead (a write sent here would be refused), or
+    /// when this replica leads but has not heard from a quorum for longer than an election
+    /// timeout: it is probably cut off and deposed, and a write here would only time out.
+    pub fn check_writable(&self) -> Result<()> {
+        match self.leader() {
+            Some(leader) if leader != self.node_id => Err(self.not_leader(Some(leader))),
+            Some(_) if self.lost_quorum() => Err(Error::NotLeader {
+                leader: None,
+                address: None,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// True when this replica leads a group of several voters but no quorum has acknowledged
+    /// it for longer than the longest election timeout.
+    fn lost_quorum(&self) -> bool {
+        let metrics = self.raft.metrics().borrow().clone();
+        let voters = metrics.membership_config.membership().voter_ids().count();
+        let limit = self.config.cluster.election_timeout_max_ms;
+        // None: elected, but no quorum has acknowledged it yet; that is not a lost quorum.
+        voters > 1 && metrics.millis_since_quorum_ack.is_some_and(|ms| ms > limit)
+    }
+
+    /// Proposes `command` to the group; returns once it is committed, applied and visible.
+    /// While an election is under way (no leader known) the write waits for one, within
+    /// `cluster.write_timeout_ms`; a write to a follower fails with the leader's whereabouts.
+    pub async fn write(&self, command: Command) -> Result<Applied> {
+        let timeout = Duration::from_millis(self.config.cluster.write_timeout_ms);
+        let deadline = tokio::time::Instant::now() + timeout;
+        let unavailable = || {
+            Error::Unavailable(format!(
+                "the write was not confirmed within {} ms (cluster.write_timeout_ms); it may \
+                 still be applied later",
+                timeout.as_millis()
+            ))
+        };
+        let encoded = EncodedCommand(command.encode()?);
+        loop {
+            let attempt = self.raft.client_write(encoded.clone());
+            match tokio::time::timeout_at(deadline, attempt).await {
+                Err(_) => return Err(unavailable()),
+                Ok(Ok(response)) => return response.data.0,
+                Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                    if f.leader_id.is_some() {
+                        return Err(self.not_leader(f.leader_id));
+                    }
+                    // An election is under way: wait for its outcome, then try again (after a
+                    // pause, in case the metrics already name a leader the core does not).
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    let elected = self
+                        .raft
+                        .wait(Some(wait))
+                        .metrics(|m| m.current_leader.is_some(), "a leader is elected")
+                        .await;
+                    if elected.is_err() {
+                        return Err(unavailable());
+                    }
+                }
+                Ok(Err(e)) => return Err(Error::Unavailable(e.to_string())),
+            }
+        }
+    }
+
+    pub fn collection(&self, name: &str) -> Result<Arc<Collection>> {
+        self.catalog.get(name)
+    }
+
+    pub fn collections(&self) -> Vec<Arc<Collection>> {
+        self.catalog.list()
+    }
+
+    /// Up to `limit` points of `collection` in id order after `after`, keeping those that
+    /// match `filter`. Blocking: call from a blocking thread.
+    pub fn scroll(
+        &self,
+        collection: &Collection,
+        after: Option<PointId>,
+        limit: usize,
+        filter: Option<&Filter>,
+    ) -> Result<ScrollPage> {
+        let prefix = points_prefix(collection.meta.id);
+        let mut after = after.map(|id| [prefix.clone(), id.to_key()].concat());
+        let mut points = Vec::new();
+        loop {
+            let page =
+                self.storage
+                    .scan(Table::Points, &prefix, after.as_deref(), limit.max(64))?;
+            let exhausted = page.len() < limit.max(64);
+            for (key, value) in page {
+                after = Some(key.clone());
+                let record: PointRecord = decode(&value)?;
+                if filter.is_none_or(|f| f.matches(&record.payload)) {
+                    points.push((PointId::from_key(&key[prefix.len()..])?, record));
+                    if points.len() == limit {
+                        let next = points.last().map(|(id, _)| *id);
+                        return Ok(ScrollPage { points, next });
+                    }
+                }
+            }
+            if exhausted {
+                return Ok(ScrollPage { points, next: None });
+            }
+        }
+    }
+
+    /// Dumps every graph that changed enough since its last dump (all changed ones with
+    /// `force`). Blocking: call from a blocking thread.
+    pub fn dump_graphs(&self, force: bool) {
+        let threshold = if force {
+            1
+        } else {
+            self.config.storage.hnsw_dump_every_inserts
+        };
+        for collection in self.collections() {
+            if collection.graph_inserts_since_dump() < threshold {
+                continue;
+            }
+            let dir = graph_dir(&self.graph_root, collection.meta.id);
+            if let Err(e) = collection.dump_graph(&dir) {
+                warn!(collection = %collection.name(), error = %e, "graph dump failed");
+            }
+        }
+    }
+
+    /// This replica's view of the group.
+    pub fn status(&self) -> pb::GroupStatus {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let role = match m.state {
+            ServerState::Leader => "leader",
+            ServerState::Follower => "follower",
+            ServerState::Candidate => "candidate",
+            ServerState::Learner => "learner",
+            ServerState::Shutdown => "shutdown",
+        };
+        let matched = m
+            .replication
+            .as_ref()
+            .map(|r| {
+                r.iter()
+                    .map(|(id, log)| (*id, log.map_or(0, |l| l.index)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let (collection, shard) = self
+            .collections()
+            .first()
+            .map(|c| (c.name().to_string(), shard_number(self.id)))
+            .unwrap_or_default();
+        pb::GroupStatus {
+            group: self.id,
+            leader: m.current_leader.unwrap_or(0),
+            term: m.current_term,
+            voters: membership.voter_ids().collect(),
+            learners: membership.learner_ids().collect(),
+            role: role.into(),
+            last_log_index: m.last_log_index.unwrap_or(0),
+            last_applied_index: m.last_applied.map_or(0, |l| l.index),
+            matched,
+            collection,
+            shard,
+        }
+    }
+
+    /// Stops the group's Raft instance.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            warn!(group = self.id, error = %e, "raft shutdown failed");
+        }
+    }
+}
+
+/// Runs `f` on a blocking thread (RocksDB, graph work) and returns its result.
+pub(crate) async fn blocking<T: Send + 'static>(
+    what: &str,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Internal(format!("{what} task failed: {e}")))?
+}
+
+/// Starts (or restarts) this node's Raft instance of group `group`.
+async fn start_raft(
+    config: &Config,
+    group: u64,
+    storage: Arc<dyn Storage>,
+    state_machine: Arc<Mutex<StateMachine>>,
+    snapshots: PathBuf,
+    peers: Channels,
+) -> Result<Raft> {
+    let cluster = &config.cluster;
+    let raft_config = openraft::Config {
+        cluster_name: "quiver".into(),
+        heartbeat_interval: cluster.heartbeat_ms,
+        election_timeout_min: cluster.election_timeout_min_ms,
+        election_timeout_max: cluster.election_timeout_max_ms,
+        install_snapshot_timeout: 60_000,
+        // A snapshot copies every row, so take one only after many entries.
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(cluster.snapshot_every_entries),
+        max_in_snapshot_log_to_keep: cluster.log_entries_kept,
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|e| Error::Internal(format!("raft config: {e}")))?;
+    Raft::new(
+        cluster.node_id,
+        Arc::new(raft_config),
+        GrpcNetwork::new(group, peers),
+        LogStore::new(storage),
+        RaftStateMachineStore::new(state_machine, snapshots),
+    )
+    .await
+    .map_err(|e| Error::Internal(format!("raft start: {e}")))
+}

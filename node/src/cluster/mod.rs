@@ -1,0 +1,11 @@
+//! The cluster as one node takes part in it: its replicas of Raft groups, the shard map it
+//! follows, and the operations that move shards between nodes.
+//!
+//! - [`group`]: one group's replica on this node (RocksDB, state machine, openraft instance);
+//! - [`node`]: the meta group's replica and the shard replicas placed here, kept in line with the
+//!   shard map (reconcile), and the cluster operations (create, drop, move, remove);
+//! - [`placement`]: where a new collection's replicas go, and the applied shard map.
+
+pub mod group;
+pub mod node;
+pub mod placement;

@@ -1,0 +1,216 @@
+//! The shard requests this node's replicas serve: a [`ShardClient`] over the node's own
+//! replicas, used in-process by the node's front (no network hop) and behind the `Shard` gRPC
+//! service for every other coordinator.
+//!
+//! Requests arrive validated by the coordinator. Reads are answered from this replica's applied
+//! state after the request's consistency check: `linearizable` confirms leadership with a quorum,
+//! `leader` requires this replica to lead its group, `any` reads whatever it has applied. A write
+//! is visible to `linearizable` and `leader` reads once acknowledged, and is applied once per
+//! idempotency key. A group this node's shard map no longer places here (its collection dropped,
+//! the replica moved away) is refused as a stale shard map, even while its files are removed.
+
+use std::sync::Arc;
+
+use quiver_core::convert;
+use quiver_core::point::PointId;
+use quiver_core::shard::{
+    PointsCommand, ScrollQuery, SearchQuery, ShardClient, ShardCounts, ShardRead,
+};
+use quiver_core::{Error, Result};
+use quiver_proto::v1 as pb;
+use tonic::Status;
+
+use crate::cluster::group::{blocking, Group};
+use crate::cluster::node::{once, Node};
+use crate::shard::search::SearchParams;
+use crate::shard::Collection;
+use crate::sm::command::Command;
+
+/// This node's shard replicas, as a [`ShardClient`].
+#[derive(Clone)]
+pub struct LocalShards {
+    node: Arc<Node>,
+}
+
+impl LocalShards {
+    pub fn new(node: Arc<Node>) -> Self {
+        Self { node }
+    }
+
+    /// This node's replica of `group`, if the shard map places one here.
+    fn replica(&self, group: u64) -> Result<Arc<Group>> {
+        let placed_here = self
+            .node
+            .placements()
+            .by_group(group)
+            .is_some_and(|(_, shard)| shard.replicas.contains(&self.node.id()));
+        if !placed_here {
+            return Err(Error::NoReplica { group });
+        }
+        self.node.group(group)
+    }
+
+    /// The replica and collection a read is served from, once its consistency allows.
+    async fn read(&self, read: &ShardRead) -> Result<(Arc<Group>, Arc<Collection>)> {
+        let group = self.replica(read.group)?;
+        group.read_barrier(read.consistency).await?;
+        let collection = group.collection(&read.collection)?;
+        Ok((group, collection))
+    }
+
+    pub async fn write_command(
+        &self,
+        group: u64,
+        idempotency_key: &str,
+        command: &PointsCommand,
+    ) -> Result<pb::WriteResponse> {
+        let replica = self.replica(group)?;
+        replica.check_writable()?;
+        let command = Command::Points(command.clone());
+        let applied = replica.write(once(idempotency_key, command)).await?;
+        Ok(pb::WriteResponse {
+            applied_index: applied.index,
+            affected: applied.affected,
+        })
+    }
+
+    pub async fn get_points(
+        &self,
+        read: &ShardRead,
+        ids: &[PointId],
+        with_payload: bool,
+        with_vector: bool,
+    ) -> Result<pb::GetPointsResponse> {
+        let (_, collection) = self.read(read).await?;
+        let points = collection
+            .get(ids)
+            .into_iter()
+            .map(|(id, vector, payload)| {
+                convert::point_to_proto(&id, vector, &payload, with_vector, with_payload)
+            })
+            .collect();
+        Ok(pb::GetPointsResponse { points })
+    }
+
+    pub async fn search_points(
+        &self,
+        read: &ShardRead,
+        query: &SearchQuery,
+    ) -> Result<pb::SearchResponse> {
+        let (group, collection) = self.read(read).await?;
+        let params = SearchParams {
+            vector: query.vector.clone(),
+            top_k: query.top_k,
+            ef: query.ef,
+            filter: query.filter.clone(),
+            exact: query.exact,
+            with_payload: query.with_payload,
+            with_vector: query.with_vector,
+        };
+        let planner = group.planner_config();
+        let (hits, plan) =
+            blocking("search", move || Ok(collection.search(&params, &planner))).await?;
+        let results = hits
+            .into_iter()
+            .map(|h| pb::ScoredPoint {
+                id: Some(convert::point_id_to_proto(&h.id)),
+                score: h.score,
+                payload: h.payload.map(|p| convert::json_to_struct(&p)),
+                vector: h.vector.unwrap_or_default(),
+            })
+            .collect();
+        Ok(pb::SearchResponse {
+            results,
+            plan: plan.as_str().to_string(),
+        })
+    }
+
+    pub async fn scroll_points(
+        &self,
+        read: &ShardRead,
+        query: &ScrollQuery,
+    ) -> Result<pb::ScrollResponse> {
+        let (group, collection) = self.read(read).await?;
+        let query = query.clone();
+        let (with_payload, with_vector) = (query.with_payload, query.with_vector);
+        let page = blocking("scroll", move || {
+            group.scroll(&collection, query.after, query.limit, query.filter.as_ref())
+        })
+        .await?;
+        let points = page
+            .points
+            .into_iter()
+            .map(|(id, record)| {
+                convert::point_to_proto(
+                    &id,
+                    record.vector,
+                    &record.payload,
+                    with_vector,
+                    with_payload,
+                )
+            })
+            .collect();
+        Ok(pb::ScrollResponse {
+            points,
+            next_cursor: page
+                .next
+                .map(|id| convert::encode_cursor(&id))
+                .unwrap_or_default(),
+        })
+    }
+
+    /// This replica's counts of collection `name` and the leader it knows.
+    pub fn shard_counts(&self, group: u64, name: &str) -> Result<ShardCounts> {
+        let replica = self.replica(group)?;
+        let c = replica.collection(name)?;
+        Ok(ShardCounts {
+            leader: replica.leader().unwrap_or(0),
+            points_count: c.points_count() as u64,
+            indexed_vectors: c.graph().map_or(0, |g| g.len()) as u64,
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl ShardClient for LocalShards {
+    async fn write(
+        &self,
+        group: u64,
+        idempotency_key: &str,
+        command: &PointsCommand,
+    ) -> Result<pb::WriteResponse, Status> {
+        Ok(self.write_command(group, idempotency_key, command).await?)
+    }
+
+    async fn get(
+        &self,
+        read: &ShardRead,
+        ids: &[PointId],
+        with_payload: bool,
+        with_vector: bool,
+    ) -> Result<pb::GetPointsResponse, Status> {
+        Ok(self
+            .get_points(read, ids, with_payload, with_vector)
+            .await?)
+    }
+
+    async fn search(
+        &self,
+        read: &ShardRead,
+        query: &SearchQuery,
+    ) -> Result<pb::SearchResponse, Status> {
+        Ok(self.search_points(read, query).await?)
+    }
+
+    async fn scroll(
+        &self,
+        read: &ShardRead,
+        query: &ScrollQuery,
+    ) -> Result<pb::ScrollResponse, Status> {
+        Ok(self.scroll_points(read, query).await?)
+    }
+
+    async fn counts(&self, group: u64, collection: &str) -> Result<ShardCounts, Status> {
+        Ok(self.shard_counts(group, collection)?)
+    }
+}

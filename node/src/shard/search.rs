@@ -1,0 +1,234 @@
+//! Search and its planner.
+//!
+//! The planner picks one of four plans (reported back to the caller):
+//! - `exact`: no filter, and the collection is flat, holds no more live points than the
+//!   threshold (a scan is then as fast as the graph and never misses), or the request asked for
+//!   exact search;
+//! - `exact-filtered`: a filter whose estimated matches are at most the configured threshold (or
+//!   an exact request): score exactly the points that match. The estimate is exact when payload
+//!   indexes bound the filter, otherwise a sample of live points is tested;
+//! - `hnsw`: no filter: walk the graph, skipping tombstones inside the walk;
+//! - `hnsw-filtered`: walk the graph accepting only live points that match the filter, with `ef`
+//!   widened as the filter gets more selective so enough matches are found.
+//!
+//! Tombstones and filters are always tested inside the search, so a search returns `top_k` hits
+//! whenever that many live points match.
+
+use std::sync::Arc;
+
+use quiver_index::filter::Filter;
+use quiver_index::{ScoredSlot, Slot};
+use roaring::RoaringBitmap;
+
+use super::{Collection, Segment};
+use quiver_core::point::{IndexKind, JsonMap, PointId};
+
+/// Planner and limits, from the server configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct PlannerConfig {
+    pub exact_search_threshold: usize,
+    pub default_ef: usize,
+    pub max_ef: usize,
+}
+
+/// A search, already validated (the vector is prepared for the metric).
+#[derive(Debug, Clone)]
+pub struct SearchParams {
+    pub vector: Vec<f32>,
+    pub top_k: usize,
+    pub ef: Option<usize>,
+    pub filter: Option<Filter>,
+    pub exact: bool,
+    pub with_payload: bool,
+    pub with_vector: bool,
+}
+
+/// One result.
+#[derive(Debug, Clone)]
+pub struct SearchHit {
+    pub id: PointId,
+    pub score: f32,
+    pub payload: Option<Arc<JsonMap>>,
+    pub vector: Option<Vec<f32>>,
+}
+
+/// How a search ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plan {
+    Exact,
+    ExactFiltered,
+    Hnsw,
+    HnswFiltered,
+}
+
+impl Plan {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Plan::Exact => "exact",
+            Plan::ExactFiltered => "exact-filtered",
+            Plan::Hnsw => "hnsw",
+            Plan::HnswFiltered => "hnsw-filtered",
+        }
+    }
+}
+
+/// Live points tested to estimate an unindexed filter's selectivity.
+const SAMPLE_SIZE: u64 = 512;
+/// Upper bound on how much a selective filter widens `ef`.
+const MAX_EF_WIDENING: f64 = 8.0;
+
+/// Where the filtered candidates come from.
+enum Candidates {
+    /// Exactly these slots (live, matching).
+    Slots(RoaringBitmap),
+    /// Any live slot that matches, with this estimated fraction.
+    Estimated(f64),
+}
+
+fn candidates(seg: &Segment, filter: &Filter) -> Candidates {
+    if let Some(bound) = seg.payload_index.candidates(filter) {
+        let bound = bound & &seg.live;
+        let slots = bound
+            .iter()
+            .filter(|slot| matches(seg, filter, *slot))
+            .collect();
+        return Candidates::Slots(slots);
+    }
+    let live = seg.live.len();
+    if live == 0 {
+        return Candidates::Slots(RoaringBitmap::new());
+    }
+    let sample = live.min(SAMPLE_SIZE);
+    let hits = (0..sample)
+        .filter_map(|i| seg.live.select((i * live / sample) as u32))
+        .filter(|slot| matches(seg, filter, *slot))
+        .count();
+    Candidates::Estimated(hits as f64 / sample as f64)
+}
+
+fn matches(seg: &Segment, filter: &Filter, slot: Slot) -> bool {
+    seg.payloads.get(&slot).is_some_and(|p| filter.matches(p))
+}
+
+impl Collection {
+    /// Runs a search and returns hits (best first) and the plan used.
+    pub fn search(&self, params: &SearchParams, config: &PlannerConfig) -> (Vec<SearchHit>, Plan) {
+        let seg = self.segment.read();
+        let metric = self.meta.spec.metric;
+        let k = params.top_k;
+        let ef = params
+            .ef
+            .or(self.meta.spec.default_ef.map(|e| e as usize))
+            .unwrap_or(config.default_ef)
+            .clamp(1, config.max_ef);
+        let graph = match (&self.graph, self.meta.spec.index, params.exact) {
+            (Some(g), IndexKind::Hnsw(_), false) => Some(g),
+            _ => None,
+        };
+        let (hits, plan): (Vec<ScoredSlot>, Plan) = match (&params.filter, graph) {
+            (None, None) => (
+                seg.arena.search(metric, &params.vector, k, seg.live.iter()),
+                Plan::Exact,
+            ),
+            (None, Some(_)) if seg.live.len() as usize <= config.exact_search_threshold => (
+                seg.arena.search(metric, &params.vector, k, seg.live.iter()),
+                Plan::Exact,
+            ),
+            (None, Some(g)) => {
+                let live = |slot: Slot| seg.live.contains(slot);
+                // Without tombstones every graph node is live (or being inserted, and live).
+                let accept: Option<&(dyn Fn(Slot) -> bool + Sync)> = if seg.dead.is_empty() {
+                    None
+                } else {
+                    Some(&live)
+                };
+                (g.search(&params.vector, k, ef, accept), Plan::Hnsw)
+            }
+            (Some(filter), graph) => {
+                let candidates = candidates(&seg, filter);
+                let live = seg.live.len().max(1) as f64;
+                let fraction = match &candidates {
+                    Candidates::Slots(s) => s.len() as f64 / live,
+                    Candidates::Estimated(f) => *f,
+                };
+                match graph {
+                    Some(g) if fraction * live > config.exact_search_threshold as f64 => {
+                        let widening = (1.0 / fraction.max(1e-9))
+                            .sqrt()
+                            .clamp(1.0, MAX_EF_WIDENING);
+                        let ef = ((ef.max(k) as f64 * widening) as usize).min(config.max_ef.max(k));
+                        let accept = |slot: Slot| match &candidates {
+                            Candidates::Slots(s) => s.contains(slot),
+                            Candidates::Estimated(_) => {
+                                seg.live.contains(slot) && matches(&seg, filter, slot)
+                            }
+                        };
+                        (
+                            g.search(&params.vector, k, ef, Some(&accept)),
+                            Plan::HnswFiltered,
+                        )
+                    }
+                    _ => {
+                        let hits = match &candidates {
+                            Candidates::Slots(s) => {
+                                seg.arena.search(metric, &params.vector, k, s.iter())
+                            }
+                            Candidates::Estimated(_) => {
+                                let slots = seg.live.iter().filter(|s| matches(&seg, filter, *s));
+                                seg.arena.search(metric, &params.vector, k, slots)
+                            }
+                        };
+                        (hits, Plan::ExactFiltered)
+                    }
+                }
+            }
+        };
+        let hits = hits
+            .into_iter()
+            .filter_map(|h| {
+                Some(SearchHit {
+                    id: seg.id_of(h.slot)?,
+                    score: h.score,
+                    payload: params
+                        .with_payload
+                        .then(|| seg.payloads.get(&h.slot).cloned())
+                        .flatten(),
+                    vector: params
+                        .with_vector
+                        .then(|| seg.arena.get(h.slot).map(<[f32]>::to_vec))
+                        .flatten(),
+                })
+            })
+            .collect();
+        (hits, plan)
+    }
+
+    /// Ids of the live points matching `filter`, in no particular order.
+    pub fn matching_ids(&self, filter: &Filter) -> Vec<PointId> {
+        let seg = self.segment.read();
+        let slots: Vec<Slot> = match candidates(&seg, filter) {
+            Candidates::Slots(s) => s.iter().collect(),
+            Candidates::Estimated(_) => seg
+                .live
+                .iter()
+                .filter(|s| matches(&seg, filter, *s))
+                .collect(),
+        };
+        slots.into_iter().filter_map(|s| seg.id_of(s)).collect()
+    }
+
+    /// Points by id (missing ids skipped), as `(id, vector, payload)`.
+    pub fn get(&self, ids: &[PointId]) -> Vec<(PointId, Vec<f32>, Arc<JsonMap>)> {
+        let seg = self.segment.read();
+        ids.iter()
+            .filter_map(|id| {
+                let slot = seg.slot_of(id)?;
+                Some((
+                    *id,
+                    seg.arena.get(slot)?.to_vec(),
+                    seg.payloads.get(&slot)?.clone(),
+                ))
+            })
+            .collect()
+    }
+}

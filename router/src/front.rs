@@ -1,0 +1,329 @@
+//! The public services a front serves: `Collections` and `Points` (and, on a standalone router,
+//! the forwarding of `Cluster`).
+//!
+//! `Points` requests are coordinated here ([`Coordinator`]). `Collections` requests change or
+//! describe the catalogue: a front beside a node serves them from the node's meta replica and
+//! makes changes through its [`Catalogue`] when the node leads the meta group, and otherwise
+//! forwards the request, once, to the leader's front; a standalone router forwards them to the
+//! meta leader ([`Upstream`]), following it when it changes.
+
+use std::sync::Arc;
+
+use futures::future::join_all;
+use quiver_core::convert;
+use quiver_core::directory::Catalogue;
+use quiver_core::Error;
+use quiver_proto::v1 as pb;
+use quiver_proto::v1::cluster_client::ClusterClient;
+use quiver_proto::v1::cluster_server::Cluster;
+use quiver_proto::v1::collections_client::CollectionsClient;
+use quiver_proto::v1::collections_server::Collections;
+use quiver_proto::v1::points_server::Points;
+use quiver_proto::wire::headers::FORWARDED;
+use quiver_proto::wire::Channels;
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+use crate::coordinator::Coordinator;
+use crate::upstream::Upstream;
+
+/// Where catalogue requests are served.
+pub enum CatalogueRoute {
+    /// By this process's node, which forwards to the meta leader's front when it does not lead.
+    Local {
+        catalogue: Arc<dyn Catalogue>,
+        channels: Channels,
+    },
+    /// By the meta leader, found from the cluster's members.
+    Upstream(Arc<Upstream>),
+}
+
+/// `Collections`, for clients.
+pub struct CollectionsFront {
+    pub(crate) coordinator: Arc<Coordinator>,
+    pub(crate) route: Arc<CatalogueRoute>,
+}
+
+/// `Points`, for clients.
+pub struct PointsFront(pub(crate) Arc<Coordinator>);
+
+/// `Cluster` on a standalone router: forwarded to the meta group's leader, so operators can point
+/// the CLI at the router too.
+pub struct ClusterForwarder(pub(crate) Arc<Upstream>);
+
+fn collections(channel: Channel) -> CollectionsClient<Channel> {
+    CollectionsClient::new(channel).max_decoding_message_size(usize::MAX)
+}
+
+/// `message` as a request forwarded on a client's behalf.
+fn forwarded<T>(message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request
+        .metadata_mut()
+        .insert(FORWARDED, MetadataValue::from(1u64));
+    request
+}
+
+/// Where a refused catalogue change should go instead: the leader's address, unless the request
+/// was forwarded once already (two fronts with stale views could bounce it).
+fn leader_elsewhere<T>(error: &Error, request: &Request<T>) -> Option<String> {
+    match error {
+        Error::NotLeader {
+            address: Some(address),
+            ..
+        } if !request.metadata().contains_key(FORWARDED) => Some(address.clone()),
+        _ => None,
+    }
+}
+
+impl CatalogueRoute {
+    #[allow(clippy::result_large_err)] // tonic's Status, as every handler returns
+    fn channel(channels: &Channels, address: &str) -> Result<Channel, Status> {
+        channels
+            .channel(address)
+            .map_err(|e| Error::Internal(format!("address `{address}`: {e}")).into())
+    }
+}
+
+#[tonic::async_trait]
+impl Collections for CollectionsFront {
+    async fn create(
+        &self,
+        request: Request<pb::CreateCollectionRequest>,
+    ) -> Result<Response<pb::CollectionInfo>, Status> {
+        let (catalogue, channels) = match self.route.as_ref() {
+            CatalogueRoute::Upstream(upstream) => {
+                let req = request.into_inner();
+                return upstream
+                    .call(|c| {
+                        let req = req.clone();
+                        async move { collections(c).create(req).await }
+                    })
+                    .await;
+            }
+            CatalogueRoute::Local {
+                catalogue,
+                channels,
+            } => (catalogue, channels),
+        };
+        let limits = self.coordinator.limits();
+        let spec = convert::collection_spec(request.get_ref(), &limits.request, limits.max_ef)?;
+        let shard_count = convert::shard_count(request.get_ref().shard_count)?;
+        let req = request.get_ref();
+        let name = spec.name.clone();
+        let created = catalogue
+            .create_collection(spec, shard_count, req.replication_factor, &req.request_id)
+            .await;
+        match created {
+            Ok(()) => Ok(Response::new(self.coordinator.info(&name).await?)),
+            Err(e) => match leader_elsewhere(&e, &request) {
+                Some(leader) => {
+                    collections(CatalogueRoute::channel(channels, &leader)?)
+                        .create(forwarded(request.into_inner()))
+                        .await
+                }
+                None => Err(e.into()),
+            },
+        }
+    }
+
+    async fn get(
+        &self,
+        request: Request<pb::GetCollectionRequest>,
+    ) -> Result<Response<pb::CollectionInfo>, Status> {
+        if let CatalogueRoute::Upstream(upstream) = self.route.as_ref() {
+            let req = request.into_inner();
+            return upstream
+                .call(|c| {
+                    let req = req.clone();
+                    async move { collections(c).get(req).await }
+                })
+                .await;
+        }
+        Ok(Response::new(
+            self.coordinator.info(&request.get_ref().name).await?,
+        ))
+    }
+
+    async fn list(
+        &self,
+        request: Request<pb::ListCollectionsRequest>,
+    ) -> Result<Response<pb::ListCollectionsResponse>, Status> {
+        if let CatalogueRoute::Upstream(upstream) = self.route.as_ref() {
+            let req = request.into_inner();
+            return upstream
+                .call(|c| {
+                    let req = req.clone();
+                    async move { collections(c).list(req).await }
+                })
+                .await;
+        }
+        let placements = self.coordinator.directory().placements();
+        let infos = join_all(
+            placements
+                .iter()
+                .map(|p| self.coordinator.info(&p.spec.name)),
+        )
+        .await;
+        let collections = infos.into_iter().collect::<Result<_, _>>()?;
+        Ok(Response::new(pb::ListCollectionsResponse { collections }))
+    }
+
+    async fn delete(
+        &self,
+        request: Request<pb::DeleteCollectionRequest>,
+    ) -> Result<Response<pb::DeleteCollectionResponse>, Status> {
+        let (catalogue, channels) = match self.route.as_ref() {
+            CatalogueRoute::Upstream(upstream) => {
+                let req = request.into_inner();
+                return upstream
+                    .call(|c| {
+                        let req = req.clone();
+                        async move { collections(c).delete(req).await }
+                    })
+                    .await;
+            }
+            CatalogueRoute::Local {
+                catalogue,
+                channels,
+            } => (catalogue, channels),
+        };
+        let name = convert::collection_name("name", &request.get_ref().name)?;
+        match catalogue.drop_collection(&name).await {
+            Ok(()) => Ok(Response::new(pb::DeleteCollectionResponse {})),
+            Err(e) => match leader_elsewhere(&e, &request) {
+                Some(leader) => {
+                    collections(CatalogueRoute::channel(channels, &leader)?)
+                        .delete(forwarded(request.into_inner()))
+                        .await
+                }
+                None => Err(e.into()),
+            },
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Points for PointsFront {
+    async fn upsert(
+        &self,
+        r: Request<pb::UpsertRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        self.0.upsert(r.into_inner()).await.map(Response::new)
+    }
+
+    async fn get(
+        &self,
+        r: Request<pb::GetPointsRequest>,
+    ) -> Result<Response<pb::GetPointsResponse>, Status> {
+        self.0.get(r.into_inner()).await.map(Response::new)
+    }
+
+    async fn delete(
+        &self,
+        r: Request<pb::DeletePointsRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        self.0.delete(r.into_inner()).await.map(Response::new)
+    }
+
+    async fn search(
+        &self,
+        r: Request<pb::SearchRequest>,
+    ) -> Result<Response<pb::SearchResponse>, Status> {
+        self.0.search(r.into_inner()).await.map(Response::new)
+    }
+
+    async fn scroll(
+        &self,
+        r: Request<pb::ScrollRequest>,
+    ) -> Result<Response<pb::ScrollResponse>, Status> {
+        self.0.scroll(r.into_inner()).await.map(Response::new)
+    }
+}
+
+/// Sends a request to the meta leader through the upstream; it is cloned for each attempt.
+macro_rules! forward {
+    ($self:ident, $request:ident, $rpc:ident) => {{
+        let req = $request.into_inner();
+        $self
+            .0
+            .call(|c| {
+                let req = req.clone();
+                async move { ClusterClient::new(c).$rpc(req).await }
+            })
+            .await
+    }};
+}
+
+#[tonic::async_trait]
+impl Cluster for ClusterForwarder {
+    async fn identify(
+        &self,
+        r: Request<pb::IdentifyRequest>,
+    ) -> Result<Response<pb::NodeInfo>, Status> {
+        forward!(self, r, identify)
+    }
+
+    async fn init(
+        &self,
+        _r: Request<pb::InitRequest>,
+    ) -> Result<Response<pb::ClusterStatus>, Status> {
+        Err(Status::invalid_argument(
+            "init forms a cluster of one node: call it on that node, not on a router",
+        ))
+    }
+
+    async fn add_node(
+        &self,
+        r: Request<pb::AddNodeRequest>,
+    ) -> Result<Response<pb::ClusterStatus>, Status> {
+        forward!(self, r, add_node)
+    }
+
+    async fn remove_node(
+        &self,
+        r: Request<pb::RemoveNodeRequest>,
+    ) -> Result<Response<pb::ClusterStatus>, Status> {
+        forward!(self, r, remove_node)
+    }
+
+    async fn status(
+        &self,
+        r: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::ClusterStatus>, Status> {
+        forward!(self, r, status)
+    }
+
+    async fn placements(
+        &self,
+        r: Request<pb::PlacementsRequest>,
+    ) -> Result<Response<pb::PlacementsResponse>, Status> {
+        forward!(self, r, placements)
+    }
+
+    async fn move_shard(
+        &self,
+        r: Request<pb::MoveShardRequest>,
+    ) -> Result<Response<pb::MoveShardResponse>, Status> {
+        forward!(self, r, move_shard)
+    }
+
+    async fn init_shard(
+        &self,
+        _r: Request<pb::InitShardRequest>,
+    ) -> Result<Response<pb::GroupStatus>, Status> {
+        Err(Status::invalid_argument(
+            "init_shard is for nodes, not routers",
+        ))
+    }
+
+    async fn change_shard_replicas(
+        &self,
+        _r: Request<pb::ChangeShardReplicasRequest>,
+    ) -> Result<Response<pb::GroupStatus>, Status> {
+        Err(Status::invalid_argument(
+            "change_shard_replicas is for nodes, not routers",
+        ))
+    }
+}

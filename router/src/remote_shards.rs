@@ -1,0 +1,111 @@
+//! Another node's shard replicas, reached through its `Shard` gRPC service: requests go in their
+//! versioned encoding, answers come back as the wire messages the coordinator merges.
+
+use quiver_core::encoding;
+use quiver_core::point::PointId;
+use quiver_core::shard::{
+    consistency_to_proto, PointsCommand, ScrollQuery, SearchQuery, ShardClient, ShardCounts,
+    ShardRead,
+};
+use quiver_proto::v1 as pb;
+use quiver_proto::v1::shard_client::ShardClient as ShardGrpc;
+use tonic::transport::Channel;
+use tonic::Status;
+
+/// The `Shard` service of the node at the other end of a channel.
+pub struct RemoteShards {
+    client: ShardGrpc<Channel>,
+}
+
+impl RemoteShards {
+    pub fn new(channel: Channel) -> Self {
+        Self {
+            client: ShardGrpc::new(channel)
+                .max_decoding_message_size(usize::MAX)
+                .max_encoding_message_size(usize::MAX),
+        }
+    }
+}
+
+#[allow(clippy::result_large_err)] // tonic's Status, as every call returns
+fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, Status> {
+    encoding::encode(value).map_err(Status::from)
+}
+
+fn read_to_proto(read: &ShardRead) -> pb::ShardRead {
+    pb::ShardRead {
+        group: read.group,
+        collection: read.collection.clone(),
+        consistency: consistency_to_proto(read.consistency) as i32,
+    }
+}
+
+#[tonic::async_trait]
+impl ShardClient for RemoteShards {
+    async fn write(
+        &self,
+        group: u64,
+        idempotency_key: &str,
+        command: &PointsCommand,
+    ) -> Result<pb::WriteResponse, Status> {
+        let request = pb::ShardWriteRequest {
+            group,
+            idempotency_key: idempotency_key.to_string(),
+            command: encode(command)?,
+        };
+        Ok(self.client.clone().write(request).await?.into_inner())
+    }
+
+    async fn get(
+        &self,
+        read: &ShardRead,
+        ids: &[PointId],
+        with_payload: bool,
+        with_vector: bool,
+    ) -> Result<pb::GetPointsResponse, Status> {
+        let request = pb::ShardGetRequest {
+            read: Some(read_to_proto(read)),
+            ids: encode(&ids)?,
+            with_payload,
+            with_vector,
+        };
+        Ok(self.client.clone().get(request).await?.into_inner())
+    }
+
+    async fn search(
+        &self,
+        read: &ShardRead,
+        query: &SearchQuery,
+    ) -> Result<pb::SearchResponse, Status> {
+        let request = pb::ShardSearchRequest {
+            read: Some(read_to_proto(read)),
+            query: encode(query)?,
+        };
+        Ok(self.client.clone().search(request).await?.into_inner())
+    }
+
+    async fn scroll(
+        &self,
+        read: &ShardRead,
+        query: &ScrollQuery,
+    ) -> Result<pb::ScrollResponse, Status> {
+        let request = pb::ShardScrollRequest {
+            read: Some(read_to_proto(read)),
+            query: encode(query)?,
+        };
+        Ok(self.client.clone().scroll(request).await?.into_inner())
+    }
+
+    async fn counts(&self, group: u64, collection: &str) -> Result<ShardCounts, Status> {
+        let request = pb::ShardCountsRequest {
+            group,
+            collection: collection.to_string(),
+        };
+        let answer = self.client.clone().counts(request).await?.into_inner();
+        Ok(ShardCounts {
+            leader: answer.leader,
+            points_count: answer.points_count,
+            indexed_vectors: answer.indexed_vectors,
+        })
+    }
+}

@@ -1,0 +1,106 @@
+//! Search quality: HNSW against exact search, unfiltered and under selective filters.
+
+use std::collections::HashSet;
+
+use quiver_proto::v1 as pb;
+use quiver_server::testing::{test_config, TestServer};
+use serde_json::json;
+
+use crate::support::*;
+
+const N: usize = 20_000;
+const DIM: usize = 32;
+const QUERIES: usize = 100;
+
+async fn recall_at_10(
+    client: &mut pb::points_client::PointsClient<tonic::transport::Channel>,
+    queries: &[Vec<f32>],
+    filter_json: &str,
+    expected_plan: &str,
+) -> f64 {
+    let mut found = 0usize;
+    let mut wanted = 0usize;
+    for q in queries {
+        let mut req = search_request("v", q.clone(), 10);
+        req.filter_json = filter_json.into();
+        req.ef = 64;
+        let approx = client.search(req.clone()).await.unwrap().into_inner();
+        assert_eq!(approx.plan, expected_plan, "filter {filter_json}");
+        req.exact = true;
+        let exact = client.search(req).await.unwrap().into_inner();
+        let truth: HashSet<u64> = ids(&exact).into_iter().collect();
+        assert_eq!(truth.len(), 10, "enough points match {filter_json}");
+        found += ids(&approx).iter().filter(|i| truth.contains(i)).count();
+        wanted += truth.len();
+    }
+    found as f64 / wanted as f64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hnsw_recall_unfiltered_and_filtered() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    // 1% of 20k (200 matches) is searched exactly; 10% (2,000) walks the graph.
+    config.search.exact_search_threshold = 1_000;
+    let server = TestServer::must_start(config).await;
+    let mut collections = server.must_collections().await;
+    let mut points = server.must_points().await;
+    let mut req = create_request("v", DIM as u32, pb::Metric::L2);
+    req.index = Some(pb::IndexConfig {
+        kind: Some(pb::index_config::Kind::Hnsw(pb::HnswConfig {
+            m: 16,
+            ef_construction: 200,
+        })),
+    });
+    req.payload_indexes = vec![pb::PayloadIndexField {
+        key: "bucket".into(),
+        r#type: pb::PayloadFieldType::Integer as i32,
+    }];
+    collections.create(req).await.unwrap();
+
+    let data = clustered(N + QUERIES, DIM, 40, 11);
+    let (base, queries) = data.split_at(N);
+    // `bucket` is indexed; `shadow` holds the same value but is not, so the planner must estimate.
+    let pts: Vec<pb::Point> = base
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let b = (i * 7919) % 100;
+            point(i as u64, v.clone(), json!({"bucket": b, "shadow": b}))
+        })
+        .collect();
+    must_upsert_all(&mut points, "v", pts, 1_000).await;
+
+    let unfiltered = recall_at_10(&mut points, queries, "", "hnsw").await;
+    let one_percent =
+        recall_at_10(&mut points, queries, r#"{"bucket": 42}"#, "exact-filtered").await;
+    let ten_percent = recall_at_10(
+        &mut points,
+        queries,
+        r#"{"bucket": {"$lt": 10}}"#,
+        "hnsw-filtered",
+    )
+    .await;
+    let ten_unindexed = recall_at_10(
+        &mut points,
+        queries,
+        r#"{"shadow": {"$lt": 10}}"#,
+        "hnsw-filtered",
+    )
+    .await;
+    let one_unindexed =
+        recall_at_10(&mut points, queries, r#"{"shadow": 42}"#, "exact-filtered").await;
+    eprintln!(
+        "recall@10: unfiltered {unfiltered:.3}, 1% {one_percent:.3}, 10% {ten_percent:.3}, \
+         10% unindexed {ten_unindexed:.3}, 1% unindexed {one_unindexed:.3}"
+    );
+    assert!(unfiltered >= 0.95, "unfiltered recall {unfiltered}");
+    assert!(one_percent >= 0.95, "1% filtered recall {one_percent}");
+    assert!(ten_percent >= 0.95, "10% filtered recall {ten_percent}");
+    assert!(
+        ten_unindexed >= 0.95,
+        "10% unindexed recall {ten_unindexed}"
+    );
+    assert!(one_unindexed >= 0.95, "1% unindexed recall {one_unindexed}");
+    server.stop().await;
+}
