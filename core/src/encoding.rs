@@ -79,7 +79,7 @@ pub mod f32s {
                 f.write_str("little-endian f32 bytes")
             }
             fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<Vec<f32>, E> {
-                if bytes.len() % 4 != 0 {
+                if !bytes.len().is_multiple_of(4) {
                     return Err(E::custom(format!(
                         "{} bytes are not a whole number of f32s",
                         bytes.len()

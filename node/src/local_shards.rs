@@ -20,11 +20,11 @@ use quiver_core::{Error, Result};
 use quiver_proto::v1 as pb;
 use tonic::Status;
 
-use crate::cluster::group::{blocking, Group};
-use crate::cluster::node::{once, Node};
+use crate::cluster::group::{blocking, ShardGroup};
+use crate::cluster::node::Node;
 use crate::shard::search::SearchParams;
 use crate::shard::Collection;
-use crate::sm::command::Command;
+use crate::sm::ShardCommand;
 
 /// This node's shard replicas, as a [`ShardClient`].
 #[derive(Clone)]
@@ -38,7 +38,7 @@ impl LocalShards {
     }
 
     /// This node's replica of `group`, if the shard map places one here.
-    fn replica(&self, group: u64) -> Result<Arc<Group>> {
+    fn replica(&self, group: u64) -> Result<Arc<ShardGroup>> {
         let placed_here = self
             .node
             .placements()
@@ -47,14 +47,14 @@ impl LocalShards {
         if !placed_here {
             return Err(Error::NoReplica { group });
         }
-        self.node.group(group)
+        self.node.shard(group)
     }
 
     /// The replica and collection a read is served from, once its consistency allows.
-    async fn read(&self, read: &ShardRead) -> Result<(Arc<Group>, Arc<Collection>)> {
+    async fn read(&self, read: &ShardRead) -> Result<(Arc<ShardGroup>, Arc<Collection>)> {
         let group = self.replica(read.group)?;
         group.read_barrier(read.consistency).await?;
-        let collection = group.collection(&read.collection)?;
+        let collection = serving(&group, &read.collection)?;
         Ok((group, collection))
     }
 
@@ -66,8 +66,8 @@ impl LocalShards {
     ) -> Result<pb::WriteResponse> {
         let replica = self.replica(group)?;
         replica.check_writable()?;
-        let command = Command::Points(command.clone());
-        let applied = replica.write(once(idempotency_key, command)).await?;
+        let command = ShardCommand::Points(command.clone());
+        let applied = replica.write(idempotency_key, command).await?;
         Ok(pb::WriteResponse {
             applied_index: applied.index,
             affected: applied.affected,
@@ -162,13 +162,26 @@ impl LocalShards {
     /// This replica's counts of collection `name` and the leader it knows.
     pub fn shard_counts(&self, group: u64, name: &str) -> Result<ShardCounts> {
         let replica = self.replica(group)?;
-        let c = replica.collection(name)?;
+        let c = serving(&replica, name)?;
         Ok(ShardCounts {
             leader: replica.leader().unwrap_or(0),
             points_count: c.points_count() as u64,
             indexed_vectors: c.graph().map_or(0, |g| g.len()) as u64,
         })
     }
+}
+
+/// The collection `name` of a replica placed here. A replica that does not serve it yet is
+/// catching up (it learns its collection from the group's log or a snapshot): another replica
+/// may answer, so it is unavailable here rather than not found.
+fn serving(replica: &ShardGroup, name: &str) -> Result<Arc<Collection>> {
+    replica.collection(name).map_err(|e| match e {
+        Error::NotFound(_) if replica.collections().is_empty() => Error::Unavailable(format!(
+            "shard group {}: this replica has not caught up with its collection yet",
+            replica.id()
+        )),
+        other => other,
+    })
 }
 
 #[tonic::async_trait]

@@ -153,10 +153,7 @@ impl Collections for CollectionsFront {
         if let CatalogueRoute::Upstream(upstream) = self.route.as_ref() {
             let req = request.into_inner();
             return upstream
-                .call(|c| {
-                    let req = req.clone();
-                    async move { collections(c).list(req).await }
-                })
+                .call(|c| async move { collections(c).list(req).await })
                 .await;
         }
         let placements = self.coordinator.directory().placements();

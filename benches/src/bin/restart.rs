@@ -5,7 +5,7 @@
 //! default single-member Raft group): create an HNSW collection, upsert the points through
 //! the shard group's `write` in batches, dump the graphs, shut the node down, then time `Node::open` twice:
 //! once with the dump (searches must return exactly what they did before the restart) and once
-//! after deleting the shard's `graphs/` (graph rebuilt). `Node::open` returns once the group has
+//! after deleting the shard's `derived/graphs/` (graph rebuilt). `Node::open` returns once the group has
 //! elected the node, so both times include that election. Prints one JSON line; progress goes to
 //! stderr.
 
@@ -19,11 +19,12 @@ use quiver_benches::data::{prepare_all, read_fvecs};
 use quiver_benches::report::round;
 use quiver_config::Config;
 use quiver_core::point::{CollectionSpec, IndexKind, JsonMap, NewPoint, PointId};
+use quiver_core::shard::PointsCommand;
 use quiver_index::distance::{simd_backend, Metric};
 use quiver_index::hnsw::{HnswParams, MAX_EF_CONSTRUCTION, MAX_M};
-use quiver_node::cluster::group::Group;
+use quiver_node::cluster::group::ShardGroup;
 use quiver_node::shard::search::{Plan, SearchParams};
-use quiver_node::sm::command::{Command, PointsCommand};
+use quiver_node::sm::ShardCommand;
 use quiver_node::Node;
 use serde::Serialize;
 use tokio::runtime::Runtime;
@@ -148,7 +149,7 @@ fn main() -> Result<()> {
             points,
         };
         runtime
-            .block_on(replica.write(Command::Points(upsert)))
+            .block_on(replica.write("", ShardCommand::Points(upsert)))
             .with_context(|| format!("upserting batch {b}"))?;
     }
     let ingest_s = started.elapsed().as_secs_f64();
@@ -158,7 +159,7 @@ fn main() -> Result<()> {
     let started = Instant::now();
     node.dump_graphs(true);
     let dump_s = started.elapsed().as_secs_f64();
-    let graphs = replica.dir().join("graphs");
+    let graphs = replica.dir().join("derived").join("graphs");
     drop(replica);
     let dump_bytes = dir_bytes(&graphs);
     ensure!(
@@ -229,7 +230,7 @@ struct Report {
     restart_rebuild_s: f64,
     /// `dump_graphs(true)`.
     dump_s: f64,
-    /// Size of `<data_dir>/graphs` after the dump.
+    /// Size of the shard's `derived/graphs` after the dump.
     dump_bytes: u64,
 }
 
@@ -284,9 +285,9 @@ fn search_all(node: &Node, queries: &[Vec<f32>]) -> Result<Vec<Vec<(PointId, f32
 }
 
 /// The node's replica of the collection's one shard.
-fn shard(node: &Node) -> Result<Arc<Group>> {
+fn shard(node: &Node) -> Result<Arc<ShardGroup>> {
     let placement = node.placements().get(COLLECTION)?;
-    Ok(node.group(placement.shards[0].group)?)
+    Ok(node.shard(placement.shards[0].group)?)
 }
 
 fn dir_bytes(dir: &std::path::Path) -> u64 {

@@ -1,8 +1,9 @@
-//! One Raft group's replica on this node: its RocksDB, state machine, collections and openraft
-//! instance.
+//! One Raft group's replica on this node: its RocksDB, state machine and openraft instance.
 //!
-//! A node hosts the meta group and a replica of each shard placed on it; every group has a data
-//! directory of its own (`db/` for RocksDB, `graphs/` for HNSW dumps). Writes go through
+//! A node hosts the meta group ([`MetaGroup`]) and a replica of each shard placed on it
+//! ([`ShardGroup`]); the two differ in their state machine's namespace, so a command of one can
+//! never be proposed to the other. Every group has a data directory of its own (`db/` for
+//! RocksDB, `derived/` for files derived from its rows, such as HNSW dumps). Writes go through
 //! [`Group::write`]: proposed to the group, acknowledged once committed by a majority and
 //! applied. Reads check their consistency with [`Group::read_barrier`] first.
 
@@ -19,18 +20,19 @@ use quiver_index::filter::Filter;
 use quiver_proto::v1 as pb;
 use tracing::warn;
 
-use crate::cluster::placement::Placements;
 use crate::raft::log_store::LogStore;
 use crate::raft::machine_store::RaftStateMachineStore;
 use crate::raft::network::GrpcNetwork;
 use crate::raft::{NodeId, Raft};
 use crate::shard::search::PlannerConfig;
 use crate::shard::Collection;
-use crate::sm::command::{Command, EncodedCommand};
-use crate::sm::{decode, graph_dir, points_prefix, Applied, Catalog, StateMachine};
+use crate::sm::catalogue::Placements;
+use crate::sm::points::{graph_dir, points_prefix};
+use crate::sm::{Applied, Catalogue, Namespace, Points, Proposal, StateMachine};
 use crate::storage::{RocksStorage, Storage, Table};
+use quiver_core::encoding;
 use quiver_core::placement::shard_number;
-use quiver_core::point::{CollectionMeta, PointId, PointRecord};
+use quiver_core::point::{PointId, PointRecord};
 use quiver_core::shard::ReadConsistency;
 use quiver_core::{Error, Result};
 use quiver_proto::wire::Channels;
@@ -43,46 +45,40 @@ pub struct ScrollPage {
     pub next: Option<PointId>,
 }
 
-/// This node's replica of one Raft group.
-pub struct Group {
+/// This node's replica of one Raft group whose state is namespace `N`.
+pub struct Group<N: Namespace> {
     id: u64,
     node_id: NodeId,
     config: Arc<Config>,
     raft: Raft,
     storage: Arc<dyn Storage>,
-    catalog: Arc<Catalog>,
-    placements: Arc<Placements>,
-    graph_root: PathBuf,
+    view: N::View,
+    derived: PathBuf,
     dir: PathBuf,
 }
 
-impl Group {
-    /// Opens (or creates) the replica of group `id` in `dir` and starts its Raft instance. A
-    /// shard replica is given the collection it serves (`seed`).
-    pub async fn open(
-        config: Arc<Config>,
-        id: u64,
-        dir: &Path,
-        peers: Channels,
-        seed: Option<CollectionMeta>,
-    ) -> Result<Self> {
+/// The meta group's replica.
+pub type MetaGroup = Group<Catalogue>;
+/// A shard group's replica.
+pub type ShardGroup = Group<Points>;
+
+impl<N: Namespace> Group<N> {
+    /// Opens (or creates) the replica of group `id` in `dir` and starts its Raft instance.
+    pub async fn open(config: Arc<Config>, id: u64, dir: &Path, peers: Channels) -> Result<Self> {
         let sync = config.storage.sync_writes;
         let db_dir = dir.join("db");
-        let graph_root = dir.join("graphs");
-        let root = graph_root.clone();
+        let derived = dir.join("derived");
+        let root = derived.clone();
         let (storage, state_machine) = blocking("open group", move || {
+            let at = |e: Error| Error::Storage(format!("{}: {e}", db_dir.display()));
             std::fs::create_dir_all(&db_dir)
                 .map_err(|e| Error::Storage(format!("{}: {e}", db_dir.display())))?;
             let storage: Arc<dyn Storage> = Arc::new(RocksStorage::open(&db_dir, sync)?);
-            let mut state_machine = StateMachine::open(storage.clone(), &root)?;
-            if let Some(meta) = seed {
-                state_machine.seed(meta)?;
-            }
+            let state_machine = StateMachine::<N>::open(storage.clone(), &root).map_err(at)?;
             Ok((storage, state_machine))
         })
         .await?;
-        let catalog = state_machine.catalog();
-        let placements = state_machine.placements();
+        let view = state_machine.view();
         let state_machine = Arc::new(Mutex::new(state_machine));
         let snapshots = dir.join("snapshots");
         let raft = start_raft(
@@ -100,9 +96,8 @@ impl Group {
             config,
             raft,
             storage,
-            catalog,
-            placements,
-            graph_root,
+            view,
+            derived,
             dir: dir.to_path_buf(),
         })
     }
@@ -115,14 +110,6 @@ impl Group {
         &self.config
     }
 
-    pub fn planner_config(&self) -> PlannerConfig {
-        PlannerConfig {
-            exact_search_threshold: self.config.search.exact_search_threshold,
-            default_ef: self.config.search.default_ef,
-            max_ef: self.config.search.max_ef,
-        }
-    }
-
     pub fn raft(&self) -> &Raft {
         &self.raft
     }
@@ -130,11 +117,6 @@ impl Group {
     /// The group's data directory.
     pub fn dir(&self) -> &Path {
         &self.dir
-    }
-
-    /// The shard map this group has applied (meaningful for the meta group only).
-    pub fn placements(&self) -> &Arc<Placements> {
-        &self.placements
     }
 
     pub fn is_leader(&self) -> bool {
@@ -237,10 +219,11 @@ impl Group {
         voters > 1 && metrics.millis_since_quorum_ack.is_some_and(|ms| ms > limit)
     }
 
-    /// Proposes `command` to the group; returns once it is committed, applied and visible.
-    /// While an election is under way (no leader known) the write waits for one, within
-    /// `cluster.write_timeout_ms`; a write to a follower fails with the leader's whereabouts.
-    pub async fn write(&self, command: Command) -> Result<Applied> {
+    /// Proposes `command` to the group, applied once per `idempotency_key` unless it is empty;
+    /// returns once it is committed, applied and visible. While an election is under way (no
+    /// leader known) the write waits for one, within `cluster.write_timeout_ms`; a write to a
+    /// follower fails with the leader's whereabouts.
+    pub async fn write(&self, idempotency_key: &str, command: N::Command) -> Result<Applied> {
         let timeout = Duration::from_millis(self.config.cluster.write_timeout_ms);
         let deadline = tokio::time::Instant::now() + timeout;
         let unavailable = || {
@@ -250,7 +233,7 @@ impl Group {
                 timeout.as_millis()
             ))
         };
-        let encoded = EncodedCommand(command.encode()?);
+        let encoded = Proposal::new(N::KIND, idempotency_key, command).encode()?;
         loop {
             let attempt = self.raft.client_write(encoded.clone());
             match tokio::time::timeout_at(deadline, attempt).await {
@@ -278,12 +261,64 @@ impl Group {
         }
     }
 
+    /// This replica's view of the group, serving `collection` as shard `shard`.
+    fn status_serving(&self, collection: String, shard: u32) -> pb::GroupStatus {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let role = match m.state {
+            ServerState::Leader => "leader",
+            ServerState::Follower => "follower",
+            ServerState::Candidate => "candidate",
+            ServerState::Learner => "learner",
+            ServerState::Shutdown => "shutdown",
+        };
+        let matched = m
+            .replication
+            .as_ref()
+            .map(|r| {
+                r.iter()
+                    .map(|(id, log)| (*id, log.map_or(0, |l| l.index)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        pb::GroupStatus {
+            group: self.id,
+            leader: m.current_leader.unwrap_or(0),
+            term: m.current_term,
+            voters: membership.voter_ids().collect(),
+            learners: membership.learner_ids().collect(),
+            role: role.into(),
+            last_log_index: m.last_log_index.unwrap_or(0),
+            last_applied_index: m.last_applied.map_or(0, |l| l.index),
+            matched,
+            collection,
+            shard,
+        }
+    }
+
+    /// Stops the group's Raft instance.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            warn!(group = self.id, error = %e, "raft shutdown failed");
+        }
+    }
+}
+
+impl ShardGroup {
+    pub fn planner_config(&self) -> PlannerConfig {
+        PlannerConfig {
+            exact_search_threshold: self.config.search.exact_search_threshold,
+            default_ef: self.config.search.default_ef,
+            max_ef: self.config.search.max_ef,
+        }
+    }
+
     pub fn collection(&self, name: &str) -> Result<Arc<Collection>> {
-        self.catalog.get(name)
+        self.view.get(name)
     }
 
     pub fn collections(&self) -> Vec<Arc<Collection>> {
-        self.catalog.list()
+        self.view.list()
     }
 
     /// Up to `limit` points of `collection` in id order after `after`, keeping those that
@@ -305,7 +340,7 @@ impl Group {
             let exhausted = page.len() < limit.max(64);
             for (key, value) in page {
                 after = Some(key.clone());
-                let record: PointRecord = decode(&value)?;
+                let record: PointRecord = encoding::decode("point record", &value)?;
                 if filter.is_none_or(|f| f.matches(&record.payload)) {
                     points.push((PointId::from_key(&key[prefix.len()..])?, record));
                     if points.len() == limit {
@@ -332,7 +367,7 @@ impl Group {
             if collection.graph_inserts_since_dump() < threshold {
                 continue;
             }
-            let dir = graph_dir(&self.graph_root, collection.meta.id);
+            let dir = graph_dir(&self.derived, collection.meta.id);
             if let Err(e) = collection.dump_graph(&dir) {
                 warn!(collection = %collection.name(), error = %e, "graph dump failed");
             }
@@ -341,49 +376,24 @@ impl Group {
 
     /// This replica's view of the group.
     pub fn status(&self) -> pb::GroupStatus {
-        let m = self.raft.metrics().borrow().clone();
-        let membership = m.membership_config.membership();
-        let role = match m.state {
-            ServerState::Leader => "leader",
-            ServerState::Follower => "follower",
-            ServerState::Candidate => "candidate",
-            ServerState::Learner => "learner",
-            ServerState::Shutdown => "shutdown",
-        };
-        let matched = m
-            .replication
-            .as_ref()
-            .map(|r| {
-                r.iter()
-                    .map(|(id, log)| (*id, log.map_or(0, |l| l.index)))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let (collection, shard) = self
+        let collection = self
             .collections()
             .first()
-            .map(|c| (c.name().to_string(), shard_number(self.id)))
+            .map(|c| c.name().to_string())
             .unwrap_or_default();
-        pb::GroupStatus {
-            group: self.id,
-            leader: m.current_leader.unwrap_or(0),
-            term: m.current_term,
-            voters: membership.voter_ids().collect(),
-            learners: membership.learner_ids().collect(),
-            role: role.into(),
-            last_log_index: m.last_log_index.unwrap_or(0),
-            last_applied_index: m.last_applied.map_or(0, |l| l.index),
-            matched,
-            collection,
-            shard,
-        }
+        self.status_serving(collection, shard_number(self.id))
+    }
+}
+
+impl MetaGroup {
+    /// The shard map this replica has applied.
+    pub fn placements(&self) -> &Arc<Placements> {
+        &self.view
     }
 
-    /// Stops the group's Raft instance.
-    pub async fn shutdown(&self) {
-        if let Err(e) = self.raft.shutdown().await {
-            warn!(group = self.id, error = %e, "raft shutdown failed");
-        }
+    /// This replica's view of the group.
+    pub fn status(&self) -> pb::GroupStatus {
+        self.status_serving(String::new(), 0)
     }
 }
 
@@ -398,11 +408,11 @@ pub(crate) async fn blocking<T: Send + 'static>(
 }
 
 /// Starts (or restarts) this node's Raft instance of group `group`.
-async fn start_raft(
+async fn start_raft<N: Namespace>(
     config: &Config,
     group: u64,
     storage: Arc<dyn Storage>,
-    state_machine: Arc<Mutex<StateMachine>>,
+    state_machine: Arc<Mutex<StateMachine<N>>>,
     snapshots: PathBuf,
     peers: Channels,
 ) -> Result<Raft> {

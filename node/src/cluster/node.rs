@@ -26,10 +26,12 @@ use quiver_proto::v1 as pb;
 use quiver_proto::v1::cluster_client::ClusterClient;
 use tracing::{info, warn};
 
-use crate::cluster::group::{blocking, Group};
-use crate::cluster::placement::{place, Placements};
+use crate::cluster::group::{blocking, MetaGroup, ShardGroup};
+use crate::cluster::placement::place;
 use crate::raft::NodeId;
-use crate::sm::command::{Command, MetaCommand};
+use crate::raft::Raft;
+use crate::sm::catalogue::Placements;
+use crate::sm::{MetaCommand, ShardCommand};
 use quiver_core::convert::Limits;
 use quiver_core::directory::{Catalogue, Directory};
 use quiver_core::placement::{Placement, ShardPlacement, META_GROUP};
@@ -56,8 +58,8 @@ pub struct Node {
     id: NodeId,
     address: String,
     peers: Channels,
-    meta: Arc<Group>,
-    shards: RwLock<BTreeMap<u64, Arc<Group>>>,
+    meta: Arc<MetaGroup>,
+    shards: RwLock<BTreeMap<u64, Arc<ShardGroup>>>,
     shards_dir: PathBuf,
     /// One reconciliation at a time.
     reconciling: tokio::sync::Mutex<()>,
@@ -78,12 +80,11 @@ impl Node {
         let config = Arc::new(config);
         let peers = Channels::with_routes(config.cluster.peer_routes.clone());
         let data_dir = config.node.data_dir.clone();
-        let meta = Group::open(
+        let meta = MetaGroup::open(
             config.clone(),
             META_GROUP,
             &data_dir.join("meta"),
             peers.clone(),
-            None,
         )
         .await?;
         let node = Arc::new(Self {
@@ -127,7 +128,7 @@ impl Node {
     }
 
     /// The meta group's replica on this node.
-    pub fn meta(&self) -> &Arc<Group> {
+    pub fn meta(&self) -> &Arc<MetaGroup> {
         &self.meta
     }
 
@@ -136,11 +137,8 @@ impl Node {
         self.meta.placements()
     }
 
-    /// Group `group` on this node: the meta group or a shard replica.
-    pub fn group(&self, group: u64) -> Result<Arc<Group>> {
-        if group == META_GROUP {
-            return Ok(self.meta.clone());
-        }
+    /// This node's replica of shard group `group`.
+    pub fn shard(&self, group: u64) -> Result<Arc<ShardGroup>> {
         self.shards
             .read()
             .get(&group)
@@ -148,8 +146,16 @@ impl Node {
             .ok_or(Error::NoReplica { group })
     }
 
+    /// The Raft instance of group `group` on this node: the meta group's or a shard replica's.
+    pub fn raft(&self, group: u64) -> Result<Raft> {
+        if group == META_GROUP {
+            return Ok(self.meta.raft().clone());
+        }
+        Ok(self.shard(group)?.raft().clone())
+    }
+
     /// Every shard replica on this node.
-    pub fn shards(&self) -> Vec<Arc<Group>> {
+    pub fn shards(&self) -> Vec<Arc<ShardGroup>> {
         self.shards.read().values().cloned().collect()
     }
 
@@ -235,12 +241,12 @@ impl Node {
             rf,
         )?;
         let name = spec.name.clone();
-        let command = Command::Meta(MetaCommand::CreateCollection {
+        let command = MetaCommand::CreateCollection {
             spec,
             replication_factor: rf,
             replicas,
-        });
-        self.meta.write(once(request_id, command)).await?;
+        };
+        self.meta.write(request_id, command).await?;
         let placement = self.placements().get(&name)?;
         if !placement.ready {
             self.finish_create(&placement).await?;
@@ -266,9 +272,12 @@ impl Node {
     pub async fn drop_collection(&self, name: &str) -> Result<()> {
         self.meta.check_writable()?;
         self.meta
-            .write(Command::Meta(MetaCommand::DropCollection {
-                name: name.to_string(),
-            }))
+            .write(
+                "",
+                MetaCommand::DropCollection {
+                    name: name.to_string(),
+                },
+            )
             .await?;
         Ok(())
     }
@@ -301,49 +310,92 @@ impl Node {
             }
         }
         self.meta
-            .write(Command::Meta(MetaCommand::MarkReady {
-                name: placement.spec.name.clone(),
-                id: placement.id,
-            }))
+            .write(
+                "",
+                MetaCommand::MarkReady {
+                    name: placement.spec.name.clone(),
+                    id: placement.id,
+                },
+            )
             .await?;
         info!(collection = %placement.spec.name, shards = placement.shards.len(), "collection ready");
         Ok(())
     }
 
-    /// Opens this node's replica of a new shard group and forms the group with its placed
-    /// replicas, unless it was formed before. Only a collection's creation calls this, and only
-    /// on each shard's first replica, so a group is formed once.
+    /// Opens this node's replica of a new shard group, forms the group with its placed replicas
+    /// unless it was formed before, and has it serve its collection: the group's first command,
+    /// [`ShardCommand::Serve`], proposed through its leader (this replica, or the one it names).
+    /// Only a collection's creation (or its resumption) calls this, and only on each shard's
+    /// first replica, so a group is formed once; on a replica of a group formed already it only
+    /// makes sure the group serves its collection.
     pub async fn init_shard(&self, group: u64) -> Result<pb::GroupStatus> {
         let _one_at_a_time = self.initializing.lock().await;
         let (placement, shard) = self.wait_for_placement(group).await?;
-        if shard.replicas.first() != Some(&self.id) {
-            return Err(Error::invalid(
-                "group",
-                format!("only shard group {group}'s first replica forms it"),
-            ));
-        }
         self.sync_replicas().await?;
-        if placement.ready {
-            // Formed already (creation and its resumption may both ask): that is what was asked.
-            let replica = self.group(group)?;
-            if replica.is_initialized().await? {
-                return Ok(replica.status());
+        let replica = self.shard(group)?;
+        if !replica.is_initialized().await? {
+            if shard.replicas.first() != Some(&self.id) {
+                return Err(Error::invalid(
+                    "group",
+                    format!("only shard group {group}'s first replica forms it"),
+                ));
             }
-            return Err(Error::invalid(
-                "group",
-                format!("shard group {group} was formed already, without this replica"),
-            ));
+            if placement.ready {
+                return Err(Error::invalid(
+                    "group",
+                    format!("shard group {group} was formed already, without this replica"),
+                ));
+            }
+            let mut members = BTreeMap::new();
+            for node in &shard.replicas {
+                let address = self.address_of(*node).ok_or_else(|| {
+                    Error::Unavailable(format!("node {node} is not a cluster member"))
+                })?;
+                members.insert(*node, BasicNode::new(address));
+            }
+            replica.initialize(members, SHARD_ELECTION_WAIT).await?;
+        } else if placement.ready {
+            // Formed and serving already (creation and its resumption may both ask).
+            return Ok(replica.status());
         }
-        let replica = self.group(group)?;
-        let mut members = BTreeMap::new();
-        for node in &shard.replicas {
-            let address = self.address_of(*node).ok_or_else(|| {
-                Error::Unavailable(format!("node {node} is not a cluster member"))
-            })?;
-            members.insert(*node, BasicNode::new(address));
+        let meta = CollectionMeta {
+            id: group,
+            spec: placement.spec.clone(),
+        };
+        let deadline = tokio::time::Instant::now() + SHARD_ELECTION_WAIT;
+        loop {
+            let served = match replica.write("", ShardCommand::Serve(meta.clone())).await {
+                Err(Error::NotLeader {
+                    address: Some(address),
+                    ..
+                }) => {
+                    // Another replica leads: it makes the group serve the collection.
+                    let channel = self.peer(&address)?;
+                    let request = pb::InitShardRequest { group };
+                    match tokio::time::timeout(
+                        PEER_RPC_TIMEOUT,
+                        ClusterClient::new(channel).init_shard(request),
+                    )
+                    .await
+                    {
+                        Ok(Ok(_)) => Ok(()),
+                        Ok(Err(status)) => Err(Error::Unavailable(status.message().to_string())),
+                        Err(_) => Err(Error::Unavailable(format!(
+                            "the shard's leader at {address} did not answer"
+                        ))),
+                    }
+                }
+                other => other.map(|_| ()),
+            };
+            match served {
+                Ok(()) => return Ok(replica.status()),
+                Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+                Err(e) => {
+                    warn!(group, error = %e, "shard group does not serve its collection yet");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
         }
-        replica.initialize(members, SHARD_ELECTION_WAIT).await?;
-        Ok(replica.status())
     }
 
     /// The placement of shard group `group`, waiting briefly for this node's meta replica to
@@ -428,11 +480,14 @@ impl Node {
 
     async fn set_replicas(&self, group: u64, epoch: u64, replicas: Vec<NodeId>) -> Result<()> {
         self.meta
-            .write(Command::Meta(MetaCommand::SetReplicas {
-                group,
-                epoch,
-                replicas,
-            }))
+            .write(
+                "",
+                MetaCommand::SetReplicas {
+                    group,
+                    epoch,
+                    replicas,
+                },
+            )
             .await?;
         Ok(())
     }
@@ -489,7 +544,7 @@ impl Node {
         add: NodeId,
         remove: NodeId,
     ) -> Result<pb::GroupStatus> {
-        let replica = self.group(group)?;
+        let replica = self.shard(group)?;
         replica.check_writable()?;
         if !replica.is_leader() {
             return Err(replica.not_leader(replica.leader()));
@@ -646,14 +701,8 @@ impl Node {
                 continue;
             }
             let dir = self.shards_dir.join(group.to_string());
-            let replica = Group::open(
-                self.config.clone(),
-                *group,
-                &dir,
-                self.peers.clone(),
-                Some(meta.clone()),
-            )
-            .await?;
+            let replica =
+                ShardGroup::open(self.config.clone(), *group, &dir, self.peers.clone()).await?;
             info!(group, collection = %meta.spec.name, "shard replica opened");
             self.shards.write().insert(*group, Arc::new(replica));
         }
@@ -763,18 +812,6 @@ impl Catalogue for Node {
 
     async fn drop_collection(&self, name: &str) -> Result<()> {
         Node::drop_collection(self, name).await
-    }
-}
-
-/// `command`, applied once per `request_id` when one is given.
-pub fn once(request_id: &str, command: Command) -> Command {
-    if request_id.is_empty() {
-        command
-    } else {
-        Command::Once {
-            key: request_id.to_string(),
-            command: Box::new(command),
-        }
     }
 }
 

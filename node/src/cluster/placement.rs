@@ -1,15 +1,11 @@
-//! Placing shards on nodes, and the copy of the shard map a node's meta replica has applied.
-//!
-//! The map's types ([`Placement`], [`ShardPlacement`]) are shared with routers (quiver-core);
-//! here is [`place`], which spreads a new collection's replicas evenly over the nodes, least loaded
-//! first, and [`Placements`], the applied map everything on a node reads.
+//! Placing a new collection's shards on nodes: [`place`] spreads replicas evenly, least loaded
+//! first. (The map itself: [`quiver_core::placement`]; the copy a node's meta replica applied:
+//! [`crate::sm::catalogue::Placements`].)
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use parking_lot::RwLock;
-use quiver_core::placement::{NodeId, Placement, ShardPlacement};
+use quiver_core::placement::NodeId;
 use quiver_core::{Error, Result};
-use tokio::sync::watch;
 
 /// Chooses `replication_factor` distinct nodes for each of `shard_count` shards. Nodes that
 /// answered (`live`) come before those that did not, then nodes carrying fewer replicas (in
@@ -62,83 +58,6 @@ pub fn place(
         shards.push(chosen);
     }
     Ok(shards)
-}
-
-/// The placements a node's meta replica has applied, shared by the meta state machine (the
-/// writer) and everything that routes or hosts shards. Every change bumps a version that
-/// [`Placements::subscribe`] watches.
-#[derive(Debug)]
-pub struct Placements {
-    map: RwLock<BTreeMap<String, Placement>>,
-    version: watch::Sender<u64>,
-}
-
-impl Default for Placements {
-    fn default() -> Self {
-        Self {
-            map: RwLock::default(),
-            version: watch::channel(0).0,
-        }
-    }
-}
-
-impl Placements {
-    pub fn get(&self, name: &str) -> Result<Placement> {
-        self.map
-            .read()
-            .get(name)
-            .cloned()
-            .ok_or_else(|| Error::NotFound(format!("collection `{name}`")))
-    }
-
-    pub fn list(&self) -> Vec<Placement> {
-        self.map.read().values().cloned().collect()
-    }
-
-    /// The collection and shard of group `group`.
-    pub fn by_group(&self, group: u64) -> Option<(Placement, ShardPlacement)> {
-        self.map.read().values().find_map(|p| {
-            p.shards
-                .iter()
-                .find(|s| s.group == group)
-                .map(|s| (p.clone(), s.clone()))
-        })
-    }
-
-    /// Replicas per node.
-    pub fn load(&self) -> BTreeMap<NodeId, usize> {
-        let mut load = BTreeMap::new();
-        for p in self.map.read().values() {
-            for s in &p.shards {
-                for n in &s.replicas {
-                    *load.entry(*n).or_default() += 1;
-                }
-            }
-        }
-        load
-    }
-
-    /// Notified after every change.
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.version.subscribe()
-    }
-
-    pub(crate) fn replace_all(&self, all: BTreeMap<String, Placement>) {
-        *self.map.write() = all;
-        self.version.send_modify(|v| *v += 1);
-    }
-
-    pub(crate) fn put(&self, placement: Placement) {
-        self.map
-            .write()
-            .insert(placement.spec.name.clone(), placement);
-        self.version.send_modify(|v| *v += 1);
-    }
-
-    pub(crate) fn remove(&self, name: &str) {
-        self.map.write().remove(name);
-        self.version.send_modify(|v| *v += 1);
-    }
 }
 
 #[cfg(test)]

@@ -4,8 +4,8 @@
 //! the Raft position (last applied log id and membership, encoded as the state machine's opaque
 //! `raft_state`) in one batch. Blank and membership entries advance the position only.
 //!
-//! A snapshot starts as a RocksDB checkpoint of the group plus hard links to each collection's
-//! graph dump, taken under the state-machine lock so it matches its log id exactly. Off the
+//! A snapshot starts as a RocksDB checkpoint of the group plus hard links to its derived files
+//! (each collection's graph dump), taken under the state-machine lock so it matches its log id exactly. Off the
 //! lock, the checkpoint's state-machine rows and the dump files are streamed into a checksummed
 //! snapshot file in the group's `snapshots/` directory, which openraft sends to a follower in
 //! chunks. A follower receives the chunks into a file; installing it checks the file whole,
@@ -31,9 +31,8 @@ use quiver_core::encoding;
 use tokio::fs::File;
 
 use super::{ApplyResponse, Entry, LogId, NodeId, StorageError, StoredMembership, TypeConfig};
-use crate::sm::command::Command;
 use crate::sm::snapshot::write_snapshot;
-use crate::sm::{AppliedRecord, StateMachine};
+use crate::sm::{AppliedRecord, Namespace, Proposal, StateMachine};
 use quiver_core::Error;
 
 type StorageResult<T> = Result<T, StorageError>;
@@ -68,9 +67,8 @@ struct StoredSnapshot {
 }
 
 /// The state machine of one group, as openraft sees it.
-#[derive(Clone)]
-pub struct RaftStateMachineStore {
-    inner: Arc<Mutex<StateMachine>>,
+pub struct RaftStateMachineStore<N: Namespace> {
+    inner: Arc<Mutex<StateMachine<N>>>,
     /// Where snapshot files (and the checkpoints they are made from) live.
     dir: PathBuf,
     current: Arc<Mutex<Option<StoredSnapshot>>>,
@@ -79,10 +77,23 @@ pub struct RaftStateMachineStore {
     builds: Arc<AtomicU64>,
 }
 
-impl RaftStateMachineStore {
+// (By hand: a derive would ask `N: Clone`, and the store shares its state machine anyway.)
+impl<N: Namespace> Clone for RaftStateMachineStore<N> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            dir: self.dir.clone(),
+            current: self.current.clone(),
+            receiving: self.receiving.clone(),
+            builds: self.builds.clone(),
+        }
+    }
+}
+
+impl<N: Namespace> RaftStateMachineStore<N> {
     /// The state machine `inner`, with snapshot files in `dir`. The newest complete snapshot
     /// left there by an earlier run becomes the current one; anything else there is removed.
-    pub fn new(inner: Arc<Mutex<StateMachine>>, dir: PathBuf) -> Self {
+    pub fn new(inner: Arc<Mutex<StateMachine<N>>>, dir: PathBuf) -> Self {
         let store = Self {
             inner,
             dir,
@@ -177,7 +188,10 @@ fn join_error(e: tokio::task::JoinError) -> StorageError {
 }
 
 /// Applies entries in order; returns one response per entry.
-fn apply_entries(sm: &mut StateMachine, entries: Vec<Entry>) -> StorageResult<Vec<ApplyResponse>> {
+fn apply_entries<N: Namespace>(
+    sm: &mut StateMachine<N>,
+    entries: Vec<Entry>,
+) -> StorageResult<Vec<ApplyResponse>> {
     let mut position = RaftPosition::decode(sm.raft_state())?;
     let mut responses = Vec::with_capacity(entries.len());
     for entry in entries {
@@ -187,8 +201,8 @@ fn apply_entries(sm: &mut StateMachine, entries: Vec<Entry>) -> StorageResult<Ve
             EntryPayload::Blank => sm.apply_entry(index, None, Some(position.encode()?)),
             EntryPayload::Normal(encoded) => {
                 // An entry this build cannot read must stop the group, not be skipped.
-                let command = Command::decode(&encoded.0).map_err(sm_error)?;
-                sm.apply_entry(index, Some(&command), Some(position.encode()?))
+                let proposal = Proposal::decode(N::KIND, &encoded).map_err(sm_error)?;
+                sm.apply_entry(index, Some(&proposal), Some(position.encode()?))
             }
             EntryPayload::Membership(membership) => {
                 position.membership = StoredMembership::new(Some(entry.log_id), membership);
@@ -208,7 +222,7 @@ fn apply_entries(sm: &mut StateMachine, entries: Vec<Entry>) -> StorageResult<Ve
     Ok(responses)
 }
 
-impl RaftStateMachine<TypeConfig> for RaftStateMachineStore {
+impl<N: Namespace> RaftStateMachine<TypeConfig> for RaftStateMachineStore<N> {
     type SnapshotBuilder = Self;
 
     async fn applied_state(&mut self) -> StorageResult<(Option<LogId>, StoredMembership)> {
@@ -325,7 +339,7 @@ impl RaftStateMachine<TypeConfig> for RaftStateMachineStore {
     }
 }
 
-impl RaftSnapshotBuilder<TypeConfig> for RaftStateMachineStore {
+impl<N: Namespace> RaftSnapshotBuilder<TypeConfig> for RaftStateMachineStore<N> {
     async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
         let build = self.builds.fetch_add(1, Ordering::Relaxed);
         let inner = self.inner.clone();
@@ -339,7 +353,7 @@ impl RaftSnapshotBuilder<TypeConfig> for RaftStateMachineStore {
             let checkpoint = inner.lock().checkpoint(&checkpoint_dir)?;
             let path = dir.join(format!("building-{build}.snap"));
             let mut out = std::io::BufWriter::new(std::fs::File::create(&path).map_err(io)?);
-            let written = write_snapshot(checkpoint.state.as_ref(), &checkpoint.graphs, &mut out);
+            let written = write_snapshot(checkpoint.state.as_ref(), &checkpoint.derived, &mut out);
             let raft_state = checkpoint.applied.raft_state;
             drop(checkpoint.state);
             let _ = std::fs::remove_dir_all(&checkpoint_dir);
@@ -383,15 +397,16 @@ mod tests {
 
     use super::*;
     use crate::raft::log_store::LogStore;
+    use crate::sm::Points;
     use crate::storage::{MemoryStorage, RocksStorage, Storage};
 
     /// Both halves over one storage engine, in a fresh directory.
     fn stores(
         dir: TempDir,
         storage: Arc<dyn Storage>,
-    ) -> StorageResult<(TempDir, LogStore, RaftStateMachineStore)> {
-        let sm =
-            StateMachine::open(storage.clone(), &dir.path().join("graphs")).map_err(sm_error)?;
+    ) -> StorageResult<(TempDir, LogStore, RaftStateMachineStore<Points>)> {
+        let sm = StateMachine::<Points>::open(storage.clone(), &dir.path().join("derived"))
+            .map_err(sm_error)?;
         let snapshots = dir.path().join("snapshots");
         Ok((
             dir,
@@ -401,8 +416,8 @@ mod tests {
     }
 
     struct MemoryBuilder;
-    impl StoreBuilder<TypeConfig, LogStore, RaftStateMachineStore, TempDir> for MemoryBuilder {
-        async fn build(&self) -> StorageResult<(TempDir, LogStore, RaftStateMachineStore)> {
+    impl StoreBuilder<TypeConfig, LogStore, RaftStateMachineStore<Points>, TempDir> for MemoryBuilder {
+        async fn build(&self) -> StorageResult<(TempDir, LogStore, RaftStateMachineStore<Points>)> {
             stores(
                 TempDir::new().expect("tempdir"),
                 Arc::new(MemoryStorage::default()),
@@ -411,8 +426,8 @@ mod tests {
     }
 
     struct RocksBuilder;
-    impl StoreBuilder<TypeConfig, LogStore, RaftStateMachineStore, TempDir> for RocksBuilder {
-        async fn build(&self) -> StorageResult<(TempDir, LogStore, RaftStateMachineStore)> {
+    impl StoreBuilder<TypeConfig, LogStore, RaftStateMachineStore<Points>, TempDir> for RocksBuilder {
+        async fn build(&self) -> StorageResult<(TempDir, LogStore, RaftStateMachineStore<Points>)> {
             let dir = TempDir::new().expect("tempdir");
             let rocks = RocksStorage::open(&dir.path().join("db"), false).map_err(sm_error)?;
             stores(dir, Arc::new(rocks))

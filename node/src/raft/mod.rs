@@ -17,8 +17,8 @@ pub mod log_store;
 pub mod machine_store;
 pub mod network;
 
-use crate::sm::command::EncodedCommand;
 use crate::sm::Applied;
+use crate::sm::EncodedCommand;
 use quiver_core::Error;
 
 pub use quiver_core::placement::NodeId;

@@ -215,7 +215,7 @@ impl Cluster for ClusterService {
                 let mut info = convert::placement_info(&p, |n| members.get(&n).cloned());
                 // Leader hints for the shards this node holds.
                 for shard in &mut info.shards {
-                    let leader = self.node.group(shard.group).ok().and_then(|g| g.leader());
+                    let leader = self.node.shard(shard.group).ok().and_then(|g| g.leader());
                     shard.leader = leader.unwrap_or(0);
                 }
                 info

@@ -41,14 +41,14 @@ impl RaftRpc for RaftService {
         request: Request<RaftRequest>,
     ) -> Result<Response<RaftReply>, Status> {
         let req = request.into_inner();
-        let raft = self.node.group(req.group)?;
-        reply(&raft.raft().append_entries(decode(&req.payload)?).await)
+        let raft = self.node.raft(req.group)?;
+        reply(&raft.append_entries(decode(&req.payload)?).await)
     }
 
     async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let req = request.into_inner();
-        let raft = self.node.group(req.group)?;
-        reply(&raft.raft().vote(decode(&req.payload)?).await)
+        let raft = self.node.raft(req.group)?;
+        reply(&raft.vote(decode(&req.payload)?).await)
     }
 
     async fn install_snapshot(
@@ -56,7 +56,7 @@ impl RaftRpc for RaftService {
         request: Request<RaftRequest>,
     ) -> Result<Response<RaftReply>, Status> {
         let req = request.into_inner();
-        let raft = self.node.group(req.group)?;
-        reply(&raft.raft().install_snapshot(decode(&req.payload)?).await)
+        let raft = self.node.raft(req.group)?;
+        reply(&raft.install_snapshot(decode(&req.payload)?).await)
     }
 }

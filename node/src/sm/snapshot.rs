@@ -9,7 +9,7 @@ use crate::storage::{Storage, Table};
 use quiver_core::{Error, Result};
 
 /// The first bytes of a snapshot file.
-const SNAPSHOT_MAGIC: &[u8] = b"QSNAP2";
+const SNAPSHOT_MAGIC: &[u8] = b"QSNAP3";
 /// The table byte that starts a file entry (a graph dump's file).
 const SNAPSHOT_FILE: u8 = 0xfe;
 /// The table byte that starts a snapshot's trailer.
@@ -17,7 +17,7 @@ const SNAPSHOT_END: u8 = 0xff;
 
 /// Writes a snapshot of `state` (a checkpoint) and the graph dumps under `graphs` to `out`:
 /// - the magic;
-/// - per row of the state-machine tables: a table byte, a u32 key length, the key, a u32 value
+/// - per row of the state-machine tables: the table's tag ([`Table::tag`]), a u32 key length, the key, a u32 value
 ///   length and the value;
 /// - per file under `graphs`: `SNAPSHOT_FILE`, a u32 length and its `/`-separated path
 ///   relative to `graphs`, a u64 length and its bytes;
@@ -32,9 +32,10 @@ pub fn write_snapshot(state: &dyn Storage, graphs: &Path, out: &mut impl Write) 
     };
     let mut entries = 0u64;
     out.write_all(SNAPSHOT_MAGIC).map_err(io)?;
-    for (tag, table) in Table::STATE_MACHINE.into_iter().enumerate() {
+    for table in Table::STATE_MACHINE {
+        let tag = table.tag();
         state.for_each(table, b"", &mut |k, v| {
-            out.write_all(&[tag as u8]).map_err(io)?;
+            out.write_all(&[tag]).map_err(io)?;
             for part in [k, v] {
                 out.write_all(&(part.len() as u32).to_be_bytes())
                     .map_err(io)?;
@@ -188,8 +189,8 @@ pub(crate) fn read_snapshot(
                 return Err(corrupt("truncated file"));
             }
         } else {
-            let table = *Table::STATE_MACHINE
-                .get(tag as usize)
+            let table = Table::from_tag(tag)
+                .filter(|t| Table::STATE_MACHINE.contains(t))
                 .ok_or_else(|| corrupt("unknown table"))?;
             let key = part(&mut input)?;
             let value = part(&mut input)?;

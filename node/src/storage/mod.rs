@@ -36,6 +36,21 @@ impl Table {
     /// The tables the state machine owns, which a Raft snapshot carries.
     pub const STATE_MACHINE: [Table; 2] = [Table::Meta, Table::Points];
 
+    /// The table's byte in a snapshot file: fixed per table, never reused, whatever the order
+    /// of the variants.
+    pub fn tag(self) -> u8 {
+        match self {
+            Table::Meta => 1,
+            Table::Points => 2,
+            Table::RaftLog => 3,
+            Table::RaftMeta => 4,
+        }
+    }
+
+    pub fn from_tag(tag: u8) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.tag() == tag)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Table::Meta => "meta",

@@ -106,7 +106,7 @@ async fn restarts_keep_every_acknowledged_write() {
         .flatten()
         .collect();
     assert_eq!(shard_dirs.len(), 1, "one shard replica");
-    let graphs = shard_dirs[0].path().join("graphs");
+    let graphs = shard_dirs[0].path().join("derived").join("graphs");
     assert!(
         std::fs::read_dir(&graphs).unwrap().count() == 1,
         "one graph dumped"

@@ -1,0 +1,258 @@
+//! The meta group's namespace: the catalogue of collections and the shard map.
+//!
+//! Rows (table `meta` under `placement/`) and, derived from them, [`Placements`], the applied
+//! map every part of a node reads (routing, hosting replicas, reconciling). Changed only by
+//! [`MetaCommand`]s, each checked against the map it was planned from.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use quiver_core::placement::{shard_group, NodeId, Placement, ShardPlacement};
+use quiver_core::point::CollectionSpec;
+use quiver_core::{Error, Result};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use super::{decode, encode, MachineKind, Namespace};
+use crate::storage::{Storage, Table, WriteBatch};
+
+const PLACEMENT_PREFIX: &[u8] = b"placement/";
+
+fn placement_key(name: &str) -> Vec<u8> {
+    [PLACEMENT_PREFIX, name.as_bytes()].concat()
+}
+
+/// Changes of the catalogue and the shard map.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum MetaCommand {
+    /// A new collection, with the replicas chosen for each shard.
+    CreateCollection {
+        spec: CollectionSpec,
+        replication_factor: u32,
+        replicas: Vec<Vec<NodeId>>,
+    },
+    /// Every shard group of collection `id` has been formed.
+    MarkReady {
+        name: String,
+        id: u64,
+    },
+    DropCollection {
+        name: String,
+    },
+    /// A shard's replicas changed (a replica moved). Rejected unless the shard is still at
+    /// `epoch`, so two changes planned from the same map cannot overwrite each other.
+    SetReplicas {
+        group: u64,
+        epoch: u64,
+        replicas: Vec<NodeId>,
+    },
+}
+
+/// The placements a node's meta replica has applied, shared by the meta state machine (the
+/// writer) and everything that routes or hosts shards. Every change bumps a version that
+/// [`Placements::subscribe`] watches.
+#[derive(Debug)]
+pub struct Placements {
+    map: RwLock<BTreeMap<String, Placement>>,
+    version: watch::Sender<u64>,
+}
+
+impl Default for Placements {
+    fn default() -> Self {
+        Self {
+            map: RwLock::default(),
+            version: watch::channel(0).0,
+        }
+    }
+}
+
+impl Placements {
+    pub fn get(&self, name: &str) -> Result<Placement> {
+        self.map
+            .read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("collection `{name}`")))
+    }
+
+    pub fn list(&self) -> Vec<Placement> {
+        self.map.read().values().cloned().collect()
+    }
+
+    /// The collection and shard of group `group`.
+    pub fn by_group(&self, group: u64) -> Option<(Placement, ShardPlacement)> {
+        self.map.read().values().find_map(|p| {
+            p.shards
+                .iter()
+                .find(|s| s.group == group)
+                .map(|s| (p.clone(), s.clone()))
+        })
+    }
+
+    /// Replicas per node.
+    pub fn load(&self) -> BTreeMap<NodeId, usize> {
+        let mut load = BTreeMap::new();
+        for p in self.map.read().values() {
+            for s in &p.shards {
+                for n in &s.replicas {
+                    *load.entry(*n).or_default() += 1;
+                }
+            }
+        }
+        load
+    }
+
+    /// Notified after every change.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.version.subscribe()
+    }
+
+    fn replace_all(&self, all: BTreeMap<String, Placement>) {
+        *self.map.write() = all;
+        self.version.send_modify(|v| *v += 1);
+    }
+
+    fn put(&self, placement: Placement) {
+        self.map
+            .write()
+            .insert(placement.spec.name.clone(), placement);
+        self.version.send_modify(|v| *v += 1);
+    }
+
+    fn remove(&self, name: &str) {
+        self.map.write().remove(name);
+        self.version.send_modify(|v| *v += 1);
+    }
+}
+
+/// What to do in memory once a batch is durable.
+pub enum CatalogueEffect {
+    Place(Placement),
+    Unplace(String),
+}
+
+/// The catalogue namespace of the meta group.
+#[derive(Default)]
+pub struct Catalogue {
+    placements: Arc<Placements>,
+}
+
+impl Catalogue {
+    /// The placement a meta command creates or changes (for a drop: the one it removes).
+    fn plan_meta(&self, index: u64, command: &MetaCommand) -> Result<Placement> {
+        match command {
+            MetaCommand::CreateCollection {
+                spec,
+                replication_factor,
+                replicas,
+            } => {
+                if self.placements.get(&spec.name).is_ok() {
+                    return Err(Error::AlreadyExists(format!("collection `{}`", spec.name)));
+                }
+                let shards = replicas
+                    .iter()
+                    .enumerate()
+                    .map(|(shard, replicas)| ShardPlacement {
+                        shard: shard as u32,
+                        group: shard_group(index, shard as u32),
+                        replicas: replicas.clone(),
+                        epoch: 0,
+                    })
+                    .collect();
+                Ok(Placement {
+                    id: index,
+                    spec: spec.clone(),
+                    replication_factor: *replication_factor,
+                    shards,
+                    ready: false,
+                })
+            }
+            MetaCommand::MarkReady { name, id } => {
+                let mut placement = self.placements.get(name)?;
+                if placement.id != *id {
+                    return Err(Error::NotFound(format!(
+                        "collection `{name}` as it was when its shards were formed"
+                    )));
+                }
+                placement.ready = true;
+                Ok(placement)
+            }
+            MetaCommand::DropCollection { name } => self.placements.get(name),
+            MetaCommand::SetReplicas {
+                group,
+                epoch,
+                replicas,
+            } => {
+                let (mut placement, _) = self
+                    .placements
+                    .by_group(*group)
+                    .ok_or_else(|| Error::NotFound(format!("shard group {group}")))?;
+                let shard = placement
+                    .shards
+                    .iter_mut()
+                    .find(|s| s.group == *group)
+                    .ok_or_else(|| Error::Internal(format!("shard group {group}")))?;
+                if shard.epoch != *epoch {
+                    return Err(Error::Conflict(format!(
+                        "shard group {group} changed meanwhile (epoch {} is now {})",
+                        epoch, shard.epoch
+                    )));
+                }
+                shard.replicas = replicas.clone();
+                shard.epoch += 1;
+                Ok(placement)
+            }
+        }
+    }
+}
+
+impl Namespace for Catalogue {
+    const KIND: MachineKind = MachineKind::Meta;
+    type Command = MetaCommand;
+    type Effect = CatalogueEffect;
+    type View = Arc<Placements>;
+
+    fn view(&self) -> Arc<Placements> {
+        self.placements.clone()
+    }
+
+    fn load(&mut self, storage: &dyn Storage, _derived: &Path) -> Result<()> {
+        let mut all = BTreeMap::new();
+        for (_, v) in storage.scan(Table::Meta, PLACEMENT_PREFIX, None, usize::MAX)? {
+            let p: Placement = decode(&v)?;
+            all.insert(p.spec.name.clone(), p);
+        }
+        self.placements.replace_all(all);
+        Ok(())
+    }
+
+    fn plan(
+        &self,
+        _storage: &dyn Storage,
+        index: u64,
+        command: &MetaCommand,
+        batch: &mut WriteBatch,
+    ) -> Result<(CatalogueEffect, u64)> {
+        let placement = self.plan_meta(index, command)?;
+        let name = placement.spec.name.clone();
+        if matches!(command, MetaCommand::DropCollection { .. }) {
+            batch.delete(Table::Meta, placement_key(&name));
+            Ok((CatalogueEffect::Unplace(name), 1))
+        } else {
+            batch.put(Table::Meta, placement_key(&name), encode(&placement)?);
+            Ok((CatalogueEffect::Place(placement), 1))
+        }
+    }
+
+    fn install(&mut self, effect: CatalogueEffect, _derived: &Path) {
+        match effect {
+            CatalogueEffect::Place(placement) => self.placements.put(placement),
+            CatalogueEffect::Unplace(name) => self.placements.remove(&name),
+        }
+    }
+
+    /// The catalogue derives no files.
+    fn link_derived(&self, _derived: &Path, _into: &Path) {}
+}

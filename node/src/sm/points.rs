@@ -1,0 +1,322 @@
+//! A shard group's namespace: the collection the group serves and its points.
+//!
+//! Rows (table `meta` under `collection/` and `next_slot/`, table `points` keyed by collection
+//! id then point id) and, derived from them, the in-memory [`Collection`]s and their graph dumps
+//! (under `graphs/` in the group's derived directory). The group learns its collection from its
+//! first command, [`ShardCommand::Serve`], proposed when the group is formed; every replica,
+//! however it catches up (log or snapshot), gets it the same way.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use quiver_core::point::{CollectionMeta, JsonMap, PointId, PointRecord};
+use quiver_core::shard::PointsCommand;
+use quiver_core::{Error, Result};
+use quiver_index::Slot;
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use super::{decode, encode, MachineKind, Namespace};
+use crate::shard::{persist, Collection};
+use crate::storage::{Storage, Table, WriteBatch};
+
+const COLLECTION_PREFIX: &[u8] = b"collection/";
+const NEXT_SLOT_PREFIX: &[u8] = b"next_slot/";
+
+/// A shard group's mutations.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ShardCommand {
+    /// The collection the group serves (its id is the group's): the group's first command. A
+    /// second one for the same collection changes nothing; one for another is refused.
+    Serve(CollectionMeta),
+    Points(PointsCommand),
+}
+
+fn collection_key(name: &str) -> Vec<u8> {
+    [COLLECTION_PREFIX, name.as_bytes()].concat()
+}
+
+fn next_slot_key(collection_id: u64) -> Vec<u8> {
+    [NEXT_SLOT_PREFIX, &collection_id.to_be_bytes()].concat()
+}
+
+/// Key prefix of a collection's points.
+pub fn points_prefix(collection_id: u64) -> Vec<u8> {
+    collection_id.to_be_bytes().to_vec()
+}
+
+/// Key of one point.
+pub fn point_key(collection_id: u64, id: &PointId) -> Vec<u8> {
+    [points_prefix(collection_id), id.to_key()].concat()
+}
+
+/// Where a collection's graph dumps live under a group's derived directory.
+pub fn graph_dir(derived: &Path, collection_id: u64) -> PathBuf {
+    graphs_root(derived).join(format!("{collection_id}"))
+}
+
+fn graphs_root(derived: &Path) -> PathBuf {
+    derived.join("graphs")
+}
+
+/// The collections a replica serves, shared by the state machine (writer) and readers.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    collections: RwLock<BTreeMap<String, Arc<Collection>>>,
+}
+
+impl Catalog {
+    pub fn get(&self, name: &str) -> Result<Arc<Collection>> {
+        self.collections
+            .read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("collection `{name}`")))
+    }
+
+    pub fn list(&self) -> Vec<Arc<Collection>> {
+        self.collections.read().values().cloned().collect()
+    }
+}
+
+/// What to do in memory once a batch is durable.
+pub enum PointsEffect {
+    None,
+    Serve(CollectionMeta),
+    Upsert(Arc<Collection>, Vec<(PointId, Slot, Vec<f32>, JsonMap)>),
+    Delete(Arc<Collection>, Vec<PointId>),
+}
+
+/// The points namespace of a shard group.
+#[derive(Default)]
+pub struct Points {
+    catalog: Arc<Catalog>,
+}
+
+impl Points {
+    /// The collection a points command was validated against, if it is still this one.
+    fn target(&self, name: &str, id: u64) -> Result<Arc<Collection>> {
+        let collection = self.catalog.get(name)?;
+        if collection.meta.id != id {
+            return Err(Error::NotFound(format!(
+                "collection `{name}` as it was when the request was checked (it was re-created)"
+            )));
+        }
+        Ok(collection)
+    }
+
+    fn plan_points(
+        &self,
+        storage: &dyn Storage,
+        command: &PointsCommand,
+        batch: &mut WriteBatch,
+    ) -> Result<(PointsEffect, u64)> {
+        match command {
+            PointsCommand::Upsert {
+                collection,
+                collection_id,
+                points,
+            } => {
+                let collection = self.target(collection, *collection_id)?;
+                let dim = collection.meta.spec.dim as usize;
+                if let Some((i, p)) = points
+                    .iter()
+                    .enumerate()
+                    .find(|(_, p)| p.vector.len() != dim)
+                {
+                    return Err(Error::invalid(
+                        format!("points[{i}].vector"),
+                        format!("expected {dim} dimensions, got {}", p.vector.len()),
+                    ));
+                }
+                let id = collection.meta.id;
+                let mut next_slot = match storage.get(Table::Meta, &next_slot_key(id))? {
+                    Some(b) => u32::from_be_bytes(
+                        b.as_slice()
+                            .try_into()
+                            .map_err(|_| Error::Storage("corrupt slot counter".into()))?,
+                    ),
+                    None => 0,
+                };
+                let mut installs = Vec::with_capacity(points.len());
+                for p in points {
+                    let slot = next_slot;
+                    // Deterministic, so a rejection every replica agrees on (not a fault).
+                    next_slot = next_slot.checked_add(1).ok_or_else(|| {
+                        Error::invalid(
+                            "points",
+                            "the collection has used all 2^32 vector slots; re-create it",
+                        )
+                    })?;
+                    let record = PointRecord {
+                        slot,
+                        vector: p.vector.clone(),
+                        payload: p.payload.clone(),
+                    };
+                    batch.put(Table::Points, point_key(id, &p.id), encode(&record)?);
+                    installs.push((p.id, slot, record.vector, record.payload));
+                }
+                batch.put(
+                    Table::Meta,
+                    next_slot_key(id),
+                    next_slot.to_be_bytes().to_vec(),
+                );
+                let n = installs.len() as u64;
+                Ok((PointsEffect::Upsert(collection, installs), n))
+            }
+            PointsCommand::Delete {
+                collection,
+                collection_id,
+                ids,
+            } => {
+                let collection = self.target(collection, *collection_id)?;
+                Ok(plan_delete(collection, ids.clone(), batch))
+            }
+            PointsCommand::DeleteByFilter {
+                collection,
+                collection_id,
+                filter,
+            } => {
+                let collection = self.target(collection, *collection_id)?;
+                let ids = collection.matching_ids(filter);
+                Ok(plan_delete(collection, ids, batch))
+            }
+        }
+    }
+}
+
+fn plan_delete(
+    collection: Arc<Collection>,
+    ids: Vec<PointId>,
+    batch: &mut WriteBatch,
+) -> (PointsEffect, u64) {
+    let existing: Vec<PointId> = {
+        let seg = collection.segment();
+        let unique: std::collections::BTreeSet<PointId> = ids.into_iter().collect();
+        unique
+            .into_iter()
+            .filter(|id| seg.slot_of(id).is_some())
+            .collect()
+    };
+    for id in &existing {
+        batch.delete(Table::Points, point_key(collection.meta.id, id));
+    }
+    let n = existing.len() as u64;
+    (PointsEffect::Delete(collection, existing), n)
+}
+
+impl Namespace for Points {
+    const KIND: MachineKind = MachineKind::Shard;
+    type Command = ShardCommand;
+    type Effect = PointsEffect;
+    type View = Arc<Catalog>;
+
+    fn view(&self) -> Arc<Catalog> {
+        self.catalog.clone()
+    }
+
+    fn load(&mut self, storage: &dyn Storage, derived: &Path) -> Result<()> {
+        let metas: Vec<CollectionMeta> = storage
+            .scan(Table::Meta, COLLECTION_PREFIX, None, usize::MAX)?
+            .iter()
+            .map(|(_, v)| decode(v))
+            .collect::<Result<_>>()?;
+        sweep_graph_dirs(&graphs_root(derived), &metas);
+        let mut collections = BTreeMap::new();
+        for meta in metas {
+            let mut records = Vec::new();
+            let prefix = points_prefix(meta.id);
+            storage.for_each(Table::Points, &prefix, &mut |k, v| {
+                records.push((
+                    PointId::from_key(&k[prefix.len()..])?,
+                    decode::<PointRecord>(v)?,
+                ));
+                Ok(true)
+            })?;
+            let dir = graph_dir(derived, meta.id);
+            let (collection, report) = Collection::open(meta, records, &dir)?;
+            info!(
+                collection = %collection.name(),
+                points = report.points,
+                graph_loaded = report.graph_loaded,
+                graph_inserts = report.graph_inserts,
+                elapsed_ms = report.elapsed_ms as u64,
+                "collection opened"
+            );
+            collections.insert(collection.name().to_string(), Arc::new(collection));
+        }
+        *self.catalog.collections.write() = collections;
+        Ok(())
+    }
+
+    fn plan(
+        &self,
+        storage: &dyn Storage,
+        _index: u64,
+        command: &ShardCommand,
+        batch: &mut WriteBatch,
+    ) -> Result<(PointsEffect, u64)> {
+        match command {
+            ShardCommand::Serve(meta) => {
+                let served = self.catalog.list();
+                match served.first() {
+                    Some(c) if c.meta == *meta => Ok((PointsEffect::None, 0)),
+                    Some(c) => Err(Error::AlreadyExists(format!(
+                        "this shard group serves collection `{}` already",
+                        c.name()
+                    ))),
+                    None => {
+                        batch.put(Table::Meta, collection_key(&meta.spec.name), encode(meta)?);
+                        Ok((PointsEffect::Serve(meta.clone()), 1))
+                    }
+                }
+            }
+            ShardCommand::Points(command) => self.plan_points(storage, command, batch),
+        }
+    }
+
+    fn install(&mut self, effect: PointsEffect, derived: &Path) {
+        match effect {
+            PointsEffect::None => {}
+            PointsEffect::Serve(meta) => {
+                let name = meta.spec.name.clone();
+                // A leftover graph dump of an id can only be stale.
+                let _ = std::fs::remove_dir_all(graph_dir(derived, meta.id));
+                self.catalog
+                    .collections
+                    .write()
+                    .insert(name, Arc::new(Collection::new(meta)));
+            }
+            PointsEffect::Upsert(collection, points) => collection.apply_upserts(points),
+            PointsEffect::Delete(collection, ids) => {
+                collection.apply_deletes(&ids);
+            }
+        }
+    }
+
+    fn link_derived(&self, derived: &Path, into: &Path) {
+        for collection in self.catalog.list() {
+            let id = collection.meta.id;
+            let linked = persist::link_graph_dump(&graph_dir(derived, id), &graph_dir(into, id));
+            if let Err(e) = linked {
+                warn!(collection = %collection.name(), error = %e, "graph dump left out of the snapshot");
+            }
+        }
+    }
+}
+
+/// Removes graph dumps of collections that no longer exist (a dump that finished after its
+/// collection was dropped, or after a snapshot replaced the state).
+fn sweep_graph_dirs(root: &Path, metas: &[CollectionMeta]) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if !metas.iter().any(|m| m.id.to_string() == name) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}

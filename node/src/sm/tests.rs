@@ -1,0 +1,585 @@
+//! The dispatcher's guarantees, through a shard group's machine (points) and the meta group's
+//! (catalogue): a model check of applying, rejections, snapshots, idempotency keys.
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+use quiver_index::distance::Metric;
+use quiver_index::filter::Filter;
+use quiver_index::params::HnswParams;
+use quiver_index::payload_index::FieldType;
+
+use super::points::graph_dir;
+use super::*;
+use crate::shard::search::{PlannerConfig, SearchParams};
+use crate::sm::snapshot::write_snapshot;
+use crate::storage::MemoryStorage;
+use quiver_core::placement::shard_group;
+use quiver_core::point::{CollectionMeta, CollectionSpec, IndexKind, JsonMap, NewPoint, PointId};
+use quiver_core::shard::PointsCommand;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Upsert(Vec<(u64, [i8; 2], u8)>),
+    Delete(Vec<u64>),
+    DeleteTag(u8),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => prop::collection::btree_map(0u64..24, (any::<[i8; 2]>(), 0u8..3), 1..6)
+            .prop_map(|m| Op::Upsert(m.into_iter().map(|(id, (v, t))| (id, v, t)).collect())),
+        2 => prop::collection::vec(0u64..24, 1..4).prop_map(Op::Delete),
+        1 => (0u8..3).prop_map(Op::DeleteTag),
+    ]
+}
+
+fn vector(v: [i8; 2]) -> Vec<f32> {
+    vec![v[0] as f32, v[1] as f32]
+}
+
+fn spec(index: IndexKind) -> CollectionSpec {
+    CollectionSpec {
+        name: "m".into(),
+        dim: 2,
+        metric: Metric::L2,
+        index,
+        payload_indexes: vec![("tag".into(), FieldType::Integer)],
+        default_ef: None,
+    }
+}
+
+fn command(op: &Op) -> ShardCommand {
+    ShardCommand::Points(match op {
+        Op::Upsert(points) => PointsCommand::Upsert {
+            collection: "m".into(),
+            collection_id: 1,
+            points: points
+                .iter()
+                .map(|(id, v, tag)| NewPoint {
+                    id: PointId::Num(*id),
+                    vector: vector(*v),
+                    payload: serde_json::json!({"tag": tag})
+                        .as_object()
+                        .cloned()
+                        .unwrap(),
+                })
+                .collect(),
+        },
+        Op::Delete(ids) => PointsCommand::Delete {
+            collection: "m".into(),
+            collection_id: 1,
+            ids: ids.iter().map(|i| PointId::Num(*i)).collect(),
+        },
+        Op::DeleteTag(tag) => PointsCommand::DeleteByFilter {
+            collection: "m".into(),
+            collection_id: 1,
+            filter: Filter::from_json(&serde_json::json!({"tag": tag})).unwrap(),
+        },
+    })
+}
+
+/// The model: id -> (vector, tag).
+fn apply_model(model: &mut BTreeMap<u64, ([i8; 2], u8)>, op: &Op) {
+    match op {
+        Op::Upsert(points) => {
+            for (id, v, t) in points {
+                model.insert(*id, (*v, *t));
+            }
+        }
+        Op::Delete(ids) => ids.iter().for_each(|id| {
+            model.remove(id);
+        }),
+        Op::DeleteTag(tag) => model.retain(|_, (_, t)| t != tag),
+    }
+}
+
+fn assert_matches_model(sm: &ShardMachine, model: &BTreeMap<u64, ([i8; 2], u8)>) {
+    let c = sm.view().get("m").unwrap();
+    assert_eq!(c.points_count(), model.len());
+    let all: Vec<PointId> = (0..24).map(PointId::Num).collect();
+    let got: BTreeMap<u64, (Vec<f32>, serde_json::Value)> = c
+        .get(&all)
+        .into_iter()
+        .map(|(id, v, p)| {
+            let PointId::Num(n) = id else { unreachable!() };
+            (n, (v, p["tag"].clone()))
+        })
+        .collect();
+    let want: BTreeMap<u64, (Vec<f32>, serde_json::Value)> = model
+        .iter()
+        .map(|(id, (v, t))| (*id, (vector(*v), serde_json::json!(t))))
+        .collect();
+    assert_eq!(got, want);
+    // every live point is found by search, and nothing else is
+    let planner = PlannerConfig {
+        exact_search_threshold: 0,
+        default_ef: 64,
+        max_ef: 256,
+    };
+    for exact in [true, false] {
+        let params = SearchParams {
+            vector: vec![0.0, 0.0],
+            top_k: 30,
+            ef: Some(64),
+            filter: None,
+            exact,
+            with_payload: false,
+            with_vector: false,
+        };
+        let (hits, _) = c.search(&params, &planner);
+        let mut ids: Vec<u64> = hits
+            .iter()
+            .map(|h| match h.id {
+                PointId::Num(n) => n,
+                PointId::Uuid(_) => unreachable!(),
+            })
+            .collect();
+        ids.sort();
+        assert_eq!(
+            ids,
+            model.keys().copied().collect::<Vec<_>>(),
+            "exact={exact}"
+        );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+    #[test]
+    fn random_upserts_and_deletes_match_a_model(
+        ops in prop::collection::vec(op(), 1..30),
+        hnsw in any::<bool>(),
+    ) {
+        let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::default());
+        let graphs = tempfile::tempdir().unwrap();
+        let mut sm = ShardMachine::open(storage.clone(), graphs.path()).unwrap();
+        let index = if hnsw { IndexKind::Hnsw(HnswParams { m: 8, ef_construction: 32 }) } else { IndexKind::Flat };
+        sm.apply(1, &serve(1, spec(index))).unwrap();
+        let mut model = BTreeMap::new();
+        for (i, op) in ops.iter().enumerate() {
+            let index = i as u64 + 2;
+            sm.apply(index, &command(op)).unwrap();
+            apply_model(&mut model, op);
+            // re-delivering the same entry changes nothing
+            let again = sm.apply(index, &command(op)).unwrap();
+            prop_assert!(again.duplicate);
+        }
+        assert_matches_model(&sm, &model);
+        // memory is derivable from storage: a reopened state machine agrees
+        let reopened = ShardMachine::open(storage, graphs.path()).unwrap();
+        prop_assert_eq!(reopened.last_applied(), Some(ops.len() as u64 + 1));
+        assert_matches_model(&reopened, &model);
+    }
+}
+
+#[test]
+fn rejected_commands_consume_their_index_and_change_nothing() {
+    let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::default());
+    let graphs = tempfile::tempdir().unwrap();
+    let mut sm = ShardMachine::open(storage.clone(), graphs.path()).unwrap();
+    let create = serve(1, spec(IndexKind::Flat));
+    sm.apply(1, &create).unwrap();
+    // The same collection again changes nothing; another one is refused.
+    assert_eq!(sm.apply(2, &create).unwrap().affected, 0);
+    let other = CollectionSpec {
+        name: "other".into(),
+        ..spec(IndexKind::Flat)
+    };
+    assert!(matches!(
+        sm.apply(3, &serve(3, other)),
+        Err(Error::AlreadyExists(_))
+    ));
+    assert_eq!(sm.last_applied(), Some(3));
+    let wrong_dim = ShardCommand::Points(PointsCommand::Upsert {
+        collection: "m".into(),
+        collection_id: 1,
+        points: vec![NewPoint {
+            id: PointId::Num(1),
+            vector: vec![1.0; 3],
+            payload: JsonMap::new(),
+        }],
+    });
+    assert!(matches!(
+        sm.apply(4, &wrong_dim),
+        Err(Error::InvalidArgument { .. })
+    ));
+    let missing = ShardCommand::Points(PointsCommand::Delete {
+        collection: "nope".into(),
+        collection_id: 1,
+        ids: vec![PointId::Num(1)],
+    });
+    assert!(matches!(sm.apply(5, &missing), Err(Error::NotFound(_))));
+    assert_eq!(sm.last_applied(), Some(5));
+    // a command checked against another incarnation of the collection (another id) is refused
+    let stale = ShardCommand::Points(PointsCommand::Upsert {
+        collection: "m".into(),
+        collection_id: 6,
+        points: vec![NewPoint {
+            id: PointId::Num(1),
+            vector: vec![1.0; 2],
+            payload: JsonMap::new(),
+        }],
+    });
+    assert!(matches!(sm.apply(7, &stale), Err(Error::NotFound(_))));
+    assert_eq!(sm.view().get("m").unwrap().points_count(), 0);
+    assert_eq!(sm.view().get("m").unwrap().points_count(), 0);
+    let reopened = ShardMachine::open(storage, graphs.path()).unwrap();
+    assert_eq!(reopened.last_applied(), Some(7));
+}
+
+/// Every row of the state-machine tables of `storage`.
+fn rows(storage: &dyn Storage) -> Vec<(Table, Vec<u8>, Vec<u8>)> {
+    let mut rows = Vec::new();
+    for table in Table::STATE_MACHINE {
+        storage
+            .for_each(table, b"", &mut |k, v| {
+                rows.push((table, k.to_vec(), v.to_vec()));
+                Ok(true)
+            })
+            .unwrap();
+    }
+    rows
+}
+
+#[test]
+fn a_snapshot_installs_whole_or_is_finished_when_the_state_is_next_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    // a source state of several install batches (payloads of 20 kB)
+    let source: Arc<dyn Storage> = Arc::new(MemoryStorage::default());
+    let mut sm = ShardMachine::open(source.clone(), &dir.path().join("g1")).unwrap();
+    sm.apply(1, &serve(1, spec(IndexKind::Flat))).unwrap();
+    let text = serde_json::Value::String("x".repeat(20_000));
+    let points = (0..500)
+        .map(|id| NewPoint {
+            id: PointId::Num(id),
+            vector: vec![id as f32, 1.0],
+            payload: JsonMap::from_iter([("text".to_string(), text.clone())]),
+        })
+        .collect();
+    sm.apply(
+        2,
+        &ShardCommand::Points(PointsCommand::Upsert {
+            collection: "m".into(),
+            collection_id: 1,
+            points,
+        }),
+    )
+    .unwrap();
+    let snapshot = dir.path().join("s.snap");
+    let mut out = std::fs::File::create(&snapshot).unwrap();
+    write_snapshot(source.as_ref(), &dir.path().join("none"), &mut out).unwrap();
+    drop(out);
+    let bytes = std::fs::read(&snapshot).unwrap();
+    assert!(bytes.len() > 2 * INSTALL_BATCH_BYTES);
+    let applied = AppliedRecord {
+        index: Some(2),
+        raft_state: b"position".to_vec(),
+    };
+
+    // a target with a state of its own
+    let target: Arc<dyn Storage> = Arc::new(MemoryStorage::default());
+    let graphs = dir.path().join("g2");
+    let mut sm = ShardMachine::open(target.clone(), &graphs).unwrap();
+    let other = CollectionSpec {
+        name: "other".into(),
+        ..spec(IndexKind::Flat)
+    };
+    sm.apply(7, &serve(7, other)).unwrap();
+    let before = rows(target.as_ref());
+
+    // a file cut short, with a byte changed, or with bytes after its end changes nothing
+    let cut = dir.path().join("cut.snap");
+    for broken in [
+        bytes[..bytes.len() - 1].to_vec(),
+        bytes[..bytes.len() - 13].to_vec(),
+        [&bytes[..], b"x"].concat(),
+        {
+            let mut b = bytes.clone();
+            b[bytes.len() / 2] ^= 1;
+            b
+        },
+    ] {
+        std::fs::write(&cut, broken).unwrap();
+        let err = sm.import(&cut, applied.clone()).unwrap_err();
+        assert!(err.to_string().contains("corrupt snapshot"), "{err}");
+        assert_eq!(rows(target.as_ref()), before);
+        assert_eq!(sm.last_applied(), Some(7));
+        assert!(sm.view().get("other").is_ok());
+    }
+
+    // a whole file replaces the state
+    sm.import(&snapshot, applied.clone()).unwrap();
+    assert_eq!(sm.last_applied(), Some(2));
+    assert_eq!(sm.raft_state(), b"position");
+    assert!(sm.view().get("other").is_err());
+    assert_eq!(sm.view().get("m").unwrap().points_count(), 500);
+    let installed = rows(target.as_ref());
+    assert_eq!(
+        installed.iter().filter(|r| r.0 == Table::Points).count(),
+        500
+    );
+
+    // a crash part-way leaves the install record and a partial state: opening finishes it
+    let crashed: Arc<dyn Storage> = Arc::new(MemoryStorage::default());
+    let mut partial = WriteBatch::default();
+    for (table, k, v) in installed.iter().take(40) {
+        partial.put(*table, k.clone(), v.clone());
+    }
+    partial.put(Table::Points, b"stale".to_vec(), b"row".to_vec());
+    let installing = Installing {
+        snapshot: snapshot.clone(),
+        applied,
+    };
+    partial.put(Table::Meta, INSTALLING_KEY, encode(&installing).unwrap());
+    crashed.write(partial).unwrap();
+    let reopened = ShardMachine::open(crashed.clone(), &dir.path().join("g3")).unwrap();
+    assert_eq!(rows(crashed.as_ref()), installed);
+    assert_eq!(reopened.last_applied(), Some(2));
+    assert_eq!(reopened.view().get("m").unwrap().points_count(), 500);
+}
+
+#[test]
+fn a_snapshot_carries_the_graph_dump_and_the_follower_inserts_only_what_came_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let source: Arc<dyn Storage> = Arc::new(MemoryStorage::default());
+    let derived = dir.path().join("source-derived");
+    let mut sm = ShardMachine::open(source.clone(), &derived).unwrap();
+    let hnsw = spec(IndexKind::Hnsw(HnswParams {
+        m: 8,
+        ef_construction: 32,
+    }));
+    sm.apply(1, &serve(1, hnsw)).unwrap();
+    let upsert = |ids: std::ops::Range<u64>| {
+        ShardCommand::Points(PointsCommand::Upsert {
+            collection: "m".into(),
+            collection_id: 1,
+            points: ids
+                .map(|id| NewPoint {
+                    id: PointId::Num(id),
+                    vector: vec![id as f32, (id % 7) as f32],
+                    payload: JsonMap::new(),
+                })
+                .collect(),
+        })
+    };
+    sm.apply(2, &upsert(0..200)).unwrap();
+    let collection = sm.view().get("m").unwrap();
+    assert!(collection.dump_graph(&graph_dir(&derived, 1)).unwrap());
+    sm.apply(3, &upsert(200..220)).unwrap();
+    // deleted after the dump: still in the dumped graph, never found
+    sm.apply(
+        4,
+        &ShardCommand::Points(PointsCommand::Delete {
+            collection: "m".into(),
+            collection_id: 1,
+            ids: vec![PointId::Num(50)],
+        }),
+    )
+    .unwrap();
+
+    let checkpoint = sm.checkpoint(&dir.path().join("checkpoint")).unwrap();
+    // a dump written after the checkpoint does not change it
+    assert!(collection.dump_graph(&graph_dir(&derived, 1)).unwrap());
+    let snapshot = dir.path().join("s.snap");
+    let mut out = std::fs::File::create(&snapshot).unwrap();
+    write_snapshot(checkpoint.state.as_ref(), &checkpoint.derived, &mut out).unwrap();
+    drop(out);
+
+    let target: Arc<dyn Storage> = Arc::new(MemoryStorage::default());
+    let mut follower = ShardMachine::open(target, &dir.path().join("target-graphs")).unwrap();
+    follower.import(&snapshot, checkpoint.applied).unwrap();
+    assert_eq!(follower.last_applied(), Some(4));
+    let installed = follower.view().get("m").unwrap();
+    assert_eq!(installed.points_count(), 219);
+    // the graph came from the dump: only the 20 points written after it were inserted
+    assert_eq!(installed.graph_inserts_since_dump(), 20);
+    let search = |query: Vec<f32>| {
+        let params = SearchParams {
+            vector: query,
+            top_k: 1,
+            ef: Some(64),
+            filter: None,
+            exact: false,
+            with_payload: false,
+            with_vector: false,
+        };
+        let planner = PlannerConfig {
+            exact_search_threshold: 0,
+            default_ef: 64,
+            max_ef: 256,
+        };
+        let (hits, _) = installed.search(&params, &planner);
+        hits[0].id
+    };
+    assert_eq!(search(vec![210.0, 0.0]), PointId::Num(210));
+    let near_deleted = search(vec![50.0, 1.0]);
+    assert!(
+        [PointId::Num(49), PointId::Num(51)].contains(&near_deleted),
+        "{near_deleted:?}"
+    );
+}
+
+fn upsert_one(id: u64, x: f32) -> ShardCommand {
+    ShardCommand::Points(PointsCommand::Upsert {
+        collection: "m".into(),
+        collection_id: 1,
+        points: vec![NewPoint {
+            id: PointId::Num(id),
+            vector: vec![x, 0.0],
+            payload: JsonMap::new(),
+        }],
+    })
+}
+
+fn once(key: &str, command: ShardCommand) -> Proposal<ShardCommand> {
+    Proposal::new(MachineKind::Shard, key, command)
+}
+
+/// Applies a proposal with its idempotency key.
+fn apply_once(
+    sm: &mut ShardMachine,
+    index: u64,
+    proposal: &Proposal<ShardCommand>,
+) -> Result<Applied> {
+    sm.apply_entry(index, Some(proposal), None)
+}
+
+/// The command that makes a shard's state serve collection `spec` under `id`.
+fn serve(id: u64, spec: CollectionSpec) -> ShardCommand {
+    ShardCommand::Serve(CollectionMeta { id, spec })
+}
+
+#[test]
+fn a_keyed_command_applies_once_until_its_key_is_forgotten() {
+    let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::default());
+    let graphs = tempfile::tempdir().unwrap();
+    let mut sm = ShardMachine::open(storage.clone(), graphs.path()).unwrap();
+    sm.apply(1, &serve(1, spec(IndexKind::Flat))).unwrap();
+    let first = apply_once(&mut sm, 2, &once("k", upsert_one(7, 1.0))).unwrap();
+    assert_eq!((first.affected, first.duplicate), (1, false));
+    // The same key again, even with other content: the first outcome, nothing changed.
+    let again = apply_once(&mut sm, 3, &once("k", upsert_one(7, 5.0))).unwrap();
+    assert_eq!((again.index, again.duplicate), (2, true));
+    let vector = |sm: &ShardMachine| {
+        sm.view().get("m").unwrap().get(&[PointId::Num(7)])[0]
+            .1
+            .clone()
+    };
+    assert_eq!(vector(&sm), vec![1.0, 0.0]);
+    // A rejected keyed command is remembered as rejected.
+    let missing = once(
+        "gone",
+        ShardCommand::Points(PointsCommand::Delete {
+            collection: "nope".into(),
+            collection_id: 1,
+            ids: vec![PointId::Num(1)],
+        }),
+    );
+    assert!(apply_once(&mut sm, 4, &missing).is_err());
+    assert!(matches!(
+        apply_once(&mut sm, 5, &missing),
+        Err(Error::NotFound(_))
+    ));
+    // Remembered across a reopen.
+    let mut sm = ShardMachine::open(storage.clone(), graphs.path()).unwrap();
+    assert!(
+        apply_once(&mut sm, 6, &once("k", upsert_one(7, 5.0)))
+            .unwrap()
+            .duplicate
+    );
+    // Forgotten once ONCE_WINDOW entries have passed (pruned when later keys are applied).
+    let later = 2 + ONCE_WINDOW + 10;
+    apply_once(&mut sm, later, &once("other", upsert_one(9, 1.0))).unwrap();
+    let fresh = apply_once(&mut sm, later + 1, &once("k", upsert_one(7, 5.0))).unwrap();
+    assert!(!fresh.duplicate);
+    assert_eq!(vector(&sm), vec![5.0, 0.0]);
+}
+
+#[test]
+fn shard_map_changes_are_checked_against_the_map() {
+    let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::default());
+    let graphs = tempfile::tempdir().unwrap();
+    let mut sm = MetaMachine::open(storage.clone(), graphs.path()).unwrap();
+    let create = MetaCommand::CreateCollection {
+        spec: spec(IndexKind::Flat),
+        replication_factor: 2,
+        replicas: vec![vec![1, 2], vec![2, 3]],
+    };
+    sm.apply(5, &create).unwrap();
+    let placements = sm.view();
+    let placed = placements.get("m").unwrap();
+    assert_eq!((placed.id, placed.ready), (5, false));
+    assert_eq!(placed.shards[1].group, shard_group(5, 1));
+    assert!(matches!(sm.apply(6, &create), Err(Error::AlreadyExists(_))));
+    // Marking ready names the incarnation it formed.
+    let ready = |id| MetaCommand::MarkReady {
+        name: "m".into(),
+        id,
+    };
+    assert!(sm.apply(7, &ready(99)).is_err());
+    sm.apply(8, &ready(5)).unwrap();
+    // A replica change planned from an old epoch is refused.
+    let group = shard_group(5, 0);
+    let set = |epoch, replicas: Vec<u64>| MetaCommand::SetReplicas {
+        group,
+        epoch,
+        replicas,
+    };
+    sm.apply(9, &set(0, vec![1, 2, 3])).unwrap();
+    assert!(matches!(
+        sm.apply(10, &set(0, vec![2, 3])),
+        Err(Error::Conflict(_))
+    ));
+    sm.apply(11, &set(1, vec![2, 3])).unwrap();
+    let reopened = MetaMachine::open(storage, graphs.path()).unwrap();
+    let shard = reopened.view().get("m").unwrap().shards[0].clone();
+    assert_eq!((shard.replicas, shard.epoch), (vec![2, 3], 2));
+    sm.apply(12, &MetaCommand::DropCollection { name: "m".into() })
+        .unwrap();
+    assert!(sm.view().list().is_empty());
+}
+
+#[test]
+fn a_state_from_before_formats_were_recorded_is_refused_by_name() {
+    // What an earlier build left: rows, no format record.
+    let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::default());
+    let mut batch = WriteBatch::default();
+    batch.put(Table::Meta, APPLIED_KEY, vec![1, 0, 0, 0, 7]);
+    storage.write(batch).unwrap();
+    let derived = tempfile::tempdir().unwrap();
+    let refused = ShardMachine::open(storage.clone(), derived.path())
+        .err()
+        .expect("refused");
+    let message = refused.to_string();
+    assert!(
+        message.contains("format 1") && message.contains("format 2"),
+        "{message}"
+    );
+    // ... and left as it was.
+    assert_eq!(
+        storage.get(Table::Meta, APPLIED_KEY).unwrap(),
+        Some(vec![1, 0, 0, 0, 7])
+    );
+    assert_eq!(storage.get(Table::Meta, FORMAT_KEY).unwrap(), None);
+    // A new state records the format; it opens again.
+    let fresh: Arc<dyn Storage> = Arc::new(MemoryStorage::default());
+    ShardMachine::open(fresh.clone(), derived.path()).unwrap();
+    assert_eq!(
+        fresh.get(Table::Meta, FORMAT_KEY).unwrap(),
+        Some(vec![encoding::FORMAT])
+    );
+    MetaMachine::open(fresh, derived.path()).unwrap();
+}
+
+#[test]
+fn a_meta_command_in_a_shard_log_is_refused_not_applied() {
+    let entry = Proposal::new(
+        MachineKind::Meta,
+        "",
+        MetaCommand::DropCollection { name: "m".into() },
+    )
+    .encode()
+    .unwrap();
+    let refused = Proposal::<ShardCommand>::decode(MachineKind::Shard, &entry).unwrap_err();
+    assert!(refused.to_string().contains("Meta"), "{refused}");
+}
