@@ -57,9 +57,11 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Command::Router(args) = &cli.command {
+        builder.worker_threads(args.worker_threads());
+    }
+    let runtime = builder.enable_all().build()?;
     match cli.command {
         Command::Dev(args) => runtime.block_on(server::dev(args)),
         Command::Serve { config } => runtime.block_on(server::serve(config)),

@@ -171,6 +171,7 @@ pub async fn serve(
         .clone()
         .ok_or_else(|| RouterError::Serve("a standalone front has an upstream".into()))?;
     tonic::transport::Server::builder()
+        .tcp_nodelay(true)
         .add_service(health_service)
         .add_service(ClusterServer::new(ClusterForwarder(upstream)))
         .add_service(front.collections(usize::MAX))

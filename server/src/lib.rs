@@ -94,6 +94,7 @@ pub async fn serve(
     let front = front(&node);
     let dumper = spawn_graph_dumper(node.clone());
     let result = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(front.collections(max_bytes))
