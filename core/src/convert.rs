@@ -221,7 +221,6 @@ pub fn placement_info(
     info
 }
 
-/// A collection's spec back from its description (as a router learns it from the cluster).
 /// A node's limits for the wire (in `Cluster.Placements`).
 pub fn limits_to_pb(limits: &Limits) -> pb::Limits {
     let max_ef = limits.max_ef as u64;
@@ -257,6 +256,7 @@ pub fn limits_from_pb(limits: &pb::Limits) -> Limits {
     Limits { request, max_ef }
 }
 
+/// A collection's spec back from its description (as a router learns it from the cluster).
 pub fn spec_from_info(info: &pb::CollectionInfo) -> Result<CollectionSpec> {
     let request = pb::CreateCollectionRequest {
         name: info.name.clone(),

@@ -87,6 +87,15 @@ pub enum PointsCommand {
 }
 
 impl PointsCommand {
+    /// The name of the collection the command is for.
+    pub fn collection(&self) -> &str {
+        match self {
+            PointsCommand::Upsert { collection, .. }
+            | PointsCommand::Delete { collection, .. }
+            | PointsCommand::DeleteByFilter { collection, .. } => collection,
+        }
+    }
+
     /// The same command for another collection incarnation (a shard's collection id).
     pub fn for_collection(&self, id: u64) -> Self {
         let mut command = self.clone();

@@ -3,8 +3,9 @@
 //! - [`storage`]: the key-value layer (RocksDB, and an in-memory engine for tests);
 //! - [`shard`]: a collection's points in memory, its HNSW graph, payload indexes, search planner
 //!   and graph dumps;
-//! - [`sm`]: the state machine: every mutation as a [`sm::command::Command`], applied in log
-//!   order onto storage and then onto the collections; snapshots of it;
+//! - [`sm`]: the state machines: every mutation a command of its group's namespace
+//!   ([`sm::ShardCommand`], [`sm::MetaCommand`]), applied in log order onto storage and then
+//!   onto memory; snapshots of them;
 //! - [`raft`]: openraft over that state machine: log store, adapter, gRPC transport;
 //! - [`cluster`]: one Raft group's replica ([`cluster::group`]), the node that hosts the meta
 //!   group and its shard replicas and follows the shard map ([`cluster::node`]), and placement;

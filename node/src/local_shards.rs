@@ -58,7 +58,7 @@ impl LocalShards {
         Ok((group, collection))
     }
 
-    pub async fn write_command(
+    async fn write_command(
         &self,
         group: u64,
         idempotency_key: &str,
@@ -66,6 +66,9 @@ impl LocalShards {
     ) -> Result<pb::WriteResponse> {
         let replica = self.replica(group)?;
         replica.check_writable()?;
+        // Not before the group serves the collection: the write would be rejected, and its
+        // rejection remembered under its idempotency key.
+        serving(&replica, command.collection())?;
         let command = ShardCommand::Points(command.clone());
         let applied = replica.write(idempotency_key, command).await?;
         Ok(pb::WriteResponse {
@@ -74,7 +77,7 @@ impl LocalShards {
         })
     }
 
-    pub async fn get_points(
+    async fn get_points(
         &self,
         read: &ShardRead,
         ids: &[PointId],
@@ -92,7 +95,7 @@ impl LocalShards {
         Ok(pb::GetPointsResponse { points })
     }
 
-    pub async fn search_points(
+    async fn search_points(
         &self,
         read: &ShardRead,
         query: &SearchQuery,
@@ -125,7 +128,7 @@ impl LocalShards {
         })
     }
 
-    pub async fn scroll_points(
+    async fn scroll_points(
         &self,
         read: &ShardRead,
         query: &ScrollQuery,

@@ -46,7 +46,7 @@ pub enum Failure {
 }
 
 /// The leader address a refusal names, if any.
-pub fn leader_address(status: &Status) -> Option<String> {
+fn leader_address(status: &Status) -> Option<String> {
     status
         .metadata()
         .get(headers::LEADER_ADDRESS)

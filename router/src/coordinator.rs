@@ -358,8 +358,8 @@ impl Coordinator {
 
     pub async fn get(&self, req: pb::GetPointsRequest) -> Result<pb::GetPointsResponse, Status> {
         let placement = self.placement("collection", &req.collection).await?;
-        let consistency = convert::read_consistency(req.consistency)?;
         let ids = convert::point_ids(&req.ids, &self.limits().request)?;
+        let consistency = convert::read_consistency(req.consistency)?;
         let count = placement.shards.len();
         let mut parts: BTreeMap<usize, Vec<PointId>> = BTreeMap::new();
         for id in &ids {

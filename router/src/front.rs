@@ -30,7 +30,8 @@ use crate::upstream::Upstream;
 
 /// Where catalogue requests are served.
 pub enum CatalogueRoute {
-    /// By this process's node, which forwards to the meta leader's front when it does not lead.
+    /// By this process's node; when it does not lead the meta group, the front forwards the
+    /// request, once, to the leader's front.
     Local {
         catalogue: Arc<dyn Catalogue>,
         channels: Channels,

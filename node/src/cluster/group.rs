@@ -70,7 +70,10 @@ impl<N: Namespace> Group<N> {
         let derived = dir.join("derived");
         let root = derived.clone();
         let (storage, state_machine) = blocking("open group", move || {
-            let at = |e: Error| Error::Storage(format!("{}: {e}", db_dir.display()));
+            let at = |e: Error| match e {
+                Error::Storage(m) => Error::Storage(format!("{}: {m}", db_dir.display())),
+                other => other,
+            };
             std::fs::create_dir_all(&db_dir)
                 .map_err(|e| Error::Storage(format!("{}: {e}", db_dir.display())))?;
             let storage: Arc<dyn Storage> = Arc::new(RocksStorage::open(&db_dir, sync)?);
@@ -104,10 +107,6 @@ impl<N: Namespace> Group<N> {
 
     pub fn id(&self) -> u64 {
         self.id
-    }
-
-    pub fn config(&self) -> &Config {
-        &self.config
     }
 
     pub fn raft(&self) -> &Raft {

@@ -4,7 +4,7 @@
 //! - [`group`]: one group's replica on this node (RocksDB, state machine, openraft instance);
 //! - [`node`]: the meta group's replica and the shard replicas placed here, kept in line with the
 //!   shard map (reconcile), and the cluster operations (create, drop, move, remove);
-//! - [`placement`]: where a new collection's replicas go, and the applied shard map.
+//! - [`placement`]: where a new collection's replicas go.
 
 pub mod group;
 pub mod node;

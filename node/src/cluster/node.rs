@@ -37,7 +37,7 @@ use quiver_core::directory::{Catalogue, Directory};
 use quiver_core::placement::{Placement, ShardPlacement, META_GROUP};
 use quiver_core::point::{CollectionMeta, CollectionSpec};
 use quiver_core::{Error, Result};
-use quiver_proto::wire::Channels;
+use quiver_proto::wire::{classify, Channels, Failure};
 
 /// How long a single-member group may take to elect itself at start.
 const ELECTION_WAIT: Duration = Duration::from_secs(30);
@@ -195,6 +195,16 @@ impl Node {
         }
     }
 
+    /// Ok when this node leads the meta group; else where the leader is, or that none is known
+    /// (an election, or no majority), so a catalogue change fails at once instead of waiting.
+    fn leads_meta(&self) -> Result<()> {
+        self.meta_leader_elsewhere()
+            .and_then(|elsewhere| match elsewhere {
+                None => Ok(()),
+                Some(_) => Err(self.meta.not_leader(self.meta.leader())),
+            })
+    }
+
     /// Forms a cluster of this node alone if its meta group was never formed, and waits until a
     /// group of this node alone has elected it.
     pub async fn bootstrap(&self) -> Result<()> {
@@ -329,32 +339,8 @@ impl Node {
     /// first replica, so a group is formed once; on a replica of a group formed already it only
     /// makes sure the group serves its collection.
     pub async fn init_shard(&self, group: u64) -> Result<pb::GroupStatus> {
-        let _one_at_a_time = self.initializing.lock().await;
-        let (placement, shard) = self.wait_for_placement(group).await?;
-        self.sync_replicas().await?;
-        let replica = self.shard(group)?;
-        if !replica.is_initialized().await? {
-            if shard.replicas.first() != Some(&self.id) {
-                return Err(Error::invalid(
-                    "group",
-                    format!("only shard group {group}'s first replica forms it"),
-                ));
-            }
-            if placement.ready {
-                return Err(Error::invalid(
-                    "group",
-                    format!("shard group {group} was formed already, without this replica"),
-                ));
-            }
-            let mut members = BTreeMap::new();
-            for node in &shard.replicas {
-                let address = self.address_of(*node).ok_or_else(|| {
-                    Error::Unavailable(format!("node {node} is not a cluster member"))
-                })?;
-                members.insert(*node, BasicNode::new(address));
-            }
-            replica.initialize(members, SHARD_ELECTION_WAIT).await?;
-        } else if placement.ready {
+        let (replica, placement) = self.form_shard(group).await?;
+        if placement.ready {
             // Formed and serving already (creation and its resumption may both ask).
             return Ok(replica.status());
         }
@@ -362,39 +348,90 @@ impl Node {
             id: group,
             spec: placement.spec.clone(),
         };
+        self.serve_collection(&replica, meta).await?;
+        Ok(replica.status())
+    }
+
+    /// This node's replica of shard group `group`, with the group formed (by this node, its
+    /// first replica, unless it was formed before). One group is formed at a time.
+    async fn form_shard(&self, group: u64) -> Result<(Arc<ShardGroup>, Placement)> {
+        let _one_at_a_time = self.initializing.lock().await;
+        let (placement, shard) = self.wait_for_placement(group).await?;
+        self.sync_replicas().await?;
+        let replica = self.shard(group)?;
+        if replica.is_initialized().await? {
+            return Ok((replica, placement));
+        }
+        if shard.replicas.first() != Some(&self.id) {
+            return Err(Error::invalid(
+                "group",
+                format!("only shard group {group}'s first replica forms it"),
+            ));
+        }
+        if placement.ready {
+            return Err(Error::invalid(
+                "group",
+                format!("shard group {group} was formed already, without this replica"),
+            ));
+        }
+        let mut members = BTreeMap::new();
+        for node in &shard.replicas {
+            let address = self.address_of(*node).ok_or_else(|| {
+                Error::Unavailable(format!("node {node} is not a cluster member"))
+            })?;
+            members.insert(*node, BasicNode::new(address));
+        }
+        replica.initialize(members, SHARD_ELECTION_WAIT).await?;
+        Ok((replica, placement))
+    }
+
+    /// Has a newly formed shard group serve `meta` (its first command), through the group's
+    /// leader: this replica, or the one it names, asked to do the same. A repeat is a no-op, so
+    /// an attempt whose outcome is unknown is simply made again, until [`SHARD_ELECTION_WAIT`].
+    async fn serve_collection(&self, replica: &ShardGroup, meta: CollectionMeta) -> Result<()> {
+        let group = replica.id();
         let deadline = tokio::time::Instant::now() + SHARD_ELECTION_WAIT;
         loop {
             let served = match replica.write("", ShardCommand::Serve(meta.clone())).await {
+                Ok(_) => return Ok(()),
+                Err(e @ Error::AlreadyExists(_)) => return Err(e),
                 Err(Error::NotLeader {
                     address: Some(address),
                     ..
                 }) => {
-                    // Another replica leads: it makes the group serve the collection.
-                    let channel = self.peer(&address)?;
                     let request = pb::InitShardRequest { group };
-                    match tokio::time::timeout(
-                        PEER_RPC_TIMEOUT,
-                        ClusterClient::new(channel).init_shard(request),
-                    )
-                    .await
-                    {
-                        Ok(Ok(_)) => Ok(()),
-                        Ok(Err(status)) => Err(Error::Unavailable(status.message().to_string())),
-                        Err(_) => Err(Error::Unavailable(format!(
-                            "the shard's leader at {address} did not answer"
-                        ))),
+                    let asked = match self.peer(&address) {
+                        Ok(channel) => tokio::time::timeout_at(
+                            deadline,
+                            ClusterClient::new(channel).init_shard(request),
+                        )
+                        .await
+                        .map_err(|_| {
+                            Error::Unavailable(format!(
+                                "the leader of shard group {group} at {address} did not answer"
+                            ))
+                        }),
+                        Err(e) => Err(e),
+                    };
+                    match asked {
+                        Ok(Ok(_)) => return Ok(()),
+                        Ok(Err(status)) if classify(&status) == Failure::Final => {
+                            return Err(Error::Unavailable(format!(
+                                "shard group {group} at {address}: {}",
+                                status.message()
+                            )))
+                        }
+                        Ok(Err(status)) => Error::Unavailable(status.message().to_string()),
+                        Err(e) => e,
                     }
                 }
-                other => other.map(|_| ()),
+                Err(e) => e,
             };
-            match served {
-                Ok(()) => return Ok(replica.status()),
-                Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
-                Err(e) => {
-                    warn!(group, error = %e, "shard group does not serve its collection yet");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(served);
             }
+            warn!(group, error = %served, "shard group does not serve its collection yet");
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
@@ -806,11 +843,13 @@ impl Catalogue for Node {
         replication_factor: u32,
         request_id: &str,
     ) -> Result<()> {
+        self.leads_meta()?;
         Node::create_collection(self, spec, shard_count, replication_factor, request_id).await?;
         Ok(())
     }
 
     async fn drop_collection(&self, name: &str) -> Result<()> {
+        self.leads_meta()?;
         Node::drop_collection(self, name).await
     }
 }

@@ -5,8 +5,8 @@
 //! `raft_state`) in one batch. Blank and membership entries advance the position only.
 //!
 //! A snapshot starts as a RocksDB checkpoint of the group plus hard links to its derived files
-//! (each collection's graph dump), taken under the state-machine lock so it matches its log id exactly. Off the
-//! lock, the checkpoint's state-machine rows and the dump files are streamed into a checksummed
+//! (each collection's graph dump), taken under the state-machine lock so it matches its log id
+//! exactly. Off the lock, the checkpoint's rows and the derived files are streamed into a checksummed
 //! snapshot file in the group's `snapshots/` directory, which openraft sends to a follower in
 //! chunks. A follower receives the chunks into a file; installing it checks the file whole,
 //! replaces its tables in bounded batches (finished at the next start if a crash cuts it short)

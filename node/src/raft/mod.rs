@@ -1,10 +1,11 @@
 //! Replication: every node's state machine sits under openraft.
 //!
-//! A write is a [`Command`](crate::sm::command::Command) proposed to a Raft group; it is acknowledged once committed by a
-//! majority and applied. Storage for both halves is the node's [`Storage`](crate::storage):
+//! A write is a [`Proposal`](crate::sm::Proposal) to a Raft group; it is acknowledged once
+//! committed by a majority and applied. Storage for both halves is the node's
+//! [`Storage`](crate::storage):
 //! - [`log_store`]: the Raft log, vote and purge marks in their own tables;
-//! - [`machine_store`]: the adapter that applies entries to the [`StateMachine`](crate::sm::StateMachine)
-//!   and builds and installs snapshots;
+//! - [`machine_store`]: the adapter that applies entries to a group's
+//!   [`StateMachine`](crate::sm::StateMachine) and builds and installs snapshots;
 //! - [`network`]: how a group reaches its peers.
 //!
 //! openraft 0.9 is its stable line; the multi-raft and gRPC examples of the 0.10 alphas are

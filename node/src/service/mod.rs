@@ -17,7 +17,7 @@ use tonic::{Request, Status};
 
 use crate::cluster::node::Node;
 
-/// Where a cluster-wide change (collections, membership, replica moves) must run: None when this
+/// Where a cluster-wide change (membership, replica moves) must run: None when this
 /// node leads the meta group, else a channel to the leader. A request that was forwarded once is
 /// not forwarded again (two nodes with stale views could bounce it): it fails as "not the
 /// leader", naming the leader.

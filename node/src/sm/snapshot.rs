@@ -10,21 +10,21 @@ use quiver_core::{Error, Result};
 
 /// The first bytes of a snapshot file.
 const SNAPSHOT_MAGIC: &[u8] = b"QSNAP3";
-/// The table byte that starts a file entry (a graph dump's file).
+/// The table byte that starts a file entry (a derived file, such as a graph dump's).
 const SNAPSHOT_FILE: u8 = 0xfe;
 /// The table byte that starts a snapshot's trailer.
 const SNAPSHOT_END: u8 = 0xff;
 
-/// Writes a snapshot of `state` (a checkpoint) and the graph dumps under `graphs` to `out`:
+/// Writes a snapshot of `state` (a checkpoint) and the derived files under `derived` to `out`:
 /// - the magic;
 /// - per row of the state-machine tables: the table's tag ([`Table::tag`]), a u32 key length, the key, a u32 value
 ///   length and the value;
-/// - per file under `graphs`: `SNAPSHOT_FILE`, a u32 length and its `/`-separated path
-///   relative to `graphs`, a u64 length and its bytes;
+/// - per file under `derived`: `SNAPSHOT_FILE`, a u32 length and its `/`-separated path
+///   relative to `derived`, a u64 length and its bytes;
 /// - `SNAPSHOT_END`, the u64 count of rows and files, and the CRC-32 of everything before it.
 ///
 /// Streams: nothing is held in memory beyond one row.
-pub fn write_snapshot(state: &dyn Storage, graphs: &Path, out: &mut impl Write) -> Result<()> {
+pub fn write_snapshot(state: &dyn Storage, derived: &Path, out: &mut impl Write) -> Result<()> {
     let io = |e: std::io::Error| Error::Storage(format!("write snapshot: {e}"));
     let mut out = Checksummed {
         inner: out,
@@ -45,7 +45,7 @@ pub fn write_snapshot(state: &dyn Storage, graphs: &Path, out: &mut impl Write) 
             Ok(true)
         })?;
     }
-    for (relative, path) in files_under(graphs).map_err(io)? {
+    for (relative, path) in files_under(derived).map_err(io)? {
         let mut file = std::fs::File::open(&path).map_err(io)?;
         let len = file.metadata().map_err(io)?.len();
         out.write_all(&[SNAPSHOT_FILE]).map_err(io)?;
