@@ -3,7 +3,8 @@
 //!
 //! - [`group`]: one group's replica on this node (RocksDB, state machine, openraft instance);
 //! - [`node`]: the meta group's replica and the shard replicas placed here, kept in line with the
-//!   shard map (reconcile), and the cluster operations (create, drop, move, remove);
+//!   shard map (`node/reconcile.rs`), and the cluster operations (create, drop; move and remove
+//!   in `node/moves.rs`);
 //! - [`placement`]: where a new collection's replicas go.
 
 pub mod group;

@@ -5,17 +5,24 @@
 //! `<data_dir>/shards/<group>/` one directory per shard replica, each with its own RocksDB.
 //!
 //! The node follows the shard map its meta replica applies ([`Node::reconcile`], run at start
-//! and on every change): it opens the shard groups placed on it and closes and deletes the ones
-//! moved away. Creating a collection runs on the meta leader: it places the shards, commits the
-//! placement, has each shard's first replica form the group, then marks the collection ready.
-//! If the leader fails half-way, whichever node leads next finishes the job.
+//! and on every change, in `reconcile`): it opens the shard groups placed on it and closes and
+//! deletes the ones moved away. Replica moves and node removal are in `moves`.
+//!
+//! Creating a collection runs on the meta leader: it places the shards, commits the placement,
+//! has each shard's first replica form the group and serve the collection, then marks the
+//! collection ready. If the leader fails half-way, whichever node leads next finishes the job.
+
+mod moves;
+mod reconcile;
+
+use reconcile::spawn_reconciler;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
@@ -26,7 +33,7 @@ use quiver_proto::v1 as pb;
 use quiver_proto::v1::cluster_client::ClusterClient;
 use tracing::{info, warn};
 
-use crate::cluster::group::{blocking, MetaGroup, ShardGroup};
+use crate::cluster::group::{MetaGroup, ShardGroup};
 use crate::cluster::placement::place;
 use crate::raft::NodeId;
 use crate::raft::Raft;
@@ -450,337 +457,6 @@ impl Node {
         }
     }
 
-    /// Moves shard group `group`'s replica from node `from` to node `to`: `to` joins the group
-    /// as a learner, catches up and becomes a voter in `from`'s place; then `from` drops its copy.
-    /// Runs on the meta leader, one replica change at a time. Running a move again finishes it if
-    /// it was cut short, and answers the same if it is done.
-    pub async fn move_shard(&self, group: u64, from: NodeId, to: NodeId) -> Result<Vec<NodeId>> {
-        let _one_at_a_time = self.moving.lock().await;
-        self.move_shard_locked(group, from, to).await
-    }
-
-    async fn move_shard_locked(&self, group: u64, from: NodeId, to: NodeId) -> Result<Vec<NodeId>> {
-        self.meta.check_writable()?;
-        let (placement, shard) = self
-            .placements()
-            .by_group(group)
-            .ok_or_else(|| Error::NotFound(format!("shard group {group}")))?;
-        if !placement.ready {
-            return Err(Error::Unavailable(format!(
-                "collection `{}` is still being created",
-                placement.spec.name
-            )));
-        }
-        let moved_already = self.address_of(from).is_some()
-            && !shard.replicas.contains(&from)
-            && shard.replicas.contains(&to);
-        if moved_already {
-            // A member's replica moved before (a move run again after its answer was lost): the
-            // same answer.
-            return Ok(shard.replicas.clone());
-        }
-        if !shard.replicas.contains(&from) {
-            return Err(Error::invalid(
-                "from",
-                format!("node {from} holds no replica of shard group {group}"),
-            ));
-        }
-        if self.address_of(to).is_none() {
-            return Err(Error::invalid(
-                "to",
-                format!("node {to} is not a cluster member"),
-            ));
-        }
-        if from == to {
-            return Err(Error::invalid("to", "is the same node as `from`"));
-        }
-        // 1. `to` hosts a (still empty) replica, so the group can reach it.
-        let mut widened = shard.replicas.clone();
-        let mut epoch = shard.epoch;
-        if !widened.contains(&to) {
-            widened.push(to);
-            self.set_replicas(group, epoch, widened.clone()).await?;
-            epoch += 1;
-        }
-        // 2. The shard's leader adds `to` (caught up as a learner first) and removes `from`. On
-        // failure the widened map stays: the change may have been made after all, and a map
-        // listing one replica too many is safe where one missing a voter is not. Running the
-        // move again finishes it.
-        self.change_shard_replicas_on_leader(group, &widened, to, from)
-            .await?;
-        // 3. `from` drops its copy once it applies this.
-        let narrowed: Vec<NodeId> = widened.into_iter().filter(|n| *n != from).collect();
-        self.set_replicas(group, epoch, narrowed.clone()).await?;
-        info!(group, from, to, "shard replica moved");
-        Ok(narrowed)
-    }
-
-    async fn set_replicas(&self, group: u64, epoch: u64, replicas: Vec<NodeId>) -> Result<()> {
-        self.meta
-            .write(
-                "",
-                MetaCommand::SetReplicas {
-                    group,
-                    epoch,
-                    replicas,
-                },
-            )
-            .await?;
-        Ok(())
-    }
-
-    /// Asks the shard's leader (found among `replicas`) to add `add` and remove `remove`.
-    async fn change_shard_replicas_on_leader(
-        &self,
-        group: u64,
-        replicas: &[NodeId],
-        add: NodeId,
-        remove: NodeId,
-    ) -> Result<()> {
-        let deadline = tokio::time::Instant::now() + CATCH_UP_TIMEOUT;
-        let mut last = Error::Unavailable(format!("shard group {group} has no leader"));
-        while tokio::time::Instant::now() < deadline {
-            for node in replicas {
-                let request = pb::ChangeShardReplicasRequest { group, add, remove };
-                let result = if *node == self.id {
-                    self.change_shard_replicas(group, add, remove).await
-                } else {
-                    let Some(address) = self.address_of(*node) else {
-                        continue;
-                    };
-                    let channel = self.peer(&address)?;
-                    match tokio::time::timeout(
-                        CATCH_UP_TIMEOUT,
-                        ClusterClient::new(channel).change_shard_replicas(request),
-                    )
-                    .await
-                    {
-                        Err(_) => Err(unanswered(*node, &address)),
-                        Ok(Ok(_)) => Ok(pb::GroupStatus::default()),
-                        Ok(Err(status)) => Err(Error::Unavailable(format!(
-                            "node {node}: {}",
-                            status.message()
-                        ))),
-                    }
-                };
-                match result {
-                    Ok(_) => return Ok(()),
-                    Err(e) => last = e,
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        Err(last)
-    }
-
-    /// On the shard's leader: adds `add` as a learner, waits for it to catch up, then makes the
-    /// voters the old ones plus `add` minus `remove` (0: none).
-    pub async fn change_shard_replicas(
-        &self,
-        group: u64,
-        add: NodeId,
-        remove: NodeId,
-    ) -> Result<pb::GroupStatus> {
-        let replica = self.shard(group)?;
-        replica.check_writable()?;
-        if !replica.is_leader() {
-            return Err(replica.not_leader(replica.leader()));
-        }
-        let membership = replica.membership();
-        let mut voters: BTreeSet<NodeId> = membership.voter_ids().collect();
-        let raft_error = |e: openraft::error::RaftError<NodeId, _>| {
-            Error::Unavailable(format!("shard group {group}: {e}"))
-        };
-        if add != 0 && !voters.contains(&add) {
-            let address = self
-                .address_of(add)
-                .ok_or_else(|| Error::invalid("add", format!("node {add} is not a member")))?;
-            replica
-                .raft()
-                .add_learner(add, BasicNode::new(address), true)
-                .await
-                .map_err(raft_error)?;
-            voters.insert(add);
-        }
-        if remove != 0 {
-            voters.remove(&remove);
-        }
-        if voters.is_empty() {
-            return Err(Error::invalid("remove", "a shard needs one voter"));
-        }
-        replica
-            .raft()
-            .change_membership(voters, false)
-            .await
-            .map_err(raft_error)?;
-        Ok(replica.status())
-    }
-
-    /// Moves every replica off node `node` (to the least loaded node without one), then
-    /// removes it from the meta group. Runs on the meta leader.
-    pub async fn remove_node(&self, node: NodeId) -> Result<()> {
-        let _one_at_a_time = self.moving.lock().await;
-        self.meta.check_writable()?;
-        let membership = self.meta.membership();
-        if membership.get_node(&node).is_none() {
-            return Err(Error::NotFound(format!("node {node}")));
-        }
-        let mut voters: BTreeSet<NodeId> = membership.voter_ids().collect();
-        voters.remove(&node);
-        if voters.is_empty() {
-            return Err(Error::invalid("id", "cannot remove the last voter"));
-        }
-        for placement in self.placements().list() {
-            for shard in placement.shards {
-                if !shard.replicas.contains(&node) {
-                    continue;
-                }
-                let load = self.placements().load();
-                let target = voters
-                    .iter()
-                    .filter(|n| !shard.replicas.contains(n))
-                    .min_by_key(|n| load.get(n).copied().unwrap_or(0));
-                match target {
-                    Some(to) => {
-                        self.move_shard_locked(shard.group, node, *to).await?;
-                    }
-                    None if shard.replicas.len() > 1 => {
-                        // Every other node has a replica already: shrink the group instead.
-                        let rest: Vec<NodeId> = shard
-                            .replicas
-                            .iter()
-                            .copied()
-                            .filter(|n| *n != node)
-                            .collect();
-                        self.change_shard_replicas_on_leader(shard.group, &shard.replicas, 0, node)
-                            .await?;
-                        self.set_replicas(shard.group, shard.epoch, rest).await?;
-                    }
-                    None => {
-                        return Err(Error::invalid(
-                            "id",
-                            format!(
-                                "node {node} holds the only replica of shard group {} and no \
-                                 other node can take it",
-                                shard.group
-                            ),
-                        ))
-                    }
-                }
-            }
-        }
-        self.meta
-            .raft()
-            .change_membership(voters, false)
-            .await
-            .map_err(|e| Error::Unavailable(format!("change membership: {e}")))?;
-        Ok(())
-    }
-
-    /// Brings the shard replicas on this node in line with the shard map: opens those placed
-    /// here, closes and deletes those moved away. On the meta leader, also finishes creating
-    /// collections whose creation was interrupted.
-    pub async fn reconcile(self: &Arc<Self>) -> Result<()> {
-        self.sync_replicas().await?;
-        let unready: Vec<Placement> = self
-            .placements()
-            .list()
-            .into_iter()
-            .filter(|p| !p.ready)
-            .collect();
-        // Off this task, so an unreachable first replica does not hold up replica changes.
-        if self.meta.is_leader()
-            && !unready.is_empty()
-            && !self.finishing.swap(true, Ordering::SeqCst)
-        {
-            let node = self.clone();
-            tokio::spawn(async move {
-                /// Clears `finishing` however the task ends.
-                struct Done(Arc<Node>);
-                impl Drop for Done {
-                    fn drop(&mut self) {
-                        self.0.finishing.store(false, Ordering::SeqCst);
-                    }
-                }
-                let done = Done(node);
-                for p in &unready {
-                    if let Err(e) = done.0.finish_create(p).await {
-                        warn!(collection = %p.spec.name, error = %e, "collection not ready yet");
-                    }
-                }
-            });
-        }
-        Ok(())
-    }
-
-    /// Opens the shard replicas placed on this node and closes and deletes the others.
-    async fn sync_replicas(&self) -> Result<()> {
-        let _one_at_a_time = self.reconciling.lock().await;
-        if self.stopped.load(Ordering::SeqCst) {
-            return Ok(());
-        }
-        let placements = self.placements().list();
-        let mut wanted: BTreeMap<u64, CollectionMeta> = BTreeMap::new();
-        for p in &placements {
-            for s in &p.shards {
-                if s.replicas.contains(&self.id) {
-                    let meta = CollectionMeta {
-                        id: s.group,
-                        spec: p.spec.clone(),
-                    };
-                    wanted.insert(s.group, meta);
-                }
-            }
-        }
-        let hosted: BTreeSet<u64> = self.shards.read().keys().copied().collect();
-        for (group, meta) in &wanted {
-            if hosted.contains(group) {
-                continue;
-            }
-            let dir = self.shards_dir.join(group.to_string());
-            let replica =
-                ShardGroup::open(self.config.clone(), *group, &dir, self.peers.clone()).await?;
-            info!(group, collection = %meta.spec.name, "shard replica opened");
-            self.shards.write().insert(*group, Arc::new(replica));
-        }
-        for group in hosted.iter().filter(|g| !wanted.contains_key(g)) {
-            let removed = self.shards.write().remove(group);
-            if let Some(replica) = removed {
-                replica.shutdown().await;
-            }
-        }
-        // Delete every replica not placed here: those just closed, and any left from before a
-        // restart (dropped or moved away while the node was down).
-        let shards_dir = self.shards_dir.clone();
-        let keep: BTreeSet<String> = wanted.keys().map(|g| g.to_string()).collect();
-        blocking("remove shard replicas", move || {
-            for entry in std::fs::read_dir(&shards_dir)
-                .into_iter()
-                .flatten()
-                .flatten()
-            {
-                let group = entry.file_name().to_string_lossy().to_string();
-                if keep.contains(&group) {
-                    continue;
-                }
-                // Renamed first, so a crash part-way leaves no half-deleted replica where the
-                // group would be opened again if it came back to this node.
-                let doomed = shards_dir.join(format!("{group}.removing"));
-                let removed = match group.ends_with(".removing") {
-                    true => std::fs::remove_dir_all(entry.path()),
-                    false => std::fs::rename(entry.path(), &doomed)
-                        .and_then(|()| std::fs::remove_dir_all(&doomed)),
-                };
-                match removed {
-                    Ok(()) => info!(group, "shard replica removed"),
-                    Err(e) => warn!(group, error = %e, "cannot remove a shard replica's data"),
-                }
-            }
-            Ok(())
-        })
-        .await
-    }
-
     /// Stops every group on this node.
     pub async fn shutdown(&self) {
         self.stopped.store(true, Ordering::SeqCst);
@@ -856,20 +532,4 @@ impl Catalogue for Node {
 
 fn unanswered(node: NodeId, address: &str) -> Error {
     Error::Unavailable(format!("node {node} at {address} did not answer"))
-}
-
-/// Re-runs [`Node::reconcile`] whenever the shard map changes, and every few seconds, until the
-/// node is dropped.
-fn spawn_reconciler(node: Weak<Node>, mut changes: tokio::sync::watch::Receiver<u64>) {
-    tokio::spawn(async move {
-        loop {
-            let _ = tokio::time::timeout(RECONCILE_EVERY, changes.changed()).await;
-            let Some(node) = node.upgrade() else {
-                return;
-            };
-            if let Err(e) = node.reconcile().await {
-                warn!(error = %e, "reconciling shard replicas failed");
-            }
-        }
-    });
 }
