@@ -60,7 +60,7 @@ pub struct ScrollQuery {
 }
 
 /// A mutation of one shard's points, as the shard's log carries it. Each names the collection
-/// and the id it had when the request was validated (a shard's collection id is its group id);
+/// and the id it had when the request was validated (a shard's collection id is its group's id);
 /// if the collection was dropped and re-created meanwhile, the command is rejected rather than
 /// applied to data it was not checked against.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -94,17 +94,6 @@ impl PointsCommand {
             | PointsCommand::Delete { collection, .. }
             | PointsCommand::DeleteByFilter { collection, .. } => collection,
         }
-    }
-
-    /// The same command for another collection incarnation (a shard's collection id).
-    pub fn for_collection(&self, id: u64) -> Self {
-        let mut command = self.clone();
-        match &mut command {
-            PointsCommand::Upsert { collection_id, .. }
-            | PointsCommand::Delete { collection_id, .. }
-            | PointsCommand::DeleteByFilter { collection_id, .. } => *collection_id = id,
-        }
-        command
     }
 }
 

@@ -22,7 +22,6 @@ use tonic::Status;
 
 use crate::cluster::group::{blocking, ShardGroup};
 use crate::cluster::node::Node;
-use crate::shard::search::SearchParams;
 use crate::shard::Collection;
 use crate::sm::ShardCommand;
 
@@ -101,15 +100,7 @@ impl LocalShards {
         query: &SearchQuery,
     ) -> Result<pb::SearchResponse> {
         let (group, collection) = self.read(read).await?;
-        let params = SearchParams {
-            vector: query.vector.clone(),
-            top_k: query.top_k,
-            ef: query.ef,
-            filter: query.filter.clone(),
-            exact: query.exact,
-            with_payload: query.with_payload,
-            with_vector: query.with_vector,
-        };
+        let params = query.clone();
         let planner = group.planner_config();
         let (hits, plan) =
             blocking("search", move || Ok(collection.search(&params, &planner))).await?;

@@ -1,7 +1,8 @@
 //! The coordinator: serves a client's request over a sharded collection.
 //!
 //! A request is validated once, here, against the collection's spec and the cluster's limits
-//! ([`quiver_core::convert`]), so bad input changes nothing on any shard. A write is then split by
+//! ([`quiver_core::convert`]), so bad input changes nothing on any shard. Each shard's part names
+//! the collection as that shard knows it: by its group's id. A write is then split by
 //! the shard each point id hashes to, and each part sent to that shard's leader with an
 //! idempotency key (`<request_id>/<shard>`), so a retried part is applied once. Reads fan out to
 //! every shard in parallel (to the leader, or for `any` consistency to the nearest replica) and
@@ -275,12 +276,13 @@ impl Coordinator {
         key: String,
         command: PointsCommand,
     ) -> Result<pb::WriteResponse, Status> {
-        self.on_shard(placement, shard, Route::Leader, |group, client| {
-            // A shard's collection is known under its group id.
-            let command = command.for_collection(group);
-            let key = key.clone();
-            async move { client.write(group, &key, &command).await }
-        })
+        let (key, command) = (&key, &command);
+        self.on_shard(
+            placement,
+            shard,
+            Route::Leader,
+            move |group, client| async move { client.write(group, key, command).await },
+        )
         .await
     }
 
@@ -308,7 +310,7 @@ impl Coordinator {
         let calls = parts.into_iter().map(|(shard, points)| {
             let command = PointsCommand::Upsert {
                 collection: placement.spec.name.clone(),
-                collection_id: 0,
+                collection_id: placement.shards[shard].group,
                 points,
             };
             self.write_part(&placement, shard, format!("{request_id}/{shard}"), command)
@@ -328,7 +330,7 @@ impl Coordinator {
                 for shard in 0..count {
                     let command = PointsCommand::DeleteByFilter {
                         collection: collection.clone(),
-                        collection_id: 0,
+                        collection_id: placement.shards[shard].group,
                         filter: filter.clone(),
                     };
                     parts.insert(shard, command);
@@ -336,12 +338,11 @@ impl Coordinator {
             }
             DeleteSelection::Ids(ids) => {
                 for id in ids {
-                    let part = parts.entry(shard_index(&id, count)).or_insert_with(|| {
-                        PointsCommand::Delete {
-                            collection: collection.clone(),
-                            collection_id: 0,
-                            ids: Vec::new(),
-                        }
+                    let shard = shard_index(&id, count);
+                    let part = parts.entry(shard).or_insert_with(|| PointsCommand::Delete {
+                        collection: collection.clone(),
+                        collection_id: placement.shards[shard].group,
+                        ids: Vec::new(),
                     });
                     if let PointsCommand::Delete { ids, .. } = part {
                         ids.push(id);

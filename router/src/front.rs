@@ -66,6 +66,19 @@ fn forwarded<T>(message: T) -> Request<T> {
     request
 }
 
+/// Sends a `Collections` request to the meta leader through `$upstream`, cloned for each attempt.
+macro_rules! upstream {
+    ($upstream:expr, $request:ident, $rpc:ident) => {{
+        let req = $request.into_inner();
+        $upstream
+            .call(|c| {
+                let req = req.clone();
+                async move { collections(c).$rpc(req).await }
+            })
+            .await
+    }};
+}
+
 /// Where a refused catalogue change should go instead: the leader's address, unless the request
 /// was forwarded once already (two fronts with stale views could bounce it).
 fn leader_elsewhere<T>(error: &Error, request: &Request<T>) -> Option<String> {
@@ -95,13 +108,7 @@ impl Collections for CollectionsFront {
     ) -> Result<Response<pb::CollectionInfo>, Status> {
         let (catalogue, channels) = match self.route.as_ref() {
             CatalogueRoute::Upstream(upstream) => {
-                let req = request.into_inner();
-                return upstream
-                    .call(|c| {
-                        let req = req.clone();
-                        async move { collections(c).create(req).await }
-                    })
-                    .await;
+                return upstream!(upstream, request, create);
             }
             CatalogueRoute::Local {
                 catalogue,
@@ -134,13 +141,7 @@ impl Collections for CollectionsFront {
         request: Request<pb::GetCollectionRequest>,
     ) -> Result<Response<pb::CollectionInfo>, Status> {
         if let CatalogueRoute::Upstream(upstream) = self.route.as_ref() {
-            let req = request.into_inner();
-            return upstream
-                .call(|c| {
-                    let req = req.clone();
-                    async move { collections(c).get(req).await }
-                })
-                .await;
+            return upstream!(upstream, request, get);
         }
         Ok(Response::new(
             self.coordinator.info(&request.get_ref().name).await?,
@@ -152,10 +153,7 @@ impl Collections for CollectionsFront {
         request: Request<pb::ListCollectionsRequest>,
     ) -> Result<Response<pb::ListCollectionsResponse>, Status> {
         if let CatalogueRoute::Upstream(upstream) = self.route.as_ref() {
-            let req = request.into_inner();
-            return upstream
-                .call(|c| async move { collections(c).list(req).await })
-                .await;
+            return upstream!(upstream, request, list);
         }
         let placements = self.coordinator.directory().placements();
         let infos = join_all(
@@ -174,13 +172,7 @@ impl Collections for CollectionsFront {
     ) -> Result<Response<pb::DeleteCollectionResponse>, Status> {
         let (catalogue, channels) = match self.route.as_ref() {
             CatalogueRoute::Upstream(upstream) => {
-                let req = request.into_inner();
-                return upstream
-                    .call(|c| {
-                        let req = req.clone();
-                        async move { collections(c).delete(req).await }
-                    })
-                    .await;
+                return upstream!(upstream, request, delete);
             }
             CatalogueRoute::Local {
                 catalogue,

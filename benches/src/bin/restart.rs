@@ -20,10 +20,11 @@ use quiver_benches::report::round;
 use quiver_config::Config;
 use quiver_core::point::{CollectionSpec, IndexKind, JsonMap, NewPoint, PointId};
 use quiver_core::shard::PointsCommand;
+use quiver_core::shard::SearchQuery;
 use quiver_index::distance::{simd_backend, Metric};
 use quiver_index::hnsw::{HnswParams, MAX_EF_CONSTRUCTION, MAX_M};
 use quiver_node::cluster::group::ShardGroup;
-use quiver_node::shard::search::{Plan, SearchParams};
+use quiver_node::shard::search::Plan;
 use quiver_node::sm::ShardCommand;
 use quiver_node::Node;
 use serde::Serialize;
@@ -264,7 +265,7 @@ fn search_all(node: &Node, queries: &[Vec<f32>]) -> Result<Vec<Vec<(PointId, f32
     queries
         .iter()
         .map(|q| {
-            let params = SearchParams {
+            let params = SearchQuery {
                 vector: q.clone(),
                 top_k: 10,
                 ef: None,

@@ -16,6 +16,7 @@
 
 use std::sync::Arc;
 
+use quiver_core::shard::SearchQuery;
 use quiver_index::filter::Filter;
 use quiver_index::{ScoredSlot, Slot};
 use roaring::RoaringBitmap;
@@ -29,18 +30,6 @@ pub struct PlannerConfig {
     pub exact_search_threshold: usize,
     pub default_ef: usize,
     pub max_ef: usize,
-}
-
-/// A search, already validated (the vector is prepared for the metric).
-#[derive(Debug, Clone)]
-pub struct SearchParams {
-    pub vector: Vec<f32>,
-    pub top_k: usize,
-    pub ef: Option<usize>,
-    pub filter: Option<Filter>,
-    pub exact: bool,
-    pub with_payload: bool,
-    pub with_vector: bool,
 }
 
 /// One result.
@@ -112,7 +101,7 @@ fn matches(seg: &Segment, filter: &Filter, slot: Slot) -> bool {
 
 impl Collection {
     /// Runs a search and returns hits (best first) and the plan used.
-    pub fn search(&self, params: &SearchParams, config: &PlannerConfig) -> (Vec<SearchHit>, Plan) {
+    pub fn search(&self, params: &SearchQuery, config: &PlannerConfig) -> (Vec<SearchHit>, Plan) {
         let seg = self.segment.read();
         let metric = self.meta.spec.metric;
         let k = params.top_k;

@@ -10,12 +10,13 @@ use quiver_index::payload_index::FieldType;
 
 use super::points::graph_dir;
 use super::*;
-use crate::shard::search::{PlannerConfig, SearchParams};
+use crate::shard::search::PlannerConfig;
 use crate::sm::snapshot::write_snapshot;
 use crate::storage::MemoryStorage;
 use quiver_core::placement::shard_group;
 use quiver_core::point::{CollectionMeta, CollectionSpec, IndexKind, JsonMap, NewPoint, PointId};
 use quiver_core::shard::PointsCommand;
+use quiver_core::shard::SearchQuery;
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -117,7 +118,7 @@ fn assert_matches_model(sm: &ShardMachine, model: &BTreeMap<u64, ([i8; 2], u8)>)
         max_ef: 256,
     };
     for exact in [true, false] {
-        let params = SearchParams {
+        let params = SearchQuery {
             vector: vec![0.0, 0.0],
             top_k: 30,
             ef: Some(64),
@@ -394,7 +395,7 @@ fn a_snapshot_carries_the_graph_dump_and_the_follower_inserts_only_what_came_aft
     // the graph came from the dump: only the 20 points written after it were inserted
     assert_eq!(installed.graph_inserts_since_dump(), 20);
     let search = |query: Vec<f32>| {
-        let params = SearchParams {
+        let params = SearchQuery {
             vector: query,
             top_k: 1,
             ef: Some(64),
