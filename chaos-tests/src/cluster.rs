@@ -209,8 +209,8 @@ impl ChaosCluster {
                 index: Some(pb::IndexConfig {
                     kind: Some(pb::index_config::Kind::Flat(pb::FlatConfig {})),
                 }),
-                shard_count: shards,
-                replication_factor: REPLICATION,
+                shard_count: Some(shards),
+                replication_factor: Some(REPLICATION),
                 ..Default::default()
             })
             .await

@@ -19,7 +19,9 @@ pub use quiver_proto::wire::json_to_struct;
 use crate::error::{Error, Result};
 use crate::placement::{NodeId, Placement, MAX_SHARDS};
 use crate::point::{CollectionSpec, IndexKind, JsonMap, NewPoint, PointId};
-use crate::shard::{ReadConsistency, ScrollQuery, SearchQuery};
+use crate::shard::{
+    CountQuery, NewVector, PayloadChange, ReadConsistency, ScrollQuery, SearchQuery, Selection,
+};
 
 /// Longest collection name.
 pub const MAX_NAME_LEN: usize = 64;
@@ -120,22 +122,20 @@ pub fn collection_spec(
         None => IndexKind::Hnsw(HnswParams::default()),
         Some(pb::index_config::Kind::Hnsw(h)) => {
             let defaults = HnswParams::default();
-            let m = if h.m == 0 { defaults.m } else { h.m as usize };
-            let ef_construction = if h.ef_construction == 0 {
-                defaults.ef_construction
-            } else {
-                h.ef_construction as usize
-            };
+            let m = h.m.map_or(defaults.m, |m| m as usize);
+            let ef_construction = h
+                .ef_construction
+                .map_or(defaults.ef_construction, |ef| ef as usize);
             if !(2..=MAX_M).contains(&m) {
                 return Err(invalid(
                     "index.hnsw.m",
                     format!("{m} is outside 2..={MAX_M}"),
                 ));
             }
-            if ef_construction > MAX_EF_CONSTRUCTION {
+            if !(1..=MAX_EF_CONSTRUCTION).contains(&ef_construction) {
                 return Err(invalid(
                     "index.hnsw.ef_construction",
-                    format!("{ef_construction} exceeds {MAX_EF_CONSTRUCTION}"),
+                    format!("{ef_construction} is outside 1..={MAX_EF_CONSTRUCTION}"),
                 ));
             }
             IndexKind::Hnsw(HnswParams { m, ef_construction })
@@ -159,15 +159,16 @@ pub fn collection_spec(
         let t = field_type_from_proto(&format!("{field}.type"), f.r#type)?;
         payload_indexes.push((f.key.clone(), t));
     }
-    let default_ef = match req.search_defaults.as_ref().map(|d| d.ef).unwrap_or(0) {
-        0 => None,
-        ef if ef as usize > max_ef => {
+    let default_ef = match req.search_defaults.as_ref().and_then(|d| d.ef) {
+        None => None,
+        Some(0) => return Err(invalid("search_defaults.ef", "must be at least 1")),
+        Some(ef) if ef as usize > max_ef => {
             return Err(invalid(
                 "search_defaults.ef",
                 format!("{ef} exceeds the limit of {max_ef} (search.max_ef)"),
             ))
         }
-        ef => Some(ef),
+        Some(ef) => Some(ef),
     };
     Ok(CollectionSpec {
         name,
@@ -179,15 +180,24 @@ pub fn collection_spec(
     })
 }
 
-/// The shard count a create asks for (0: one shard).
-pub fn shard_count(value: u32) -> Result<u32> {
+/// The shard count a create asks for (unset: one shard).
+pub fn shard_count(value: Option<u32>) -> Result<u32> {
     match value {
-        0 => Ok(1),
-        n if n > MAX_SHARDS => Err(invalid(
+        None => Ok(1),
+        Some(0) => Err(invalid("shard_count", "must be at least 1")),
+        Some(n) if n > MAX_SHARDS => Err(invalid(
             "shard_count",
             format!("{n} exceeds the limit of {MAX_SHARDS}"),
         )),
-        n => Ok(n),
+        Some(n) => Ok(n),
+    }
+}
+
+/// The replication factor a create asks for (unset: the cluster's default, min(3, nodes)).
+pub fn replication_factor(value: Option<u32>) -> Result<Option<u32>> {
+    match value {
+        Some(0) => Err(invalid("replication_factor", "must be at least 1")),
+        other => Ok(other),
     }
 }
 
@@ -283,8 +293,8 @@ pub fn collection_info(
     let index = match spec.index {
         IndexKind::Flat => pb::index_config::Kind::Flat(pb::FlatConfig {}),
         IndexKind::Hnsw(p) => pb::index_config::Kind::Hnsw(pb::HnswConfig {
-            m: p.m as u32,
-            ef_construction: p.ef_construction as u32,
+            m: Some(p.m as u32),
+            ef_construction: Some(p.ef_construction as u32),
         }),
     };
     pb::CollectionInfo {
@@ -301,7 +311,7 @@ pub fn collection_info(
             })
             .collect(),
         search_defaults: Some(pb::SearchDefaults {
-            ef: spec.default_ef.unwrap_or(0),
+            ef: spec.default_ef,
         }),
         points_count: points_count as u64,
         indexed_vectors: indexed_vectors as u64,
@@ -389,6 +399,40 @@ pub fn vector(field: &str, values: &[f32], dim: usize, metric: Metric) -> Result
     Ok(v)
 }
 
+/// A batch of `len` points: 1..=limits.max_batch_points.
+fn batch_size(len: usize, limits: &LimitsConfig) -> Result<()> {
+    if len == 0 {
+        return Err(invalid("points", "empty batch"));
+    }
+    if len > limits.max_batch_points {
+        return Err(invalid(
+            "points",
+            format!(
+                "{len} points exceed the limit of {} per batch (limits.max_batch_points)",
+                limits.max_batch_points
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A payload within limits.max_payload_bytes (as JSON).
+fn payload_size(field: &str, payload: &JsonMap, limits: &LimitsConfig) -> Result<()> {
+    let size = serde_json::to_vec(payload)
+        .map(|b| b.len())
+        .unwrap_or(usize::MAX);
+    if size > limits.max_payload_bytes {
+        return Err(invalid(
+            field,
+            format!(
+                "{size} bytes of JSON exceed the limit of {} (limits.max_payload_bytes)",
+                limits.max_payload_bytes
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Validates an upsert batch. Rule for duplicate ids: a batch may name each id once; a batch
 /// that repeats an id is rejected whole (rather than letting the last one win silently).
 pub fn upsert_points(
@@ -396,19 +440,7 @@ pub fn upsert_points(
     spec: &CollectionSpec,
     limits: &LimitsConfig,
 ) -> Result<Vec<NewPoint>> {
-    if points.is_empty() {
-        return Err(invalid("points", "empty batch"));
-    }
-    if points.len() > limits.max_batch_points {
-        return Err(invalid(
-            "points",
-            format!(
-                "{} points exceed the limit of {} per batch (limits.max_batch_points)",
-                points.len(),
-                limits.max_batch_points
-            ),
-        ));
-    }
+    batch_size(points.len(), limits)?;
     let mut seen: HashMap<PointId, usize> = HashMap::with_capacity(points.len());
     let mut out = Vec::with_capacity(points.len());
     for (i, p) in points.iter().enumerate() {
@@ -429,18 +461,7 @@ pub fn upsert_points(
             Some(s) => struct_to_json(&format!("points[{i}].payload"), s)?,
             None => JsonMap::new(),
         };
-        let size = serde_json::to_vec(&payload)
-            .map(|b| b.len())
-            .unwrap_or(usize::MAX);
-        if size > limits.max_payload_bytes {
-            return Err(invalid(
-                format!("points[{i}].payload"),
-                format!(
-                    "{size} bytes of JSON exceed the limit of {} (limits.max_payload_bytes)",
-                    limits.max_payload_bytes
-                ),
-            ));
-        }
+        payload_size(&format!("points[{i}].payload"), &payload, limits)?;
         out.push(NewPoint {
             id,
             vector,
@@ -474,6 +495,14 @@ fn within(field: &str, value: usize, limit: usize, key: &str) -> Result<usize> {
     Ok(value)
 }
 
+/// `value` of request field `field`, if it is 1..=`limit` (named by `key`).
+fn at_least_one(field: &str, value: u32, limit: usize, key: &str) -> Result<usize> {
+    if value == 0 {
+        return Err(invalid(field, "must be at least 1"));
+    }
+    within(field, value as usize, limit, key)
+}
+
 /// A read's consistency (unset: `leader`).
 pub fn read_consistency(value: i32) -> Result<ReadConsistency> {
     match pb::ReadConsistency::try_from(value) {
@@ -496,13 +525,13 @@ pub fn search_query(
     limits: &Limits,
 ) -> Result<SearchQuery> {
     let vector = vector("vector", &req.vector, spec.dim as usize, spec.metric)?;
-    let top_k = match req.top_k as usize {
-        0 => DEFAULT_TOP_K,
-        k => within("top_k", k, limits.request.max_top_k, "limits.max_top_k")?,
+    let top_k = match req.top_k {
+        None => DEFAULT_TOP_K,
+        Some(k) => at_least_one("top_k", k, limits.request.max_top_k, "limits.max_top_k")?,
     };
-    let ef = match req.ef as usize {
-        0 => None,
-        ef => Some(within("ef", ef, limits.max_ef, "search.max_ef")?),
+    let ef = match req.ef {
+        None => None,
+        Some(ef) => Some(at_least_one("ef", ef, limits.max_ef, "search.max_ef")?),
     };
     Ok(SearchQuery {
         vector,
@@ -517,9 +546,9 @@ pub fn search_query(
 
 /// Validates a scroll page request.
 pub fn scroll_query(req: &pb::ScrollRequest, limits: &LimitsConfig) -> Result<ScrollQuery> {
-    let limit = match req.limit as usize {
-        0 => DEFAULT_SCROLL_LIMIT,
-        l => within(
+    let limit = match req.limit {
+        None => DEFAULT_SCROLL_LIMIT,
+        Some(l) => at_least_one(
             "limit",
             l,
             limits.max_scroll_limit,
@@ -540,38 +569,114 @@ pub fn scroll_query(req: &pb::ScrollRequest, limits: &LimitsConfig) -> Result<Sc
     })
 }
 
-/// What a delete request deletes.
-#[derive(Debug, Clone, PartialEq)]
-pub enum DeleteSelection {
-    Ids(Vec<PointId>),
-    Filter(Filter),
+/// The points a delete or payload change is for: ids, or a filter (the typed tree or JSON form),
+/// not both.
+fn selection(
+    ids: &[pb::PointId],
+    typed: Option<&pb::Filter>,
+    json: &str,
+    limits: &LimitsConfig,
+) -> Result<Selection> {
+    let ids = match ids.is_empty() {
+        true => None,
+        false => Some(point_ids(ids, limits)?),
+    };
+    match (ids, request_filter(typed, json)?) {
+        (Some(_), Some(_)) => Err(invalid("ids", "give either ids or a filter, not both")),
+        (None, None) => Err(invalid("ids", "give ids or a filter to select points by")),
+        (Some(ids), None) => Ok(Selection::Ids(ids)),
+        (None, Some(filter)) => Ok(Selection::Filter(filter)),
+    }
 }
 
 /// Validates a delete request: ids or a filter (not an empty one), not both.
-pub fn delete_selection(
-    req: &pb::DeletePointsRequest,
-    limits: &LimitsConfig,
-) -> Result<DeleteSelection> {
-    let ids = match req.ids.is_empty() {
-        true => None,
-        false => Some(point_ids(&req.ids, limits)?),
-    };
-    let filter = request_filter(req.filter.as_ref(), &req.filter_json)?;
-    if filter
-        .as_ref()
-        .is_some_and(|f| *f == Filter::And(Vec::new()))
-    {
+pub fn delete_selection(req: &pb::DeletePointsRequest, limits: &LimitsConfig) -> Result<Selection> {
+    let selection = selection(&req.ids, req.filter.as_ref(), &req.filter_json, limits)?;
+    if selection == Selection::Filter(Filter::And(Vec::new())) {
         return Err(invalid(
             "filter",
             "an empty filter matches every point; drop the collection to delete everything",
         ));
     }
-    match (ids, filter) {
-        (Some(_), Some(_)) => Err(invalid("ids", "give either ids or a filter, not both")),
-        (None, None) => Err(invalid("ids", "give ids or a filter to delete by")),
-        (Some(ids), None) => Ok(DeleteSelection::Ids(ids)),
-        (None, Some(filter)) => Ok(DeleteSelection::Filter(filter)),
+    Ok(selection)
+}
+
+/// Validates a payload change: the points (ids or a filter; `{}` selects every point) and the
+/// change.
+pub fn payload_update(
+    req: &pb::UpdatePayloadRequest,
+    limits: &LimitsConfig,
+) -> Result<(Selection, PayloadChange)> {
+    use pb::update_payload_request::Change;
+    let selection = selection(&req.ids, req.filter.as_ref(), &req.filter_json, limits)?;
+    let sized = |field: &str, payload: &prost_types::Struct| -> Result<JsonMap> {
+        let map = struct_to_json(field, payload)?;
+        payload_size(field, &map, limits)?;
+        Ok(map)
+    };
+    let change = match &req.change {
+        None => {
+            return Err(invalid(
+                "change",
+                "required: set, overwrite, delete_keys or clear",
+            ))
+        }
+        Some(Change::Set(p)) => PayloadChange::Set(sized("set", p)?),
+        Some(Change::Overwrite(p)) => PayloadChange::Overwrite(sized("overwrite", p)?),
+        Some(Change::DeleteKeys(keys)) => {
+            if keys.keys.is_empty() {
+                return Err(invalid("delete_keys.keys", "must not be empty"));
+            }
+            for (i, key) in keys.keys.iter().enumerate() {
+                if key.is_empty() || key.split('.').any(str::is_empty) {
+                    return Err(invalid(
+                        format!("delete_keys.keys[{i}]"),
+                        format!("`{key}` is not a field path"),
+                    ));
+                }
+            }
+            PayloadChange::DeleteKeys(keys.keys.clone())
+        }
+        Some(Change::Clear(true)) => PayloadChange::Clear,
+        Some(Change::Clear(false)) => return Err(invalid("clear", "must be true when given")),
+    };
+    Ok((selection, change))
+}
+
+/// Validates new vectors for existing points: ids unique, vectors checked and prepared.
+pub fn new_vectors(
+    points: &[pb::PointVector],
+    spec: &CollectionSpec,
+    limits: &LimitsConfig,
+) -> Result<Vec<NewVector>> {
+    batch_size(points.len(), limits)?;
+    let mut seen: HashMap<PointId, usize> = HashMap::with_capacity(points.len());
+    let mut out = Vec::with_capacity(points.len());
+    for (i, p) in points.iter().enumerate() {
+        let id = point_id(&format!("points[{i}].id"), p.id.as_ref())?;
+        if let Some(first) = seen.insert(id, i) {
+            return Err(invalid(
+                format!("points[{i}].id"),
+                format!("id {id} appears twice in the request (also at points[{first}])"),
+            ));
+        }
+        let vector = vector(
+            &format!("points[{i}].vector"),
+            &p.vector,
+            spec.dim as usize,
+            spec.metric,
+        )?;
+        out.push(NewVector { id, vector });
     }
+    Ok(out)
+}
+
+/// Validates a count.
+pub fn count_query(req: &pb::CountRequest) -> Result<CountQuery> {
+    Ok(CountQuery {
+        filter: request_filter(req.filter.as_ref(), &req.filter_json)?,
+        exact: req.exact,
+    })
 }
 
 /// A protobuf `Struct` as a JSON object (see [`quiver_proto::wire::struct_to_json`]), its

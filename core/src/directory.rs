@@ -32,14 +32,14 @@ pub trait Directory: Send + Sync {
 /// meta group, so the caller can send the request there.
 #[tonic::async_trait]
 pub trait Catalogue: Send + Sync {
-    /// Creates a collection of `shard_count` shards with `replication_factor` replicas each (0:
+    /// Creates a collection of `shard_count` shards with `replication_factor` replicas each (None:
     /// min(3, nodes)), applied once per `request_id` when one is given; returns once every shard
     /// group has a leader.
     async fn create_collection(
         &self,
         spec: CollectionSpec,
         shard_count: u32,
-        replication_factor: u32,
+        replication_factor: Option<u32>,
         request_id: &str,
     ) -> Result<()>;
 

@@ -11,7 +11,7 @@ use quiver_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 use tonic::Status;
 
-use crate::point::{NewPoint, PointId};
+use crate::point::{JsonMap, NewPoint, PointId};
 
 /// How a read must relate to the group's leader.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,6 +59,79 @@ pub struct ScrollQuery {
     pub with_vector: bool,
 }
 
+/// A count, validated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CountQuery {
+    pub filter: Option<Filter>,
+    /// False: an estimate from payload-index statistics or a sample may answer.
+    pub exact: bool,
+}
+
+/// Which points a change applies to: these ids (missing ones are skipped), or every point whose
+/// payload matches the filter at the moment the command is applied.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Selection {
+    Ids(Vec<PointId>),
+    Filter(Filter),
+}
+
+/// How a payload changes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum PayloadChange {
+    /// These keys replace the same keys; the others stay.
+    Set(#[serde(with = "crate::point::json_text")] JsonMap),
+    /// The whole payload becomes this one.
+    Overwrite(#[serde(with = "crate::point::json_text")] JsonMap),
+    /// These keys go; `a.b` reaches into objects.
+    DeleteKeys(Vec<String>),
+    /// Every key goes.
+    Clear,
+}
+
+impl PayloadChange {
+    /// `payload` after the change.
+    pub fn apply(&self, mut payload: JsonMap) -> JsonMap {
+        match self {
+            PayloadChange::Set(keys) => {
+                for (k, v) in keys {
+                    payload.insert(k.clone(), v.clone());
+                }
+                payload
+            }
+            PayloadChange::Overwrite(new) => new.clone(),
+            PayloadChange::DeleteKeys(paths) => {
+                for path in paths {
+                    remove_path(&mut payload, path);
+                }
+                payload
+            }
+            PayloadChange::Clear => JsonMap::new(),
+        }
+    }
+}
+
+/// Removes the key a dotted path names (`a.b`: key `b` of object `a`), if it is there.
+fn remove_path(payload: &mut JsonMap, path: &str) {
+    match path.split_once('.') {
+        None => {
+            payload.remove(path);
+        }
+        Some((head, rest)) => {
+            if let Some(serde_json::Value::Object(inner)) = payload.get_mut(head) {
+                remove_path(inner, rest);
+            }
+        }
+    }
+}
+
+/// A new vector for an existing point, prepared for the metric.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewVector {
+    pub id: PointId,
+    #[serde(with = "crate::encoding::f32s")]
+    pub vector: Vec<f32>,
+}
+
 /// A mutation of one shard's points, as the shard's log carries it. Each names the collection
 /// and the id it had when the request was validated (a shard's collection id is its group's id);
 /// if the collection was dropped and re-created meanwhile, the command is rejected rather than
@@ -84,6 +157,19 @@ pub enum PointsCommand {
         collection_id: u64,
         filter: Filter,
     },
+    /// Change the payloads of the selected points (their vectors stay).
+    UpdatePayload {
+        collection: String,
+        collection_id: u64,
+        selection: Selection,
+        change: PayloadChange,
+    },
+    /// Replace the vectors of existing points (their payloads stay); missing ids are skipped.
+    UpdateVectors {
+        collection: String,
+        collection_id: u64,
+        points: Vec<NewVector>,
+    },
 }
 
 impl PointsCommand {
@@ -92,7 +178,9 @@ impl PointsCommand {
         match self {
             PointsCommand::Upsert { collection, .. }
             | PointsCommand::Delete { collection, .. }
-            | PointsCommand::DeleteByFilter { collection, .. } => collection,
+            | PointsCommand::DeleteByFilter { collection, .. }
+            | PointsCommand::UpdatePayload { collection, .. }
+            | PointsCommand::UpdateVectors { collection, .. } => collection,
         }
     }
 }
@@ -136,6 +224,12 @@ pub trait ShardClient: Send + Sync {
         read: &ShardRead,
         query: &ScrollQuery,
     ) -> Result<pb::ScrollResponse, Status>;
+
+    async fn count(
+        &self,
+        read: &ShardRead,
+        query: &CountQuery,
+    ) -> Result<pb::CountResponse, Status>;
 
     /// The replica's counts of `collection` (a nearest-replica read).
     async fn counts(&self, group: u64, collection: &str) -> Result<ShardCounts, Status>;

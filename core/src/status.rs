@@ -34,6 +34,11 @@ impl From<Error> for Status {
                 metadata.insert(headers::LEADER_ADDRESS, value);
             }
         }
+        if let Error::InvalidArgument { field, .. } = &e {
+            if let Ok(value) = field.parse() {
+                status.metadata_mut().insert(headers::FIELD, value);
+            }
+        }
         if let Error::NoReplica { group } = &e {
             status
                 .metadata_mut()

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use quiver_core::convert;
 use quiver_core::point::PointId;
 use quiver_core::shard::{
-    PointsCommand, ScrollQuery, SearchQuery, ShardClient, ShardCounts, ShardRead,
+    CountQuery, PointsCommand, ScrollQuery, SearchQuery, ShardClient, ShardCounts, ShardRead,
 };
 use quiver_core::{Error, Result};
 use quiver_proto::v1 as pb;
@@ -91,7 +91,10 @@ impl LocalShards {
                 convert::point_to_proto(&id, vector, &payload, with_vector, with_payload)
             })
             .collect();
-        Ok(pb::GetPointsResponse { points })
+        Ok(pb::GetPointsResponse {
+            points,
+            missing: Vec::new(),
+        })
     }
 
     async fn search_points(
@@ -153,6 +156,23 @@ impl LocalShards {
         })
     }
 
+    async fn count_points(
+        &self,
+        read: &ShardRead,
+        query: &CountQuery,
+    ) -> Result<pb::CountResponse> {
+        let (_, collection) = self.read(read).await?;
+        let query = query.clone();
+        let (count, exact) = blocking("count", move || {
+            Ok(collection.count(query.filter.as_ref(), query.exact))
+        })
+        .await?;
+        Ok(pb::CountResponse {
+            count: count as u64,
+            exact,
+        })
+    }
+
     /// This replica's counts of collection `name` and the leader it knows.
     pub fn shard_counts(&self, group: u64, name: &str) -> Result<ShardCounts> {
         let replica = self.replica(group)?;
@@ -160,7 +180,7 @@ impl LocalShards {
         Ok(ShardCounts {
             leader: replica.leader().unwrap_or(0),
             points_count: c.points_count() as u64,
-            indexed_vectors: c.graph().map_or(0, |g| g.len()) as u64,
+            indexed_vectors: c.indexed_vectors() as u64,
         })
     }
 }
@@ -215,6 +235,14 @@ impl ShardClient for LocalShards {
         query: &ScrollQuery,
     ) -> Result<pb::ScrollResponse, Status> {
         Ok(self.scroll_points(read, query).await?)
+    }
+
+    async fn count(
+        &self,
+        read: &ShardRead,
+        query: &CountQuery,
+    ) -> Result<pb::CountResponse, Status> {
+        Ok(self.count_points(read, query).await?)
     }
 
     async fn counts(&self, group: u64, collection: &str) -> Result<ShardCounts, Status> {

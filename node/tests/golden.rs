@@ -15,7 +15,9 @@ use quiver_core::placement::{Placement, ShardPlacement};
 use quiver_core::point::{
     CollectionMeta, CollectionSpec, IndexKind, JsonMap, NewPoint, PointId, PointRecord,
 };
-use quiver_core::shard::{PointsCommand, ScrollQuery, SearchQuery};
+use quiver_core::shard::{
+    CountQuery, NewVector, PayloadChange, PointsCommand, ScrollQuery, SearchQuery, Selection,
+};
 use quiver_core::Error;
 use quiver_index::distance::Metric;
 use quiver_index::filter::Filter;
@@ -203,6 +205,44 @@ fn logged_commands_keep_decoding() {
             }),
         ),
     );
+    golden(
+        "command_shard_set_payload",
+        &shard(
+            "k/1",
+            ShardCommand::Points(PointsCommand::UpdatePayload {
+                collection: "docs".into(),
+                collection_id: 2048,
+                selection: Selection::Ids(vec![PointId::Num(1), uuid()]),
+                change: PayloadChange::Set(payload()),
+            }),
+        ),
+    );
+    golden(
+        "command_shard_delete_payload_keys",
+        &shard(
+            "k/2",
+            ShardCommand::Points(PointsCommand::UpdatePayload {
+                collection: "docs".into(),
+                collection_id: 2048,
+                selection: Selection::Filter(filter()),
+                change: PayloadChange::DeleteKeys(vec!["tags".into(), "meta.source".into()]),
+            }),
+        ),
+    );
+    golden(
+        "command_shard_update_vectors",
+        &shard(
+            "k/3",
+            ShardCommand::Points(PointsCommand::UpdateVectors {
+                collection: "docs".into(),
+                collection_id: 2048,
+                points: vec![NewVector {
+                    id: PointId::Num(1),
+                    vector: vec![1.0, 0.0, -0.5],
+                }],
+            }),
+        ),
+    );
     let meta = |command| Proposal::new(MachineKind::Meta, "create-1", command);
     golden(
         "command_meta_create",
@@ -311,4 +351,11 @@ fn shard_requests_keep_decoding() {
         },
     );
     golden("request_ids", &vec![PointId::Num(7), uuid()]);
+    golden(
+        "request_count",
+        &CountQuery {
+            filter: Some(filter()),
+            exact: false,
+        },
+    );
 }

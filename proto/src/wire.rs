@@ -25,6 +25,9 @@ pub mod headers {
     /// On a refusal for a shard group the node holds no replica of (value: the group): the
     /// sender's shard map is stale.
     pub const STALE_SHARD: &str = "quiver-stale-shard";
+    /// On an invalid-argument refusal: the field at fault, as the request spells it
+    /// (`points[3].vector`), so a client can point at its own input without parsing the message.
+    pub const FIELD: &str = "quiver-field";
     /// Marks a request one front forwarded to another on a client's behalf; it is not forwarded
     /// again (two fronts with stale views could bounce it).
     pub const FORWARDED: &str = "quiver-forwarded";
@@ -45,8 +48,8 @@ pub enum Failure {
     Final,
 }
 
-/// The leader address a refusal names, if any.
-fn leader_address(status: &Status) -> Option<String> {
+/// The leader address (`ip:port`) a "not the leader" refusal names, if any.
+pub fn leader_address(status: &Status) -> Option<String> {
     status
         .metadata()
         .get(headers::LEADER_ADDRESS)

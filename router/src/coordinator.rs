@@ -21,11 +21,11 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use parking_lot::Mutex;
-use quiver_core::convert::{self, DeleteSelection, Limits};
+use quiver_core::convert::{self, Limits};
 use quiver_core::directory::Directory;
 use quiver_core::placement::{shard_index, NodeId, Placement};
 use quiver_core::point::PointId;
-use quiver_core::shard::{PointsCommand, ReadConsistency, ShardClient, ShardRead};
+use quiver_core::shard::{PointsCommand, ReadConsistency, Selection, ShardClient, ShardRead};
 use quiver_core::Error;
 use quiver_index::distance::Metric;
 use quiver_proto::v1 as pb;
@@ -306,14 +306,31 @@ impl Coordinator {
                 .or_default()
                 .push(point);
         }
-        let request_id = request_id(&req.request_id);
-        let calls = parts.into_iter().map(|(shard, points)| {
-            let command = PointsCommand::Upsert {
-                collection: placement.spec.name.clone(),
-                collection_id: placement.shards[shard].group,
-                points,
-            };
-            self.write_part(&placement, shard, format!("{request_id}/{shard}"), command)
+        let parts = parts
+            .into_iter()
+            .map(|(shard, points)| {
+                let command = PointsCommand::Upsert {
+                    collection: placement.spec.name.clone(),
+                    collection_id: placement.shards[shard].group,
+                    points,
+                };
+                (shard, command)
+            })
+            .collect();
+        self.write_parts(&placement, &req.request_id, parts).await
+    }
+
+    /// Sends each shard's part of a write (built by `command` from the shard and its group),
+    /// each once under `<request_id>/<shard>`, and merges the answers.
+    async fn write_parts(
+        &self,
+        placement: &Placement,
+        request_id: &str,
+        parts: BTreeMap<usize, PointsCommand>,
+    ) -> Result<pb::WriteResponse, Status> {
+        let request_id = request_id_or_new(request_id);
+        let calls = parts.into_iter().map(|(shard, command)| {
+            self.write_part(placement, shard, format!("{request_id}/{shard}"), command)
         });
         merge_writes(join_all(calls).await)
     }
@@ -321,40 +338,97 @@ impl Coordinator {
     pub async fn delete(&self, req: pb::DeletePointsRequest) -> Result<pb::WriteResponse, Status> {
         let placement = self.placement("collection", &req.collection).await?;
         let selection = convert::delete_selection(&req, &self.limits().request)?;
-        let count = placement.shards.len();
         let collection = placement.spec.name.clone();
+        let parts = split_selection(selection, &placement)
+            .into_iter()
+            .map(|(shard, (collection_id, selection))| {
+                let collection = collection.clone();
+                let command = match selection {
+                    Selection::Ids(ids) => PointsCommand::Delete {
+                        collection,
+                        collection_id,
+                        ids,
+                    },
+                    // Every shard deletes its matches (each checks the filter the same way).
+                    Selection::Filter(filter) => PointsCommand::DeleteByFilter {
+                        collection,
+                        collection_id,
+                        filter,
+                    },
+                };
+                (shard, command)
+            })
+            .collect();
+        self.write_parts(&placement, &req.request_id, parts).await
+    }
+
+    pub async fn update_payload(
+        &self,
+        req: pb::UpdatePayloadRequest,
+    ) -> Result<pb::WriteResponse, Status> {
+        let placement = self.placement("collection", &req.collection).await?;
+        let (selection, change) = convert::payload_update(&req, &self.limits().request)?;
+        let parts = split_selection(selection, &placement)
+            .into_iter()
+            .map(|(shard, (collection_id, selection))| {
+                let command = PointsCommand::UpdatePayload {
+                    collection: placement.spec.name.clone(),
+                    collection_id,
+                    selection,
+                    change: change.clone(),
+                };
+                (shard, command)
+            })
+            .collect();
+        self.write_parts(&placement, &req.request_id, parts).await
+    }
+
+    pub async fn update_vectors(
+        &self,
+        req: pb::UpdateVectorsRequest,
+    ) -> Result<pb::WriteResponse, Status> {
+        let placement = self.placement("collection", &req.collection).await?;
+        let vectors = convert::new_vectors(&req.points, &placement.spec, &self.limits().request)?;
+        let count = placement.shards.len();
         let mut parts: BTreeMap<usize, PointsCommand> = BTreeMap::new();
-        match selection {
-            // By filter: every shard deletes its matches (each checks the filter the same way).
-            DeleteSelection::Filter(filter) => {
-                for shard in 0..count {
-                    let command = PointsCommand::DeleteByFilter {
-                        collection: collection.clone(),
-                        collection_id: placement.shards[shard].group,
-                        filter: filter.clone(),
-                    };
-                    parts.insert(shard, command);
-                }
-            }
-            DeleteSelection::Ids(ids) => {
-                for id in ids {
-                    let shard = shard_index(&id, count);
-                    let part = parts.entry(shard).or_insert_with(|| PointsCommand::Delete {
-                        collection: collection.clone(),
-                        collection_id: placement.shards[shard].group,
-                        ids: Vec::new(),
-                    });
-                    if let PointsCommand::Delete { ids, .. } = part {
-                        ids.push(id);
-                    }
-                }
+        for vector in vectors {
+            let shard = shard_index(&vector.id, count);
+            let part = parts
+                .entry(shard)
+                .or_insert_with(|| PointsCommand::UpdateVectors {
+                    collection: placement.spec.name.clone(),
+                    collection_id: placement.shards[shard].group,
+                    points: Vec::new(),
+                });
+            if let PointsCommand::UpdateVectors { points, .. } = part {
+                points.push(vector);
             }
         }
-        let request_id = request_id(&req.request_id);
-        let calls = parts.into_iter().map(|(shard, command)| {
-            self.write_part(&placement, shard, format!("{request_id}/{shard}"), command)
+        self.write_parts(&placement, &req.request_id, parts).await
+    }
+
+    pub async fn count(&self, req: pb::CountRequest) -> Result<pb::CountResponse, Status> {
+        let placement = self.placement("collection", &req.collection).await?;
+        let consistency = convert::read_consistency(req.consistency)?;
+        let query = Arc::new(convert::count_query(&req)?);
+        let calls = (0..placement.shards.len()).map(|shard| {
+            let read = Self::read(&placement, shard, consistency);
+            let query = query.clone();
+            self.on_shard(&placement, shard, route(consistency), move |_, client| {
+                let (read, query) = (read.clone(), query.clone());
+                async move { client.count(&read, &query).await }
+            })
         });
-        merge_writes(join_all(calls).await)
+        let mut merged = pb::CountResponse {
+            count: 0,
+            exact: true,
+        };
+        for part in join_all(calls).await {
+            let part = part?;
+            merged.count += part.count;
+            merged.exact &= part.exact;
+        }
+        Ok(merged)
     }
 
     pub async fn get(&self, req: pb::GetPointsRequest) -> Result<pb::GetPointsResponse, Status> {
@@ -383,8 +457,15 @@ impl Coordinator {
             }
         }
         // In the order asked for.
-        let points = ids.iter().filter_map(|id| found.remove(id)).collect();
-        Ok(pb::GetPointsResponse { points })
+        let mut points = Vec::with_capacity(found.len());
+        let mut missing = Vec::new();
+        for id in &ids {
+            match found.remove(id) {
+                Some(point) => points.push(point),
+                None => missing.push(convert::point_id_to_proto(id)),
+            }
+        }
+        Ok(pb::GetPointsResponse { points, missing })
     }
 
     pub async fn search(&self, req: pb::SearchRequest) -> Result<pb::SearchResponse, Status> {
@@ -492,9 +573,34 @@ impl Coordinator {
     }
 }
 
+/// Each shard's part of a selection, with the shard's group (its collection id): ids by the
+/// shard they hash to, a filter to every shard.
+fn split_selection(
+    selection: Selection,
+    placement: &Placement,
+) -> BTreeMap<usize, (u64, Selection)> {
+    let count = placement.shards.len();
+    let group = |shard: usize| placement.shards[shard].group;
+    match selection {
+        Selection::Filter(filter) => (0..count)
+            .map(|shard| (shard, (group(shard), Selection::Filter(filter.clone()))))
+            .collect(),
+        Selection::Ids(ids) => {
+            let mut parts: BTreeMap<usize, Vec<PointId>> = BTreeMap::new();
+            for id in ids {
+                parts.entry(shard_index(&id, count)).or_default().push(id);
+            }
+            parts
+                .into_iter()
+                .map(|(shard, ids)| (shard, (group(shard), Selection::Ids(ids))))
+                .collect()
+        }
+    }
+}
+
 /// The client's idempotency key, or a fresh one (so this coordinator's own retries of a part
 /// are applied once).
-fn request_id(given: &str) -> String {
+fn request_id_or_new(given: &str) -> String {
     if given.is_empty() {
         uuid::Uuid::new_v4().to_string()
     } else {

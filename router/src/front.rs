@@ -118,10 +118,15 @@ impl Collections for CollectionsFront {
         let limits = self.coordinator.limits();
         let spec = convert::collection_spec(request.get_ref(), &limits.request, limits.max_ef)?;
         let shard_count = convert::shard_count(request.get_ref().shard_count)?;
-        let req = request.get_ref();
+        let replication_factor = convert::replication_factor(request.get_ref().replication_factor)?;
         let name = spec.name.clone();
         let created = catalogue
-            .create_collection(spec, shard_count, req.replication_factor, &req.request_id)
+            .create_collection(
+                spec,
+                shard_count,
+                replication_factor,
+                &request.get_ref().request_id,
+            )
             .await;
         match created {
             Ok(()) => Ok(Response::new(self.coordinator.info(&name).await?)),
@@ -229,6 +234,33 @@ impl Points for PointsFront {
         r: Request<pb::ScrollRequest>,
     ) -> Result<Response<pb::ScrollResponse>, Status> {
         self.0.scroll(r.into_inner()).await.map(Response::new)
+    }
+
+    async fn count(
+        &self,
+        r: Request<pb::CountRequest>,
+    ) -> Result<Response<pb::CountResponse>, Status> {
+        self.0.count(r.into_inner()).await.map(Response::new)
+    }
+
+    async fn update_payload(
+        &self,
+        r: Request<pb::UpdatePayloadRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        self.0
+            .update_payload(r.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn update_vectors(
+        &self,
+        r: Request<pb::UpdateVectorsRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        self.0
+            .update_vectors(r.into_inner())
+            .await
+            .map(Response::new)
     }
 }
 

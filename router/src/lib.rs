@@ -32,7 +32,7 @@ use quiver_proto::v1::collections_server::CollectionsServer;
 use quiver_proto::v1::points_server::PointsServer;
 use quiver_proto::wire::Channels;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tracing::info;
 
 pub use coordinator::{Coordinator, LocalShards};
@@ -170,13 +170,17 @@ pub async fn serve(
         .upstream
         .clone()
         .ok_or_else(|| RouterError::Serve("a standalone front has an upstream".into()))?;
+    // Accepted sockets are set TCP_NODELAY here: the builder's own `tcp_nodelay` applies only to
+    // listeners it binds itself. Without it, the second of two answers in flight on one connection
+    // waits for the peer's delayed ACK (~40 ms; Nagle).
+    let incoming = TcpIncoming::from_listener(listener, true, None)
+        .map_err(|e| RouterError::Serve(format!("listener: {e}")))?;
     tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .add_service(health_service)
         .add_service(ClusterServer::new(ClusterForwarder(upstream)))
         .add_service(front.collections(usize::MAX))
         .add_service(front.points(usize::MAX))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .map_err(|e| RouterError::Serve(e.to_string()))
 }

@@ -4,8 +4,8 @@
 use quiver_core::encoding;
 use quiver_core::point::PointId;
 use quiver_core::shard::{
-    consistency_to_proto, PointsCommand, ScrollQuery, SearchQuery, ShardClient, ShardCounts,
-    ShardRead,
+    consistency_to_proto, CountQuery, PointsCommand, ScrollQuery, SearchQuery, ShardClient,
+    ShardCounts, ShardRead,
 };
 use quiver_proto::v1 as pb;
 use quiver_proto::v1::shard_client::ShardClient as ShardGrpc;
@@ -94,6 +94,18 @@ impl ShardClient for RemoteShards {
             query: encode(query)?,
         };
         Ok(self.client.clone().scroll(request).await?.into_inner())
+    }
+
+    async fn count(
+        &self,
+        read: &ShardRead,
+        query: &CountQuery,
+    ) -> Result<pb::CountResponse, Status> {
+        let request = pb::ShardCountRequest {
+            read: Some(read_to_proto(read)),
+            query: encode(query)?,
+        };
+        Ok(self.client.clone().count(request).await?.into_inner())
     }
 
     async fn counts(&self, group: u64, collection: &str) -> Result<ShardCounts, Status> {

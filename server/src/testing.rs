@@ -15,6 +15,8 @@ use tonic::transport::Channel;
 pub struct TestServer {
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
+    /// The node, for tests that look beneath the API.
+    pub node: std::sync::Arc<Node>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<quiver_core::Result<()>>>,
 }
@@ -40,12 +42,13 @@ impl TestServer {
         config.cluster.advertise = addr.to_string();
         let node = Node::open(config).await.expect("open node");
         let (tx, rx) = oneshot::channel();
-        let task = tokio::spawn(crate::serve(node, listener, async {
+        let task = tokio::spawn(crate::serve(node.clone(), listener, async {
             let _ = rx.await;
         }));
         Self {
             addr,
             data_dir,
+            node,
             stop: Some(tx),
             task: Some(task),
         }

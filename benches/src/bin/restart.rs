@@ -125,7 +125,7 @@ fn main() -> Result<()> {
         default_ef: None,
     };
     runtime
-        .block_on(node.create_collection(spec, 1, 1, ""))
+        .block_on(node.create_collection(spec, 1, Some(1), ""))
         .context("creating the collection")?;
     let replica = shard(&node)?;
     let collection_id = replica

@@ -133,7 +133,7 @@ async fn kill9_mid_import_keeps_every_acknowledged_batch() {
                 .search(pb::SearchRequest {
                     collection: "crash".into(),
                     vector: vector(id),
-                    top_k: 1,
+                    top_k: Some(1),
                     exact,
                     ..Default::default()
                 })

@@ -204,7 +204,7 @@ async fn sharded_collection_spreads_merges_and_moves() {
         .search(pb::SearchRequest {
             collection: "s".into(),
             vector: query,
-            top_k: 10,
+            top_k: Some(10),
             exact: true,
             ..Default::default()
         })
@@ -223,7 +223,7 @@ async fn sharded_collection_spreads_merges_and_moves() {
             .await
             .scroll(pb::ScrollRequest {
                 collection: "s".into(),
-                limit: 70,
+                limit: Some(70),
                 cursor: cursor.clone(),
                 ..Default::default()
             })

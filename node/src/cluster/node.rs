@@ -235,20 +235,17 @@ impl Node {
     }
 
     /// Creates a collection of `shard_count` shards with `replication_factor` replicas each
-    /// (0: min(3, nodes)). Runs on the meta leader; returns once every shard group has a leader.
+    /// (None: min(3, nodes)). Runs on the meta leader; returns once every shard group has a leader.
     pub async fn create_collection(
         &self,
         spec: CollectionSpec,
         shard_count: u32,
-        replication_factor: u32,
+        replication_factor: Option<u32>,
         request_id: &str,
     ) -> Result<Placement> {
         self.meta.check_writable()?;
         let nodes: Vec<NodeId> = self.meta.membership().voter_ids().collect();
-        let rf = match replication_factor {
-            0 => nodes.len().min(3) as u32,
-            rf => rf,
-        };
+        let rf = replication_factor.unwrap_or(nodes.len().min(3) as u32);
         let live = self.answering(&nodes).await;
         let replicas = place(
             &nodes,
@@ -516,7 +513,7 @@ impl Catalogue for Node {
         &self,
         spec: CollectionSpec,
         shard_count: u32,
-        replication_factor: u32,
+        replication_factor: Option<u32>,
         request_id: &str,
     ) -> Result<()> {
         self.leads_meta()?;

@@ -82,6 +82,16 @@ impl Shard for ShardService {
         Ok(Response::new(answer))
     }
 
+    async fn count(
+        &self,
+        request: Request<pb::ShardCountRequest>,
+    ) -> Result<Response<pb::CountResponse>, Status> {
+        let req = request.into_inner();
+        let query = decode("query", &req.query)?;
+        let answer = self.shards.count(&read(req.read)?, &query).await?;
+        Ok(Response::new(answer))
+    }
+
     async fn counts(
         &self,
         request: Request<pb::ShardCountsRequest>,

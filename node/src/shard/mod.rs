@@ -197,6 +197,31 @@ impl Collection {
         progress.inserts_since_dump += items.len();
     }
 
+    /// Replaces the payloads of live points (their slots and vectors stay).
+    pub fn apply_payloads(&self, payloads: Vec<(PointId, JsonMap)>) {
+        let mut seg = self.segment.write();
+        for (id, payload) in payloads {
+            let Some(slot) = seg.slot_of(&id) else {
+                continue;
+            };
+            if let Some(old) = seg.payloads.remove(&slot) {
+                seg.payload_index.remove(slot, &old);
+            }
+            seg.payload_index.insert(slot, &payload);
+            seg.payloads.insert(slot, Arc::new(payload));
+        }
+    }
+
+    /// Live points the HNSW graph holds (0 for a flat collection). Replaced and deleted
+    /// versions stay in the graph as tombstones until it is rebuilt, and are not counted.
+    pub fn indexed_vectors(&self) -> usize {
+        if self.graph.is_none() {
+            return 0;
+        }
+        let upto = self.progress.lock().indexed_upto;
+        upto.map_or(0, |upto| self.segment.read().live.rank(upto) as usize)
+    }
+
     /// Deletes points; returns how many existed.
     pub fn apply_deletes(&self, ids: &[PointId]) -> usize {
         let mut seg = self.segment.write();

@@ -206,6 +206,30 @@ impl Collection {
         slots.into_iter().filter_map(|s| seg.id_of(s)).collect()
     }
 
+    /// Points matching `filter` (all live points without one), and whether the count is exact.
+    /// Unless `exact` is asked for, a filter the payload indexes do not bound is estimated from
+    /// a sample of live points instead of tested on every one.
+    pub fn count(&self, filter: Option<&Filter>, exact: bool) -> (usize, bool) {
+        let seg = self.segment.read();
+        let Some(filter) = filter else {
+            return (seg.len(), true);
+        };
+        match candidates(&seg, filter) {
+            Candidates::Slots(s) => (s.len() as usize, true),
+            Candidates::Estimated(fraction) if !exact => {
+                ((fraction * seg.live.len() as f64).round() as usize, false)
+            }
+            Candidates::Estimated(_) => {
+                let n = seg
+                    .live
+                    .iter()
+                    .filter(|s| matches(&seg, filter, *s))
+                    .count();
+                (n, true)
+            }
+        }
+    }
+
     /// Points by id (missing ids skipped), as `(id, vector, payload)`.
     pub fn get(&self, ids: &[PointId]) -> Vec<(PointId, Vec<f32>, Arc<JsonMap>)> {
         let seg = self.segment.read();

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 use quiver_core::point::{CollectionMeta, JsonMap, PointId, PointRecord};
-use quiver_core::shard::PointsCommand;
+use quiver_core::shard::{PointsCommand, Selection};
 use quiver_core::{Error, Result};
 use quiver_index::Slot;
 use serde::{Deserialize, Serialize};
@@ -87,6 +87,7 @@ pub enum PointsEffect {
     Serve(CollectionMeta),
     Upsert(Arc<Collection>, Vec<(PointId, Slot, Vec<f32>, JsonMap)>),
     Delete(Arc<Collection>, Vec<PointId>),
+    Payloads(Arc<Collection>, Vec<(PointId, JsonMap)>),
 }
 
 /// The points namespace of a shard group.
@@ -120,49 +121,23 @@ impl Points {
                 points,
             } => {
                 let collection = self.target(collection, *collection_id)?;
-                let dim = collection.meta.spec.dim as usize;
-                if let Some((i, p)) = points
-                    .iter()
-                    .enumerate()
-                    .find(|(_, p)| p.vector.len() != dim)
-                {
-                    return Err(Error::invalid(
-                        format!("points[{i}].vector"),
-                        format!("expected {dim} dimensions, got {}", p.vector.len()),
-                    ));
-                }
-                let id = collection.meta.id;
-                let mut next_slot = match storage.get(Table::Meta, &next_slot_key(id))? {
-                    Some(b) => u32::from_be_bytes(
-                        b.as_slice()
-                            .try_into()
-                            .map_err(|_| Error::Storage("corrupt slot counter".into()))?,
-                    ),
-                    None => 0,
-                };
+                check_dimensions(&collection, points.iter().map(|p| p.vector.len()))?;
+                let mut slots = SlotCounter::read(storage, collection.meta.id)?;
                 let mut installs = Vec::with_capacity(points.len());
                 for p in points {
-                    let slot = next_slot;
-                    // Deterministic, so a rejection every replica agrees on (not a fault).
-                    next_slot = next_slot.checked_add(1).ok_or_else(|| {
-                        Error::invalid(
-                            "points",
-                            "the collection has used all 2^32 vector slots; re-create it",
-                        )
-                    })?;
                     let record = PointRecord {
-                        slot,
+                        slot: slots.next()?,
                         vector: p.vector.clone(),
                         payload: p.payload.clone(),
                     };
-                    batch.put(Table::Points, point_key(id, &p.id), encode(&record)?);
-                    installs.push((p.id, slot, record.vector, record.payload));
+                    batch.put(
+                        Table::Points,
+                        point_key(collection.meta.id, &p.id),
+                        encode(&record)?,
+                    );
+                    installs.push((p.id, record.slot, record.vector, record.payload));
                 }
-                batch.put(
-                    Table::Meta,
-                    next_slot_key(id),
-                    next_slot.to_be_bytes().to_vec(),
-                );
+                slots.write(batch);
                 let n = installs.len() as u64;
                 Ok((PointsEffect::Upsert(collection, installs), n))
             }
@@ -183,7 +158,136 @@ impl Points {
                 let ids = collection.matching_ids(filter);
                 Ok(plan_delete(collection, ids, batch))
             }
+            PointsCommand::UpdatePayload {
+                collection,
+                collection_id,
+                selection,
+                change,
+            } => {
+                let collection = self.target(collection, *collection_id)?;
+                let ids = match selection {
+                    Selection::Ids(ids) => ids.clone(),
+                    Selection::Filter(filter) => collection.matching_ids(filter),
+                };
+                let mut changed = Vec::new();
+                for (id, record) in stored(storage, collection.meta.id, ids)? {
+                    let record = PointRecord {
+                        payload: change.apply(record.payload),
+                        ..record
+                    };
+                    batch.put(
+                        Table::Points,
+                        point_key(collection.meta.id, &id),
+                        encode(&record)?,
+                    );
+                    changed.push((id, record.payload));
+                }
+                let n = changed.len() as u64;
+                Ok((PointsEffect::Payloads(collection, changed), n))
+            }
+            PointsCommand::UpdateVectors {
+                collection,
+                collection_id,
+                points,
+            } => {
+                let collection = self.target(collection, *collection_id)?;
+                check_dimensions(&collection, points.iter().map(|p| p.vector.len()))?;
+                let vectors: BTreeMap<PointId, &[f32]> =
+                    points.iter().map(|p| (p.id, p.vector.as_slice())).collect();
+                let mut slots = SlotCounter::read(storage, collection.meta.id)?;
+                let mut installs = Vec::new();
+                // A new vector is a new version of the point: a new slot, as an upsert.
+                for (id, record) in stored(storage, collection.meta.id, vectors.keys().copied())? {
+                    let record = PointRecord {
+                        slot: slots.next()?,
+                        vector: vectors[&id].to_vec(),
+                        payload: record.payload,
+                    };
+                    batch.put(
+                        Table::Points,
+                        point_key(collection.meta.id, &id),
+                        encode(&record)?,
+                    );
+                    installs.push((id, record.slot, record.vector, record.payload));
+                }
+                slots.write(batch);
+                let n = installs.len() as u64;
+                Ok((PointsEffect::Upsert(collection, installs), n))
+            }
         }
+    }
+}
+
+/// The stored records of those of `ids` that exist, each once, in id order.
+fn stored(
+    storage: &dyn Storage,
+    collection_id: u64,
+    ids: impl IntoIterator<Item = PointId>,
+) -> Result<Vec<(PointId, PointRecord)>> {
+    let unique: std::collections::BTreeSet<PointId> = ids.into_iter().collect();
+    let mut out = Vec::with_capacity(unique.len());
+    for id in unique {
+        if let Some(bytes) = storage.get(Table::Points, &point_key(collection_id, &id))? {
+            out.push((id, decode::<PointRecord>(&bytes)?));
+        }
+    }
+    Ok(out)
+}
+
+/// Refuses vectors of the wrong length (a coordinator checked them; this guards the log).
+fn check_dimensions(collection: &Collection, lengths: impl Iterator<Item = usize>) -> Result<()> {
+    let dim = collection.meta.spec.dim as usize;
+    for (i, len) in lengths.enumerate() {
+        if len != dim {
+            return Err(Error::invalid(
+                format!("points[{i}].vector"),
+                format!("expected {dim} dimensions, got {len}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A collection's next free vector slot, read once per command and written back with its batch.
+struct SlotCounter {
+    collection_id: u64,
+    next: Slot,
+}
+
+impl SlotCounter {
+    fn read(storage: &dyn Storage, collection_id: u64) -> Result<Self> {
+        let next = match storage.get(Table::Meta, &next_slot_key(collection_id))? {
+            Some(b) => u32::from_be_bytes(
+                b.as_slice()
+                    .try_into()
+                    .map_err(|_| Error::Storage("corrupt slot counter".into()))?,
+            ),
+            None => 0,
+        };
+        Ok(Self {
+            collection_id,
+            next,
+        })
+    }
+
+    fn next(&mut self) -> Result<Slot> {
+        let slot = self.next;
+        // Deterministic, so a rejection every replica agrees on (not a fault).
+        self.next = self.next.checked_add(1).ok_or_else(|| {
+            Error::invalid(
+                "points",
+                "the collection has used all 2^32 vector slots; re-create it",
+            )
+        })?;
+        Ok(slot)
+    }
+
+    fn write(&self, batch: &mut WriteBatch) {
+        batch.put(
+            Table::Meta,
+            next_slot_key(self.collection_id),
+            self.next.to_be_bytes().to_vec(),
+        );
     }
 }
 
@@ -293,6 +397,7 @@ impl Namespace for Points {
             PointsEffect::Delete(collection, ids) => {
                 collection.apply_deletes(&ids);
             }
+            PointsEffect::Payloads(collection, payloads) => collection.apply_payloads(payloads),
         }
     }
 

@@ -72,8 +72,8 @@ async fn bad_input_is_rejected_with_the_field_named_and_changes_nothing() {
             .create(with(&|r| {
                 r.index = Some(pb::IndexConfig {
                     kind: Some(pb::index_config::Kind::Hnsw(pb::HnswConfig {
-                        m: 1000,
-                        ef_construction: 0,
+                        m: Some(1000),
+                        ef_construction: Some(0),
                     })),
                 })
             }))
@@ -113,21 +113,69 @@ async fn bad_input_is_rejected_with_the_field_named_and_changes_nothing() {
     must_reject(
         collections
             .create(with(&|r| {
-                r.search_defaults = Some(pb::SearchDefaults { ef: 1_000_000 })
+                r.search_defaults = Some(pb::SearchDefaults {
+                    ef: Some(1_000_000),
+                })
             }))
             .await,
         Code::InvalidArgument,
         "search_defaults.ef",
     );
     must_reject(
-        collections.create(with(&|r| r.shard_count = 300)).await,
+        collections
+            .create(with(&|r| r.shard_count = Some(300)))
+            .await,
         Code::InvalidArgument,
         "shard_count",
+    );
+    // Zero is refused, not read as "the default".
+    let hnsw = |m: Option<u32>, ef_construction: Option<u32>| {
+        Some(pb::IndexConfig {
+            kind: Some(pb::index_config::Kind::Hnsw(pb::HnswConfig {
+                m,
+                ef_construction,
+            })),
+        })
+    };
+    must_reject(
+        collections
+            .create(with(&|r| r.index = hnsw(Some(0), None)))
+            .await,
+        Code::InvalidArgument,
+        "index.hnsw.m",
+    );
+    must_reject(
+        collections
+            .create(with(&|r| r.index = hnsw(None, Some(0))))
+            .await,
+        Code::InvalidArgument,
+        "index.hnsw.ef_construction",
+    );
+    must_reject(
+        collections.create(with(&|r| r.shard_count = Some(0))).await,
+        Code::InvalidArgument,
+        "shard_count",
+    );
+    must_reject(
+        collections
+            .create(with(&|r| r.replication_factor = Some(0)))
+            .await,
+        Code::InvalidArgument,
+        "replication_factor",
+    );
+    must_reject(
+        collections
+            .create(with(&|r| {
+                r.search_defaults = Some(pb::SearchDefaults { ef: Some(0) })
+            }))
+            .await,
+        Code::InvalidArgument,
+        "search_defaults.ef",
     );
     // One node cannot hold two replicas of a shard.
     must_reject(
         collections
-            .create(with(&|r| r.replication_factor = 2))
+            .create(with(&|r| r.replication_factor = Some(2)))
             .await,
         Code::InvalidArgument,
         "replication_factor",
@@ -372,12 +420,22 @@ async fn bad_input_is_rejected_with_the_field_named_and_changes_nothing() {
         "vector",
     );
     must_reject(
-        points.search(search(&|r| r.top_k = 101)).await,
+        points.search(search(&|r| r.top_k = Some(0))).await,
         Code::InvalidArgument,
         "top_k",
     );
     must_reject(
-        points.search(search(&|r| r.ef = 1_000_000)).await,
+        points.search(search(&|r| r.ef = Some(0))).await,
+        Code::InvalidArgument,
+        "ef",
+    );
+    must_reject(
+        points.search(search(&|r| r.top_k = Some(101))).await,
+        Code::InvalidArgument,
+        "top_k",
+    );
+    must_reject(
+        points.search(search(&|r| r.ef = Some(1_000_000))).await,
         Code::InvalidArgument,
         "ef",
     );
@@ -479,7 +537,7 @@ async fn bad_input_is_rejected_with_the_field_named_and_changes_nothing() {
         points
             .scroll(pb::ScrollRequest {
                 collection: "c".into(),
-                limit: 1_000_000,
+                limit: Some(1_000_000),
                 ..Default::default()
             })
             .await,

@@ -235,7 +235,7 @@ async fn collection_and_points_lifecycle() {
         let page = points
             .scroll(pb::ScrollRequest {
                 collection: "docs".into(),
-                limit: 10,
+                limit: Some(10),
                 cursor: cursor.clone(),
                 with_payload: true,
                 ..Default::default()

@@ -6,3 +6,4 @@ mod lifecycle;
 mod persistence;
 mod recall;
 mod support;
+mod updates;

@@ -23,7 +23,7 @@ async fn recall_at_10(
     for q in queries {
         let mut req = search_request("v", q.clone(), 10);
         req.filter_json = filter_json.into();
-        req.ef = 64;
+        req.ef = Some(64);
         let approx = client.search(req.clone()).await.unwrap().into_inner();
         assert_eq!(approx.plan, expected_plan, "filter {filter_json}");
         req.exact = true;
@@ -48,8 +48,8 @@ async fn hnsw_recall_unfiltered_and_filtered() {
     let mut req = create_request("v", DIM as u32, pb::Metric::L2);
     req.index = Some(pb::IndexConfig {
         kind: Some(pb::index_config::Kind::Hnsw(pb::HnswConfig {
-            m: 16,
-            ef_construction: 200,
+            m: Some(16),
+            ef_construction: Some(200),
         })),
     });
     req.payload_indexes = vec![pb::PayloadIndexField {

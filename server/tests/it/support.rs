@@ -53,8 +53,8 @@ pub fn create_request(name: &str, dim: u32, metric: pb::Metric) -> pb::CreateCol
         metric: metric as i32,
         index: Some(pb::IndexConfig {
             kind: Some(pb::index_config::Kind::Hnsw(pb::HnswConfig {
-                m: 16,
-                ef_construction: 100,
+                m: Some(16),
+                ef_construction: Some(100),
             })),
         }),
         payload_indexes: vec![],
@@ -67,7 +67,7 @@ pub fn search_request(collection: &str, vector: Vec<f32>, top_k: u32) -> pb::Sea
     pb::SearchRequest {
         collection: collection.into(),
         vector,
-        top_k,
+        top_k: Some(top_k),
         ..Default::default()
     }
 }

@@ -1,0 +1,231 @@
+//! `quiver collection`: create, inspect, list and drop collections.
+
+use anyhow::{anyhow, bail};
+use clap::{Subcommand, ValueEnum};
+use quiver_proto::v1 as pb;
+use quiver_proto::v1::collections_client::CollectionsClient;
+use serde_json::{json, Value};
+
+use super::{print_line, status, Endpoint};
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum MetricArg {
+    Cosine,
+    L2,
+    Dot,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum IndexArg {
+    Hnsw,
+    Flat,
+}
+
+#[derive(Subcommand)]
+pub enum CollectionCommand {
+    /// Create a collection.
+    Create {
+        name: String,
+        /// Vector dimension.
+        #[arg(long)]
+        dim: u32,
+        #[arg(long, value_enum)]
+        metric: MetricArg,
+        #[arg(long, value_enum, default_value = "hnsw")]
+        index: IndexArg,
+        /// HNSW neighbours per node, 2..=64 [default: 16].
+        #[arg(long)]
+        m: Option<u32>,
+        /// HNSW candidate list size while building, 1..=4096 [default: 200].
+        #[arg(long)]
+        ef_construction: Option<u32>,
+        /// Default HNSW ef for searches that do not set one.
+        #[arg(long)]
+        ef: Option<u32>,
+        /// Payload index, FIELD:TYPE with TYPE keyword|integer|float|datetime (repeatable).
+        #[arg(long = "payload-index", value_name = "FIELD:TYPE")]
+        payload_indexes: Vec<String>,
+        /// Shards (Raft groups) the points are spread over by id [default: 1].
+        #[arg(long)]
+        shards: Option<u32>,
+        /// Replicas of each shard, on distinct nodes (default: min(3, nodes)).
+        #[arg(long)]
+        replication_factor: Option<u32>,
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
+    /// List collections.
+    List {
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
+    /// Show a collection.
+    Info {
+        name: String,
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
+    /// Drop a collection and all its points.
+    Drop {
+        name: String,
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
+}
+
+fn payload_index(spec: &str) -> anyhow::Result<pb::PayloadIndexField> {
+    let (key, t) = spec
+        .rsplit_once(':')
+        .ok_or_else(|| anyhow!("--payload-index `{spec}`: expected FIELD:TYPE"))?;
+    let t = match t {
+        "keyword" => pb::PayloadFieldType::Keyword,
+        "integer" => pb::PayloadFieldType::Integer,
+        "float" => pb::PayloadFieldType::Float,
+        "datetime" => pb::PayloadFieldType::Datetime,
+        other => bail!(
+            "--payload-index `{spec}`: unknown type `{other}` (keyword, integer, float, datetime)"
+        ),
+    };
+    Ok(pb::PayloadIndexField {
+        key: key.to_string(),
+        r#type: t as i32,
+    })
+}
+
+fn info_json(c: &pb::CollectionInfo) -> Value {
+    let metric = match pb::Metric::try_from(c.metric) {
+        Ok(pb::Metric::Cosine) => "cosine",
+        Ok(pb::Metric::L2) => "l2",
+        Ok(pb::Metric::Dot) => "dot",
+        _ => "unknown",
+    };
+    let index = match c.index.as_ref().and_then(|i| i.kind.as_ref()) {
+        Some(pb::index_config::Kind::Hnsw(h)) => {
+            json!({"hnsw": {"m": h.m, "ef_construction": h.ef_construction}})
+        }
+        _ => json!("flat"),
+    };
+    let payload_indexes: Vec<Value> = c
+        .payload_indexes
+        .iter()
+        .map(|f| {
+            let t = pb::PayloadFieldType::try_from(f.r#type)
+                .map(|t| {
+                    t.as_str_name()
+                        .trim_start_matches("PAYLOAD_FIELD_TYPE_")
+                        .to_lowercase()
+                })
+                .unwrap_or_default();
+            json!({"key": f.key, "type": t})
+        })
+        .collect();
+    let shards: Vec<Value> = c
+        .shards
+        .iter()
+        .map(|s| {
+            let replicas: Vec<Value> = s
+                .replicas
+                .iter()
+                .map(
+                    |r| json!({"node": r.node, "address": r.address, "leader": r.node == s.leader}),
+                )
+                .collect();
+            json!({
+                "shard": s.shard,
+                "group": s.group,
+                "leader": s.leader,
+                "replicas": replicas,
+                "points": s.points_count,
+            })
+        })
+        .collect();
+    json!({
+        "name": c.name,
+        "dim": c.dim,
+        "metric": metric,
+        "index": index,
+        "payload_indexes": payload_indexes,
+        "points": c.points_count,
+        "indexed_vectors": c.indexed_vectors,
+        "shard_count": c.shard_count,
+        "replication_factor": c.replication_factor,
+        "shards": shards,
+    })
+}
+
+pub async fn collection(cmd: CollectionCommand) -> anyhow::Result<()> {
+    match cmd {
+        CollectionCommand::Create {
+            name,
+            dim,
+            metric,
+            index,
+            m,
+            ef_construction,
+            ef,
+            payload_indexes,
+            shards,
+            replication_factor,
+            endpoint,
+        } => {
+            let metric = match metric {
+                MetricArg::Cosine => pb::Metric::Cosine,
+                MetricArg::L2 => pb::Metric::L2,
+                MetricArg::Dot => pb::Metric::Dot,
+            };
+            let index = match index {
+                IndexArg::Flat => pb::index_config::Kind::Flat(pb::FlatConfig {}),
+                IndexArg::Hnsw => {
+                    pb::index_config::Kind::Hnsw(pb::HnswConfig { m, ef_construction })
+                }
+            };
+            let req = pb::CreateCollectionRequest {
+                name,
+                dim,
+                metric: metric as i32,
+                index: Some(pb::IndexConfig { kind: Some(index) }),
+                payload_indexes: payload_indexes
+                    .iter()
+                    .map(|s| payload_index(s))
+                    .collect::<anyhow::Result<_>>()?,
+                search_defaults: Some(pb::SearchDefaults { ef }),
+                shard_count: shards,
+                replication_factor,
+                // A retry of this command after a lost answer returns the same outcome.
+                request_id: uuid::Uuid::new_v4().to_string(),
+            };
+            let mut client = CollectionsClient::new(endpoint.channel().await?);
+            let info = client.create(req).await.map_err(status)?.into_inner();
+            print_line(serde_json::to_string_pretty(&info_json(&info))?)?;
+        }
+        CollectionCommand::List { endpoint } => {
+            let mut client = CollectionsClient::new(endpoint.channel().await?);
+            let list = client
+                .list(pb::ListCollectionsRequest {})
+                .await
+                .map_err(status)?
+                .into_inner();
+            for c in &list.collections {
+                print_line(serde_json::to_string(&info_json(c))?)?;
+            }
+        }
+        CollectionCommand::Info { name, endpoint } => {
+            let mut client = CollectionsClient::new(endpoint.channel().await?);
+            let info = client
+                .get(pb::GetCollectionRequest { name })
+                .await
+                .map_err(status)?
+                .into_inner();
+            print_line(serde_json::to_string_pretty(&info_json(&info))?)?;
+        }
+        CollectionCommand::Drop { name, endpoint } => {
+            let mut client = CollectionsClient::new(endpoint.channel().await?);
+            client
+                .delete(pb::DeleteCollectionRequest { name: name.clone() })
+                .await
+                .map_err(status)?;
+            print_line(format!("dropped {name}"))?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,212 @@
+//! `quiver points import`: reads a whole file of points, checks it, then upserts it in batches.
+//!
+//! Every problem is reported at its place in the file (`points.jsonl:12`, `base.fvecs row 7`),
+//! whether the file itself is wrong or the server refused a point. Nothing is sent until the whole
+//! file has been read and checked, so a malformed file stores nothing. A failure after that says
+//! how many points were stored, and that running the import again is safe: points are upserted by
+//! id, so a re-run rewrites the same points.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context};
+use indicatif::{ProgressBar, ProgressStyle};
+use quiver_proto::v1 as pb;
+use quiver_proto::v1::points_client::PointsClient;
+use quiver_proto::wire::{headers, json_to_struct};
+use serde_json::Value;
+
+use super::{print_line, read_fvecs, status, Endpoint};
+
+/// One point and where in the file it came from.
+struct FilePoint {
+    /// 1-based line (.jsonl) or 0-based row (.fvecs).
+    at: usize,
+    point: pb::Point,
+}
+
+/// A file of points, with how to name a place in it.
+struct PointsFile<'a> {
+    path: &'a Path,
+    rows: bool,
+    points: Vec<FilePoint>,
+}
+
+impl PointsFile<'_> {
+    fn place(&self, at: usize) -> String {
+        match self.rows {
+            true => format!("{} row {at}", self.path.display()),
+            false => format!("{}:{at}", self.path.display()),
+        }
+    }
+}
+
+/// Keys a JSON line may have.
+const KEYS: [&str; 3] = ["id", "vector", "payload"];
+
+pub async fn import(
+    collection: String,
+    path: &Path,
+    batch_size: usize,
+    endpoint: Endpoint,
+) -> anyhow::Result<()> {
+    if batch_size == 0 {
+        bail!("--batch-size must be at least 1");
+    }
+    let file = read_points(path)?;
+    let mut client =
+        PointsClient::new(endpoint.channel().await?).max_encoding_message_size(usize::MAX);
+    let bar = ProgressBar::new(file.points.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} points ({per_sec}, eta {eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let started = Instant::now();
+    let mut stored = 0usize;
+    for batch in file.points.chunks(batch_size) {
+        let request = pb::UpsertRequest {
+            collection: collection.clone(),
+            points: batch.iter().map(|p| p.point.clone()).collect(),
+            // A retry of the same batch (by the router, after a lost answer) is applied once.
+            request_id: uuid::Uuid::new_v4().to_string(),
+        };
+        if let Err(e) = client.upsert(request).await {
+            bar.finish_and_clear();
+            let outcome_unknown =
+                quiver_proto::wire::classify(&e) == quiver_proto::wire::Failure::Unknown;
+            let place = failed_point(&e)
+                .and_then(|i| batch.get(i))
+                .map(|p| file.place(p.at))
+                .unwrap_or_else(|| {
+                    format!("{}..{}", file.place(batch[0].at), batch[batch.len() - 1].at)
+                });
+            let batch_fate = if outcome_unknown {
+                format!(
+                    "the batch from {} on may or may not have been stored",
+                    file.place(batch[0].at)
+                )
+            } else {
+                "the rest were not".to_string()
+            };
+            return Err(status(e).context(format!(
+                "{place}\n{stored} of {} points were stored before the failure; {batch_fate}. \
+                 Running the import again is safe: points are upserted by id",
+                file.points.len()
+            )));
+        }
+        stored += batch.len();
+        bar.set_position(stored as u64);
+    }
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    print_line(format!(
+        "imported {stored} points in {secs:.2} s ({:.0} points/s)",
+        stored as f64 / secs.max(1e-9)
+    ))?;
+    Ok(())
+}
+
+/// The index within its batch of the point a refusal names (`points[3].vector` -> 3).
+fn failed_point(e: &tonic::Status) -> Option<usize> {
+    let field = e.metadata().get(headers::FIELD)?.to_str().ok()?;
+    let rest = field.strip_prefix("points[")?;
+    rest[..rest.find(']')?].parse().ok()
+}
+
+/// Reads and checks an import file: .fvecs (ids = row numbers) or .jsonl.
+fn read_points(path: &Path) -> anyhow::Result<PointsFile<'_>> {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    let points = match ext {
+        "fvecs" => read_fvecs(path)?
+            .into_iter()
+            .enumerate()
+            .map(|(row, vector)| FilePoint {
+                at: row,
+                point: pb::Point {
+                    id: Some(pb::PointId {
+                        kind: Some(pb::point_id::Kind::Num(row as u64)),
+                    }),
+                    vector,
+                    payload: None,
+                },
+            })
+            .collect(),
+        "jsonl" | "ndjson" => read_jsonl(path)?,
+        _ => bail!(
+            "{}: unknown file type (expected .jsonl or .fvecs)",
+            path.display()
+        ),
+    };
+    Ok(PointsFile {
+        path,
+        rows: ext == "fvecs",
+        points,
+    })
+}
+
+fn read_jsonl(path: &Path) -> anyhow::Result<Vec<FilePoint>> {
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut points = Vec::new();
+    // Each id once per file: a repeat is refused whether or not it falls in the same batch.
+    let mut first_line: HashMap<String, usize> = HashMap::new();
+    for (n, line) in BufReader::new(file).lines().enumerate() {
+        let at = n + 1;
+        let line = line.with_context(|| format!("cannot read {}", path.display()))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let place = || format!("{}:{at}", path.display());
+        let point = parse_line(&line).with_context(place)?;
+        let key = id_key(point.id.as_ref());
+        if let Some(first) = first_line.insert(key.clone(), at) {
+            bail!(
+                "{}: id {key} was already given on line {first} (each id may appear once in a file)",
+                place()
+            );
+        }
+        points.push(FilePoint { at, point });
+    }
+    Ok(points)
+}
+
+fn id_key(id: Option<&pb::PointId>) -> String {
+    match id.and_then(|i| i.kind.as_ref()) {
+        Some(pb::point_id::Kind::Num(n)) => n.to_string(),
+        Some(pb::point_id::Kind::Uuid(u)) => u.to_lowercase(),
+        None => String::new(),
+    }
+}
+
+/// One JSON line: `{"id": 1 | "uuid", "vector": [...], "payload": {...}}`, nothing else.
+fn parse_line(line: &str) -> anyhow::Result<pb::Point> {
+    let v: Value = serde_json::from_str(line)?;
+    let Value::Object(object) = v else {
+        bail!("expected a JSON object with id, vector and payload");
+    };
+    if let Some(unknown) = object.keys().find(|k| !KEYS.contains(&k.as_str())) {
+        bail!("unknown key `{unknown}` (a point has id, vector and payload)");
+    }
+    let id = match object.get("id") {
+        Some(Value::Number(x)) => x.as_u64().map(pb::point_id::Kind::Num),
+        Some(Value::String(s)) => Some(pb::point_id::Kind::Uuid(s.clone())),
+        _ => None,
+    }
+    .ok_or_else(|| anyhow!("`id` must be an unsigned integer or a UUID"))?;
+    let vector = match object.get("vector") {
+        Some(Value::Array(values)) => super::vector_from_json("vector", values)?,
+        _ => bail!("`vector` must be an array of numbers"),
+    };
+    let payload = match object.get("payload") {
+        Some(Value::Object(m)) => Some(json_to_struct(m)),
+        None | Some(Value::Null) => None,
+        Some(_) => bail!("`payload` must be an object"),
+    };
+    Ok(pb::Point {
+        id: Some(pb::PointId { kind: Some(id) }),
+        vector,
+        payload,
+    })
+}

@@ -1,0 +1,400 @@
+//! Partial updates (payload keys and vectors of existing points), counting, and what `get`
+//! says about missing ids: through the real gRPC API, with filters and payload indexes
+//! following every change, and bad requests refused without changing anything.
+
+use std::collections::BTreeMap;
+
+use quiver_proto::v1 as pb;
+use serde_json::{json, Value};
+use tonic::Code;
+
+use crate::support::*;
+
+type Points = pb::points_client::PointsClient<tonic::transport::Channel>;
+
+async fn payloads(points: &mut Points, collection: &str) -> BTreeMap<u64, Value> {
+    let page = points
+        .scroll(pb::ScrollRequest {
+            collection: collection.into(),
+            limit: Some(1000),
+            with_payload: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    page.points
+        .iter()
+        .map(|p| {
+            let map = quiver_proto::wire::struct_to_json("payload", p.payload.as_ref().unwrap());
+            (id_num(p.id.as_ref()), Value::Object(map.unwrap()))
+        })
+        .collect()
+}
+
+async fn update(
+    points: &mut Points,
+    ids: &[u64],
+    filter_json: &str,
+    change: pb::update_payload_request::Change,
+) -> Result<u64, tonic::Status> {
+    points
+        .update_payload(pb::UpdatePayloadRequest {
+            collection: "c".into(),
+            ids: ids.iter().map(|n| id(*n)).collect(),
+            filter_json: filter_json.into(),
+            change: Some(change),
+            ..Default::default()
+        })
+        .await
+        .map(|r| r.into_inner().affected)
+}
+
+async fn count(points: &mut Points, filter_json: &str, exact: bool) -> pb::CountResponse {
+    points
+        .count(pb::CountRequest {
+            collection: "c".into(),
+            filter_json: filter_json.into(),
+            exact,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+fn object(value: Value) -> prost_types::Struct {
+    payload(value).unwrap()
+}
+
+#[tokio::test]
+async fn payloads_change_in_place_and_filters_follow() {
+    use pb::update_payload_request::Change;
+    let f = must_start().await;
+    let mut collections = f.server.must_collections().await;
+    let mut points = f.server.must_points().await;
+    let mut create = create_request("c", 2, pb::Metric::L2);
+    create.payload_indexes = vec![pb::PayloadIndexField {
+        key: "tier".into(),
+        r#type: pb::PayloadFieldType::Keyword as i32,
+    }];
+    collections.create(create).await.unwrap();
+    let initial: Vec<pb::Point> = (1..=6)
+        .map(|n| {
+            let tier = if n <= 3 { "free" } else { "paid" };
+            point(
+                n,
+                vec![n as f32, 0.0],
+                json!({"tier": tier, "n": n, "meta": {"source": "import", "lang": "en"}}),
+            )
+        })
+        .collect();
+    must_upsert_all(&mut points, "c", initial, 10).await;
+
+    // set: merges keys by id; a missing id is skipped and not counted.
+    let affected = update(
+        &mut points,
+        &[1, 2, 99],
+        "",
+        Change::Set(object(json!({"tier": "paid", "flag": true}))),
+    )
+    .await
+    .unwrap();
+    assert_eq!(affected, 2);
+    let now = payloads(&mut points, "c").await;
+    assert_eq!(now[&1]["tier"], "paid");
+    assert_eq!(now[&1]["flag"], true);
+    assert_eq!(now[&1]["n"], 1, "other keys stay");
+    assert_eq!(now[&3]["tier"], "free");
+    // The keyword index follows: the exact count through it, and a filtered search.
+    let paid = count(&mut points, r#"{"tier": "paid"}"#, true).await;
+    assert_eq!((paid.count, paid.exact), (5, true));
+    let mut search = search_request("c", vec![1.0, 0.0], 10);
+    search.filter_json = r#"{"tier": "free"}"#.into();
+    let free = points.search(search).await.unwrap().into_inner();
+    assert_eq!(ids(&free), vec![3]);
+
+    // delete keys by filter, reaching into an object.
+    let affected = update(
+        &mut points,
+        &[],
+        r#"{"tier": "paid"}"#,
+        Change::DeleteKeys(pb::PayloadKeys {
+            keys: vec!["flag".into(), "meta.lang".into()],
+        }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(affected, 5);
+    let now = payloads(&mut points, "c").await;
+    assert!(now[&1].get("flag").is_none());
+    assert_eq!(now[&4]["meta"], json!({"source": "import"}));
+    assert_eq!(now[&3]["meta"], json!({"source": "import", "lang": "en"}));
+
+    // overwrite and clear.
+    update(
+        &mut points,
+        &[5],
+        "",
+        Change::Overwrite(object(json!({"only": 1}))),
+    )
+    .await
+    .unwrap();
+    update(&mut points, &[6], "", Change::Clear(true))
+        .await
+        .unwrap();
+    let now = payloads(&mut points, "c").await;
+    assert_eq!(now[&5], json!({"only": 1}));
+    assert_eq!(now[&6], json!({}));
+    let paid = count(&mut points, r#"{"tier": "paid"}"#, true).await;
+    assert_eq!(paid.count, 3, "5 and 6 left the index");
+
+    // Vectors stayed where they were: the nearest point to (5, 0) is still 5.
+    let near = points
+        .search(search_request("c", vec![5.0, 0.0], 1))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ids(&near), vec![5]);
+
+    // The same change twice under one request id is applied once.
+    let once = pb::UpdatePayloadRequest {
+        collection: "c".into(),
+        ids: vec![id(6)],
+        change: Some(Change::Set(object(json!({"x": 1})))),
+        request_id: "same".into(),
+        ..Default::default()
+    };
+    points.update_payload(once.clone()).await.unwrap();
+    update(&mut points, &[6], "", Change::Clear(true))
+        .await
+        .unwrap();
+    points.update_payload(once).await.unwrap();
+    assert_eq!(payloads(&mut points, "c").await[&6], json!({}));
+}
+
+#[tokio::test]
+async fn vectors_change_and_payloads_stay() {
+    let f = must_start().await;
+    let mut collections = f.server.must_collections().await;
+    let mut points = f.server.must_points().await;
+    collections
+        .create(create_request("c", 2, pb::Metric::L2))
+        .await
+        .unwrap();
+    let initial = (1..=3)
+        .map(|n| point(n, vec![n as f32, 0.0], json!({"n": n})))
+        .collect();
+    must_upsert_all(&mut points, "c", initial, 10).await;
+    let affected = points
+        .update_vectors(pb::UpdateVectorsRequest {
+            collection: "c".into(),
+            points: vec![
+                pb::PointVector {
+                    id: Some(id(1)),
+                    vector: vec![100.0, 0.0],
+                },
+                pb::PointVector {
+                    id: Some(id(42)),
+                    vector: vec![0.0, 0.0],
+                },
+            ],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .affected;
+    assert_eq!(affected, 1, "the missing id is skipped");
+    let mut near = search_request("c", vec![99.0, 0.0], 1);
+    near.with_payload = true;
+    let hit = points.search(near).await.unwrap().into_inner();
+    assert_eq!(ids(&hit), vec![1]);
+    let payload =
+        quiver_proto::wire::struct_to_json("p", hit.results[0].payload.as_ref().unwrap()).unwrap();
+    assert_eq!(Value::Object(payload), json!({"n": 1}));
+    assert_eq!(
+        count(&mut points, "", true).await.count,
+        3,
+        "no point was added"
+    );
+
+    // Bad vectors change nothing.
+    for (vector, field) in [
+        (vec![1.0], "points[0].vector"),
+        (vec![f32::NAN, 0.0], "points[0].vector[0]"),
+    ] {
+        let refused = points
+            .update_vectors(pb::UpdateVectorsRequest {
+                collection: "c".into(),
+                points: vec![pb::PointVector {
+                    id: Some(id(2)),
+                    vector,
+                }],
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument);
+        assert!(refused.message().contains(field), "{}", refused.message());
+    }
+    let twice = points
+        .update_vectors(pb::UpdateVectorsRequest {
+            collection: "c".into(),
+            points: vec![
+                pb::PointVector {
+                    id: Some(id(2)),
+                    vector: vec![0.0, 1.0],
+                },
+                pb::PointVector {
+                    id: Some(id(2)),
+                    vector: vec![0.0, 2.0],
+                },
+            ],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        twice.message().contains("points[1].id"),
+        "{}",
+        twice.message()
+    );
+}
+
+#[tokio::test]
+async fn counts_are_exact_or_say_they_are_estimates() {
+    let f = must_start().await;
+    let mut collections = f.server.must_collections().await;
+    let mut points = f.server.must_points().await;
+    let mut create = create_request("c", 2, pb::Metric::L2);
+    create.payload_indexes = vec![pb::PayloadIndexField {
+        key: "k".into(),
+        r#type: pb::PayloadFieldType::Integer as i32,
+    }];
+    collections.create(create).await.unwrap();
+    let all = (0..2000)
+        .map(|n| point(n, vec![n as f32, 1.0], json!({"k": n % 10, "u": n % 4})))
+        .collect();
+    must_upsert_all(&mut points, "c", all, 500).await;
+
+    assert_eq!(count(&mut points, "", false).await.count, 2000);
+    // Bounded by the payload index: exact even when an estimate is allowed.
+    let indexed = count(&mut points, r#"{"k": {"$lt": 3}}"#, false).await;
+    assert_eq!((indexed.count, indexed.exact), (600, true));
+    // Not indexed: exact on request, an estimate (said so) otherwise.
+    let exact = count(&mut points, r#"{"u": 0}"#, true).await;
+    assert_eq!((exact.count, exact.exact), (500, true));
+    let estimate = count(&mut points, r#"{"u": 0}"#, false).await;
+    assert!(!estimate.exact);
+    assert!(
+        (350..=650).contains(&estimate.count),
+        "estimate {} is far from 500",
+        estimate.count
+    );
+
+    // Re-upserting the same ids leaves the live counts as they were.
+    let again = (0..2000)
+        .map(|n| point(n, vec![n as f32, 2.0], json!({"k": n % 10, "u": n % 4})))
+        .collect();
+    must_upsert_all(&mut points, "c", again, 500).await;
+    let info = collections
+        .get(pb::GetCollectionRequest { name: "c".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(info.points_count, 2000);
+    assert_eq!(
+        info.indexed_vectors, 2000,
+        "replaced versions are not counted"
+    );
+
+    let refused = points
+        .count(pb::CountRequest {
+            collection: "c".into(),
+            filter_json: r#"{"k": {"$gt": "x"}}"#.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert!(refused.message().contains("filter_json.k.$gt"));
+}
+
+#[tokio::test]
+async fn get_names_the_missing_ids_and_bad_updates_change_nothing() {
+    use pb::update_payload_request::Change;
+    let f = must_start().await;
+    let mut collections = f.server.must_collections().await;
+    let mut points = f.server.must_points().await;
+    collections
+        .create(create_request("c", 2, pb::Metric::L2))
+        .await
+        .unwrap();
+    must_upsert_all(
+        &mut points,
+        "c",
+        vec![point(1, vec![1.0, 0.0], json!({"a": 1}))],
+        10,
+    )
+    .await;
+    let got = points
+        .get(pb::GetPointsRequest {
+            collection: "c".into(),
+            ids: vec![id(7), id(1), id(8)],
+            with_payload: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.points.len(), 1);
+    let missing: Vec<u64> = got.missing.iter().map(|i| id_num(Some(i))).collect();
+    assert_eq!(missing, vec![7, 8]);
+
+    let set = || Change::Set(object(json!({"b": 2})));
+    for (ids, filter, change, field) in [
+        (vec![], "", Some(set()), "ids"),
+        (vec![1], r#"{"a": 1}"#, Some(set()), "ids"),
+        (vec![1], "", None, "change"),
+        (vec![1], "", Some(Change::Clear(false)), "clear"),
+        (
+            vec![1],
+            "",
+            Some(Change::DeleteKeys(pb::PayloadKeys { keys: vec![] })),
+            "delete_keys.keys",
+        ),
+        (
+            vec![1],
+            "",
+            Some(Change::DeleteKeys(pb::PayloadKeys {
+                keys: vec!["a..b".into()],
+            })),
+            "delete_keys.keys[0]",
+        ),
+        (vec![1], r#"{"a": {"$bad": 1}}"#, Some(set()), "filter_json"),
+    ] {
+        let refused = points
+            .update_payload(pb::UpdatePayloadRequest {
+                collection: "c".into(),
+                ids: ids.into_iter().map(id).collect(),
+                filter_json: filter.into(),
+                change,
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            refused.code(),
+            Code::InvalidArgument,
+            "{}",
+            refused.message()
+        );
+        assert!(
+            refused.message().contains(field),
+            "`{}` does not name {field}",
+            refused.message()
+        );
+    }
+    assert_eq!(payloads(&mut points, "c").await[&1], json!({"a": 1}));
+}
