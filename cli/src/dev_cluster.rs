@@ -5,8 +5,8 @@
 //! router's port + 10 + I (6345, 6346, ... beside the default 6334), outside the ephemeral range,
 //! so a restart finds its members where the membership says they are (with `--listen` port 0, on
 //! free ports chosen at first start). A node that exits is reported and restarted; on stop, the
-//! children get SIGTERM (and SIGKILL if they do not stop within 30 s, or if this process is
-//! dropped without that).
+//! children get SIGTERM (and SIGKILL if they do not stop within 30 s), and SIGTERM too when this
+//! process dies without stopping them (a kill -9).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -73,10 +73,21 @@ fn node_config(data_dir: &Path, id: u64, router: SocketAddr) -> anyhow::Result<S
             0 => std::net::TcpListener::bind("127.0.0.1:0")?
                 .local_addr()?
                 .port(),
-            p => u16::try_from(id)
-                .ok()
-                .and_then(|id| p.checked_add(NODE_PORT_OFFSET)?.checked_add(id))
-                .with_context(|| format!("no port for node {id} above the router's port {p}"))?,
+            p => {
+                let port = u16::try_from(id)
+                    .ok()
+                    .and_then(|id| p.checked_add(NODE_PORT_OFFSET)?.checked_add(id))
+                    .with_context(|| {
+                        format!("no port for node {id} above the router's port {p}")
+                    })?;
+                if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+                    bail!(
+                        "port {port} for node {id} (the router's port + {NODE_PORT_OFFSET} + {id}) \
+                         is in use; free it or choose another --listen"
+                    );
+                }
+                port
+            }
         };
         let text = format!(
             "# written by `quiver dev --nodes`; keep the port: the cluster's membership records it\n\
@@ -95,15 +106,16 @@ async fn supervise(exe: PathBuf, config: PathBuf, id: u64, mut stopping: watch::
     let mut pause = Duration::from_secs(1);
     loop {
         let started = Instant::now();
-        let mut child = match Command::new(&exe)
+        let mut command = Command::new(&exe);
+        command
             .arg("serve")
             .arg("--config")
             .arg(&config)
             .stdin(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-        {
+            .kill_on_drop(true);
+        stop_with_parent(&mut command);
+        let mut child = match command.spawn() {
             Ok(child) => child,
             Err(e) => {
                 tracing::error!(node = id, "cannot start node {id}: {e}");
@@ -133,6 +145,29 @@ async fn supervise(exe: PathBuf, config: PathBuf, id: u64, mut stopping: watch::
             _ = stopping.wait_for(|s| *s) => return,
         }
         pause = (pause * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// Has the node get SIGTERM when this process dies, however it dies (kill -9 included), so no
+/// node outlives its `dev`. (Linux's parent-death signal, set in the child before it runs.)
+fn stop_with_parent(command: &mut Command) {
+    #[cfg(target_os = "linux")]
+    {
+        let parent = std::process::id() as libc::pid_t;
+        // SAFETY: between fork and exec the closure calls only async-signal-safe functions
+        // (prctl, getppid, _exit) and touches no memory of the parent.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The parent died before the signal was set up.
+                if libc::getppid() != parent {
+                    libc::_exit(1);
+                }
+                Ok(())
+            });
+        }
     }
 }
 

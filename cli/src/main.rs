@@ -2,6 +2,7 @@
 
 mod client;
 mod dev_cluster;
+mod logging;
 mod server;
 
 use std::path::PathBuf;

@@ -47,28 +47,16 @@ impl RouterArgs {
 }
 
 pub async fn router(args: RouterArgs) -> anyhow::Result<()> {
-    init_logging("info")?;
+    crate::logging::init("info")?;
     let timeout = std::time::Duration::from_millis(args.timeout_ms);
     quiver_router::run(args.listen, args.join, timeout, shutdown_signal())
         .await
         .context("quiver router failed")
 }
 
-fn init_logging(level: &str) -> anyhow::Result<()> {
-    use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
-        .with_context(|| format!("log.level `{level}` is not a valid filter"))?;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
-    Ok(())
-}
-
 pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     if args.nodes > 1 {
-        init_logging("info")?;
+        crate::logging::init("info")?;
         return crate::dev_cluster::run(args.nodes, &args.data_dir, args.listen, shutdown_signal())
             .await;
     }
@@ -85,7 +73,7 @@ pub async fn serve(file: Option<PathBuf>) -> anyhow::Result<()> {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
-    init_logging(&config.log.level)?;
+    crate::logging::init(&config.log.level)?;
     quiver_server::run(config, shutdown_signal())
         .await
         .context("quiver node failed")

@@ -225,6 +225,14 @@ pub struct StorageConfig {
     /// `storage.hnsw_dump_interval_secs`: how often, in seconds, to check for graphs that are
     /// due for a dump (at least 1). Default `60`.
     pub hnsw_dump_interval_secs: u64,
+    /// `storage.block_cache_mb`: RocksDB's block cache, in MiB, one for all of a node's replicas
+    /// (the meta group's and every shard's; at least 1). Default `64`.
+    pub block_cache_mb: usize,
+    /// `storage.write_buffer_mb`: the most memory, in MiB, one replica's RocksDB keeps in
+    /// memtables before flushing them to disk (at least 1). It also bounds the space each
+    /// write-ahead log file is given in advance, so a node with many small replicas stays small on
+    /// disk. Default `8`.
+    pub write_buffer_mb: usize,
 }
 
 impl Default for StorageConfig {
@@ -233,6 +241,8 @@ impl Default for StorageConfig {
             sync_writes: true,
             hnsw_dump_every_inserts: 20_000,
             hnsw_dump_interval_secs: 60,
+            block_cache_mb: 64,
+            write_buffer_mb: 8,
         }
     }
 }
@@ -423,6 +433,12 @@ impl Config {
                 "storage.hnsw_dump_interval_secs",
                 "must be at least 1".to_owned(),
             );
+        }
+        if storage.block_cache_mb < 1 {
+            problem("storage.block_cache_mb", "must be at least 1".to_owned());
+        }
+        if storage.write_buffer_mb < 1 {
+            problem("storage.write_buffer_mb", "must be at least 1".to_owned());
         }
 
         if self.log.level.trim().is_empty() {

@@ -302,6 +302,8 @@ fn every_limit_must_be_at_least_one() {
             sync_writes: false,
             hnsw_dump_every_inserts: 0,
             hnsw_dump_interval_secs: 0,
+            block_cache_mb: 0,
+            write_buffer_mb: 0,
         },
         ..Config::default()
     };
@@ -318,6 +320,8 @@ fn every_limit_must_be_at_least_one() {
         "search.max_ef",
         "storage.hnsw_dump_every_inserts",
         "storage.hnsw_dump_interval_secs",
+        "storage.block_cache_mb",
+        "storage.write_buffer_mb",
     ] {
         assert!(
             problems

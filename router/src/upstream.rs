@@ -92,7 +92,13 @@ impl Upstream {
                 Some(leader) => match attempt(self.channel(&leader)?).await {
                     Ok(response) => return Ok(response),
                     Err(status) => match classify(&status) {
-                        Failure::Final | Failure::Unknown => return Err(status),
+                        Failure::Final => return Err(status),
+                        // Not sent again (it may have been applied), but the next request asks
+                        // the members who leads instead of trying a leader that did not answer.
+                        Failure::Unknown => {
+                            *self.leader.lock() = None;
+                            return Err(status);
+                        }
                         Failure::Redirect(addr) => {
                             *self.leader.lock() = Some(addr);
                             status

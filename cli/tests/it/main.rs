@@ -2,6 +2,7 @@
 
 mod cluster;
 mod crash;
+mod new_user;
 mod shards;
 mod support;
 mod tour;

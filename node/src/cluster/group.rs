@@ -29,7 +29,7 @@ use crate::shard::Collection;
 use crate::sm::catalogue::Placements;
 use crate::sm::points::{graph_dir, points_prefix};
 use crate::sm::{Applied, Catalogue, Namespace, Points, Proposal, StateMachine};
-use crate::storage::{RocksStorage, Storage, Table};
+use crate::storage::{RocksEnv, RocksStorage, Storage, Table};
 use quiver_core::encoding;
 use quiver_core::placement::shard_number;
 use quiver_core::point::{PointId, PointRecord};
@@ -64,8 +64,14 @@ pub type ShardGroup = Group<Points>;
 
 impl<N: Namespace> Group<N> {
     /// Opens (or creates) the replica of group `id` in `dir` and starts its Raft instance.
-    pub async fn open(config: Arc<Config>, id: u64, dir: &Path, peers: Channels) -> Result<Self> {
-        let sync = config.storage.sync_writes;
+    pub async fn open(
+        config: Arc<Config>,
+        id: u64,
+        dir: &Path,
+        peers: Channels,
+        rocks: &RocksEnv,
+    ) -> Result<Self> {
+        let rocks = rocks.clone();
         let db_dir = dir.join("db");
         let derived = dir.join("derived");
         let root = derived.clone();
@@ -76,7 +82,7 @@ impl<N: Namespace> Group<N> {
             };
             std::fs::create_dir_all(&db_dir)
                 .map_err(|e| Error::Storage(format!("{}: {e}", db_dir.display())))?;
-            let storage: Arc<dyn Storage> = Arc::new(RocksStorage::open(&db_dir, sync)?);
+            let storage: Arc<dyn Storage> = Arc::new(RocksStorage::open(&db_dir, &rocks)?);
             let state_machine = StateMachine::<N>::open(storage.clone(), &root).map_err(at)?;
             Ok((storage, state_machine))
         })

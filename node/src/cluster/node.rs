@@ -39,6 +39,7 @@ use crate::raft::NodeId;
 use crate::raft::Raft;
 use crate::sm::catalogue::Placements;
 use crate::sm::{MetaCommand, ShardCommand};
+use crate::storage::RocksEnv;
 use quiver_core::convert::Limits;
 use quiver_core::directory::{Catalogue, Directory};
 use quiver_core::placement::{Placement, ShardPlacement, META_GROUP};
@@ -65,6 +66,8 @@ pub struct Node {
     id: NodeId,
     address: String,
     peers: Channels,
+    /// What every replica's RocksDB shares (one block cache).
+    rocks: RocksEnv,
     meta: Arc<MetaGroup>,
     shards: RwLock<BTreeMap<u64, Arc<ShardGroup>>>,
     shards_dir: PathBuf,
@@ -87,11 +90,13 @@ impl Node {
         let config = Arc::new(config);
         let peers = Channels::with_routes(config.cluster.peer_routes.clone());
         let data_dir = config.node.data_dir.clone();
+        let rocks = RocksEnv::new(&config.storage);
         let meta = MetaGroup::open(
             config.clone(),
             META_GROUP,
             &data_dir.join("meta"),
             peers.clone(),
+            &rocks,
         )
         .await?;
         let node = Arc::new(Self {
@@ -99,6 +104,7 @@ impl Node {
             address: config.cluster.advertised(config.node.listen),
             config,
             peers,
+            rocks,
             meta: Arc::new(meta),
             shards: RwLock::default(),
             shards_dir: data_dir.join("shards"),

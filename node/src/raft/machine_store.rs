@@ -398,7 +398,7 @@ mod tests {
     use super::*;
     use crate::raft::log_store::LogStore;
     use crate::sm::Points;
-    use crate::storage::{MemoryStorage, RocksStorage, Storage};
+    use crate::storage::{MemoryStorage, RocksEnv, RocksStorage, Storage};
 
     /// Both halves over one storage engine, in a fresh directory.
     fn stores(
@@ -429,7 +429,8 @@ mod tests {
     impl StoreBuilder<TypeConfig, LogStore, RaftStateMachineStore<Points>, TempDir> for RocksBuilder {
         async fn build(&self) -> StorageResult<(TempDir, LogStore, RaftStateMachineStore<Points>)> {
             let dir = TempDir::new().expect("tempdir");
-            let rocks = RocksStorage::open(&dir.path().join("db"), false).map_err(sm_error)?;
+            let rocks = RocksStorage::open(&dir.path().join("db"), &RocksEnv::for_tests())
+                .map_err(sm_error)?;
             stores(dir, Arc::new(rocks))
         }
     }

@@ -9,7 +9,7 @@ mod memory;
 mod rocks;
 
 pub use memory::MemoryStorage;
-pub use rocks::RocksStorage;
+pub use rocks::{RocksEnv, RocksStorage};
 
 use std::path::Path;
 use std::sync::Arc;
@@ -230,7 +230,7 @@ mod tests {
     #[test]
     fn rocks_storage_keeps_the_contract() {
         let dir = tempfile::tempdir().unwrap();
-        exercise(&RocksStorage::open(dir.path(), true).unwrap());
+        exercise(&RocksStorage::open(dir.path(), &RocksEnv::for_tests()).unwrap());
     }
 
     #[test]

@@ -76,8 +76,14 @@ impl Node {
                 continue;
             }
             let dir = self.shards_dir.join(group.to_string());
-            let replica =
-                ShardGroup::open(self.config.clone(), *group, &dir, self.peers.clone()).await?;
+            let replica = ShardGroup::open(
+                self.config.clone(),
+                *group,
+                &dir,
+                self.peers.clone(),
+                &self.rocks,
+            )
+            .await?;
             info!(group, collection = %meta.spec.name, "shard replica opened");
             self.shards.write().insert(*group, Arc::new(replica));
         }
