@@ -48,7 +48,7 @@ measure() { # setup endpoint collection [create args...]
   python3 -c "import sys; s,r,a,b=sys.argv[1:]; t=float(b)-float(a); print('{\"setup\":\"%s\",\"ingest_points_per_s\":%s,\"search_qps\":%.0f,\"mean_latency_ms\":%.3f}' % (s, r, 1000/t, t))" "$setup" "$rate" "$t0" "$t1"
 }
 
-start dev 0 dev --data-dir "$WORK/dev" --listen 127.0.0.1:7101
+start dev 0 dev --data-dir "$WORK/dev" --listen 127.0.0.1:7101 --rest-listen 127.0.0.1:0
 measure "quiver dev (1 process)" http://127.0.0.1:7101 bench
 kill "${PIDS[0]}"; wait "${PIDS[0]}" 2>/dev/null || true
 

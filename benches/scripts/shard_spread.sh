@@ -24,7 +24,7 @@ ENDPOINT=http://127.0.0.1:7304
 
 for BIN in "$@"; do
   rm -rf "$WORK/data"
-  "$BIN" dev --nodes 3 --data-dir "$WORK/data" --listen 127.0.0.1:7304 > "$WORK/dev.log" 2>&1 &
+  "$BIN" dev --nodes 3 --data-dir "$WORK/data" --listen 127.0.0.1:7304 --rest-listen 127.0.0.1:0 > "$WORK/dev.log" 2>&1 &
   PID=$!
   for _ in $(seq 300); do grep -q "local cluster ready" "$WORK/dev.log" && break; sleep 0.1; done
   grep -q "local cluster ready" "$WORK/dev.log" || { echo "dev did not start" >&2; tail "$WORK/dev.log" >&2; exit 1; }

@@ -27,11 +27,18 @@ const NODE_PORT_OFFSET: u16 = 10;
 /// How long the nodes may take to form (or re-form) the cluster.
 const FORM_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Where the router listens.
+pub struct Listen {
+    pub grpc: SocketAddr,
+    /// The REST API's address.
+    pub rest: SocketAddr,
+}
+
 /// Starts the cluster and the router; returns when `shutdown` completes.
 pub async fn run(
     nodes: usize,
     data_dir: &Path,
-    listen: SocketAddr,
+    listen: Listen,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(data_dir)
@@ -39,7 +46,7 @@ pub async fn run(
     let exe = std::env::current_exe().context("cannot find the quiver binary")?;
     let mut addresses = Vec::new();
     for id in 1..=nodes as u64 {
-        addresses.push(node_config(data_dir, id, listen)?);
+        addresses.push(node_config(data_dir, id, listen.grpc)?);
     }
     let (stop, stopping) = watch::channel(false);
     let supervisors: Vec<JoinHandle<()>> = (1..=nodes as u64)
@@ -50,10 +57,10 @@ pub async fn run(
         .collect();
     let result = async {
         form_cluster(&addresses).await?;
-        tracing::info!(nodes, router = %listen, "local cluster ready");
+        tracing::info!(nodes, router = %listen.grpc, "local cluster ready");
         let timeout =
             Duration::from_millis(quiver_config::ClusterConfig::default().write_timeout_ms);
-        quiver_router::run(listen, addresses, timeout, shutdown)
+        quiver_router::run(listen.grpc, Some(listen.rest), addresses, timeout, shutdown)
             .await
             .context("router failed")
     }

@@ -19,6 +19,9 @@ pub struct DevArgs {
     /// Run a local cluster of this many node processes behind a router instead of one process.
     #[arg(long, default_value_t = 1)]
     nodes: usize,
+    /// The Qdrant-compatible REST API's listen address.
+    #[arg(long, default_value = "127.0.0.1:6333")]
+    rest_listen: SocketAddr,
 }
 
 #[derive(Args)]
@@ -29,6 +32,9 @@ pub struct RouterArgs {
     /// gRPC listen address for clients.
     #[arg(long, default_value = "127.0.0.1:6335")]
     listen: SocketAddr,
+    /// Also serve the Qdrant-compatible REST API on this address.
+    #[arg(long)]
+    rest_listen: Option<SocketAddr>,
     /// How long a request may spend finding a replica that serves it (leader changes, moved
     /// replicas, no quorum) before it fails with UNAVAILABLE, in milliseconds.
     #[arg(long, default_value_t = 10_000)]
@@ -49,20 +55,31 @@ impl RouterArgs {
 pub async fn router(args: RouterArgs) -> anyhow::Result<()> {
     crate::logging::init("info")?;
     let timeout = std::time::Duration::from_millis(args.timeout_ms);
-    quiver_router::run(args.listen, args.join, timeout, shutdown_signal())
-        .await
-        .context("quiver router failed")
+    quiver_router::run(
+        args.listen,
+        args.rest_listen,
+        args.join,
+        timeout,
+        shutdown_signal(),
+    )
+    .await
+    .context("quiver router failed")
 }
 
 pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     if args.nodes > 1 {
         crate::logging::init("info")?;
-        return crate::dev_cluster::run(args.nodes, &args.data_dir, args.listen, shutdown_signal())
+        let listen = crate::dev_cluster::Listen {
+            grpc: args.listen,
+            rest: args.rest_listen,
+        };
+        return crate::dev_cluster::run(args.nodes, &args.data_dir, listen, shutdown_signal())
             .await;
     }
     let mut config = Config::default();
     config.node.data_dir = args.data_dir;
     config.node.listen = args.listen;
+    config.node.rest_listen = args.rest_listen.to_string();
     config.validate()?;
     run(config).await
 }

@@ -135,6 +135,9 @@ pub struct NodeConfig {
     /// `node.listen`: address the gRPC server binds to, as `ip:port` (port 0 picks a free port).
     /// Default `127.0.0.1:6334`.
     pub listen: SocketAddr,
+    /// `node.rest_listen`: address the Qdrant-compatible REST API binds to, as `ip:port`; empty
+    /// serves no REST API. Default `""` (`quiver dev` serves it on `127.0.0.1:6333`).
+    pub rest_listen: String,
 }
 
 impl Default for NodeConfig {
@@ -142,7 +145,16 @@ impl Default for NodeConfig {
         NodeConfig {
             data_dir: PathBuf::from("./quiver-data"),
             listen: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 6334)),
+            rest_listen: String::new(),
         }
+    }
+}
+
+impl NodeConfig {
+    /// Where the REST API listens, if it is served (`node.rest_listen` is checked by
+    /// [`Config::validate`]).
+    pub fn rest_address(&self) -> Option<SocketAddr> {
+        self.rest_listen.parse().ok()
     }
 }
 
@@ -335,6 +347,13 @@ impl Config {
 
         if self.node.data_dir.as_os_str().is_empty() {
             problem("node.data_dir", "must not be empty".to_owned());
+        }
+        let rest = &self.node.rest_listen;
+        if !rest.is_empty() && rest.parse::<SocketAddr>().is_err() {
+            problem(
+                "node.rest_listen",
+                format!("`{rest}` is not an ip:port address (or empty for no REST API)"),
+            );
         }
 
         let limits = &self.limits;

@@ -25,6 +25,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use quiver_core::convert::Limits;
 use quiver_core::directory::{Catalogue, Directory};
 use quiver_proto::v1::cluster_server::ClusterServer;
@@ -120,6 +121,17 @@ impl Front {
         .max_decoding_message_size(max_request_bytes)
     }
 
+    /// The services the REST API calls (the same `Collections` and `Points`, in-process).
+    pub fn rest_services(&self) -> quiver_rest::Services {
+        quiver_rest::Services {
+            collections: Arc::new(CollectionsFront {
+                coordinator: self.coordinator.clone(),
+                route: self.route.clone(),
+            }),
+            points: Arc::new(PointsFront(self.coordinator.clone())),
+        }
+    }
+
     /// `Points`, taking requests of up to `max_request_bytes`.
     pub fn points(&self, max_request_bytes: usize) -> PointsServer<PointsFront> {
         PointsServer::new(PointsFront(self.coordinator.clone()))
@@ -128,10 +140,11 @@ impl Front {
     }
 }
 
-/// Serves a standalone router on `listen` for the cluster that `members` belong to, until
-/// `shutdown` completes; see [`serve`].
+/// Serves a standalone router on `listen` (and, given `rest_listen`, the REST API there) for the
+/// cluster that `members` belong to, until `shutdown` completes; see [`serve`].
 pub async fn run(
     listen: SocketAddr,
+    rest_listen: Option<SocketAddr>,
     members: Vec<String>,
     timeout: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -139,25 +152,31 @@ pub async fn run(
     if members.is_empty() {
         return Err(RouterError::NoMembers);
     }
-    let listener = TcpListener::bind(listen)
-        .await
-        .map_err(|source| RouterError::Listen {
-            addr: listen,
-            source,
-        })?;
+    let bind = |addr: SocketAddr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| RouterError::Listen { addr, source })
+    };
+    let listener = bind(listen).await?;
+    let rest = match rest_listen {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
     let local = listener
         .local_addr()
         .map_err(|e| RouterError::Serve(e.to_string()))?;
     info!(listen = %local, members = ?members, "quiver router serving gRPC");
-    serve(members, timeout, listener, shutdown).await
+    serve(members, timeout, listener, rest, shutdown).await
 }
 
-/// Serves a standalone router for the cluster `members` belong to on `listener`; a shard request
-/// that no replica could serve within `timeout` fails with UNAVAILABLE.
+/// Serves a standalone router for the cluster `members` belong to on `listener` (and the REST
+/// API on `rest`); a shard request that no replica could serve within `timeout` fails with
+/// UNAVAILABLE.
 pub async fn serve(
     members: Vec<String>,
     timeout: Duration,
     listener: TcpListener,
+    rest: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RouterError> {
     let front = Front::standalone(members, timeout).await;
@@ -170,17 +189,42 @@ pub async fn serve(
         .upstream
         .clone()
         .ok_or_else(|| RouterError::Serve("a standalone front has an upstream".into()))?;
+    let shutdown = shutdown.shared();
+    let rest = rest.map(|listener| {
+        let services = front.rest_services();
+        let limit = front.coordinator.limits().request.max_request_bytes;
+        serve_rest(listener, services, limit, shutdown.clone())
+    });
     // Accepted sockets are set TCP_NODELAY here: the builder's own `tcp_nodelay` applies only to
     // listeners it binds itself. Without it, the second of two answers in flight on one connection
     // waits for the peer's delayed ACK (~40 ms; Nagle).
     let incoming = TcpIncoming::from_listener(listener, true, None)
         .map_err(|e| RouterError::Serve(format!("listener: {e}")))?;
-    tonic::transport::Server::builder()
+    let grpc = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(ClusterServer::new(ClusterForwarder(upstream)))
         .add_service(front.collections(usize::MAX))
         .add_service(front.points(usize::MAX))
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await
-        .map_err(|e| RouterError::Serve(e.to_string()))
+        .serve_with_incoming_shutdown(incoming, shutdown);
+    let (grpc, rest) = tokio::join!(grpc, async {
+        match rest {
+            Some(rest) => rest.await,
+            None => Ok(()),
+        }
+    });
+    grpc.map_err(|e| RouterError::Serve(e.to_string()))?;
+    rest.map_err(|e| RouterError::Serve(format!("REST API: {e}")))
+}
+
+/// Serves the REST API with `services` on `listener` until `shutdown` completes.
+pub async fn serve_rest(
+    listener: TcpListener,
+    services: quiver_rest::Services,
+    max_body_bytes: usize,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    if let Ok(local) = listener.local_addr() {
+        info!(listen = %local, "quiver REST API (Qdrant-compatible) serving");
+    }
+    quiver_rest::serve(listener, services, max_body_bytes, shutdown).await
 }

@@ -13,6 +13,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use quiver_config::Config;
 use quiver_core::convert::Limits;
 use quiver_core::{Error, Result};
@@ -24,10 +25,10 @@ use quiver_proto::v1::points_server::PointsServer;
 use quiver_proto::v1::raft_server::RaftServer;
 use quiver_proto::v1::shard_server::ShardServer;
 use quiver_router::front::{CollectionsFront, PointsFront};
-use quiver_router::Front;
+use quiver_router::{serve_rest, Front};
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
-use tracing::info;
+use tracing::{info, warn};
 
 /// Opens the node described by `config`, listens on `config.node.listen` and serves until
 /// `shutdown` completes.
@@ -41,6 +42,12 @@ pub async fn run(
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|e| Error::Serve(format!("cannot listen on {listen}: {e}")))?;
+    let rest = match config.node.rest_address() {
+        Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
+            Error::Serve(format!("cannot listen on {addr} (node.rest_listen): {e}"))
+        })?),
+        None => None,
+    };
     let local = listener
         .local_addr()
         .map_err(|e| Error::Serve(e.to_string()))?;
@@ -50,7 +57,7 @@ pub async fn run(
     }
     let node = Node::open(config).await?;
     info!(listen = %local, node_id, data_dir = %data_dir.display(), "quiver node serving gRPC");
-    serve(node, listener, shutdown).await
+    serve(node, listener, rest, shutdown).await
 }
 
 /// The front of `node`'s process.
@@ -73,13 +80,15 @@ pub fn front(node: &Arc<Node>) -> Front {
     )
 }
 
-/// Serves `node` and its front on `listener` until `shutdown` completes, then dumps changed
-/// graphs.
+/// Serves `node` and its front on `listener` (and the REST API on `rest`) until `shutdown`
+/// completes, then dumps changed graphs.
 pub async fn serve(
     node: Arc<Node>,
     listener: TcpListener,
+    rest: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    let shutdown = shutdown.shared();
     let max_bytes = node.config().limits.max_request_bytes;
     let (mut health, health_service) = tonic_health::server::health_reporter();
     health
@@ -92,6 +101,10 @@ pub async fn serve(
         .build_v1()
         .map_err(|e| Error::Serve(format!("reflection: {e}")))?;
     let front = front(&node);
+    let rest = rest.map(|listener| {
+        let serving = serve_rest(listener, front.rest_services(), max_bytes, shutdown.clone());
+        tokio::spawn(serving)
+    });
     let dumper = spawn_graph_dumper(node.clone());
     // Accepted sockets are set TCP_NODELAY here: the builder's own `tcp_nodelay` applies only to
     // listeners it binds itself. Without it, the second of two answers in flight on one connection
@@ -117,6 +130,13 @@ pub async fn serve(
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .map_err(|e| Error::Serve(e.to_string()));
+    if let Some(rest) = rest {
+        match rest.await {
+            Ok(Err(e)) => warn!(error = %e, "the REST API stopped with an error"),
+            Err(e) => warn!(error = %e, "the REST API task failed"),
+            Ok(Ok(())) => {}
+        }
+    }
     dumper.abort();
     node.shutdown().await;
     let final_dump = node.clone();

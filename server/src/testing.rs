@@ -15,6 +15,8 @@ use tonic::transport::Channel;
 pub struct TestServer {
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
+    /// Where the REST API listens.
+    pub rest_addr: SocketAddr,
     /// The node, for tests that look beneath the API.
     pub node: std::sync::Arc<Node>,
     stop: Option<oneshot::Sender<()>>,
@@ -42,12 +44,17 @@ impl TestServer {
         config.cluster.advertise = addr.to_string();
         let node = Node::open(config).await.expect("open node");
         let (tx, rx) = oneshot::channel();
-        let task = tokio::spawn(crate::serve(node.clone(), listener, async {
+        let rest = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let rest_addr = rest.local_addr().expect("local addr");
+        let task = tokio::spawn(crate::serve(node.clone(), listener, Some(rest), async {
             let _ = rx.await;
         }));
         Self {
             addr,
             data_dir,
+            rest_addr,
             node,
             stop: Some(tx),
             task: Some(task),

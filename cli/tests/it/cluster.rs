@@ -557,6 +557,8 @@ fn dev_with_three_nodes_is_a_cluster_behind_a_router() {
             data,
             "--listen",
             "127.0.0.1:0",
+            "--rest-listen",
+            "127.0.0.1:0",
         ],
         &[],
     );

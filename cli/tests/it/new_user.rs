@@ -334,6 +334,8 @@ fn dev_cluster_restarts_its_nodes_and_itself_whoever_leads() {
         &data_arg,
         "--listen",
         &listen,
+        "--rest-listen",
+        "127.0.0.1:0",
     ];
     let mut dev = must_spawn(&args, &[]);
     let node1 = std::fs::read_to_string(data.join("node1.toml")).unwrap();

@@ -54,6 +54,9 @@ pub fn must_spawn(args: &[&str], envs: &[(&str, &str)]) -> QuiverProcess {
         if line.starts_with("[node") {
             continue;
         }
+        if !line.contains("serving gRPC") {
+            continue;
+        }
         if let Some(rest) = line.split("listen=").nth(1) {
             let addr = rest.split_whitespace().next().expect("address");
             process.endpoint = format!("http://{addr}");
@@ -95,7 +98,18 @@ pub fn replica_nodes(shard: &serde_json::Value) -> Vec<u64> {
 /// `quiver dev` on an ephemeral loopback port with data in `dir`.
 pub fn must_spawn_dev(dir: &Path) -> QuiverProcess {
     let dir = dir.to_str().expect("utf-8 path");
-    must_spawn(&["dev", "--data-dir", dir, "--listen", "127.0.0.1:0"], &[])
+    must_spawn(
+        &[
+            "dev",
+            "--data-dir",
+            dir,
+            "--listen",
+            "127.0.0.1:0",
+            "--rest-listen",
+            "127.0.0.1:0",
+        ],
+        &[],
+    )
 }
 
 impl QuiverProcess {

@@ -5,5 +5,6 @@ mod bad_input;
 mod lifecycle;
 mod persistence;
 mod recall;
+mod rest;
 mod support;
 mod updates;

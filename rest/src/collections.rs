@@ -1,0 +1,252 @@
+//! Collection routes: create, describe, list, drop, exists, and the server's own.
+//!
+//! A collection has one unnamed vector: `"vectors": {"size", "distance"}` with distance `Cosine`,
+//! `Euclid` (quiver's l2: scores are distances, lower is better, as in Qdrant) or `Dot`.
+//! `hnsw_config.m: 0` asks for a flat (exact) index, as Qdrant's `m: 0` disables the graph.
+//! Options quiver has no counterpart for (quantization, on-disk vectors, optimizer and WAL
+//! tuning) are accepted and have no effect; named and sparse vectors are refused.
+
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::Json;
+use quiver_proto::v1 as pb;
+use serde_json::{json, Map, Value};
+use tonic::Request;
+
+use crate::reply::{body, ok, ApiError, Reply};
+use crate::{Services, QDRANT_API_VERSION};
+
+pub async fn root() -> Json<Value> {
+    Json(json!({
+        "title": "quiver (Qdrant-compatible REST API)",
+        "version": QDRANT_API_VERSION,
+        "quiver_version": env!("CARGO_PKG_VERSION"),
+    }))
+}
+
+pub async fn health() -> &'static str {
+    "healthz check passed"
+}
+
+pub async fn openapi() -> Json<Value> {
+    let spec: Value = serde_json::from_str(include_str!("../openapi.json"))
+        .unwrap_or_else(|e| json!({"error": format!("openapi.json: {e}")}));
+    Json(spec)
+}
+
+fn distance_name(metric: i32) -> &'static str {
+    match pb::Metric::try_from(metric) {
+        Ok(pb::Metric::Cosine) => "Cosine",
+        Ok(pb::Metric::L2) => "Euclid",
+        Ok(pb::Metric::Dot) => "Dot",
+        _ => "Unknown",
+    }
+}
+
+fn field_type_name(t: i32) -> &'static str {
+    match pb::PayloadFieldType::try_from(t) {
+        Ok(pb::PayloadFieldType::Keyword) => "keyword",
+        Ok(pb::PayloadFieldType::Integer) => "integer",
+        Ok(pb::PayloadFieldType::Float) => "float",
+        Ok(pb::PayloadFieldType::Datetime) => "datetime",
+        _ => "unknown",
+    }
+}
+
+/// A collection's description in Qdrant's shape.
+fn info_json(info: &pb::CollectionInfo) -> Value {
+    let (m, ef_construct) = match info.index.as_ref().and_then(|i| i.kind.as_ref()) {
+        Some(pb::index_config::Kind::Hnsw(h)) => {
+            (h.m.unwrap_or(16), h.ef_construction.unwrap_or(200))
+        }
+        _ => (0, 0),
+    };
+    let payload_schema: Map<String, Value> = info
+        .payload_indexes
+        .iter()
+        .map(|f| {
+            let schema =
+                json!({"data_type": field_type_name(f.r#type), "points": info.points_count});
+            (f.key.clone(), schema)
+        })
+        .collect();
+    json!({
+        "status": "green",
+        "optimizer_status": "ok",
+        "vectors_count": info.points_count,
+        "indexed_vectors_count": info.indexed_vectors,
+        "points_count": info.points_count,
+        "segments_count": info.shard_count,
+        "config": {
+            "params": {
+                "vectors": {"size": info.dim, "distance": distance_name(info.metric)},
+                "shard_number": info.shard_count,
+                "replication_factor": info.replication_factor,
+                "write_consistency_factor": 1,
+                "on_disk_payload": false,
+            },
+            "hnsw_config": {
+                "m": m,
+                "ef_construct": ef_construct,
+                "full_scan_threshold": 10000,
+                "ef": info.search_defaults.as_ref().and_then(|d| d.ef),
+            },
+            "optimizer_config": {
+                "deleted_threshold": 0.2,
+                "vacuum_min_vector_number": 1000,
+                "default_segment_number": 0,
+                "flush_interval_sec": 5,
+            },
+            "wal_config": {"wal_capacity_mb": 32, "wal_segments_ahead": 0},
+        },
+        "payload_schema": payload_schema,
+    })
+}
+
+pub async fn list(State(api): State<Services>) -> Reply {
+    let started = Instant::now();
+    let list = api
+        .collections
+        .list(Request::new(pb::ListCollectionsRequest {}))
+        .await?
+        .into_inner();
+    let names: Vec<Value> = list
+        .collections
+        .iter()
+        .map(|c| json!({"name": c.name}))
+        .collect();
+    ok(json!({"collections": names}), started)
+}
+
+async fn describe(api: &Services, name: String) -> Result<pb::CollectionInfo, ApiError> {
+    Ok(api
+        .collections
+        .get(Request::new(pb::GetCollectionRequest { name }))
+        .await?
+        .into_inner())
+}
+
+pub async fn info(State(api): State<Services>, Path(name): Path<String>) -> Reply {
+    let started = Instant::now();
+    ok(info_json(&describe(&api, name).await?), started)
+}
+
+pub async fn exists(State(api): State<Services>, Path(name): Path<String>) -> Reply {
+    let started = Instant::now();
+    let exists = match describe(&api, name).await {
+        Ok(_) => true,
+        Err(e) if e.is_not_found() => false,
+        Err(e) => return Err(e),
+    };
+    ok(json!({"exists": exists}), started)
+}
+
+/// A count in a create body: absent or null for the default, else a positive integer.
+fn count_field(body: &Map<String, Value>, key: &str, field: &str) -> Result<Option<u32>, ApiError> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .map(Some)
+            .ok_or_else(|| {
+                ApiError::invalid(field, format!("expected a non-negative integer, got {v}"))
+            }),
+    }
+}
+
+pub async fn create(State(api): State<Services>, Path(name): Path<String>, bytes: Bytes) -> Reply {
+    let started = Instant::now();
+    let body = body(&bytes)?;
+    let vectors = match body.get("vectors") {
+        Some(Value::Object(v)) if v.contains_key("size") => v,
+        Some(Value::Object(_)) => return Err(ApiError::invalid(
+            "vectors",
+            "named vectors are not supported: give {\"size\", \"distance\"} for one unnamed vector",
+        )),
+        _ => {
+            return Err(ApiError::invalid(
+                "vectors",
+                "required: {\"size\", \"distance\"}",
+            ))
+        }
+    };
+    if body.get("sparse_vectors").is_some_and(|v| !v.is_null()) {
+        return Err(ApiError::invalid(
+            "sparse_vectors",
+            "sparse vectors are not supported",
+        ));
+    }
+    let dim = count_field(vectors, "size", "vectors.size")?
+        .ok_or_else(|| ApiError::invalid("vectors.size", "required"))?;
+    let metric = match vectors.get("distance").and_then(Value::as_str) {
+        Some("Cosine") => pb::Metric::Cosine,
+        Some("Euclid") => pb::Metric::L2,
+        Some("Dot") => pb::Metric::Dot,
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "vectors.distance",
+                format!("`{other}` is not supported (Cosine, Euclid, Dot)"),
+            ))
+        }
+        None => {
+            return Err(ApiError::invalid(
+                "vectors.distance",
+                "required: Cosine, Euclid or Dot",
+            ))
+        }
+    };
+    // The collection's hnsw_config, overridden by the vector's own (as Qdrant reads them).
+    let mut hnsw = Map::new();
+    for source in [body.get("hnsw_config"), vectors.get("hnsw_config")] {
+        if let Some(Value::Object(h)) = source {
+            hnsw.extend(
+                h.iter()
+                    .filter(|(_, v)| !v.is_null())
+                    .map(|(k, v)| (k.clone(), v.clone())),
+            );
+        }
+    }
+    let m = count_field(&hnsw, "m", "hnsw_config.m")?;
+    let ef_construction = count_field(&hnsw, "ef_construct", "hnsw_config.ef_construct")?;
+    let index = match m {
+        Some(0) => pb::index_config::Kind::Flat(pb::FlatConfig {}),
+        m => pb::index_config::Kind::Hnsw(pb::HnswConfig { m, ef_construction }),
+    };
+    let request = pb::CreateCollectionRequest {
+        name: name.clone(),
+        dim,
+        metric: metric as i32,
+        index: Some(pb::IndexConfig { kind: Some(index) }),
+        payload_indexes: Vec::new(),
+        search_defaults: None,
+        shard_count: count_field(&body, "shard_number", "shard_number")?,
+        replication_factor: count_field(&body, "replication_factor", "replication_factor")?,
+        request_id: String::new(),
+    };
+    api.collections.create(Request::new(request)).await?;
+    ok(json!(true), started)
+}
+
+pub async fn update(Path(_name): Path<String>) -> Reply {
+    Err(ApiError::invalid(
+        "body",
+        "quiver does not change a collection's parameters in place; create a new collection",
+    ))
+}
+
+pub async fn drop(State(api): State<Services>, Path(name): Path<String>) -> Reply {
+    let started = Instant::now();
+    match api
+        .collections
+        .delete(Request::new(pb::DeleteCollectionRequest { name }))
+        .await
+    {
+        Ok(_) => ok(json!(true), started),
+        // Qdrant answers `false` for a collection that was not there.
+        Err(e) if e.code() == tonic::Code::NotFound => ok(json!(false), started),
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,874 @@
+//! Point routes: upsert, retrieve, delete, scroll, count, search, query, payload and vector
+//! updates.
+//!
+//! Ids are unsigned integers or UUID strings, as in Qdrant. A point has one unnamed vector (a
+//! JSON array; `{"": [...]}` is read the same). Writes are applied and visible when the answer
+//! comes (`wait` is always true). `with_payload` takes a bool, a list of keys, or
+//! `{"include": [...]}` / `{"exclude": [...]}`. A scroll's `offset` is the first id of the page
+//! (inclusive) and `next_page_offset` the first id of the next one, as in Qdrant. `query` takes a
+//! vector, `{"nearest": vector}`, a point id (its nearest neighbours, itself left out) or nothing
+//! (points in id order); `prefetch` and fusion are refused until quiver has hybrid search.
+
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use quiver_core::convert::encode_cursor;
+use quiver_core::point::PointId;
+use quiver_proto::v1 as pb;
+use quiver_proto::wire::{json_to_struct, struct_to_json};
+use serde_json::{json, Map, Value};
+use tonic::Request;
+
+use crate::filter::filter;
+use crate::reply::{body, ok, ApiError, Reply};
+use crate::Services;
+
+type Result<T> = std::result::Result<T, ApiError>;
+type Body = Map<String, Value>;
+
+/// Results a search or query returns when the body does not say (Qdrant's default).
+const DEFAULT_LIMIT: u64 = 10;
+
+fn id_from(field: &str, value: &Value) -> Result<pb::PointId> {
+    use pb::point_id::Kind;
+    let kind = match value {
+        Value::Number(n) => Kind::Num(n.as_u64().ok_or_else(|| {
+            ApiError::invalid(field, format!("id {n} is not an unsigned integer"))
+        })?),
+        Value::String(s) => Kind::Uuid(s.clone()),
+        other => {
+            return Err(ApiError::invalid(
+                field,
+                format!("an id is an unsigned integer or a UUID string, got {other}"),
+            ))
+        }
+    };
+    Ok(pb::PointId { kind: Some(kind) })
+}
+
+fn id_json(id: Option<&pb::PointId>) -> Value {
+    match id.and_then(|i| i.kind.as_ref()) {
+        Some(pb::point_id::Kind::Num(n)) => json!(n),
+        Some(pb::point_id::Kind::Uuid(u)) => json!(u),
+        None => Value::Null,
+    }
+}
+
+fn ids_from(field: &str, value: &Value) -> Result<Vec<pb::PointId>> {
+    let items = value
+        .as_array()
+        .ok_or_else(|| ApiError::invalid(field, "expected an array of ids"))?;
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, v)| id_from(&format!("{field}[{i}]"), v))
+        .collect()
+}
+
+/// One unnamed vector: an array of numbers, each within the range of a 32-bit float.
+fn vector_from(field: &str, value: &Value) -> Result<Vec<f32>> {
+    let items = match value {
+        Value::Array(items) => items,
+        Value::Object(named) if named.len() == 1 && named.contains_key("") => {
+            return vector_from(&format!("{field}[\"\"]"), &named[""])
+        }
+        Value::Object(_) => {
+            return Err(ApiError::invalid(
+                field,
+                "named vectors are not supported: a point has one unnamed vector",
+            ))
+        }
+        _ => return Err(ApiError::invalid(field, "expected an array of numbers")),
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let x = v
+                .as_f64()
+                .ok_or_else(|| ApiError::invalid(&format!("{field}[{i}]"), "not a number"))?;
+            let f = x as f32;
+            if !f.is_finite() {
+                return Err(ApiError::invalid(
+                    &format!("{field}[{i}]"),
+                    format!("{v} is outside the range of a 32-bit float"),
+                ));
+            }
+            Ok(f)
+        })
+        .collect()
+}
+
+fn object_struct(field: &str, value: Option<&Value>) -> Result<Option<prost_types::Struct>> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(map)) => Ok(Some(json_to_struct(map))),
+        Some(_) => Err(ApiError::invalid(field, "expected an object")),
+    }
+}
+
+/// Which payload keys an answer carries.
+enum PayloadKeys {
+    None,
+    All,
+    Include(Vec<String>),
+    Exclude(Vec<String>),
+}
+
+impl PayloadKeys {
+    fn read(body: &Body, default: bool) -> Result<Self> {
+        let keys = |field: &str, v: &Value| -> Result<Vec<String>> {
+            v.as_array()
+                .and_then(|a| a.iter().map(|k| k.as_str().map(str::to_string)).collect())
+                .ok_or_else(|| ApiError::invalid(field, "expected an array of keys"))
+        };
+        Ok(match body.get("with_payload") {
+            None | Some(Value::Null) if default => PayloadKeys::All,
+            None | Some(Value::Null) => PayloadKeys::None,
+            Some(Value::Bool(true)) => PayloadKeys::All,
+            Some(Value::Bool(false)) => PayloadKeys::None,
+            Some(v @ Value::Array(_)) => PayloadKeys::Include(keys("with_payload", v)?),
+            Some(Value::Object(o)) if o.contains_key("include") => {
+                PayloadKeys::Include(keys("with_payload.include", &o["include"])?)
+            }
+            Some(Value::Object(o)) if o.contains_key("exclude") => {
+                PayloadKeys::Exclude(keys("with_payload.exclude", &o["exclude"])?)
+            }
+            Some(_) => {
+                return Err(ApiError::invalid(
+                    "with_payload",
+                    "expected a bool, a list of keys, or {\"include\"|\"exclude\": [...]}",
+                ))
+            }
+        })
+    }
+
+    fn wanted(&self) -> bool {
+        !matches!(self, PayloadKeys::None)
+    }
+
+    fn apply(&self, payload: Option<&prost_types::Struct>) -> Result<Value> {
+        let Some(payload) = payload.filter(|_| self.wanted()) else {
+            return Ok(Value::Null);
+        };
+        let mut map = struct_to_json("payload", payload)
+            .map_err(|e| ApiError::invalid(&e.field, e.message))?;
+        match self {
+            PayloadKeys::Include(keys) => map.retain(|k, _| keys.contains(k)),
+            PayloadKeys::Exclude(keys) => map.retain(|k, _| !keys.contains(k)),
+            PayloadKeys::None | PayloadKeys::All => {}
+        }
+        Ok(Value::Object(map))
+    }
+}
+
+fn with_vector(body: &Body) -> Result<bool> {
+    match body.get("with_vector").or_else(|| body.get("with_vectors")) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(ApiError::invalid("with_vector", "expected a bool")),
+    }
+}
+
+fn vector_json(vector: &[f32], wanted: bool) -> Value {
+    if wanted && !vector.is_empty() {
+        json!(vector)
+    } else {
+        Value::Null
+    }
+}
+
+fn record_json(p: &pb::Point, keys: &PayloadKeys, vectors: bool) -> Result<Value> {
+    Ok(json!({
+        "id": id_json(p.id.as_ref()),
+        "payload": keys.apply(p.payload.as_ref())?,
+        "vector": vector_json(&p.vector, vectors),
+        "shard_key": null,
+        "order_value": null,
+    }))
+}
+
+fn scored_json(p: &pb::ScoredPoint, keys: &PayloadKeys, vectors: bool) -> Result<Value> {
+    Ok(json!({
+        "id": id_json(p.id.as_ref()),
+        "version": 0,
+        "score": p.score,
+        "payload": keys.apply(p.payload.as_ref())?,
+        "vector": vector_json(&p.vector, vectors),
+        "shard_key": null,
+        "order_value": null,
+    }))
+}
+
+fn uint(body: &Body, key: &str) -> Result<Option<u64>> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v.as_u64().map(Some).ok_or_else(|| {
+            ApiError::invalid(key, format!("expected a non-negative integer, got {v}"))
+        }),
+    }
+}
+
+fn u32_of(field: &str, n: u64) -> Result<u32> {
+    u32::try_from(n).map_err(|_| ApiError::invalid(field, format!("{n} is too large")))
+}
+
+/// What a write answers (Qdrant's `UpdateResult`); the write is applied when it comes.
+fn update_result(resp: pb::WriteResponse, started: Instant) -> Reply {
+    ok(
+        json!({"operation_id": resp.applied_index, "status": "completed"}),
+        started,
+    )
+}
+
+/// `points` (ids) or `filter` of a body: the points a delete or payload change is for.
+fn selector(body: &Body) -> Result<(Vec<pb::PointId>, Option<pb::Filter>)> {
+    let ids = match body.get("points") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(v) => ids_from("points", v)?,
+    };
+    let filter = filter("filter", body.get("filter"))?;
+    if ids.is_empty() && filter.is_none() {
+        return Err(ApiError::invalid(
+            "points",
+            "give `points` (ids) or `filter`",
+        ));
+    }
+    Ok((ids, filter))
+}
+
+fn refuse_shard_key(body: &Body) -> Result<()> {
+    match body.get("shard_key") {
+        None | Some(Value::Null) => Ok(()),
+        Some(_) => Err(ApiError::invalid(
+            "shard_key",
+            "custom shard keys are not supported",
+        )),
+    }
+}
+
+pub async fn upsert(State(api): State<Services>, Path(name): Path<String>, bytes: Bytes) -> Reply {
+    let started = Instant::now();
+    let body = body(&bytes)?;
+    refuse_shard_key(&body)?;
+    let points = match (body.get("points"), body.get("batch")) {
+        (Some(Value::Array(items)), None) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                let field = format!("points[{i}]");
+                let p = item
+                    .as_object()
+                    .ok_or_else(|| ApiError::invalid(&field, "expected an object"))?;
+                let id = id_from(&format!("{field}.id"), p.get("id").unwrap_or(&Value::Null))?;
+                let vector = p
+                    .get("vector")
+                    .ok_or_else(|| ApiError::invalid(&format!("{field}.vector"), "required"))?;
+                Ok(pb::Point {
+                    id: Some(id),
+                    vector: vector_from(&format!("{field}.vector"), vector)?,
+                    payload: object_struct(&format!("{field}.payload"), p.get("payload"))?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?,
+        (None, Some(Value::Object(batch))) => batch_points(batch)?,
+        _ => {
+            return Err(ApiError::invalid(
+                "points",
+                "give `points` (a list) or `batch`",
+            ))
+        }
+    };
+    let resp = api
+        .points
+        .upsert(Request::new(pb::UpsertRequest {
+            collection: name,
+            points,
+            request_id: String::new(),
+        }))
+        .await?
+        .into_inner();
+    update_result(resp, started)
+}
+
+/// Qdrant's column form: `{"ids": [...], "vectors": [[...]], "payloads": [{...}]}`.
+fn batch_points(batch: &Body) -> Result<Vec<pb::Point>> {
+    let ids = ids_from("batch.ids", batch.get("ids").unwrap_or(&Value::Null))?;
+    let vectors = batch
+        .get("vectors")
+        .and_then(Value::as_array)
+        .ok_or_else(|| ApiError::invalid("batch.vectors", "expected a list of vectors"))?;
+    if vectors.len() != ids.len() {
+        return Err(ApiError::invalid(
+            "batch.vectors",
+            format!("{} vectors for {} ids", vectors.len(), ids.len()),
+        ));
+    }
+    let payloads = match batch.get("payloads") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(p)) if p.len() == ids.len() => p.clone(),
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "batch.payloads",
+                "expected one payload per id",
+            ))
+        }
+    };
+    ids.into_iter()
+        .enumerate()
+        .map(|(i, id)| {
+            Ok(pb::Point {
+                id: Some(id),
+                vector: vector_from(&format!("batch.vectors[{i}]"), &vectors[i])?,
+                payload: object_struct(&format!("batch.payloads[{i}]"), payloads.get(i))?,
+            })
+        })
+        .collect()
+}
+
+async fn get_points(
+    api: &Services,
+    name: String,
+    ids: Vec<pb::PointId>,
+    keys: &PayloadKeys,
+    vectors: bool,
+) -> Result<Vec<Value>> {
+    let resp = api
+        .points
+        .get(Request::new(pb::GetPointsRequest {
+            collection: name,
+            ids,
+            with_payload: keys.wanted(),
+            with_vector: vectors,
+            consistency: 0,
+        }))
+        .await?
+        .into_inner();
+    resp.points
+        .iter()
+        .map(|p| record_json(p, keys, vectors))
+        .collect()
+}
+
+pub async fn retrieve(
+    State(api): State<Services>,
+    Path(name): Path<String>,
+    bytes: Bytes,
+) -> Reply {
+    let started = Instant::now();
+    let body = body(&bytes)?;
+    let ids = ids_from("ids", body.get("ids").unwrap_or(&Value::Null))?;
+    let keys = PayloadKeys::read(&body, true)?;
+    let points = get_points(&api, name, ids, &keys, with_vector(&body)?).await?;
+    ok(Value::Array(points), started)
+}
+
+pub async fn retrieve_one(
+    State(api): State<Services>,
+    Path((name, id)): Path<(String, String)>,
+) -> Reply {
+    let started = Instant::now();
+    let id = match id.parse::<u64>() {
+        Ok(n) => json!(n),
+        Err(_) => json!(id),
+    };
+    let ids = vec![id_from("id", &id)?];
+    let mut points = get_points(&api, name, ids, &PayloadKeys::All, true).await?;
+    match points.pop() {
+        Some(point) => ok(point, started),
+        None => Err(ApiError::not_found(format!("no point with id {id}"))),
+    }
+}
+
+pub async fn delete(State(api): State<Services>, Path(name): Path<String>, bytes: Bytes) -> Reply {
+    let started = Instant::now();
+    let body = body(&bytes)?;
+    let (ids, filter) = selector(&body)?;
+    let resp = api
+        .points
+        .delete(Request::new(pb::DeletePointsRequest {
+            collection: name,
+            ids,
+            filter,
+            filter_json: String::new(),
+            request_id: String::new(),
+        }))
+        .await?
+        .into_inner();
+    update_result(resp, started)
+}
+
+/// The scroll cursor that starts a page at `id` (inclusive): the cursor of the id just before it.
+fn cursor_at(id: &pb::PointId) -> Result<String> {
+    let id = quiver_core::convert::point_id("offset", Some(id))?;
+    let before = match id {
+        PointId::Num(0) => return Ok(String::new()),
+        PointId::Num(n) => PointId::Num(n - 1),
+        PointId::Uuid(u) if u.as_u128() == 0 => PointId::Num(u64::MAX),
+        PointId::Uuid(u) => PointId::Uuid(uuid::Uuid::from_u128(u.as_u128() - 1)),
+    };
+    Ok(encode_cursor(&before))
+}
+
+pub async fn scroll(State(api): State<Services>, Path(name): Path<String>, bytes: Bytes) -> Reply {
+    let started = Instant::now();
+    let body = body(&bytes)?;
+    if body.get("order_by").is_some_and(|v| !v.is_null()) {
+        return Err(ApiError::invalid(
+            "order_by",
+            "not supported: points scroll in id order",
+        ));
+    }
+    let limit = uint(&body, "limit")?.unwrap_or(DEFAULT_LIMIT);
+    let cursor = match body.get("offset") {
+        None | Some(Value::Null) => String::new(),
+        Some(v) => cursor_at(&id_from("offset", v)?)?,
+    };
+    let keys = PayloadKeys::read(&body, true)?;
+    let vectors = with_vector(&body)?;
+    // One point more than asked: the first id of the next page.
+    let resp = api
+        .points
+        .scroll(Request::new(pb::ScrollRequest {
+            collection: name,
+            limit: Some(u32_of("limit", limit.saturating_add(1))?),
+            cursor,
+            filter: filter("filter", body.get("filter"))?,
+            filter_json: String::new(),
+            with_payload: keys.wanted(),
+            with_vector: vectors,
+            consistency: 0,
+        }))
+        .await?
+        .into_inner();
+    let mut points = resp.points;
+    let next = match points.len() as u64 > limit {
+        true => points.pop().map(|p| id_json(p.id.as_ref())),
+        false => None,
+    };
+    let records = points
+        .iter()
+        .map(|p| record_json(p, &keys, vectors))
+        .collect::<Result<Vec<_>>>()?;
+    ok(
+        json!({"points": records, "next_page_offset": next}),
+        started,
+    )
+}
+
+pub async fn count(State(api): State<Services>, Path(name): Path<String>, bytes: Bytes) -> Reply {
+    let started = Instant::now();
+    let body = body(&bytes)?;
+    let exact = match body.get("exact") {
+        None | Some(Value::Null) => true,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(ApiError::invalid("exact", "expected a bool")),
+    };
+    let resp = api
+        .points
+        .count(Request::new(pb::CountRequest {
+            collection: name,
+            filter: filter("filter", body.get("filter"))?,
+            filter_json: String::new(),
+            exact,
+            consistency: 0,
+        }))
+        .await?
+        .into_inner();
+    ok(json!({"count": resp.count}), started)
+}
+
+/// A nearest-neighbour search as a Qdrant search or query body asks for it.
+struct Nearest {
+    vector: Vec<f32>,
+    /// Left out of the results (a query by point id).
+    exclude: Option<pb::PointId>,
+}
+
+async fn nearest(api: &Services, name: &str, body: &Body, nearest: Nearest) -> Result<Vec<Value>> {
+    let limit = uint(body, "limit")?.unwrap_or(DEFAULT_LIMIT);
+    let offset = uint(body, "offset")?.unwrap_or(0);
+    let (ef, exact) = match body.get("params") {
+        None | Some(Value::Null) => (None, false),
+        Some(Value::Object(p)) => (
+            uint(p, "hnsw_ef")?
+                .map(|ef| u32_of("params.hnsw_ef", ef))
+                .transpose()?,
+            p.get("exact").and_then(Value::as_bool).unwrap_or(false),
+        ),
+        Some(_) => return Err(ApiError::invalid("params", "expected an object")),
+    };
+    let keys = PayloadKeys::read(body, false)?;
+    let vectors = with_vector(body)?;
+    let extra = u64::from(nearest.exclude.is_some());
+    let top_k = limit.saturating_add(offset).saturating_add(extra);
+    let resp = api
+        .points
+        .search(Request::new(pb::SearchRequest {
+            collection: name.to_string(),
+            vector: nearest.vector,
+            top_k: Some(u32_of("limit", top_k)?),
+            ef,
+            filter: filter("filter", body.get("filter"))?,
+            filter_json: String::new(),
+            with_payload: keys.wanted(),
+            with_vector: vectors,
+            consistency: 0,
+            exact,
+        }))
+        .await?
+        .into_inner();
+    let threshold = match body.get("score_threshold") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_f64()
+                .ok_or_else(|| ApiError::invalid("score_threshold", "expected a number"))?
+                as f32,
+        ),
+    };
+    // Which side of the threshold passes: l2 distances must be at most it, similarities at least.
+    let distances = match threshold {
+        None => false,
+        Some(_) => {
+            let info = api
+                .collections
+                .get(Request::new(pb::GetCollectionRequest {
+                    name: name.to_string(),
+                }))
+                .await?
+                .into_inner();
+            info.metric == pb::Metric::L2 as i32
+        }
+    };
+    resp.results
+        .iter()
+        .filter(|r| nearest.exclude.is_none() || r.id != nearest.exclude)
+        .filter(|r| match threshold {
+            None => true,
+            Some(t) if distances => r.score <= t,
+            Some(t) => r.score >= t,
+        })
+        .skip(offset as usize)
+        .take(limit as usize)
+        .map(|r| scored_json(r, &keys, vectors))
+        .collect()
+}
+
+pub async fn search(State(api): State<Services>, Path(name): Path<String>, bytes: Bytes) -> Reply {
+    let started = Instant::now();
+    let body = body(&bytes)?;
+    let hits = search_body(&api, &name, &body).await?;
+    ok(Value::Array(hits), started)
+}
+
+async fn search_body(api: &Services, name: &str, body: &Body) -> Result<Vec<Value>> {
+    let vector = match body.get("vector") {
+        Some(Value::Object(named)) if named.contains_key("vector") => {
+            vector_from("vector.vector", &named["vector"])?
+        }
+        Some(v) => vector_from("vector", v)?,
+        None => return Err(ApiError::invalid("vector", "required")),
+    };
+    nearest(
+        api,
+        name,
+        body,
+        Nearest {
+            vector,
+            exclude: None,
+        },
+    )
+    .await
+}
+
+pub async fn search_batch(
+    State(api): State<Services>,
+    Path(name): Path<String>,
+    bytes: Bytes,
+) -> Reply {
+    let started = Instant::now();
+    let body = body(&bytes)?;
+    let mut out = Vec::new();
+    for (i, search) in searches(&body)?.iter().enumerate() {
+        let hits = search_body(&api, &name, search)
+            .await
+            .map_err(|e| e.within(&format!("searches[{i}]")))?;
+        out.push(Value::Array(hits));
+    }
+    ok(Value::Array(out), started)
+}
+
+fn searches(body: &Body) -> Result<Vec<Body>> {
+    body.get("searches")
+        .and_then(Value::as_array)
+        .and_then(|items| items.iter().map(|s| s.as_object().cloned()).collect())
+        .ok_or_else(|| ApiError::invalid("searches", "expected a list of request objects"))
+}
+
+pub async fn query(State(api): State<Services>, Path(name): Path<String>, bytes: Bytes) -> Reply {
+    let started = Instant::now();
+    let body = body(&bytes)?;
+    let points = query_body(&api, &name, &body).await?;
+    ok(json!({"points": points}), started)
+}
+
+pub async fn query_batch(
+    State(api): State<Services>,
+    Path(name): Path<String>,
+    bytes: Bytes,
+) -> Reply {
+    let started = Instant::now();
+    let body = body(&bytes)?;
+    let mut out = Vec::new();
+    for (i, query) in searches(&body)?.iter().enumerate() {
+        let points = query_body(&api, &name, query)
+            .await
+            .map_err(|e| e.within(&format!("searches[{i}]")))?;
+        out.push(json!({"points": points}));
+    }
+    ok(Value::Array(out), started)
+}
+
+async fn query_body(api: &Services, name: &str, body: &Body) -> Result<Vec<Value>> {
+    match body.get("prefetch") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(p)) if p.is_empty() => {}
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "prefetch",
+                "not supported yet: quiver has no hybrid search to fuse",
+            ))
+        }
+    }
+    match body.get("using") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(s)) if s.is_empty() => {}
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "using",
+                "named vectors are not supported",
+            ))
+        }
+    }
+    let query = match body.get("query") {
+        Some(Value::Object(q)) if q.contains_key("nearest") => Some(&q["nearest"]),
+        Some(Value::Object(q)) => {
+            let kind: Vec<&String> = q.keys().collect();
+            return Err(ApiError::invalid(
+                "query",
+                format!(
+                    "{kind:?} queries are not supported (a vector, {{\"nearest\"}} or a point id)"
+                ),
+            ));
+        }
+        Some(Value::Null) | None => None,
+        Some(q) => Some(q),
+    };
+    let nearest_to = match query {
+        None => return first_points(api, name, body).await,
+        Some(v @ Value::Array(_)) => Nearest {
+            vector: vector_from("query", v)?,
+            exclude: None,
+        },
+        Some(id) => {
+            let id = id_from("query", id)?;
+            let mut found = api
+                .points
+                .get(Request::new(pb::GetPointsRequest {
+                    collection: name.to_string(),
+                    ids: vec![id.clone()],
+                    with_payload: false,
+                    with_vector: true,
+                    consistency: 0,
+                }))
+                .await?
+                .into_inner();
+            let point = found.points.pop().ok_or_else(|| {
+                ApiError::invalid("query", format!("no point with id {}", id_json(Some(&id))))
+            })?;
+            Nearest {
+                vector: point.vector,
+                exclude: Some(id),
+            }
+        }
+    };
+    nearest(api, name, body, nearest_to).await
+}
+
+/// A query without a vector: the first points in id order (score 0), filtered.
+async fn first_points(api: &Services, name: &str, body: &Body) -> Result<Vec<Value>> {
+    let limit = uint(body, "limit")?.unwrap_or(DEFAULT_LIMIT);
+    let keys = PayloadKeys::read(body, false)?;
+    let vectors = with_vector(body)?;
+    let resp = api
+        .points
+        .scroll(Request::new(pb::ScrollRequest {
+            collection: name.to_string(),
+            limit: Some(u32_of("limit", limit.max(1))?),
+            cursor: String::new(),
+            filter: filter("filter", body.get("filter"))?,
+            filter_json: String::new(),
+            with_payload: keys.wanted(),
+            with_vector: vectors,
+            consistency: 0,
+        }))
+        .await?
+        .into_inner();
+    resp.points
+        .iter()
+        .take(limit as usize)
+        .map(|p| {
+            let scored = pb::ScoredPoint {
+                id: p.id.clone(),
+                score: 0.0,
+                payload: p.payload.clone(),
+                vector: p.vector.clone(),
+            };
+            scored_json(&scored, &keys, vectors)
+        })
+        .collect()
+}
+
+async fn update_payload(
+    api: &Services,
+    name: String,
+    body: &Body,
+    change: pb::update_payload_request::Change,
+) -> Reply {
+    let started = Instant::now();
+    let (ids, filter) = selector(body)?;
+    let resp = api
+        .points
+        .update_payload(Request::new(pb::UpdatePayloadRequest {
+            collection: name,
+            ids,
+            filter,
+            filter_json: String::new(),
+            change: Some(change),
+            request_id: String::new(),
+        }))
+        .await?
+        .into_inner();
+    update_result(resp, started)
+}
+
+fn payload_change(body: &Body) -> Result<prost_types::Struct> {
+    if body.get("key").is_some_and(|k| !k.is_null()) {
+        return Err(ApiError::invalid(
+            "key",
+            "setting a payload under a nested key is not supported: set the top-level key",
+        ));
+    }
+    object_struct("payload", body.get("payload"))?
+        .ok_or_else(|| ApiError::invalid("payload", "required: a JSON object"))
+}
+
+pub async fn set_payload(
+    State(api): State<Services>,
+    Path(name): Path<String>,
+    bytes: Bytes,
+) -> Reply {
+    let body = body(&bytes)?;
+    let payload = payload_change(&body)?;
+    update_payload(
+        &api,
+        name,
+        &body,
+        pb::update_payload_request::Change::Set(payload),
+    )
+    .await
+}
+
+pub async fn overwrite_payload(
+    State(api): State<Services>,
+    Path(name): Path<String>,
+    bytes: Bytes,
+) -> Reply {
+    let body = body(&bytes)?;
+    let payload = payload_change(&body)?;
+    update_payload(
+        &api,
+        name,
+        &body,
+        pb::update_payload_request::Change::Overwrite(payload),
+    )
+    .await
+}
+
+pub async fn delete_payload(
+    State(api): State<Services>,
+    Path(name): Path<String>,
+    bytes: Bytes,
+) -> Reply {
+    let body = body(&bytes)?;
+    let keys = body
+        .get("keys")
+        .and_then(Value::as_array)
+        .and_then(|a| {
+            a.iter()
+                .map(|k| k.as_str().map(str::to_string))
+                .collect::<Option<Vec<_>>>()
+        })
+        .ok_or_else(|| ApiError::invalid("keys", "expected a list of keys"))?;
+    let change = pb::update_payload_request::Change::DeleteKeys(pb::PayloadKeys { keys });
+    update_payload(&api, name, &body, change).await
+}
+
+pub async fn clear_payload(
+    State(api): State<Services>,
+    Path(name): Path<String>,
+    bytes: Bytes,
+) -> Reply {
+    let body = body(&bytes)?;
+    update_payload(
+        &api,
+        name,
+        &body,
+        pb::update_payload_request::Change::Clear(true),
+    )
+    .await
+}
+
+pub async fn update_vectors(
+    State(api): State<Services>,
+    Path(name): Path<String>,
+    bytes: Bytes,
+) -> Reply {
+    let started = Instant::now();
+    let body = body(&bytes)?;
+    let items = body
+        .get("points")
+        .and_then(Value::as_array)
+        .ok_or_else(|| ApiError::invalid("points", "expected a list of {\"id\", \"vector\"}"))?;
+    let points = items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let field = format!("points[{i}]");
+            let p = item
+                .as_object()
+                .ok_or_else(|| ApiError::invalid(&field, "expected an object"))?;
+            Ok(pb::PointVector {
+                id: Some(id_from(
+                    &format!("{field}.id"),
+                    p.get("id").unwrap_or(&Value::Null),
+                )?),
+                vector: vector_from(
+                    &format!("{field}.vector"),
+                    p.get("vector").unwrap_or(&Value::Null),
+                )?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let resp = api
+        .points
+        .update_vectors(Request::new(pb::UpdateVectorsRequest {
+            collection: name,
+            points,
+            request_id: String::new(),
+        }))
+        .await?
+        .into_inner();
+    update_result(resp, started)
+}
