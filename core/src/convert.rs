@@ -97,6 +97,21 @@ fn field_type_to_proto(t: FieldType) -> pb::PayloadFieldType {
     }
 }
 
+/// A payload field to index (`field` names it in errors): a dotted path and a type.
+pub fn payload_index_field(field: &str, f: &pb::PayloadIndexField) -> Result<(String, FieldType)> {
+    payload_path(&format!("{field}.key"), &f.key)?;
+    let t = field_type_from_proto(&format!("{field}.type"), f.r#type)?;
+    Ok((f.key.clone(), t))
+}
+
+/// A payload field path: dot-separated, no empty segment, not starting with `$`.
+pub fn payload_path(field: &str, key: &str) -> Result<()> {
+    if key.is_empty() || key.split('.').any(str::is_empty) || key.starts_with('$') {
+        return Err(invalid(field, format!("`{key}` is not a field path")));
+    }
+    Ok(())
+}
+
 /// Validates a create request into a spec.
 pub fn collection_spec(
     req: &pb::CreateCollectionRequest,
@@ -143,21 +158,14 @@ pub fn collection_spec(
     };
     let mut payload_indexes: Vec<(String, FieldType)> = Vec::new();
     for (i, f) in req.payload_indexes.iter().enumerate() {
-        let field = format!("payload_indexes[{i}]");
-        if f.key.is_empty() || f.key.split('.').any(str::is_empty) || f.key.starts_with('$') {
+        let (key, t) = payload_index_field(&format!("payload_indexes[{i}]"), f)?;
+        if payload_indexes.iter().any(|(k, _)| *k == key) {
             return Err(invalid(
-                format!("{field}.key"),
-                format!("`{}` is not a field path", f.key),
+                format!("payload_indexes[{i}].key"),
+                format!("`{key}` is indexed twice"),
             ));
         }
-        if payload_indexes.iter().any(|(k, _)| *k == f.key) {
-            return Err(invalid(
-                format!("{field}.key"),
-                format!("`{}` is indexed twice", f.key),
-            ));
-        }
-        let t = field_type_from_proto(&format!("{field}.type"), f.r#type)?;
-        payload_indexes.push((f.key.clone(), t));
+        payload_indexes.push((key, t));
     }
     let default_ef = match req.search_defaults.as_ref().and_then(|d| d.ef) {
         None => None,

@@ -11,6 +11,7 @@ use crate::convert::Limits;
 use crate::error::Result;
 use crate::placement::{NodeId, Placement};
 use crate::point::CollectionSpec;
+use quiver_index::payload_index::FieldType;
 
 /// Where collections' shards are and how to reach the nodes that hold them.
 pub trait Directory: Send + Sync {
@@ -44,4 +45,13 @@ pub trait Catalogue: Send + Sync {
     ) -> Result<()>;
 
     async fn drop_collection(&self, name: &str) -> Result<()>;
+
+    /// Indexes payload field `key` of collection `name` as `field_type`, or (None) drops that
+    /// index; shards build the index in the background after this returns.
+    async fn set_payload_index(
+        &self,
+        name: &str,
+        key: &str,
+        field_type: Option<FieldType>,
+    ) -> Result<()>;
 }

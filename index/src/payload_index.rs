@@ -461,6 +461,10 @@ fn int_interval([gt, gte, lt, lte]: [Option<f64>; 4]) -> Interval<i64> {
 pub struct PayloadIndex {
     /// Declared fields in declaration order, each with its index; names are unique.
     fields: Vec<(String, FieldIndex)>,
+    /// Fields added to a collection that already had points, until [`PayloadIndex::mark_built`]:
+    /// kept up to date by inserts and removals, but not used to bound filters while the slots
+    /// from before they were added are still being indexed.
+    building: Vec<String>,
 }
 
 impl PayloadIndex {
@@ -476,6 +480,51 @@ impl PayloadIndex {
             }
         }
         index
+    }
+
+    /// Adds an index over `name` that bounds no filter until [`PayloadIndex::mark_built`]; the
+    /// caller indexes the existing slots with [`PayloadIndex::insert_field`] meanwhile. Returns
+    /// false (and changes nothing) if `name` is indexed already.
+    pub fn add_building(&mut self, name: &str, field_type: FieldType) -> bool {
+        if self.fields.iter().any(|(n, _)| n == name) {
+            return false;
+        }
+        self.fields
+            .push((name.to_string(), FieldIndex::new(field_type)));
+        self.building.push(name.to_string());
+        true
+    }
+
+    /// Indexes one slot's payload under field `name` only (inserting a slot twice is harmless).
+    pub fn insert_field(&mut self, name: &str, slot: Slot, payload: &Map<String, Value>) {
+        let Some((_, field)) = self.fields.iter_mut().find(|(n, _)| n == name) else {
+            return;
+        };
+        match filter::lookup(payload, name) {
+            Some(Value::Array(items)) => {
+                for item in items {
+                    field.update(item, slot, true);
+                }
+            }
+            Some(value) => field.update(value, slot, true),
+            None => {}
+        }
+    }
+
+    /// Field `name` indexes every slot: it bounds filters from now on.
+    pub fn mark_built(&mut self, name: &str) {
+        self.building.retain(|n| n != name);
+    }
+
+    /// Whether field `name` is still being built.
+    pub fn is_building(&self, name: &str) -> bool {
+        self.building.iter().any(|n| n == name)
+    }
+
+    /// Drops the index over `name`, if any.
+    pub fn drop_field(&mut self, name: &str) {
+        self.fields.retain(|(n, _)| n != name);
+        self.building.retain(|n| n != name);
     }
 
     /// The indexed fields and their types, in declaration order.
@@ -552,6 +601,9 @@ impl PayloadIndex {
     }
 
     fn condition_candidates(&self, condition: &Condition) -> Option<RoaringBitmap> {
+        if self.is_building(&condition.key) {
+            return None;
+        }
         let (_, field) = self.fields.iter().find(|(n, _)| *n == condition.key)?;
         match &condition.op {
             Op::Eq(scalar) => field.eq_slots(scalar),
@@ -653,6 +705,38 @@ mod tests {
             ]
         );
         assert!(PayloadIndex::default().fields().is_empty());
+    }
+
+    #[test]
+    fn a_field_added_later_bounds_nothing_until_built() {
+        let docs = [
+            json!({"late": "x"}),
+            json!({"late": "y"}),
+            json!({"late": "x"}),
+        ];
+        let mut index = PayloadIndex::default();
+        for (slot, doc) in docs.iter().enumerate() {
+            index.insert(slot as Slot, &payload(doc.clone()));
+        }
+        assert!(index.add_building("late", FieldType::Keyword));
+        assert!(
+            !index.add_building("late", FieldType::Keyword),
+            "added once"
+        );
+        // A slot written while the field builds is indexed at once ...
+        index.insert(3, &payload(json!({"late": "x"})));
+        // ... but the field bounds nothing until the older slots are in.
+        assert_eq!(candidates(&index, json!({"late": "x"})), None);
+        for (slot, doc) in docs.iter().enumerate() {
+            index.insert_field("late", slot as Slot, &payload(doc.clone()));
+        }
+        index.insert_field("late", 3, &payload(json!({"late": "x"})));
+        index.mark_built("late");
+        let x = candidates(&index, json!({"late": "x"})).unwrap();
+        assert_eq!(x.iter().collect::<Vec<_>>(), vec![0, 2, 3]);
+        index.drop_field("late");
+        assert_eq!(candidates(&index, json!({"late": "x"})), None);
+        assert!(index.fields().is_empty());
     }
 
     #[test]

@@ -243,6 +243,16 @@ fn logged_commands_keep_decoding() {
             }),
         ),
     );
+    golden(
+        "command_shard_set_payload_indexes",
+        &shard(
+            "",
+            ShardCommand::SetPayloadIndexes {
+                collection_id: 2048,
+                indexes: vec![("tags".into(), FieldType::Keyword)],
+            },
+        ),
+    );
     let meta = |command| Proposal::new(MachineKind::Meta, "create-1", command);
     golden(
         "command_meta_create",
@@ -263,6 +273,14 @@ fn logged_commands_keep_decoding() {
         "command_meta_drop",
         &meta(MetaCommand::DropCollection {
             name: "docs".into(),
+        }),
+    );
+    golden(
+        "command_meta_set_payload_indexes",
+        &meta(MetaCommand::SetPayloadIndexes {
+            name: "docs".into(),
+            id: 2,
+            indexes: vec![("year".into(), FieldType::Integer)],
         }),
     );
     golden(

@@ -250,3 +250,69 @@ pub async fn drop(State(api): State<Services>, Path(name): Path<String>) -> Repl
         Err(e) => Err(e.into()),
     }
 }
+
+/// `PUT /collections/{name}/index`: `{"field_name", "field_schema"}` with a schema of `keyword`,
+/// `integer`, `float` or `datetime` (or `{"type": ...}`; `uuid` is indexed as a keyword). The
+/// answer comes once the catalogue has the index; shards index their stored points in the
+/// background and use the index for filters once done.
+pub async fn create_index(
+    State(api): State<Services>,
+    Path(name): Path<String>,
+    bytes: Bytes,
+) -> Reply {
+    let started = Instant::now();
+    let body = body(&bytes)?;
+    let key = body
+        .get("field_name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::invalid("field_name", "required: the payload field to index"))?;
+    let schema = match body.get("field_schema") {
+        Some(Value::String(s)) => s.as_str(),
+        Some(Value::Object(o)) => o.get("type").and_then(Value::as_str).unwrap_or(""),
+        _ => {
+            return Err(ApiError::invalid(
+                "field_schema",
+                "required: keyword, integer, float or datetime",
+            ))
+        }
+    };
+    let field_type = match schema {
+        "keyword" | "uuid" => pb::PayloadFieldType::Keyword,
+        "integer" => pb::PayloadFieldType::Integer,
+        "float" => pb::PayloadFieldType::Float,
+        "datetime" => pb::PayloadFieldType::Datetime,
+        other => {
+            return Err(ApiError::invalid(
+                "field_schema",
+                format!("`{other}` is not supported (keyword, integer, float, datetime, uuid)"),
+            ))
+        }
+    };
+    let request = pb::CreatePayloadIndexRequest {
+        collection: name,
+        field: Some(pb::PayloadIndexField {
+            key: key.to_string(),
+            r#type: field_type as i32,
+        }),
+    };
+    api.collections
+        .create_payload_index(Request::new(request))
+        .await?;
+    ok(json!({"operation_id": 0, "status": "completed"}), started)
+}
+
+/// `DELETE /collections/{name}/index/{field}`.
+pub async fn drop_index(
+    State(api): State<Services>,
+    Path((name, key)): Path<(String, String)>,
+) -> Reply {
+    let started = Instant::now();
+    let request = pb::DropPayloadIndexRequest {
+        collection: name,
+        key,
+    };
+    api.collections
+        .drop_payload_index(Request::new(request))
+        .await?;
+    ok(json!({"operation_id": 0, "status": "completed"}), started)
+}

@@ -21,7 +21,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 use quiver_proto::v1::collections_server::Collections;
 use quiver_proto::v1::points_server::Points;
@@ -88,6 +88,11 @@ pub fn app(services: Services, max_body_bytes: usize) -> Router {
         .route(
             "/collections/:name/points/vectors",
             put(points::update_vectors),
+        )
+        .route("/collections/:name/index", put(collections::create_index))
+        .route(
+            "/collections/:name/index/:field",
+            delete(collections::drop_index),
         )
         .fallback(reply::no_route)
         .layer(DefaultBodyLimit::max(max_body_bytes))

@@ -106,6 +106,15 @@ batch = client.query_batch_points(name, requests=[
 ])
 check([r.points[0].id for r in batch] == [1, 2], f"query batch {batch}")
 
+# a payload index created after the points: listed at once, built in the background
+client.create_payload_index(name, field_name="category", field_schema=models.PayloadSchemaType.KEYWORD, wait=True)
+schema = client.get_collection(name).payload_schema
+check(schema["category"].data_type == models.PayloadSchemaType.KEYWORD, f"payload_schema {schema}")
+check(client.count(name, count_filter=models.Filter(must=[
+    models.FieldCondition(key="category", match=models.MatchValue(value="ml"))])).count == 2, "count with the index")
+client.delete_payload_index(name, field_name="category", wait=True)
+check("category" not in client.get_collection(name).payload_schema, "payload index dropped")
+
 # scroll pages through every point in id order
 seen, offset = [], None
 while True:

@@ -102,6 +102,46 @@ impl CatalogueRoute {
 
 #[tonic::async_trait]
 impl Collections for CollectionsFront {
+    async fn create_payload_index(
+        &self,
+        request: Request<pb::CreatePayloadIndexRequest>,
+    ) -> Result<Response<pb::CollectionInfo>, Status> {
+        if let CatalogueRoute::Upstream(upstream) = self.route.as_ref() {
+            return upstream!(upstream, request, create_payload_index);
+        }
+        let req = request.get_ref();
+        let field = req
+            .field
+            .as_ref()
+            .ok_or_else(|| Error::invalid("field", "required: {key, type}"))?;
+        let (key, field_type) = convert::payload_index_field("field", field)?;
+        let collection = req.collection.clone();
+        self.set_payload_index(
+            request,
+            &collection,
+            &key,
+            Some(field_type),
+            |mut c, r| async move { c.create_payload_index(r).await },
+        )
+        .await
+    }
+
+    async fn drop_payload_index(
+        &self,
+        request: Request<pb::DropPayloadIndexRequest>,
+    ) -> Result<Response<pb::CollectionInfo>, Status> {
+        if let CatalogueRoute::Upstream(upstream) = self.route.as_ref() {
+            return upstream!(upstream, request, drop_payload_index);
+        }
+        let req = request.get_ref();
+        convert::payload_path("key", &req.key)?;
+        let (collection, key) = (req.collection.clone(), req.key.clone());
+        self.set_payload_index(request, &collection, &key, None, |mut c, r| async move {
+            c.drop_payload_index(r).await
+        })
+        .await
+    }
+
     async fn create(
         &self,
         request: Request<pb::CreateCollectionRequest>,
@@ -192,6 +232,44 @@ impl Collections for CollectionsFront {
                     collections(CatalogueRoute::channel(channels, &leader)?)
                         .delete(forwarded(request.into_inner()))
                         .await
+                }
+                None => Err(e.into()),
+            },
+        }
+    }
+}
+
+impl CollectionsFront {
+    /// Creates or (`field_type` None) drops a payload index through the catalogue, forwarding
+    /// to the meta leader's front as `forward` does when this node does not lead.
+    async fn set_payload_index<T, F, Fut>(
+        &self,
+        request: Request<T>,
+        collection: &str,
+        key: &str,
+        field_type: Option<quiver_index::payload_index::FieldType>,
+        forward: F,
+    ) -> Result<Response<pb::CollectionInfo>, Status>
+    where
+        F: FnOnce(CollectionsClient<Channel>, Request<T>) -> Fut,
+        Fut: std::future::Future<Output = Result<Response<pb::CollectionInfo>, Status>>,
+    {
+        let CatalogueRoute::Local {
+            catalogue,
+            channels,
+        } = self.route.as_ref()
+        else {
+            return Err(
+                Error::Internal("a standalone front forwards catalogue changes".into()).into(),
+            );
+        };
+        let name = convert::collection_name("collection", collection)?;
+        match catalogue.set_payload_index(&name, key, field_type).await {
+            Ok(()) => Ok(Response::new(self.coordinator.info(&name).await?)),
+            Err(e) => match leader_elsewhere(&e, &request) {
+                Some(leader) => {
+                    let client = collections(CatalogueRoute::channel(channels, &leader)?);
+                    forward(client, forwarded(request.into_inner())).await
                 }
                 None => Err(e.into()),
             },

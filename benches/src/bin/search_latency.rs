@@ -1,6 +1,7 @@
 //! `quiver-search-latency`: per-request search latency through a running quiver endpoint.
 //!
-//! Sends each query of an `.fvecs` file as one gRPC `Search`, one at a time over one connection,
+//! Sends each query of an `.fvecs` file as one gRPC `Search` (or, with `--rest`, one REST
+//! `POST /collections/NAME/points/search` over a kept-alive HTTP/1.1 connection), one at a time,
 //! after a warm-up, and prints one JSON line with the p50, p99 and mean latency in milliseconds.
 //! The collection must exist and hold points; nothing is written.
 
@@ -43,6 +44,9 @@ struct Args {
     /// Read from any replica instead of the shard leader.
     #[arg(long)]
     any_replica: bool,
+    /// Search through the REST API at this address (`ip:port`) instead of gRPC.
+    #[arg(long)]
+    rest: Option<String>,
     /// Free text copied into the output line (e.g. the setup measured).
     #[arg(long, default_value = "")]
     label: String,
@@ -63,6 +67,9 @@ async fn main() -> Result<()> {
     let args = Args::parse();
     ensure!(args.queries >= 1, "--queries must be at least 1");
     let queries = read_fvecs(&args.query)?;
+    if let Some(rest) = &args.rest {
+        return rest_latencies(&args, rest, &queries);
+    }
     let mut client = PointsClient::connect(args.endpoint.clone())
         .await
         .with_context(|| format!("connecting to {}", args.endpoint))?;
@@ -91,11 +98,15 @@ async fn main() -> Result<()> {
             latencies.push(started.elapsed());
         }
     }
+    report(&args, latencies)
+}
+
+fn report(args: &Args, mut latencies: Vec<Duration>) -> Result<()> {
     latencies.sort();
     let mean = latencies.iter().sum::<Duration>() / latencies.len() as u32;
     let report = Report {
-        label: args.label,
-        collection: args.collection,
+        label: args.label.clone(),
+        collection: args.collection.clone(),
         queries: latencies.len(),
         p50_ms: round(percentile_us(&latencies, 50.0) / 1e3, 3),
         p99_ms: round(percentile_us(&latencies, 99.0) / 1e3, 3),
@@ -103,4 +114,54 @@ async fn main() -> Result<()> {
     };
     println!("{}", serde_json::to_string(&report)?);
     Ok(())
+}
+
+/// The same searches through the REST API: a minimal HTTP/1.1 client on one kept-alive
+/// connection (a request, then the response read to its `Content-Length`).
+fn rest_latencies(args: &Args, address: &str, queries: &[Vec<f32>]) -> Result<()> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let stream = std::net::TcpStream::connect(address)
+        .with_context(|| format!("connecting to {address}"))?;
+    stream.set_nodelay(true)?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut writer = stream;
+    let path = format!("/collections/{}/points/search", args.collection);
+    let warm_up = (args.queries / 10).max(1);
+    let mut latencies = Vec::with_capacity(args.queries);
+    for i in 0..warm_up + args.queries {
+        let body = serde_json::json!({
+            "vector": queries[i % queries.len()],
+            "limit": args.top_k,
+            "params": {"hnsw_ef": args.ef},
+        })
+        .to_string();
+        let started = Instant::now();
+        write!(
+            writer,
+            "POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )?;
+        let mut status = String::new();
+        reader.read_line(&mut status)?;
+        ensure!(status.contains(" 200 "), "search {i}: {}", status.trim());
+        let mut length = 0usize;
+        loop {
+            let mut header = String::new();
+            reader.read_line(&mut header)?;
+            if header.trim().is_empty() {
+                break;
+            }
+            if let Some((name, value)) = header.split_once(':') {
+                if name.eq_ignore_ascii_case("content-length") {
+                    length = value.trim().parse()?;
+                }
+            }
+        }
+        let mut answer = vec![0; length];
+        reader.read_exact(&mut answer)?;
+        if i >= warm_up {
+            latencies.push(started.elapsed());
+        }
+    }
+    report(args, latencies)
 }

@@ -71,20 +71,41 @@ pub enum CollectionCommand {
         #[command(flatten)]
         endpoint: Endpoint,
     },
+    /// Create or drop payload indexes of an existing collection.
+    #[command(subcommand)]
+    Index(IndexCommand),
+}
+
+#[derive(Subcommand)]
+pub enum IndexCommand {
+    /// Index a payload field, FIELD:TYPE with TYPE keyword|integer|float|datetime. The points
+    /// already stored are indexed in the background.
+    Create {
+        name: String,
+        #[arg(value_name = "FIELD:TYPE")]
+        field: String,
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
+    /// Drop a payload field's index.
+    Drop {
+        name: String,
+        field: String,
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
 }
 
 fn payload_index(spec: &str) -> anyhow::Result<pb::PayloadIndexField> {
     let (key, t) = spec
         .rsplit_once(':')
-        .ok_or_else(|| anyhow!("--payload-index `{spec}`: expected FIELD:TYPE"))?;
+        .ok_or_else(|| anyhow!("`{spec}`: expected FIELD:TYPE"))?;
     let t = match t {
         "keyword" => pb::PayloadFieldType::Keyword,
         "integer" => pb::PayloadFieldType::Integer,
         "float" => pb::PayloadFieldType::Float,
         "datetime" => pb::PayloadFieldType::Datetime,
-        other => bail!(
-            "--payload-index `{spec}`: unknown type `{other}` (keyword, integer, float, datetime)"
-        ),
+        other => bail!("`{spec}`: unknown type `{other}` (keyword, integer, float, datetime)"),
     };
     Ok(pb::PayloadIndexField {
         key: key.to_string(),
@@ -225,6 +246,39 @@ pub async fn collection(cmd: CollectionCommand) -> anyhow::Result<()> {
                 .await
                 .map_err(status)?;
             print_line(format!("dropped {name}"))?;
+        }
+        CollectionCommand::Index(IndexCommand::Create {
+            name,
+            field,
+            endpoint,
+        }) => {
+            let mut client = CollectionsClient::new(endpoint.channel().await?);
+            let field = payload_index(&field)?;
+            let info = client
+                .create_payload_index(pb::CreatePayloadIndexRequest {
+                    collection: name,
+                    field: Some(field),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            print_line(serde_json::to_string_pretty(&info_json(&info))?)?;
+        }
+        CollectionCommand::Index(IndexCommand::Drop {
+            name,
+            field,
+            endpoint,
+        }) => {
+            let mut client = CollectionsClient::new(endpoint.channel().await?);
+            let info = client
+                .drop_payload_index(pb::DropPayloadIndexRequest {
+                    collection: name,
+                    key: field,
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            print_line(serde_json::to_string_pretty(&info_json(&info))?)?;
         }
     }
     Ok(())

@@ -45,6 +45,7 @@ use quiver_core::directory::{Catalogue, Directory};
 use quiver_core::placement::{Placement, ShardPlacement, META_GROUP};
 use quiver_core::point::{CollectionMeta, CollectionSpec};
 use quiver_core::{Error, Result};
+use quiver_index::payload_index::FieldType;
 use quiver_proto::wire::{classify, Channels, Failure};
 
 /// How long a single-member group may take to elect itself at start.
@@ -302,6 +303,40 @@ impl Node {
         Ok(())
     }
 
+    /// Indexes payload field `key` of collection `name` as `field_type` (None: drops its index).
+    /// Returns once the catalogue has the change; each shard builds or drops the index soon
+    /// after, in the background. Creating an index that exists with the same type, or dropping
+    /// one that does not exist, changes nothing.
+    pub async fn set_payload_index(
+        &self,
+        name: &str,
+        key: &str,
+        field_type: Option<FieldType>,
+    ) -> Result<()> {
+        self.meta.check_writable()?;
+        let placement = self.placements().get(name)?;
+        let mut indexes = placement.spec.payload_indexes.clone();
+        let existing = indexes.iter().find(|(k, _)| k == key).map(|(_, t)| *t);
+        match (existing, field_type) {
+            (Some(t), Some(wanted)) if t == wanted => return Ok(()),
+            (Some(t), Some(wanted)) => {
+                return Err(Error::AlreadyExists(format!(
+                    "an index on `{key}` as {t} (drop it first to index it as {wanted})"
+                )))
+            }
+            (None, None) => return Ok(()),
+            (None, Some(wanted)) => indexes.push((key.to_string(), wanted)),
+            (Some(_), None) => indexes.retain(|(k, _)| k != key),
+        }
+        let command = MetaCommand::SetPayloadIndexes {
+            name: name.to_string(),
+            id: placement.id,
+            indexes,
+        };
+        self.meta.write("", command).await?;
+        Ok(())
+    }
+
     /// Has each shard's first replica form its group, then marks the collection ready.
     async fn finish_create(&self, placement: &Placement) -> Result<()> {
         for shard in &placement.shards {
@@ -530,6 +565,16 @@ impl Catalogue for Node {
     async fn drop_collection(&self, name: &str) -> Result<()> {
         self.leads_meta()?;
         Node::drop_collection(self, name).await
+    }
+
+    async fn set_payload_index(
+        &self,
+        name: &str,
+        key: &str,
+        field_type: Option<FieldType>,
+    ) -> Result<()> {
+        self.leads_meta()?;
+        Node::set_payload_index(self, name, key, field_type).await
     }
 }
 

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use parking_lot::{Mutex, RwLock};
 use quiver_index::flat::VectorArena;
 use quiver_index::hnsw::HnswIndex;
-use quiver_index::payload_index::PayloadIndex;
+use quiver_index::payload_index::{FieldType, PayloadIndex};
 use quiver_index::Slot;
 use roaring::RoaringBitmap;
 
@@ -209,6 +209,81 @@ impl Collection {
             }
             seg.payload_index.insert(slot, &payload);
             seg.payloads.insert(slot, Arc::new(payload));
+        }
+    }
+
+    /// The payload fields indexed (or being indexed), in the order they were declared.
+    pub fn payload_indexes(&self) -> Vec<(String, FieldType)> {
+        self.segment.read().payload_index.fields()
+    }
+
+    /// Whether payload field `name` is still being indexed.
+    pub fn payload_index_building(&self, name: &str) -> bool {
+        self.segment.read().payload_index.is_building(name)
+    }
+
+    /// Indexes exactly the payload fields `wanted`: drops the others at once, and starts each
+    /// new one following every write, while a background thread indexes the points stored
+    /// before it; the field bounds filters once that is done.
+    pub fn set_payload_indexes(this: &Arc<Self>, wanted: &[(String, FieldType)]) {
+        let mut added = Vec::new();
+        {
+            let mut seg = this.segment.write();
+            for (name, field_type) in seg.payload_index.fields() {
+                if !wanted.contains(&(name.clone(), field_type)) {
+                    seg.payload_index.drop_field(&name);
+                }
+            }
+            for (name, field_type) in wanted {
+                if seg.payload_index.add_building(name, *field_type) {
+                    added.push(name.clone());
+                }
+            }
+        }
+        for name in added {
+            let collection = this.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("index {name}"))
+                .spawn(move || collection.index_stored_points(&name));
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start indexing a payload field");
+            }
+        }
+    }
+
+    /// Indexes field `name` over the points already stored, a chunk of slots per lock, then marks
+    /// it built. Writes meanwhile index their own points, and indexing a slot twice is harmless.
+    fn index_stored_points(&self, name: &str) {
+        const CHUNK: usize = 4096;
+        let started = std::time::Instant::now();
+        let mut next: Slot = 0;
+        loop {
+            let mut guard = self.segment.write();
+            let seg = &mut *guard;
+            if !seg.payload_index.is_building(name) {
+                return; // dropped meanwhile
+            }
+            let chunk: Vec<Slot> = seg.live.range(next..).take(CHUNK).collect();
+            let Some(&last) = chunk.last() else {
+                seg.payload_index.mark_built(name);
+                tracing::info!(
+                    collection = %self.name(),
+                    field = name,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "payload index built"
+                );
+                return;
+            };
+            for slot in chunk {
+                if let Some(payload) = seg.payloads.get(&slot) {
+                    seg.payload_index.insert_field(name, slot, payload);
+                }
+            }
+            let Some(after) = last.checked_add(1) else {
+                seg.payload_index.mark_built(name);
+                return;
+            };
+            next = after;
         }
     }
 

@@ -12,6 +12,7 @@ use parking_lot::RwLock;
 use quiver_core::placement::{shard_group, NodeId, Placement, ShardPlacement};
 use quiver_core::point::CollectionSpec;
 use quiver_core::{Error, Result};
+use quiver_index::payload_index::FieldType;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -40,6 +41,13 @@ pub enum MetaCommand {
     },
     DropCollection {
         name: String,
+    },
+    /// The payload fields collection `id` indexes (an index created or dropped). Each shard
+    /// group follows through its own log (see the node's reconciling).
+    SetPayloadIndexes {
+        name: String,
+        id: u64,
+        indexes: Vec<(String, FieldType)>,
     },
     /// A shard's replicas changed (a replica moved). Rejected unless the shard is still at
     /// `epoch`, so two changes planned from the same map cannot overwrite each other.
@@ -180,6 +188,16 @@ impl Catalogue {
                 Ok(placement)
             }
             MetaCommand::DropCollection { name } => self.placements.get(name),
+            MetaCommand::SetPayloadIndexes { name, id, indexes } => {
+                let mut placement = self.placements.get(name)?;
+                if placement.id != *id {
+                    return Err(Error::NotFound(format!(
+                        "collection `{name}` as it was when the index change was checked"
+                    )));
+                }
+                placement.spec.payload_indexes = indexes.clone();
+                Ok(placement)
+            }
             MetaCommand::SetReplicas {
                 group,
                 epoch,

@@ -14,6 +14,7 @@ use parking_lot::RwLock;
 use quiver_core::point::{CollectionMeta, JsonMap, PointId, PointRecord};
 use quiver_core::shard::{PointsCommand, Selection};
 use quiver_core::{Error, Result};
+use quiver_index::payload_index::FieldType;
 use quiver_index::Slot;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
@@ -32,6 +33,12 @@ pub enum ShardCommand {
     /// second one for the same collection changes nothing; one for another is refused.
     Serve(CollectionMeta),
     Points(PointsCommand),
+    /// The payload fields the group's collection indexes, as its spec now names them: fields
+    /// not indexed yet are built (in the background), the others dropped.
+    SetPayloadIndexes {
+        collection_id: u64,
+        indexes: Vec<(String, FieldType)>,
+    },
 }
 
 fn collection_key(name: &str) -> Vec<u8> {
@@ -88,6 +95,7 @@ pub enum PointsEffect {
     Upsert(Arc<Collection>, Vec<(PointId, Slot, Vec<f32>, JsonMap)>),
     Delete(Arc<Collection>, Vec<PointId>),
     Payloads(Arc<Collection>, Vec<(PointId, JsonMap)>),
+    PayloadIndexes(Arc<Collection>, Vec<(String, FieldType)>),
 }
 
 /// The points namespace of a shard group.
@@ -366,7 +374,8 @@ impl Namespace for Points {
             ShardCommand::Serve(meta) => {
                 let served = self.catalog.list();
                 match served.first() {
-                    Some(c) if c.meta == *meta => Ok((PointsEffect::None, 0)),
+                    // The same collection (its payload indexes may have changed since).
+                    Some(c) if c.meta.id == meta.id => Ok((PointsEffect::None, 0)),
                     Some(c) => Err(Error::AlreadyExists(format!(
                         "this shard group serves collection `{}` already",
                         c.name()
@@ -378,6 +387,25 @@ impl Namespace for Points {
                 }
             }
             ShardCommand::Points(command) => self.plan_points(storage, command, batch),
+            ShardCommand::SetPayloadIndexes {
+                collection_id,
+                indexes,
+            } => {
+                let collection = self
+                    .catalog
+                    .list()
+                    .into_iter()
+                    .find(|c| c.meta.id == *collection_id)
+                    .ok_or_else(|| Error::NotFound(format!("collection {collection_id}")))?;
+                let key = collection_key(collection.name());
+                let mut meta: CollectionMeta = match storage.get(Table::Meta, &key)? {
+                    Some(bytes) => decode(&bytes)?,
+                    None => collection.meta.clone(),
+                };
+                meta.spec.payload_indexes = indexes.clone();
+                batch.put(Table::Meta, key, encode(&meta)?);
+                Ok((PointsEffect::PayloadIndexes(collection, indexes.clone()), 1))
+            }
         }
     }
 
@@ -398,6 +426,9 @@ impl Namespace for Points {
                 collection.apply_deletes(&ids);
             }
             PointsEffect::Payloads(collection, payloads) => collection.apply_payloads(payloads),
+            PointsEffect::PayloadIndexes(collection, indexes) => {
+                Collection::set_payload_indexes(&collection, &indexes)
+            }
         }
     }
 

@@ -398,3 +398,106 @@ async fn get_names_the_missing_ids_and_bad_updates_change_nothing() {
     }
     assert_eq!(payloads(&mut points, "c").await[&1], json!({"a": 1}));
 }
+
+#[tokio::test]
+async fn payload_indexes_are_created_and_dropped_on_a_collection_with_points() {
+    let f = must_start().await;
+    let mut collections = f.server.must_collections().await;
+    let mut points = f.server.must_points().await;
+    collections
+        .create(create_request("c", 2, pb::Metric::L2))
+        .await
+        .unwrap();
+    let all = (0..3000)
+        .map(|n| point(n, vec![n as f32, 1.0], json!({"k": format!("v{}", n % 7)})))
+        .collect();
+    must_upsert_all(&mut points, "c", all, 500).await;
+    // Not indexed: an approximate count is an estimate.
+    assert!(!count(&mut points, r#"{"k": "v3"}"#, false).await.exact);
+
+    let field = pb::PayloadIndexField {
+        key: "k".into(),
+        r#type: pb::PayloadFieldType::Keyword as i32,
+    };
+    let info = collections
+        .create_payload_index(pb::CreatePayloadIndexRequest {
+            collection: "c".into(),
+            field: Some(field.clone()),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(info.payload_indexes, vec![field.clone()]);
+    // Points written while the index builds are indexed too.
+    must_upsert_all(
+        &mut points,
+        "c",
+        vec![point(5000, vec![0.0, 0.0], json!({"k": "v3"}))],
+        1,
+    )
+    .await;
+    // Once built, the index bounds the filter: the count is exact without asking.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let built = loop {
+        let answer = count(&mut points, r#"{"k": "v3"}"#, false).await;
+        if answer.exact || std::time::Instant::now() > deadline {
+            break answer;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(built.exact, "the index was not built");
+    assert_eq!(
+        built.count,
+        3000 / 7 + 1 + 1,
+        "v3: 428 of the first 3000, plus point 5000"
+    );
+    // Again with the same type: nothing changes. Another type: refused.
+    collections
+        .create_payload_index(pb::CreatePayloadIndexRequest {
+            collection: "c".into(),
+            field: Some(field),
+        })
+        .await
+        .unwrap();
+    let other = collections
+        .create_payload_index(pb::CreatePayloadIndexRequest {
+            collection: "c".into(),
+            field: Some(pb::PayloadIndexField {
+                key: "k".into(),
+                r#type: pb::PayloadFieldType::Integer as i32,
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(other.code(), Code::AlreadyExists, "{}", other.message());
+    let bad = collections
+        .create_payload_index(pb::CreatePayloadIndexRequest {
+            collection: "c".into(),
+            field: Some(pb::PayloadIndexField {
+                key: "a..b".into(),
+                r#type: pb::PayloadFieldType::Keyword as i32,
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert!(bad.message().contains("field.key"), "{}", bad.message());
+
+    let info = collections
+        .drop_payload_index(pb::DropPayloadIndexRequest {
+            collection: "c".into(),
+            key: "k".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(info.payload_indexes.is_empty());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while count(&mut points, r#"{"k": "v3"}"#, false).await.exact {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the index was not dropped"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(count(&mut points, r#"{"k": "v3"}"#, true).await.count, 430);
+}

@@ -12,6 +12,7 @@ use tracing::{info, warn};
 
 use super::{Node, RECONCILE_EVERY};
 use crate::cluster::group::{blocking, ShardGroup};
+use crate::sm::ShardCommand;
 use quiver_core::placement::Placement;
 
 impl Node {
@@ -20,6 +21,7 @@ impl Node {
     /// collections whose creation was interrupted.
     pub async fn reconcile(self: &Arc<Self>) -> Result<()> {
         self.sync_replicas().await?;
+        self.sync_payload_indexes().await;
         let unready: Vec<Placement> = self
             .placements()
             .list()
@@ -49,6 +51,42 @@ impl Node {
             });
         }
         Ok(())
+    }
+
+    /// Has each shard group this node leads index the payload fields its collection's spec
+    /// names: an index created or dropped in the catalogue reaches every shard through the
+    /// shard's own log. (The command sets the whole list, so sending it again is harmless.)
+    async fn sync_payload_indexes(&self) {
+        for placement in self.placements().list() {
+            let mut wanted = placement.spec.payload_indexes.clone();
+            wanted.sort_by(|a, b| a.0.cmp(&b.0));
+            for shard in &placement.shards {
+                let replica = self.shards.read().get(&shard.group).cloned();
+                let Some(replica) = replica.filter(|r| r.is_leader()) else {
+                    continue;
+                };
+                let Ok(collection) = replica.collection(&placement.spec.name) else {
+                    continue;
+                };
+                let mut indexed = collection.payload_indexes();
+                indexed.sort_by(|a, b| a.0.cmp(&b.0));
+                if indexed == wanted {
+                    continue;
+                }
+                let command = ShardCommand::SetPayloadIndexes {
+                    collection_id: shard.group,
+                    indexes: placement.spec.payload_indexes.clone(),
+                };
+                match replica.write("", command).await {
+                    Ok(_) => {
+                        info!(group = shard.group, collection = %placement.spec.name, "payload indexes changed")
+                    }
+                    Err(e) => {
+                        warn!(group = shard.group, error = %e, "payload indexes not changed yet")
+                    }
+                }
+            }
+        }
     }
 
     /// Opens the shard replicas placed on this node and closes and deletes the others.
