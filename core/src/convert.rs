@@ -17,7 +17,7 @@ use quiver_proto::v1 as pb;
 pub use quiver_proto::wire::json_to_struct;
 
 use crate::error::{Error, Result};
-use crate::placement::{NodeId, Placement, MAX_SHARDS};
+use crate::placement::{AliasAction, NodeId, Placement, MAX_SHARDS};
 use crate::point::{CollectionSpec, IndexKind, JsonMap, NewPoint, PointId};
 use crate::shard::{
     CountQuery, NewVector, PayloadChange, ReadConsistency, ScrollQuery, SearchQuery, Selection,
@@ -95,6 +95,40 @@ fn field_type_to_proto(t: FieldType) -> pb::PayloadFieldType {
         FieldType::Float => pb::PayloadFieldType::Float,
         FieldType::Datetime => pb::PayloadFieldType::Datetime,
     }
+}
+
+/// Validates alias changes: 1 or more, each naming aliases and collections by valid names.
+pub fn alias_actions(req: &pb::UpdateAliasesRequest) -> Result<Vec<AliasAction>> {
+    use pb::alias_action::Action;
+    if req.actions.is_empty() {
+        return Err(invalid("actions", "must not be empty"));
+    }
+    req.actions
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let at = |f: &str| format!("actions[{i}].{f}");
+            Ok(match &a.action {
+                Some(Action::Create(c)) => AliasAction::Create {
+                    alias: collection_name(&at("create.alias"), &c.alias)?,
+                    collection: collection_name(&at("create.collection"), &c.collection)?,
+                },
+                Some(Action::Delete(d)) => AliasAction::Delete {
+                    alias: collection_name(&at("delete.alias"), &d.alias)?,
+                },
+                Some(Action::Rename(r)) => AliasAction::Rename {
+                    from: collection_name(&at("rename.from"), &r.from)?,
+                    to: collection_name(&at("rename.to"), &r.to)?,
+                },
+                None => {
+                    return Err(invalid(
+                        format!("actions[{i}]"),
+                        "required: create, delete or rename",
+                    ))
+                }
+            })
+        })
+        .collect()
 }
 
 /// A payload field to index (`field` names it in errors): a dotted path and a type.

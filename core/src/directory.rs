@@ -4,19 +4,23 @@
 //! A node answers from its own meta replica (no network); a standalone router from the shard map
 //! it fetched from the cluster.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 
 use crate::convert::Limits;
 use crate::error::Result;
-use crate::placement::{NodeId, Placement};
+use crate::placement::{AliasAction, NodeId, Placement};
 use crate::point::CollectionSpec;
 use quiver_index::payload_index::FieldType;
 
 /// Where collections' shards are and how to reach the nodes that hold them.
 pub trait Directory: Send + Sync {
-    /// The placement of collection `name` as last known.
+    /// The placement of collection `name` (or of the collection alias `name` points at) as
+    /// last known.
     fn placement(&self, name: &str) -> Result<Placement>;
+    /// Every alias and the collection it points at.
+    fn aliases(&self) -> BTreeMap<String, String>;
     /// Every collection's placement as last known.
     fn placements(&self) -> Vec<Placement>;
     /// The address of node `node`.
@@ -44,7 +48,11 @@ pub trait Catalogue: Send + Sync {
         request_id: &str,
     ) -> Result<()>;
 
+    /// Drops collection `name` (by its own name, not an alias) and every alias of it.
     async fn drop_collection(&self, name: &str) -> Result<()>;
+
+    /// Applies alias changes all together, or none of them.
+    async fn update_aliases(&self, actions: Vec<AliasAction>) -> Result<()>;
 
     /// Indexes payload field `key` of collection `name` as `field_type`, or (None) drops that
     /// index; shards build the index in the background after this returns.

@@ -38,6 +38,24 @@ pub struct Placement {
     pub ready: bool,
 }
 
+/// A change of the collection aliases; a list of them is applied all or nothing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum AliasAction {
+    /// Points a new `alias` at `collection` (refused if the alias exists: delete it first, in
+    /// the same list, to move it).
+    Create {
+        alias: String,
+        collection: String,
+    },
+    Delete {
+        alias: String,
+    },
+    Rename {
+        from: String,
+        to: String,
+    },
+}
+
 impl Placement {
     /// The shard that holds point `id`.
     pub fn shard_of(&self, id: &PointId) -> &ShardPlacement {

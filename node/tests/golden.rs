@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use openraft::{BasicNode, EntryPayload, LeaderId, LogId, Membership};
 use quiver_core::encoding;
-use quiver_core::placement::{Placement, ShardPlacement};
+use quiver_core::placement::{AliasAction, Placement, ShardPlacement};
 use quiver_core::point::{
     CollectionMeta, CollectionSpec, IndexKind, JsonMap, NewPoint, PointId, PointRecord,
 };
@@ -281,6 +281,24 @@ fn logged_commands_keep_decoding() {
             name: "docs".into(),
             id: 2,
             indexes: vec![("year".into(), FieldType::Integer)],
+        }),
+    );
+    golden(
+        "command_meta_update_aliases",
+        &meta(MetaCommand::UpdateAliases {
+            actions: vec![
+                AliasAction::Delete {
+                    alias: "live".into(),
+                },
+                AliasAction::Create {
+                    alias: "live".into(),
+                    collection: "docs".into(),
+                },
+                AliasAction::Rename {
+                    from: "old".into(),
+                    to: "new".into(),
+                },
+            ],
         }),
     );
     golden(

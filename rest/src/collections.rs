@@ -316,3 +316,83 @@ pub async fn drop_index(
         .await?;
     ok(json!({"operation_id": 0, "status": "completed"}), started)
 }
+
+fn aliases_json(list: &pb::ListAliasesResponse) -> Value {
+    let aliases: Vec<Value> = list
+        .aliases
+        .iter()
+        .map(|a| json!({"alias_name": a.alias, "collection_name": a.collection}))
+        .collect();
+    json!({"aliases": aliases})
+}
+
+/// `POST /collections/aliases`: `{"actions": [{"create_alias": {"collection_name",
+/// "alias_name"}} | {"delete_alias": {"alias_name"}} | {"rename_alias": {"old_alias_name",
+/// "new_alias_name"}}]}`, applied all together or not at all.
+pub async fn update_aliases(State(api): State<Services>, bytes: Bytes) -> Reply {
+    use pb::alias_action::{Action, Create, Delete, Rename};
+    let started = Instant::now();
+    let body = body(&bytes)?;
+    let items = body
+        .get("actions")
+        .and_then(Value::as_array)
+        .ok_or_else(|| ApiError::invalid("actions", "expected a list of alias actions"))?;
+    let mut actions = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let field = format!("actions[{i}]");
+        let text = |o: &Value, key: &str| -> Result<String, ApiError> {
+            o.get(key)
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .ok_or_else(|| ApiError::invalid(&format!("{field}.{key}"), "required"))
+        };
+        let action = if let Some(c) = item.get("create_alias") {
+            Action::Create(Create {
+                alias: text(c, "alias_name")?,
+                collection: text(c, "collection_name")?,
+            })
+        } else if let Some(d) = item.get("delete_alias") {
+            Action::Delete(Delete {
+                alias: text(d, "alias_name")?,
+            })
+        } else if let Some(r) = item.get("rename_alias") {
+            Action::Rename(Rename {
+                from: text(r, "old_alias_name")?,
+                to: text(r, "new_alias_name")?,
+            })
+        } else {
+            return Err(ApiError::invalid(
+                &field,
+                "expected create_alias, delete_alias or rename_alias",
+            ));
+        };
+        actions.push(pb::AliasAction {
+            action: Some(action),
+        });
+    }
+    api.collections
+        .update_aliases(Request::new(pb::UpdateAliasesRequest { actions }))
+        .await?;
+    ok(json!(true), started)
+}
+
+async fn list_aliases_of(api: &Services, collection: String) -> Reply {
+    let started = Instant::now();
+    let list = api
+        .collections
+        .list_aliases(Request::new(pb::ListAliasesRequest { collection }))
+        .await?
+        .into_inner();
+    ok(aliases_json(&list), started)
+}
+
+/// `GET /aliases`.
+pub async fn aliases(State(api): State<Services>) -> Reply {
+    list_aliases_of(&api, String::new()).await
+}
+
+/// `GET /collections/{name}/aliases`.
+pub async fn collection_aliases(State(api): State<Services>, Path(name): Path<String>) -> Reply {
+    describe(&api, name.clone()).await?;
+    list_aliases_of(&api, name).await
+}

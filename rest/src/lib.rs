@@ -47,6 +47,12 @@ pub fn app(services: Services, max_body_bytes: usize) -> Router {
         .route("/readyz", get(collections::health))
         .route("/openapi.json", get(collections::openapi))
         .route("/collections", get(collections::list))
+        .route("/collections/aliases", post(collections::update_aliases))
+        .route("/aliases", get(collections::aliases))
+        .route(
+            "/collections/:name/aliases",
+            get(collections::collection_aliases),
+        )
         .route(
             "/collections/:name",
             get(collections::info)

@@ -115,6 +115,31 @@ check(client.count(name, count_filter=models.Filter(must=[
 client.delete_payload_index(name, field_name="category", wait=True)
 check("category" not in client.get_collection(name).payload_schema, "payload index dropped")
 
+# aliases: create, use, swap atomically to another collection, delete
+client.create_collection("qc_green", vectors_config=models.VectorParams(size=4, distance=models.Distance.COSINE))
+client.upsert("qc_green", points=[models.PointStruct(id=77, vector=[0.1, 0.9, 0.0, 0.1], payload={})], wait=True)
+client.update_collection_aliases(change_aliases_operations=[
+    models.CreateAliasOperation(create_alias=models.CreateAlias(collection_name=name, alias_name="qc_live"))])
+check(client.count("qc_live").count == 53, "count through an alias")
+check([a.alias_name for a in client.get_collection_aliases(name).aliases] == ["qc_live"], "collection aliases")
+client.update_collection_aliases(change_aliases_operations=[
+    models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name="qc_live")),
+    models.CreateAliasOperation(create_alias=models.CreateAlias(collection_name="qc_green", alias_name="qc_live")),
+])
+check(client.query_points("qc_live", query=[0.1, 0.9, 0.0, 0.1], limit=1).points[0].id == 77, "alias swapped")
+check({(a.alias_name, a.collection_name) for a in client.get_aliases().aliases} == {("qc_live", "qc_green")}, "aliases")
+try:
+    client.update_collection_aliases(change_aliases_operations=[
+        models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name="qc_live")),
+        models.CreateAliasOperation(create_alias=models.CreateAlias(collection_name="qc_missing", alias_name="qc_live")),
+    ])
+    check(False, "an alias to a missing collection was accepted")
+except UnexpectedResponse as e:
+    check(e.status_code == 404, f"alias to a missing collection: {e.status_code}")
+check(client.count("qc_live").count == 1, "a refused alias change changed nothing")
+client.delete_collection("qc_green")
+check(client.get_aliases().aliases == [], "a dropped collection's aliases go with it")
+
 # scroll pages through every point in id order
 seen, offset = [], None
 while True:

@@ -23,6 +23,8 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Default)]
 struct ShardMap {
     placements: BTreeMap<String, Placement>,
+    /// Alias -> collection name.
+    aliases: BTreeMap<String, String>,
     addresses: BTreeMap<NodeId, String>,
     /// The meta leader's request limits.
     limits: Option<Limits>,
@@ -121,18 +123,28 @@ fn shard_map(answer: pb::PlacementsResponse) -> Result<ShardMap, Error> {
         .into_iter()
         .map(|n| (n.id, n.address))
         .collect();
+    let aliases = answer
+        .aliases
+        .into_iter()
+        .map(|a| (a.alias, a.collection))
+        .collect();
     Ok(ShardMap {
         placements,
+        aliases,
         addresses,
         limits: answer.limits.as_ref().map(convert::limits_from_pb),
     })
 }
 
 impl Directory for RemoteDirectory {
+    fn aliases(&self) -> BTreeMap<String, String> {
+        self.map.read().aliases.clone()
+    }
+
     fn placement(&self, name: &str) -> Result<Placement, Error> {
-        self.map
-            .read()
-            .placements
+        let map = self.map.read();
+        let name = map.aliases.get(name).map_or(name, String::as_str);
+        map.placements
             .get(name)
             .cloned()
             .ok_or_else(|| Error::NotFound(format!("collection `{name}`")))

@@ -100,8 +100,69 @@ impl CatalogueRoute {
     }
 }
 
+/// The aliases `directory` knows, of `collection` only unless it is empty.
+fn alias_list(
+    directory: &dyn quiver_core::directory::Directory,
+    collection: &str,
+) -> pb::ListAliasesResponse {
+    let aliases = directory
+        .aliases()
+        .into_iter()
+        .filter(|(_, c)| collection.is_empty() || c == collection)
+        .map(|(alias, collection)| pb::Alias { alias, collection })
+        .collect();
+    pb::ListAliasesResponse { aliases }
+}
+
 #[tonic::async_trait]
 impl Collections for CollectionsFront {
+    async fn update_aliases(
+        &self,
+        request: Request<pb::UpdateAliasesRequest>,
+    ) -> Result<Response<pb::ListAliasesResponse>, Status> {
+        let (catalogue, channels) = match self.route.as_ref() {
+            CatalogueRoute::Upstream(upstream) => {
+                let answer = upstream!(upstream, request, update_aliases);
+                // Requests through this router follow the change at once.
+                self.coordinator.directory().refresh().await;
+                return answer;
+            }
+            CatalogueRoute::Local {
+                catalogue,
+                channels,
+            } => (catalogue, channels),
+        };
+        let actions = convert::alias_actions(request.get_ref())?;
+        match catalogue.update_aliases(actions).await {
+            Ok(()) => Ok(Response::new(alias_list(
+                self.coordinator.directory().as_ref(),
+                "",
+            ))),
+            Err(e) => match leader_elsewhere(&e, &request) {
+                Some(leader) => {
+                    collections(CatalogueRoute::channel(channels, &leader)?)
+                        .update_aliases(forwarded(request.into_inner()))
+                        .await
+                }
+                None => Err(e.into()),
+            },
+        }
+    }
+
+    async fn list_aliases(
+        &self,
+        request: Request<pb::ListAliasesRequest>,
+    ) -> Result<Response<pb::ListAliasesResponse>, Status> {
+        if let CatalogueRoute::Upstream(upstream) = self.route.as_ref() {
+            return upstream!(upstream, request, list_aliases);
+        }
+        let collection = request.into_inner().collection;
+        Ok(Response::new(alias_list(
+            self.coordinator.directory().as_ref(),
+            &collection,
+        )))
+    }
+
     async fn create_payload_index(
         &self,
         request: Request<pb::CreatePayloadIndexRequest>,

@@ -94,6 +94,7 @@ impl Front {
         let upstream = Arc::new(Upstream::new(members.clone(), channels.clone()));
         let directory = RemoteDirectory::new(members, channels.clone());
         directory.fetch().await;
+        spawn_refresher(Arc::downgrade(&directory));
         // Batches are checked whole before they are split, against the limits that come with
         // the shard map (the default ones until a member has answered).
         let limits = Limits {
@@ -138,6 +139,24 @@ impl Front {
             .max_decoding_message_size(max_request_bytes)
             .max_encoding_message_size(usize::MAX)
     }
+}
+
+/// How often a standalone router fetches the shard map again even when no answer said it was
+/// stale, so changes made through other fronts (an alias moved, a collection created or dropped)
+/// reach it.
+const REFRESH_EVERY: Duration = Duration::from_secs(2);
+
+/// Fetches the shard map every [`REFRESH_EVERY`] until the directory is dropped.
+fn spawn_refresher(directory: std::sync::Weak<RemoteDirectory>) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(REFRESH_EVERY).await;
+            let Some(directory) = directory.upgrade() else {
+                return;
+            };
+            directory.fetch().await;
+        }
+    });
 }
 
 /// Serves a standalone router on `listen` (and, given `rest_listen`, the REST API there) for the

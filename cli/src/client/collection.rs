@@ -74,6 +74,104 @@ pub enum CollectionCommand {
     /// Create or drop payload indexes of an existing collection.
     #[command(subcommand)]
     Index(IndexCommand),
+    /// Point aliases at collections; every command that names a collection takes an alias.
+    #[command(subcommand)]
+    Alias(AliasCommand),
+}
+
+#[derive(Subcommand)]
+pub enum AliasCommand {
+    /// Point ALIAS at COLLECTION, atomically moving it if it points elsewhere already (the
+    /// blue/green switch: requests through the alias go to one collection or the other).
+    Set {
+        alias: String,
+        collection: String,
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
+    /// Delete an alias (its collection stays).
+    Delete {
+        alias: String,
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
+    /// List aliases, of one collection or all.
+    List {
+        collection: Option<String>,
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
+}
+
+fn print_aliases(list: &pb::ListAliasesResponse) -> anyhow::Result<()> {
+    for a in &list.aliases {
+        print_line(json!({"alias": a.alias, "collection": a.collection}))?;
+    }
+    Ok(())
+}
+
+async fn alias(cmd: AliasCommand) -> anyhow::Result<()> {
+    use pb::alias_action::{Action, Create, Delete};
+    match cmd {
+        AliasCommand::Set {
+            alias,
+            collection,
+            endpoint,
+        } => {
+            let mut client = CollectionsClient::new(endpoint.channel().await?);
+            let current = client
+                .list_aliases(pb::ListAliasesRequest::default())
+                .await
+                .map_err(status)?
+                .into_inner();
+            let mut actions = Vec::new();
+            if current.aliases.iter().any(|a| a.alias == alias) {
+                actions.push(Action::Delete(Delete {
+                    alias: alias.clone(),
+                }));
+            }
+            actions.push(Action::Create(Create { alias, collection }));
+            let actions = actions
+                .into_iter()
+                .map(|a| pb::AliasAction { action: Some(a) })
+                .collect();
+            let list = client
+                .update_aliases(pb::UpdateAliasesRequest { actions })
+                .await
+                .map_err(status)?
+                .into_inner();
+            print_aliases(&list)?;
+        }
+        AliasCommand::Delete { alias, endpoint } => {
+            let mut client = CollectionsClient::new(endpoint.channel().await?);
+            let action = pb::AliasAction {
+                action: Some(Action::Delete(Delete { alias })),
+            };
+            let list = client
+                .update_aliases(pb::UpdateAliasesRequest {
+                    actions: vec![action],
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            print_aliases(&list)?;
+        }
+        AliasCommand::List {
+            collection,
+            endpoint,
+        } => {
+            let mut client = CollectionsClient::new(endpoint.channel().await?);
+            let list = client
+                .list_aliases(pb::ListAliasesRequest {
+                    collection: collection.unwrap_or_default(),
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            print_aliases(&list)?;
+        }
+    }
+    Ok(())
 }
 
 #[derive(Subcommand)]
@@ -247,6 +345,7 @@ pub async fn collection(cmd: CollectionCommand) -> anyhow::Result<()> {
                 .map_err(status)?;
             print_line(format!("dropped {name}"))?;
         }
+        CollectionCommand::Alias(cmd) => alias(cmd).await?,
         CollectionCommand::Index(IndexCommand::Create {
             name,
             field,

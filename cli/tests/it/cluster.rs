@@ -575,6 +575,15 @@ fn dev_with_three_nodes_is_a_cluster_behind_a_router() {
     ]);
     let hit: Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(hit["results"][0]["id"], 2);
+    // An alias made through the router is followed by the router at once.
+    dev.must_cli(&["collection", "alias", "set", "live", "c"]);
+    let out = dev.must_cli(&[
+        "search", "live", "--vector", "[3,4]", "--top-k", "1", "--format", "json",
+    ]);
+    let hit: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(hit["results"][0]["id"], 2, "search through the alias");
+    let aliases = dev.must_cli(&["collection", "alias", "list"]);
+    assert!(aliases.contains("\"collection\":\"c\""), "{aliases}");
     // every node holds the data
     for id in 1..=3 {
         let config =

@@ -42,7 +42,7 @@ use crate::sm::{MetaCommand, ShardCommand};
 use crate::storage::RocksEnv;
 use quiver_core::convert::Limits;
 use quiver_core::directory::{Catalogue, Directory};
-use quiver_core::placement::{Placement, ShardPlacement, META_GROUP};
+use quiver_core::placement::{AliasAction, Placement, ShardPlacement, META_GROUP};
 use quiver_core::point::{CollectionMeta, CollectionSpec};
 use quiver_core::{Error, Result};
 use quiver_index::payload_index::FieldType;
@@ -521,7 +521,11 @@ impl Node {
 
 impl Directory for Node {
     fn placement(&self, name: &str) -> Result<Placement> {
-        self.placements().get(name)
+        self.placements().resolve(name)
+    }
+
+    fn aliases(&self) -> BTreeMap<String, String> {
+        Node::placements(self).aliases()
     }
 
     fn placements(&self) -> Vec<Placement> {
@@ -575,6 +579,15 @@ impl Catalogue for Node {
     ) -> Result<()> {
         self.leads_meta()?;
         Node::set_payload_index(self, name, key, field_type).await
+    }
+
+    async fn update_aliases(&self, actions: Vec<AliasAction>) -> Result<()> {
+        self.leads_meta()?;
+        self.meta.check_writable()?;
+        self.meta
+            .write("", MetaCommand::UpdateAliases { actions })
+            .await?;
+        Ok(())
     }
 }
 

@@ -221,9 +221,17 @@ impl Cluster for ClusterService {
                 info
             })
             .collect();
+        let aliases = self
+            .node
+            .placements()
+            .aliases()
+            .into_iter()
+            .map(|(alias, collection)| pb::Alias { alias, collection })
+            .collect();
         Ok(Response::new(pb::PlacementsResponse {
             nodes,
             collections,
+            aliases,
             limits: Some(convert::limits_to_pb(&Limits {
                 request: self.node.config().limits.clone(),
                 max_ef: self.node.config().search.max_ef,

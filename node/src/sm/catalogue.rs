@@ -1,15 +1,15 @@
 //! The meta group's namespace: the catalogue of collections and the shard map.
 //!
-//! Rows (table `meta` under `placement/`) and, derived from them, [`Placements`], the applied
-//! map every part of a node reads (routing, hosting replicas, reconciling). Changed only by
-//! [`MetaCommand`]s, each checked against the map it was planned from.
+//! Rows (table `meta` under `placement/` and `alias/`) and, derived from them, [`Placements`],
+//! the applied map every part of a node reads (routing, hosting replicas, reconciling). Changed
+//! only by [`MetaCommand`]s, each checked against the map it was planned from.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
 use parking_lot::RwLock;
-use quiver_core::placement::{shard_group, NodeId, Placement, ShardPlacement};
+use quiver_core::placement::{shard_group, AliasAction, NodeId, Placement, ShardPlacement};
 use quiver_core::point::CollectionSpec;
 use quiver_core::{Error, Result};
 use quiver_index::payload_index::FieldType;
@@ -20,9 +20,14 @@ use super::{decode, encode, MachineKind, Namespace};
 use crate::storage::{Storage, Table, WriteBatch};
 
 const PLACEMENT_PREFIX: &[u8] = b"placement/";
+const ALIAS_PREFIX: &[u8] = b"alias/";
 
 fn placement_key(name: &str) -> Vec<u8> {
     [PLACEMENT_PREFIX, name.as_bytes()].concat()
+}
+
+fn alias_key(alias: &str) -> Vec<u8> {
+    [ALIAS_PREFIX, alias.as_bytes()].concat()
 }
 
 /// Changes of the catalogue and the shard map.
@@ -49,6 +54,10 @@ pub enum MetaCommand {
         id: u64,
         indexes: Vec<(String, FieldType)>,
     },
+    /// Alias changes, applied all or none.
+    UpdateAliases {
+        actions: Vec<AliasAction>,
+    },
     /// A shard's replicas changed (a replica moved). Rejected unless the shard is still at
     /// `epoch`, so two changes planned from the same map cannot overwrite each other.
     SetReplicas {
@@ -64,6 +73,8 @@ pub enum MetaCommand {
 #[derive(Debug)]
 pub struct Placements {
     map: RwLock<BTreeMap<String, Placement>>,
+    /// Alias -> collection name.
+    aliases: RwLock<BTreeMap<String, String>>,
     version: watch::Sender<u64>,
 }
 
@@ -71,12 +82,30 @@ impl Default for Placements {
     fn default() -> Self {
         Self {
             map: RwLock::default(),
+            aliases: RwLock::default(),
             version: watch::channel(0).0,
         }
     }
 }
 
 impl Placements {
+    /// The collection named `name` or, failing that, the one alias `name` points at.
+    pub fn resolve(&self, name: &str) -> Result<Placement> {
+        if let Some(placement) = self.map.read().get(name) {
+            return Ok(placement.clone());
+        }
+        let target = self.aliases.read().get(name).cloned();
+        match target {
+            Some(collection) => self.get(&collection),
+            None => Err(Error::NotFound(format!("collection `{name}`"))),
+        }
+    }
+
+    /// Every alias and its collection.
+    pub fn aliases(&self) -> BTreeMap<String, String> {
+        self.aliases.read().clone()
+    }
+
     pub fn get(&self, name: &str) -> Result<Placement> {
         self.map
             .read()
@@ -117,8 +146,14 @@ impl Placements {
         self.version.subscribe()
     }
 
-    fn replace_all(&self, all: BTreeMap<String, Placement>) {
+    fn replace_all(&self, all: BTreeMap<String, Placement>, aliases: BTreeMap<String, String>) {
         *self.map.write() = all;
+        *self.aliases.write() = aliases;
+        self.version.send_modify(|v| *v += 1);
+    }
+
+    fn set_aliases(&self, aliases: BTreeMap<String, String>) {
+        *self.aliases.write() = aliases;
         self.version.send_modify(|v| *v += 1);
     }
 
@@ -131,6 +166,9 @@ impl Placements {
 
     fn remove(&self, name: &str) {
         self.map.write().remove(name);
+        self.aliases
+            .write()
+            .retain(|_, collection| collection != name);
         self.version.send_modify(|v| *v += 1);
     }
 }
@@ -139,6 +177,7 @@ impl Placements {
 pub enum CatalogueEffect {
     Place(Placement),
     Unplace(String),
+    Aliases(BTreeMap<String, String>),
 }
 
 /// The catalogue namespace of the meta group.
@@ -148,6 +187,48 @@ pub struct Catalogue {
 }
 
 impl Catalogue {
+    /// The aliases after `actions`, applied in order to the current ones; the first action that
+    /// cannot be applied refuses them all.
+    fn plan_aliases(&self, actions: &[AliasAction]) -> Result<BTreeMap<String, String>> {
+        let mut aliases = self.placements.aliases();
+        let collections = self.placements.map.read();
+        let free = |alias: &str, aliases: &BTreeMap<String, String>| -> Result<()> {
+            if collections.contains_key(alias) {
+                return Err(Error::AlreadyExists(format!(
+                    "a collection named `{alias}` (an alias cannot take a collection's name)"
+                )));
+            }
+            if aliases.contains_key(alias) {
+                return Err(Error::AlreadyExists(format!("alias `{alias}`")));
+            }
+            Ok(())
+        };
+        for action in actions {
+            match action {
+                AliasAction::Create { alias, collection } => {
+                    if !collections.contains_key(collection) {
+                        return Err(Error::NotFound(format!("collection `{collection}`")));
+                    }
+                    free(alias, &aliases)?;
+                    aliases.insert(alias.clone(), collection.clone());
+                }
+                AliasAction::Delete { alias } => {
+                    aliases
+                        .remove(alias)
+                        .ok_or_else(|| Error::NotFound(format!("alias `{alias}`")))?;
+                }
+                AliasAction::Rename { from, to } => {
+                    let collection = aliases
+                        .remove(from)
+                        .ok_or_else(|| Error::NotFound(format!("alias `{from}`")))?;
+                    free(to, &aliases)?;
+                    aliases.insert(to.clone(), collection);
+                }
+            }
+        }
+        Ok(aliases)
+    }
+
     /// The placement a meta command creates or changes (for a drop: the one it removes).
     fn plan_meta(&self, index: u64, command: &MetaCommand) -> Result<Placement> {
         match command {
@@ -158,6 +239,12 @@ impl Catalogue {
             } => {
                 if self.placements.get(&spec.name).is_ok() {
                     return Err(Error::AlreadyExists(format!("collection `{}`", spec.name)));
+                }
+                if self.placements.aliases.read().contains_key(&spec.name) {
+                    return Err(Error::AlreadyExists(format!(
+                        "an alias named `{}` (drop it, or choose another name)",
+                        spec.name
+                    )));
                 }
                 let shards = replicas
                     .iter()
@@ -188,6 +275,9 @@ impl Catalogue {
                 Ok(placement)
             }
             MetaCommand::DropCollection { name } => self.placements.get(name),
+            MetaCommand::UpdateAliases { .. } => Err(Error::Internal(
+                "alias changes are planned by plan_aliases".into(),
+            )),
             MetaCommand::SetPayloadIndexes { name, id, indexes } => {
                 let mut placement = self.placements.get(name)?;
                 if placement.id != *id {
@@ -242,7 +332,12 @@ impl Namespace for Catalogue {
             let p: Placement = decode(&v)?;
             all.insert(p.spec.name.clone(), p);
         }
-        self.placements.replace_all(all);
+        let mut aliases = BTreeMap::new();
+        for (k, v) in storage.scan(Table::Meta, ALIAS_PREFIX, None, usize::MAX)? {
+            let alias = String::from_utf8_lossy(&k[ALIAS_PREFIX.len()..]).into_owned();
+            aliases.insert(alias, decode::<String>(&v)?);
+        }
+        self.placements.replace_all(all, aliases);
         Ok(())
     }
 
@@ -253,10 +348,28 @@ impl Namespace for Catalogue {
         command: &MetaCommand,
         batch: &mut WriteBatch,
     ) -> Result<(CatalogueEffect, u64)> {
+        if let MetaCommand::UpdateAliases { actions } = command {
+            let aliases = self.plan_aliases(actions)?;
+            for old in self.placements.aliases().keys() {
+                if !aliases.contains_key(old) {
+                    batch.delete(Table::Meta, alias_key(old));
+                }
+            }
+            for (alias, collection) in &aliases {
+                batch.put(Table::Meta, alias_key(alias), encode(collection)?);
+            }
+            return Ok((CatalogueEffect::Aliases(aliases), actions.len() as u64));
+        }
         let placement = self.plan_meta(index, command)?;
         let name = placement.spec.name.clone();
         if matches!(command, MetaCommand::DropCollection { .. }) {
             batch.delete(Table::Meta, placement_key(&name));
+            // A dropped collection's aliases go with it.
+            for (alias, collection) in self.placements.aliases() {
+                if collection == name {
+                    batch.delete(Table::Meta, alias_key(&alias));
+                }
+            }
             Ok((CatalogueEffect::Unplace(name), 1))
         } else {
             batch.put(Table::Meta, placement_key(&name), encode(&placement)?);
@@ -268,6 +381,7 @@ impl Namespace for Catalogue {
         match effect {
             CatalogueEffect::Place(placement) => self.placements.put(placement),
             CatalogueEffect::Unplace(name) => self.placements.remove(&name),
+            CatalogueEffect::Aliases(aliases) => self.placements.set_aliases(aliases),
         }
     }
 

@@ -501,3 +501,132 @@ async fn payload_indexes_are_created_and_dropped_on_a_collection_with_points() {
     }
     assert_eq!(count(&mut points, r#"{"k": "v3"}"#, true).await.count, 430);
 }
+
+#[tokio::test]
+async fn aliases_move_atomically_and_bad_changes_change_nothing() {
+    use pb::alias_action::{Action, Create, Delete, Rename};
+    let f = must_start().await;
+    let mut collections = f.server.must_collections().await;
+    let mut points = f.server.must_points().await;
+    for (name, n) in [("blue", 3), ("green", 5)] {
+        collections
+            .create(create_request(name, 2, pb::Metric::L2))
+            .await
+            .unwrap();
+        let all = (0..n)
+            .map(|i| point(i, vec![i as f32, 0.0], json!({})))
+            .collect();
+        must_upsert_all(&mut points, name, all, 10).await;
+    }
+    let update = |actions: Vec<Action>| pb::UpdateAliasesRequest {
+        actions: actions
+            .into_iter()
+            .map(|a| pb::AliasAction { action: Some(a) })
+            .collect(),
+    };
+    let create = |alias: &str, collection: &str| {
+        Action::Create(Create {
+            alias: alias.into(),
+            collection: collection.into(),
+        })
+    };
+    let delete = |alias: &str| {
+        Action::Delete(Delete {
+            alias: alias.into(),
+        })
+    };
+    let live_count = |points: &mut Points| {
+        let mut points = points.clone();
+        async move {
+            points
+                .count(pb::CountRequest {
+                    collection: "live".into(),
+                    exact: true,
+                    ..Default::default()
+                })
+                .await
+                .map(|r| r.into_inner().count)
+        }
+    };
+
+    collections
+        .update_aliases(update(vec![create("live", "blue")]))
+        .await
+        .unwrap();
+    assert_eq!(live_count(&mut points).await.unwrap(), 3);
+    let info = collections
+        .get(pb::GetCollectionRequest {
+            name: "live".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(info.name, "blue", "an alias describes its collection");
+
+    // The swap: both actions in one call.
+    collections
+        .update_aliases(update(vec![delete("live"), create("live", "green")]))
+        .await
+        .unwrap();
+    assert_eq!(live_count(&mut points).await.unwrap(), 5);
+
+    // Refused, all or nothing: the first action would apply, the second cannot.
+    for (actions, code, field) in [
+        (
+            vec![delete("live"), create("live", "missing")],
+            Code::NotFound,
+            "missing",
+        ),
+        (vec![create("blue", "green")], Code::AlreadyExists, "blue"),
+        (vec![create("live", "blue")], Code::AlreadyExists, "live"),
+        (vec![delete("nope")], Code::NotFound, "nope"),
+        (
+            vec![Action::Rename(Rename {
+                from: "live".into(),
+                to: "a/b".into(),
+            })],
+            Code::InvalidArgument,
+            "actions[0].rename.to",
+        ),
+        (vec![], Code::InvalidArgument, "actions"),
+    ] {
+        let refused = collections
+            .update_aliases(update(actions))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), code, "{}", refused.message());
+        assert!(refused.message().contains(field), "{}", refused.message());
+    }
+    assert_eq!(live_count(&mut points).await.unwrap(), 5, "nothing changed");
+    // A collection cannot take an alias's name; dropping by an alias drops nothing.
+    let taken = collections
+        .create(create_request("live", 2, pb::Metric::L2))
+        .await
+        .unwrap_err();
+    assert_eq!(taken.code(), Code::AlreadyExists);
+    let by_alias = collections
+        .delete(pb::DeleteCollectionRequest {
+            name: "live".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(by_alias.code(), Code::NotFound);
+
+    // A dropped collection's aliases go with it.
+    collections
+        .delete(pb::DeleteCollectionRequest {
+            name: "green".into(),
+        })
+        .await
+        .unwrap();
+    let left = collections
+        .list_aliases(pb::ListAliasesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(left.aliases.is_empty(), "{left:?}");
+    assert_eq!(
+        live_count(&mut points).await.unwrap_err().code(),
+        Code::NotFound
+    );
+}
