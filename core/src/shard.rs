@@ -157,12 +157,16 @@ pub enum PointsCommand {
         collection_id: u64,
         filter: Filter,
     },
-    /// Change the payloads of the selected points (their vectors stay).
+    /// Change the payloads of the selected points (their vectors stay). A payload that would
+    /// grow past `max_payload_bytes` (as JSON; the limit the request was checked against, so
+    /// every replica checks the same) refuses the whole command.
     UpdatePayload {
         collection: String,
         collection_id: u64,
         selection: Selection,
         change: PayloadChange,
+        #[serde(default)]
+        max_payload_bytes: Option<u64>,
     },
     /// Replace the vectors of existing points (their payloads stay); missing ids are skipped.
     UpdateVectors {

@@ -463,8 +463,10 @@ pub struct PayloadIndex {
     fields: Vec<(String, FieldIndex)>,
     /// Fields added to a collection that already had points, until [`PayloadIndex::mark_built`]:
     /// kept up to date by inserts and removals, but not used to bound filters while the slots
-    /// from before they were added are still being indexed.
-    building: Vec<String>,
+    /// from before they were added are still being indexed. Each with its build's generation.
+    building: Vec<(String, u64)>,
+    /// Builds started so far.
+    generation: u64,
 }
 
 impl PayloadIndex {
@@ -484,15 +486,18 @@ impl PayloadIndex {
 
     /// Adds an index over `name` that bounds no filter until [`PayloadIndex::mark_built`]; the
     /// caller indexes the existing slots with [`PayloadIndex::insert_field`] meanwhile. Returns
-    /// false (and changes nothing) if `name` is indexed already.
-    pub fn add_building(&mut self, name: &str, field_type: FieldType) -> bool {
+    /// the build's generation, which [`PayloadIndex::mark_built`] must be given back (so a build
+    /// of a field dropped and added again meanwhile cannot finish the new one), or None (and
+    /// changes nothing) if `name` is indexed already.
+    pub fn add_building(&mut self, name: &str, field_type: FieldType) -> Option<u64> {
         if self.fields.iter().any(|(n, _)| n == name) {
-            return false;
+            return None;
         }
+        self.generation += 1;
         self.fields
             .push((name.to_string(), FieldIndex::new(field_type)));
-        self.building.push(name.to_string());
-        true
+        self.building.push((name.to_string(), self.generation));
+        Some(self.generation)
     }
 
     /// Indexes one slot's payload under field `name` only (inserting a slot twice is harmless).
@@ -511,20 +516,29 @@ impl PayloadIndex {
         }
     }
 
-    /// Field `name` indexes every slot: it bounds filters from now on.
-    pub fn mark_built(&mut self, name: &str) {
-        self.building.retain(|n| n != name);
+    /// The build `generation` of field `name` indexed every slot: the field bounds filters from
+    /// now on. A generation that is no longer building changes nothing.
+    pub fn mark_built(&mut self, name: &str, generation: u64) {
+        self.building
+            .retain(|(n, g)| !(n == name && *g == generation));
     }
 
     /// Whether field `name` is still being built.
     pub fn is_building(&self, name: &str) -> bool {
-        self.building.iter().any(|n| n == name)
+        self.building.iter().any(|(n, _)| n == name)
+    }
+
+    /// Whether build `generation` of field `name` is the one still running.
+    pub fn is_building_generation(&self, name: &str, generation: u64) -> bool {
+        self.building
+            .iter()
+            .any(|(n, g)| n == name && *g == generation)
     }
 
     /// Drops the index over `name`, if any.
     pub fn drop_field(&mut self, name: &str) {
         self.fields.retain(|(n, _)| n != name);
-        self.building.retain(|n| n != name);
+        self.building.retain(|(n, _)| n != name);
     }
 
     /// The indexed fields and their types, in declaration order.
@@ -718,9 +732,9 @@ mod tests {
         for (slot, doc) in docs.iter().enumerate() {
             index.insert(slot as Slot, &payload(doc.clone()));
         }
-        assert!(index.add_building("late", FieldType::Keyword));
+        let first = index.add_building("late", FieldType::Keyword).unwrap();
         assert!(
-            !index.add_building("late", FieldType::Keyword),
+            index.add_building("late", FieldType::Keyword).is_none(),
             "added once"
         );
         // A slot written while the field builds is indexed at once ...
@@ -731,7 +745,16 @@ mod tests {
             index.insert_field("late", slot as Slot, &payload(doc.clone()));
         }
         index.insert_field("late", 3, &payload(json!({"late": "x"})));
-        index.mark_built("late");
+        // A build of the same name started before a drop cannot finish a later one.
+        index.drop_field("late");
+        let second = index.add_building("late", FieldType::Keyword).unwrap();
+        index.mark_built("late", first);
+        assert!(index.is_building("late"));
+        for (slot, doc) in docs.iter().enumerate() {
+            index.insert_field("late", slot as Slot, &payload(doc.clone()));
+        }
+        index.insert_field("late", 3, &payload(json!({"late": "x"})));
+        index.mark_built("late", second);
         let x = candidates(&index, json!({"late": "x"})).unwrap();
         assert_eq!(x.iter().collect::<Vec<_>>(), vec![0, 2, 3]);
         index.drop_field("late");

@@ -214,6 +214,7 @@ fn logged_commands_keep_decoding() {
                 collection_id: 2048,
                 selection: Selection::Ids(vec![PointId::Num(1), uuid()]),
                 change: PayloadChange::Set(payload()),
+                max_payload_bytes: Some(65536),
             }),
         ),
     );
@@ -226,6 +227,7 @@ fn logged_commands_keep_decoding() {
                 collection_id: 2048,
                 selection: Selection::Filter(filter()),
                 change: PayloadChange::DeleteKeys(vec!["tags".into(), "meta.source".into()]),
+                max_payload_bytes: None,
             }),
         ),
     );
@@ -276,11 +278,12 @@ fn logged_commands_keep_decoding() {
         }),
     );
     golden(
-        "command_meta_set_payload_indexes",
-        &meta(MetaCommand::SetPayloadIndexes {
+        "command_meta_set_payload_index",
+        &meta(MetaCommand::SetPayloadIndex {
             name: "docs".into(),
             id: 2,
-            indexes: vec![("year".into(), FieldType::Integer)],
+            key: "year".into(),
+            field_type: Some(FieldType::Integer),
         }),
     );
     golden(

@@ -393,6 +393,7 @@ pub async fn aliases(State(api): State<Services>) -> Reply {
 
 /// `GET /collections/{name}/aliases`.
 pub async fn collection_aliases(State(api): State<Services>, Path(name): Path<String>) -> Reply {
-    describe(&api, name.clone()).await?;
-    list_aliases_of(&api, name).await
+    // An alias names its collection here too.
+    let collection = describe(&api, name).await?.name;
+    list_aliases_of(&api, collection).await
 }

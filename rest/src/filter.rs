@@ -92,6 +92,16 @@ fn condition(field: &str, value: &Value) -> Result<pb::Filter> {
         }
     }
     let key = key_of(field, value)?;
+    let tests: Vec<&str> = ["match", "range", "datetime_range"]
+        .into_iter()
+        .filter(|t| map.contains_key(*t))
+        .collect();
+    if tests.len() > 1 {
+        return Err(ApiError::invalid(
+            field,
+            format!("one test per condition, got {tests:?} (put each in its own condition)"),
+        ));
+    }
     if let Some(m) = map.get("match") {
         return Ok(test(&key, matching(&format!("{field}.match"), m)?));
     }

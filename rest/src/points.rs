@@ -214,6 +214,49 @@ fn u32_of(field: &str, n: u64) -> Result<u32> {
     u32::try_from(n).map_err(|_| ApiError::invalid(field, format!("{n} is too large")))
 }
 
+/// `limit` of a body: at least 1 (Qdrant's default 10 when absent).
+fn limit(body: &Body) -> Result<u64> {
+    match uint(body, "limit")? {
+        None => Ok(DEFAULT_LIMIT),
+        Some(0) => Err(ApiError::invalid("limit", "must be at least 1")),
+        Some(n) => Ok(n),
+    }
+}
+
+/// A refusal of the results asked for (`top_k`, which is `limit` + `offset` here) named as the
+/// REST body names it.
+fn as_limit(status: tonic::Status) -> ApiError {
+    let field = status
+        .metadata()
+        .get(quiver_proto::wire::headers::FIELD)
+        .and_then(|v| v.to_str().ok());
+    match field {
+        Some("top_k") => ApiError::invalid(
+            "limit",
+            format!(
+                "limit + offset {}",
+                status.message().trim_start_matches("top_k: ")
+            ),
+        ),
+        _ => status.into(),
+    }
+}
+
+/// The smallest id after `id` in scroll order (numbers, then UUIDs), if there is one.
+fn successor(id: &pb::PointId) -> Result<Option<pb::PointId>> {
+    let next = match quiver_core::convert::point_id("id", Some(id))? {
+        PointId::Num(n) => match n.checked_add(1) {
+            Some(n) => PointId::Num(n),
+            None => PointId::Uuid(uuid::Uuid::nil()),
+        },
+        PointId::Uuid(u) => match u.as_u128().checked_add(1) {
+            Some(u) => PointId::Uuid(uuid::Uuid::from_u128(u)),
+            None => return Ok(None),
+        },
+    };
+    Ok(Some(quiver_core::convert::point_id_to_proto(&next)))
+}
+
 /// What a write answers (Qdrant's `UpdateResult`); the write is applied when it comes.
 fn update_result(resp: pb::WriteResponse, started: Instant) -> Reply {
     ok(
@@ -420,19 +463,18 @@ pub async fn scroll(State(api): State<Services>, Path(name): Path<String>, bytes
             "not supported: points scroll in id order",
         ));
     }
-    let limit = uint(&body, "limit")?.unwrap_or(DEFAULT_LIMIT);
+    let limit = limit(&body)?;
     let cursor = match body.get("offset") {
         None | Some(Value::Null) => String::new(),
         Some(v) => cursor_at(&id_from("offset", v)?)?,
     };
     let keys = PayloadKeys::read(&body, true)?;
     let vectors = with_vector(&body)?;
-    // One point more than asked: the first id of the next page.
     let resp = api
         .points
         .scroll(Request::new(pb::ScrollRequest {
             collection: name,
-            limit: Some(u32_of("limit", limit.saturating_add(1))?),
+            limit: Some(u32_of("limit", limit)?),
             cursor,
             filter: filter("filter", body.get("filter"))?,
             filter_json: String::new(),
@@ -442,10 +484,18 @@ pub async fn scroll(State(api): State<Services>, Path(name): Path<String>, bytes
         }))
         .await?
         .into_inner();
-    let mut points = resp.points;
-    let next = match points.len() as u64 > limit {
-        true => points.pop().map(|p| id_json(p.id.as_ref())),
-        false => None,
+    let points = resp.points;
+    // Qdrant's next_page_offset is where the next page starts (inclusive): the id just after
+    // this page's last, which need not exist.
+    let next = match (resp.next_cursor.is_empty(), points.last()) {
+        (false, Some(last)) => last
+            .id
+            .as_ref()
+            .map(successor)
+            .transpose()?
+            .flatten()
+            .map(|id| id_json(Some(&id))),
+        _ => None,
     };
     let records = points
         .iter()
@@ -487,16 +537,21 @@ struct Nearest {
 }
 
 async fn nearest(api: &Services, name: &str, body: &Body, nearest: Nearest) -> Result<Vec<Value>> {
-    let limit = uint(body, "limit")?.unwrap_or(DEFAULT_LIMIT);
+    let limit = limit(body)?;
     let offset = uint(body, "offset")?.unwrap_or(0);
     let (ef, exact) = match body.get("params") {
         None | Some(Value::Null) => (None, false),
-        Some(Value::Object(p)) => (
-            uint(p, "hnsw_ef")?
+        Some(Value::Object(p)) => {
+            let exact = match p.get("exact") {
+                None | Some(Value::Null) => false,
+                Some(Value::Bool(b)) => *b,
+                Some(_) => return Err(ApiError::invalid("params.exact", "expected a bool")),
+            };
+            let ef = uint(p, "hnsw_ef")?
                 .map(|ef| u32_of("params.hnsw_ef", ef))
-                .transpose()?,
-            p.get("exact").and_then(Value::as_bool).unwrap_or(false),
-        ),
+                .transpose()?;
+            (ef, exact)
+        }
         Some(_) => return Err(ApiError::invalid("params", "expected an object")),
     };
     let keys = PayloadKeys::read(body, false)?;
@@ -517,7 +572,8 @@ async fn nearest(api: &Services, name: &str, body: &Body, nearest: Nearest) -> R
             consistency: 0,
             exact,
         }))
-        .await?
+        .await
+        .map_err(as_limit)?
         .into_inner();
     let threshold = match body.get("score_threshold") {
         None | Some(Value::Null) => None,
@@ -565,6 +621,16 @@ pub async fn search(State(api): State<Services>, Path(name): Path<String>, bytes
 async fn search_body(api: &Services, name: &str, body: &Body) -> Result<Vec<Value>> {
     let vector = match body.get("vector") {
         Some(Value::Object(named)) if named.contains_key("vector") => {
+            match named.get("name") {
+                None | Some(Value::Null) => {}
+                Some(Value::String(n)) if n.is_empty() => {}
+                Some(_) => {
+                    return Err(ApiError::invalid(
+                        "vector.name",
+                        "named vectors are not supported",
+                    ))
+                }
+            }
             vector_from("vector.vector", &named["vector"])?
         }
         Some(v) => vector_from("vector", v)?,
@@ -689,7 +755,9 @@ async fn query_body(api: &Services, name: &str, body: &Body) -> Result<Vec<Value
             })?;
             Nearest {
                 vector: point.vector,
-                exclude: Some(id),
+                // The id as the server spells it (a UUID given in capitals or without hyphens
+                // comes back normalised), so the comparison below finds it.
+                exclude: point.id.or(Some(id)),
             }
         }
     };
@@ -698,14 +766,15 @@ async fn query_body(api: &Services, name: &str, body: &Body) -> Result<Vec<Value
 
 /// A query without a vector: the first points in id order (score 0), filtered.
 async fn first_points(api: &Services, name: &str, body: &Body) -> Result<Vec<Value>> {
-    let limit = uint(body, "limit")?.unwrap_or(DEFAULT_LIMIT);
+    let limit = limit(body)?;
+    let offset = uint(body, "offset")?.unwrap_or(0);
     let keys = PayloadKeys::read(body, false)?;
     let vectors = with_vector(body)?;
     let resp = api
         .points
         .scroll(Request::new(pb::ScrollRequest {
             collection: name.to_string(),
-            limit: Some(u32_of("limit", limit.max(1))?),
+            limit: Some(u32_of("limit", limit.saturating_add(offset))?),
             cursor: String::new(),
             filter: filter("filter", body.get("filter"))?,
             filter_json: String::new(),
@@ -717,6 +786,7 @@ async fn first_points(api: &Services, name: &str, body: &Body) -> Result<Vec<Val
         .into_inner();
     resp.points
         .iter()
+        .skip(offset as usize)
         .take(limit as usize)
         .map(|p| {
             let scored = pb::ScoredPoint {

@@ -367,7 +367,8 @@ impl Coordinator {
         req: pb::UpdatePayloadRequest,
     ) -> Result<pb::WriteResponse, Status> {
         let placement = self.placement("collection", &req.collection).await?;
-        let (selection, change) = convert::payload_update(&req, &self.limits().request)?;
+        let limits = self.limits().request;
+        let (selection, change) = convert::payload_update(&req, &limits)?;
         let parts = split_selection(selection, &placement)
             .into_iter()
             .map(|(shard, (collection_id, selection))| {
@@ -376,6 +377,7 @@ impl Coordinator {
                     collection_id,
                     selection,
                     change: change.clone(),
+                    max_payload_bytes: Some(limits.max_payload_bytes as u64),
                 };
                 (shard, command)
             })

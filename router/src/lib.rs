@@ -209,28 +209,41 @@ pub async fn serve(
         .clone()
         .ok_or_else(|| RouterError::Serve("a standalone front has an upstream".into()))?;
     let shutdown = shutdown.shared();
-    let rest = rest.map(|listener| {
-        let services = front.rest_services();
-        let limit = front.coordinator.limits().request.max_request_bytes;
-        serve_rest(listener, services, limit, shutdown.clone())
-    });
     // Accepted sockets are set TCP_NODELAY here: the builder's own `tcp_nodelay` applies only to
     // listeners it binds itself. Without it, the second of two answers in flight on one connection
     // waits for the peer's delayed ACK (~40 ms; Nagle).
     let incoming = TcpIncoming::from_listener(listener, true, None)
         .map_err(|e| RouterError::Serve(format!("listener: {e}")))?;
+    // The REST API stops with the process, or when gRPC serving ends for any other reason.
+    let (stop_rest, rest_stopped) = tokio::sync::oneshot::channel::<()>();
+    let rest = rest.map(|listener| {
+        let services = front.rest_services();
+        let limit = front.coordinator.limits().request.max_request_bytes;
+        let until = {
+            let shutdown = shutdown.clone();
+            async move {
+                tokio::select! {
+                    _ = shutdown => {}
+                    _ = rest_stopped => {}
+                }
+            }
+        };
+        tokio::spawn(serve_rest(listener, services, limit, until))
+    });
     let grpc = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(ClusterServer::new(ClusterForwarder(upstream)))
         .add_service(front.collections(usize::MAX))
         .add_service(front.points(usize::MAX))
-        .serve_with_incoming_shutdown(incoming, shutdown);
-    let (grpc, rest) = tokio::join!(grpc, async {
-        match rest {
-            Some(rest) => rest.await,
-            None => Ok(()),
-        }
-    });
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await;
+    let _ = stop_rest.send(());
+    let rest = match rest {
+        Some(task) => task
+            .await
+            .map_err(|e| RouterError::Serve(format!("REST API: {e}")))?,
+        None => Ok(()),
+    };
     grpc.map_err(|e| RouterError::Serve(e.to_string()))?;
     rest.map_err(|e| RouterError::Serve(format!("REST API: {e}")))
 }

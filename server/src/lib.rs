@@ -101,16 +101,31 @@ pub async fn serve(
         .build_v1()
         .map_err(|e| Error::Serve(format!("reflection: {e}")))?;
     let front = front(&node);
-    let rest = rest.map(|listener| {
-        let serving = serve_rest(listener, front.rest_services(), max_bytes, shutdown.clone());
-        tokio::spawn(serving)
-    });
-    let dumper = spawn_graph_dumper(node.clone());
     // Accepted sockets are set TCP_NODELAY here: the builder's own `tcp_nodelay` applies only to
     // listeners it binds itself. Without it, the second of two answers in flight on one connection
     // waits for the peer's delayed ACK (~40 ms; Nagle).
     let incoming = TcpIncoming::from_listener(listener, true, None)
         .map_err(|e| Error::Serve(format!("listener: {e}")))?;
+    // The REST API stops with the process, or when gRPC serving ends for any other reason.
+    let (stop_rest, rest_stopped) = tokio::sync::oneshot::channel::<()>();
+    let rest = rest.map(|listener| {
+        let until = {
+            let shutdown = shutdown.clone();
+            async move {
+                tokio::select! {
+                    _ = shutdown => {}
+                    _ = rest_stopped => {}
+                }
+            }
+        };
+        tokio::spawn(serve_rest(
+            listener,
+            front.rest_services(),
+            max_bytes,
+            until,
+        ))
+    });
+    let dumper = spawn_graph_dumper(node.clone());
     let result = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
@@ -130,6 +145,7 @@ pub async fn serve(
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .map_err(|e| Error::Serve(e.to_string()));
+    let _ = stop_rest.send(());
     if let Some(rest) = rest {
         match rest.await {
             Ok(Err(e)) => warn!(error = %e, "the REST API stopped with an error"),

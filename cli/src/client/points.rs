@@ -385,6 +385,8 @@ async fn scroll(
         }
         cursor = page.next_cursor;
     }
-    eprintln!("more points follow; continue with --cursor {cursor}");
+    if !cursor.is_empty() {
+        eprintln!("more points follow; continue with --cursor {cursor}");
+    }
     Ok(())
 }

@@ -314,24 +314,13 @@ impl Node {
         field_type: Option<FieldType>,
     ) -> Result<()> {
         self.meta.check_writable()?;
-        let placement = self.placements().get(name)?;
-        let mut indexes = placement.spec.payload_indexes.clone();
-        let existing = indexes.iter().find(|(k, _)| k == key).map(|(_, t)| *t);
-        match (existing, field_type) {
-            (Some(t), Some(wanted)) if t == wanted => return Ok(()),
-            (Some(t), Some(wanted)) => {
-                return Err(Error::AlreadyExists(format!(
-                    "an index on `{key}` as {t} (drop it first to index it as {wanted})"
-                )))
-            }
-            (None, None) => return Ok(()),
-            (None, Some(wanted)) => indexes.push((key.to_string(), wanted)),
-            (Some(_), None) => indexes.retain(|(k, _)| k != key),
-        }
-        let command = MetaCommand::SetPayloadIndexes {
-            name: name.to_string(),
+        // An alias names its collection here too.
+        let placement = self.placements().resolve(name)?;
+        let command = MetaCommand::SetPayloadIndex {
+            name: placement.spec.name.clone(),
             id: placement.id,
-            indexes,
+            key: key.to_string(),
+            field_type,
         };
         self.meta.write("", command).await?;
         Ok(())

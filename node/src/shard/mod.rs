@@ -235,16 +235,16 @@ impl Collection {
                 }
             }
             for (name, field_type) in wanted {
-                if seg.payload_index.add_building(name, *field_type) {
-                    added.push(name.clone());
+                if let Some(generation) = seg.payload_index.add_building(name, *field_type) {
+                    added.push((name.clone(), generation));
                 }
             }
         }
-        for name in added {
+        for (name, generation) in added {
             let collection = this.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("index {name}"))
-                .spawn(move || collection.index_stored_points(&name));
+                .spawn(move || collection.index_stored_points(&name, generation));
             if let Err(e) = spawned {
                 tracing::error!(error = %e, "cannot start indexing a payload field");
             }
@@ -252,20 +252,21 @@ impl Collection {
     }
 
     /// Indexes field `name` over the points already stored, a chunk of slots per lock, then marks
-    /// it built. Writes meanwhile index their own points, and indexing a slot twice is harmless.
-    fn index_stored_points(&self, name: &str) {
+    /// build `generation` built. Writes meanwhile index their own points, and indexing a slot
+    /// twice is harmless. Stops early once the field is dropped (or dropped and added again).
+    fn index_stored_points(&self, name: &str, generation: u64) {
         const CHUNK: usize = 4096;
         let started = std::time::Instant::now();
         let mut next: Slot = 0;
         loop {
             let mut guard = self.segment.write();
             let seg = &mut *guard;
-            if !seg.payload_index.is_building(name) {
+            if !seg.payload_index.is_building_generation(name, generation) {
                 return; // dropped meanwhile
             }
             let chunk: Vec<Slot> = seg.live.range(next..).take(CHUNK).collect();
             let Some(&last) = chunk.last() else {
-                seg.payload_index.mark_built(name);
+                seg.payload_index.mark_built(name, generation);
                 tracing::info!(
                     collection = %self.name(),
                     field = name,
@@ -280,7 +281,7 @@ impl Collection {
                 }
             }
             let Some(after) = last.checked_add(1) else {
-                seg.payload_index.mark_built(name);
+                seg.payload_index.mark_built(name, generation);
                 return;
             };
             next = after;

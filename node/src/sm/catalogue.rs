@@ -47,12 +47,14 @@ pub enum MetaCommand {
     DropCollection {
         name: String,
     },
-    /// The payload fields collection `id` indexes (an index created or dropped). Each shard
-    /// group follows through its own log (see the node's reconciling).
-    SetPayloadIndexes {
+    /// Indexes payload field `key` of collection `id` as `field_type`, or (None) drops that
+    /// index. Applied to the spec as it is then, so concurrent changes of other fields all
+    /// stay. Each shard group follows through its own log (see the node's reconciling).
+    SetPayloadIndex {
         name: String,
         id: u64,
-        indexes: Vec<(String, FieldType)>,
+        key: String,
+        field_type: Option<FieldType>,
     },
     /// Alias changes, applied all or none.
     UpdateAliases {
@@ -278,14 +280,30 @@ impl Catalogue {
             MetaCommand::UpdateAliases { .. } => Err(Error::Internal(
                 "alias changes are planned by plan_aliases".into(),
             )),
-            MetaCommand::SetPayloadIndexes { name, id, indexes } => {
+            MetaCommand::SetPayloadIndex {
+                name,
+                id,
+                key,
+                field_type,
+            } => {
                 let mut placement = self.placements.get(name)?;
                 if placement.id != *id {
                     return Err(Error::NotFound(format!(
                         "collection `{name}` as it was when the index change was checked"
                     )));
                 }
-                placement.spec.payload_indexes = indexes.clone();
+                let indexes = &mut placement.spec.payload_indexes;
+                let existing = indexes.iter().find(|(k, _)| k == key).map(|(_, t)| *t);
+                match (existing, field_type) {
+                    (Some(t), Some(wanted)) if t != *wanted => {
+                        return Err(Error::AlreadyExists(format!(
+                            "an index on `{key}` as {t} (drop it first to index it as {wanted})"
+                        )))
+                    }
+                    (None, Some(wanted)) => indexes.push((key.clone(), *wanted)),
+                    (Some(_), None) => indexes.retain(|(k, _)| k != key),
+                    _ => {}
+                }
                 Ok(placement)
             }
             MetaCommand::SetReplicas {

@@ -171,6 +171,7 @@ impl Points {
                 collection_id,
                 selection,
                 change,
+                max_payload_bytes,
             } => {
                 let collection = self.target(collection, *collection_id)?;
                 let ids = match selection {
@@ -183,6 +184,19 @@ impl Points {
                         payload: change.apply(record.payload),
                         ..record
                     };
+                    if let Some(max) = max_payload_bytes {
+                        let size = serde_json::to_vec(&record.payload)
+                            .map_or(u64::MAX, |b| b.len() as u64);
+                        if size > *max {
+                            return Err(Error::invalid(
+                                "set",
+                                format!(
+                                    "point {id}'s payload would be {size} bytes of JSON, over the \
+                                     limit of {max} (limits.max_payload_bytes); nothing was changed"
+                                ),
+                            ));
+                        }
+                    }
                     batch.put(
                         Table::Points,
                         point_key(collection.meta.id, &id),

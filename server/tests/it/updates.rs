@@ -397,6 +397,38 @@ async fn get_names_the_missing_ids_and_bad_updates_change_nothing() {
         );
     }
     assert_eq!(payloads(&mut points, "c").await[&1], json!({"a": 1}));
+
+    // Each change is within the payload limit, but the merged payload would not be.
+    let limit = quiver_config::Config::default().limits.max_payload_bytes;
+    let half = "x".repeat(limit / 2 + 1);
+    update(
+        &mut points,
+        &[1],
+        "",
+        Change::Set(object(json!({"big": half.clone()}))),
+    )
+    .await
+    .unwrap();
+    let refused = update(
+        &mut points,
+        &[1],
+        "",
+        Change::Set(object(json!({"more": half}))),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        Code::InvalidArgument,
+        "{}",
+        refused.message()
+    );
+    assert!(
+        refused.message().contains("limits.max_payload_bytes"),
+        "{}",
+        refused.message()
+    );
+    assert!(payloads(&mut points, "c").await[&1].get("more").is_none());
 }
 
 #[tokio::test]
