@@ -16,6 +16,7 @@ mod collections;
 mod filter;
 mod points;
 mod reply;
+mod search;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -69,15 +70,15 @@ pub fn app(services: Services, max_body_bytes: usize) -> Router {
         .route("/collections/:name/points/delete", post(points::delete))
         .route("/collections/:name/points/scroll", post(points::scroll))
         .route("/collections/:name/points/count", post(points::count))
-        .route("/collections/:name/points/search", post(points::search))
+        .route("/collections/:name/points/search", post(search::search))
         .route(
             "/collections/:name/points/search/batch",
-            post(points::search_batch),
+            post(search::search_batch),
         )
-        .route("/collections/:name/points/query", post(points::query))
+        .route("/collections/:name/points/query", post(search::query))
         .route(
             "/collections/:name/points/query/batch",
-            post(points::query_batch),
+            post(search::query_batch),
         )
         .route(
             "/collections/:name/points/payload",

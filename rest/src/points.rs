@@ -1,5 +1,5 @@
-//! Point routes: upsert, retrieve, delete, scroll, count, search, query, payload and vector
-//! updates.
+//! Point routes: upsert, retrieve, delete, scroll, count, payload and vector updates (search
+//! and query are in [`crate::search`]), and the JSON shapes they share.
 //!
 //! Ids are unsigned integers or UUID strings, as in Qdrant. A point has one unnamed vector (a
 //! JSON array; `{"": [...]}` is read the same). Writes are applied and visible when the answer
@@ -24,13 +24,13 @@ use crate::filter::filter;
 use crate::reply::{body, ok, ApiError, Reply};
 use crate::Services;
 
-type Result<T> = std::result::Result<T, ApiError>;
-type Body = Map<String, Value>;
+pub(crate) type Result<T> = std::result::Result<T, ApiError>;
+pub(crate) type Body = Map<String, Value>;
 
 /// Results a search or query returns when the body does not say (Qdrant's default).
-const DEFAULT_LIMIT: u64 = 10;
+pub(crate) const DEFAULT_LIMIT: u64 = 10;
 
-fn id_from(field: &str, value: &Value) -> Result<pb::PointId> {
+pub(crate) fn id_from(field: &str, value: &Value) -> Result<pb::PointId> {
     use pb::point_id::Kind;
     let kind = match value {
         Value::Number(n) => Kind::Num(n.as_u64().ok_or_else(|| {
@@ -47,7 +47,7 @@ fn id_from(field: &str, value: &Value) -> Result<pb::PointId> {
     Ok(pb::PointId { kind: Some(kind) })
 }
 
-fn id_json(id: Option<&pb::PointId>) -> Value {
+pub(crate) fn id_json(id: Option<&pb::PointId>) -> Value {
     match id.and_then(|i| i.kind.as_ref()) {
         Some(pb::point_id::Kind::Num(n)) => json!(n),
         Some(pb::point_id::Kind::Uuid(u)) => json!(u),
@@ -67,7 +67,7 @@ fn ids_from(field: &str, value: &Value) -> Result<Vec<pb::PointId>> {
 }
 
 /// One unnamed vector: an array of numbers, each within the range of a 32-bit float.
-fn vector_from(field: &str, value: &Value) -> Result<Vec<f32>> {
+pub(crate) fn vector_from(field: &str, value: &Value) -> Result<Vec<f32>> {
     let items = match value {
         Value::Array(items) => items,
         Value::Object(named) if named.len() == 1 && named.contains_key("") => {
@@ -109,7 +109,7 @@ fn object_struct(field: &str, value: Option<&Value>) -> Result<Option<prost_type
 }
 
 /// Which payload keys an answer carries.
-enum PayloadKeys {
+pub(crate) enum PayloadKeys {
     None,
     All,
     Include(Vec<String>),
@@ -117,7 +117,7 @@ enum PayloadKeys {
 }
 
 impl PayloadKeys {
-    fn read(body: &Body, default: bool) -> Result<Self> {
+    pub(crate) fn read(body: &Body, default: bool) -> Result<Self> {
         let keys = |field: &str, v: &Value| -> Result<Vec<String>> {
             v.as_array()
                 .and_then(|a| a.iter().map(|k| k.as_str().map(str::to_string)).collect())
@@ -144,7 +144,7 @@ impl PayloadKeys {
         })
     }
 
-    fn wanted(&self) -> bool {
+    pub(crate) fn wanted(&self) -> bool {
         !matches!(self, PayloadKeys::None)
     }
 
@@ -163,7 +163,7 @@ impl PayloadKeys {
     }
 }
 
-fn with_vector(body: &Body) -> Result<bool> {
+pub(crate) fn with_vector(body: &Body) -> Result<bool> {
     match body.get("with_vector").or_else(|| body.get("with_vectors")) {
         None | Some(Value::Null) => Ok(false),
         Some(Value::Bool(b)) => Ok(*b),
@@ -189,7 +189,7 @@ fn record_json(p: &pb::Point, keys: &PayloadKeys, vectors: bool) -> Result<Value
     }))
 }
 
-fn scored_json(p: &pb::ScoredPoint, keys: &PayloadKeys, vectors: bool) -> Result<Value> {
+pub(crate) fn scored_json(p: &pb::ScoredPoint, keys: &PayloadKeys, vectors: bool) -> Result<Value> {
     Ok(json!({
         "id": id_json(p.id.as_ref()),
         "version": 0,
@@ -201,7 +201,7 @@ fn scored_json(p: &pb::ScoredPoint, keys: &PayloadKeys, vectors: bool) -> Result
     }))
 }
 
-fn uint(body: &Body, key: &str) -> Result<Option<u64>> {
+pub(crate) fn uint(body: &Body, key: &str) -> Result<Option<u64>> {
     match body.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(v) => v.as_u64().map(Some).ok_or_else(|| {
@@ -210,35 +210,16 @@ fn uint(body: &Body, key: &str) -> Result<Option<u64>> {
     }
 }
 
-fn u32_of(field: &str, n: u64) -> Result<u32> {
+pub(crate) fn u32_of(field: &str, n: u64) -> Result<u32> {
     u32::try_from(n).map_err(|_| ApiError::invalid(field, format!("{n} is too large")))
 }
 
 /// `limit` of a body: at least 1 (Qdrant's default 10 when absent).
-fn limit(body: &Body) -> Result<u64> {
+pub(crate) fn limit(body: &Body) -> Result<u64> {
     match uint(body, "limit")? {
         None => Ok(DEFAULT_LIMIT),
         Some(0) => Err(ApiError::invalid("limit", "must be at least 1")),
         Some(n) => Ok(n),
-    }
-}
-
-/// A refusal of the results asked for (`top_k`, which is `limit` + `offset` here) named as the
-/// REST body names it.
-fn as_limit(status: tonic::Status) -> ApiError {
-    let field = status
-        .metadata()
-        .get(quiver_proto::wire::headers::FIELD)
-        .and_then(|v| v.to_str().ok());
-    match field {
-        Some("top_k") => ApiError::invalid(
-            "limit",
-            format!(
-                "limit + offset {}",
-                status.message().trim_start_matches("top_k: ")
-            ),
-        ),
-        _ => status.into(),
     }
 }
 
@@ -527,277 +508,6 @@ pub async fn count(State(api): State<Services>, Path(name): Path<String>, bytes:
         .await?
         .into_inner();
     ok(json!({"count": resp.count}), started)
-}
-
-/// A nearest-neighbour search as a Qdrant search or query body asks for it.
-struct Nearest {
-    vector: Vec<f32>,
-    /// Left out of the results (a query by point id).
-    exclude: Option<pb::PointId>,
-}
-
-async fn nearest(api: &Services, name: &str, body: &Body, nearest: Nearest) -> Result<Vec<Value>> {
-    let limit = limit(body)?;
-    let offset = uint(body, "offset")?.unwrap_or(0);
-    let (ef, exact) = match body.get("params") {
-        None | Some(Value::Null) => (None, false),
-        Some(Value::Object(p)) => {
-            let exact = match p.get("exact") {
-                None | Some(Value::Null) => false,
-                Some(Value::Bool(b)) => *b,
-                Some(_) => return Err(ApiError::invalid("params.exact", "expected a bool")),
-            };
-            let ef = uint(p, "hnsw_ef")?
-                .map(|ef| u32_of("params.hnsw_ef", ef))
-                .transpose()?;
-            (ef, exact)
-        }
-        Some(_) => return Err(ApiError::invalid("params", "expected an object")),
-    };
-    let keys = PayloadKeys::read(body, false)?;
-    let vectors = with_vector(body)?;
-    let extra = u64::from(nearest.exclude.is_some());
-    let top_k = limit.saturating_add(offset).saturating_add(extra);
-    let resp = api
-        .points
-        .search(Request::new(pb::SearchRequest {
-            collection: name.to_string(),
-            vector: nearest.vector,
-            top_k: Some(u32_of("limit", top_k)?),
-            ef,
-            filter: filter("filter", body.get("filter"))?,
-            filter_json: String::new(),
-            with_payload: keys.wanted(),
-            with_vector: vectors,
-            consistency: 0,
-            exact,
-        }))
-        .await
-        .map_err(as_limit)?
-        .into_inner();
-    let threshold = match body.get("score_threshold") {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(
-            v.as_f64()
-                .ok_or_else(|| ApiError::invalid("score_threshold", "expected a number"))?
-                as f32,
-        ),
-    };
-    // Which side of the threshold passes: l2 distances must be at most it, similarities at least.
-    let distances = match threshold {
-        None => false,
-        Some(_) => {
-            let info = api
-                .collections
-                .get(Request::new(pb::GetCollectionRequest {
-                    name: name.to_string(),
-                }))
-                .await?
-                .into_inner();
-            info.metric == pb::Metric::L2 as i32
-        }
-    };
-    resp.results
-        .iter()
-        .filter(|r| nearest.exclude.is_none() || r.id != nearest.exclude)
-        .filter(|r| match threshold {
-            None => true,
-            Some(t) if distances => r.score <= t,
-            Some(t) => r.score >= t,
-        })
-        .skip(offset as usize)
-        .take(limit as usize)
-        .map(|r| scored_json(r, &keys, vectors))
-        .collect()
-}
-
-pub async fn search(State(api): State<Services>, Path(name): Path<String>, bytes: Bytes) -> Reply {
-    let started = Instant::now();
-    let body = body(&bytes)?;
-    let hits = search_body(&api, &name, &body).await?;
-    ok(Value::Array(hits), started)
-}
-
-async fn search_body(api: &Services, name: &str, body: &Body) -> Result<Vec<Value>> {
-    let vector = match body.get("vector") {
-        Some(Value::Object(named)) if named.contains_key("vector") => {
-            match named.get("name") {
-                None | Some(Value::Null) => {}
-                Some(Value::String(n)) if n.is_empty() => {}
-                Some(_) => {
-                    return Err(ApiError::invalid(
-                        "vector.name",
-                        "named vectors are not supported",
-                    ))
-                }
-            }
-            vector_from("vector.vector", &named["vector"])?
-        }
-        Some(v) => vector_from("vector", v)?,
-        None => return Err(ApiError::invalid("vector", "required")),
-    };
-    nearest(
-        api,
-        name,
-        body,
-        Nearest {
-            vector,
-            exclude: None,
-        },
-    )
-    .await
-}
-
-pub async fn search_batch(
-    State(api): State<Services>,
-    Path(name): Path<String>,
-    bytes: Bytes,
-) -> Reply {
-    let started = Instant::now();
-    let body = body(&bytes)?;
-    let mut out = Vec::new();
-    for (i, search) in searches(&body)?.iter().enumerate() {
-        let hits = search_body(&api, &name, search)
-            .await
-            .map_err(|e| e.within(&format!("searches[{i}]")))?;
-        out.push(Value::Array(hits));
-    }
-    ok(Value::Array(out), started)
-}
-
-fn searches(body: &Body) -> Result<Vec<Body>> {
-    body.get("searches")
-        .and_then(Value::as_array)
-        .and_then(|items| items.iter().map(|s| s.as_object().cloned()).collect())
-        .ok_or_else(|| ApiError::invalid("searches", "expected a list of request objects"))
-}
-
-pub async fn query(State(api): State<Services>, Path(name): Path<String>, bytes: Bytes) -> Reply {
-    let started = Instant::now();
-    let body = body(&bytes)?;
-    let points = query_body(&api, &name, &body).await?;
-    ok(json!({"points": points}), started)
-}
-
-pub async fn query_batch(
-    State(api): State<Services>,
-    Path(name): Path<String>,
-    bytes: Bytes,
-) -> Reply {
-    let started = Instant::now();
-    let body = body(&bytes)?;
-    let mut out = Vec::new();
-    for (i, query) in searches(&body)?.iter().enumerate() {
-        let points = query_body(&api, &name, query)
-            .await
-            .map_err(|e| e.within(&format!("searches[{i}]")))?;
-        out.push(json!({"points": points}));
-    }
-    ok(Value::Array(out), started)
-}
-
-async fn query_body(api: &Services, name: &str, body: &Body) -> Result<Vec<Value>> {
-    match body.get("prefetch") {
-        None | Some(Value::Null) => {}
-        Some(Value::Array(p)) if p.is_empty() => {}
-        Some(_) => {
-            return Err(ApiError::invalid(
-                "prefetch",
-                "not supported yet: quiver has no hybrid search to fuse",
-            ))
-        }
-    }
-    match body.get("using") {
-        None | Some(Value::Null) => {}
-        Some(Value::String(s)) if s.is_empty() => {}
-        Some(_) => {
-            return Err(ApiError::invalid(
-                "using",
-                "named vectors are not supported",
-            ))
-        }
-    }
-    let query = match body.get("query") {
-        Some(Value::Object(q)) if q.contains_key("nearest") => Some(&q["nearest"]),
-        Some(Value::Object(q)) => {
-            let kind: Vec<&String> = q.keys().collect();
-            return Err(ApiError::invalid(
-                "query",
-                format!(
-                    "{kind:?} queries are not supported (a vector, {{\"nearest\"}} or a point id)"
-                ),
-            ));
-        }
-        Some(Value::Null) | None => None,
-        Some(q) => Some(q),
-    };
-    let nearest_to = match query {
-        None => return first_points(api, name, body).await,
-        Some(v @ Value::Array(_)) => Nearest {
-            vector: vector_from("query", v)?,
-            exclude: None,
-        },
-        Some(id) => {
-            let id = id_from("query", id)?;
-            let mut found = api
-                .points
-                .get(Request::new(pb::GetPointsRequest {
-                    collection: name.to_string(),
-                    ids: vec![id.clone()],
-                    with_payload: false,
-                    with_vector: true,
-                    consistency: 0,
-                }))
-                .await?
-                .into_inner();
-            let point = found.points.pop().ok_or_else(|| {
-                ApiError::invalid("query", format!("no point with id {}", id_json(Some(&id))))
-            })?;
-            Nearest {
-                vector: point.vector,
-                // The id as the server spells it (a UUID given in capitals or without hyphens
-                // comes back normalised), so the comparison below finds it.
-                exclude: point.id.or(Some(id)),
-            }
-        }
-    };
-    nearest(api, name, body, nearest_to).await
-}
-
-/// A query without a vector: the first points in id order (score 0), filtered.
-async fn first_points(api: &Services, name: &str, body: &Body) -> Result<Vec<Value>> {
-    let limit = limit(body)?;
-    let offset = uint(body, "offset")?.unwrap_or(0);
-    let keys = PayloadKeys::read(body, false)?;
-    let vectors = with_vector(body)?;
-    let resp = api
-        .points
-        .scroll(Request::new(pb::ScrollRequest {
-            collection: name.to_string(),
-            limit: Some(u32_of("limit", limit.saturating_add(offset))?),
-            cursor: String::new(),
-            filter: filter("filter", body.get("filter"))?,
-            filter_json: String::new(),
-            with_payload: keys.wanted(),
-            with_vector: vectors,
-            consistency: 0,
-        }))
-        .await?
-        .into_inner();
-    resp.points
-        .iter()
-        .skip(offset as usize)
-        .take(limit as usize)
-        .map(|p| {
-            let scored = pb::ScoredPoint {
-                id: p.id.clone(),
-                score: 0.0,
-                payload: p.payload.clone(),
-                vector: p.vector.clone(),
-            };
-            scored_json(&scored, &keys, vectors)
-        })
-        .collect()
 }
 
 async fn update_payload(
