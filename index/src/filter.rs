@@ -1217,6 +1217,28 @@ mod tests {
     }
 
     #[test]
+    fn an_explicit_null_counts_as_absent() {
+        for doc in [json!({"a": null}), json!({})] {
+            assert!(
+                !matches(json!({"a": {"$exists": true}}), doc.clone()),
+                "{doc}"
+            );
+            assert!(
+                matches(json!({"a": {"$exists": false}}), doc.clone()),
+                "{doc}"
+            );
+            assert!(matches(json!({"a": {"$ne": 1}}), doc.clone()), "{doc}");
+            assert!(
+                matches(json!({"a": {"$nin": [1, 2]}}), doc.clone()),
+                "{doc}"
+            );
+            assert!(!matches(json!({"a": {"$gte": 0}}), doc.clone()), "{doc}");
+        }
+        assert!(matches(json!({"a": {"$exists": true}}), json!({"a": 0})));
+        assert!(matches(json!({"a": {"$exists": true}}), json!({"a": []})));
+    }
+
+    #[test]
     fn nested_keys_follow_objects() {
         let doc = json!({"meta": {"author": {"name": "ann", "age": 40}}, "flat": 1});
         assert!(matches(json!({"meta.author.name": "ann"}), doc.clone()));
