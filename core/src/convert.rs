@@ -475,6 +475,31 @@ fn payload_size(field: &str, payload: &JsonMap, limits: &LimitsConfig) -> Result
     Ok(())
 }
 
+/// Entry `i` of a batch of points (`points[i]`): its id, once in the batch (`seen` holds the
+/// ids so far), and its vector, checked and prepared for the collection's metric.
+fn batch_entry(
+    i: usize,
+    id: Option<&pb::PointId>,
+    values: &[f32],
+    spec: &CollectionSpec,
+    seen: &mut HashMap<PointId, usize>,
+) -> Result<(PointId, Vec<f32>)> {
+    let id = point_id(&format!("points[{i}].id"), id)?;
+    if let Some(first) = seen.insert(id, i) {
+        return Err(invalid(
+            format!("points[{i}].id"),
+            format!("id {id} appears twice in the batch (also at points[{first}])"),
+        ));
+    }
+    let vector = vector(
+        &format!("points[{i}].vector"),
+        values,
+        spec.dim as usize,
+        spec.metric,
+    )?;
+    Ok((id, vector))
+}
+
 /// Validates an upsert batch. Rule for duplicate ids: a batch may name each id once; a batch
 /// that repeats an id is rejected whole (rather than letting the last one win silently).
 pub fn upsert_points(
@@ -486,19 +511,7 @@ pub fn upsert_points(
     let mut seen: HashMap<PointId, usize> = HashMap::with_capacity(points.len());
     let mut out = Vec::with_capacity(points.len());
     for (i, p) in points.iter().enumerate() {
-        let id = point_id(&format!("points[{i}].id"), p.id.as_ref())?;
-        if let Some(first) = seen.insert(id, i) {
-            return Err(invalid(
-                format!("points[{i}].id"),
-                format!("id {id} appears twice in the batch (also at points[{first}])"),
-            ));
-        }
-        let vector = vector(
-            &format!("points[{i}].vector"),
-            &p.vector,
-            spec.dim as usize,
-            spec.metric,
-        )?;
+        let (id, vector) = batch_entry(i, p.id.as_ref(), &p.vector, spec, &mut seen)?;
         let payload = match &p.payload {
             Some(s) => struct_to_json(&format!("points[{i}].payload"), s)?,
             None => JsonMap::new(),
@@ -695,19 +708,7 @@ pub fn new_vectors(
     let mut seen: HashMap<PointId, usize> = HashMap::with_capacity(points.len());
     let mut out = Vec::with_capacity(points.len());
     for (i, p) in points.iter().enumerate() {
-        let id = point_id(&format!("points[{i}].id"), p.id.as_ref())?;
-        if let Some(first) = seen.insert(id, i) {
-            return Err(invalid(
-                format!("points[{i}].id"),
-                format!("id {id} appears twice in the request (also at points[{first}])"),
-            ));
-        }
-        let vector = vector(
-            &format!("points[{i}].vector"),
-            &p.vector,
-            spec.dim as usize,
-            spec.metric,
-        )?;
+        let (id, vector) = batch_entry(i, p.id.as_ref(), &p.vector, spec, &mut seen)?;
         out.push(NewVector { id, vector });
     }
     Ok(out)

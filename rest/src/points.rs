@@ -108,6 +108,14 @@ fn object_struct(field: &str, value: Option<&Value>) -> Result<Option<prost_type
     }
 }
 
+/// A list of payload keys at `field`.
+fn strings(field: &str, value: &Value) -> Result<Vec<String>> {
+    value
+        .as_array()
+        .and_then(|a| a.iter().map(|k| k.as_str().map(str::to_string)).collect())
+        .ok_or_else(|| ApiError::invalid(field, "expected an array of keys"))
+}
+
 /// Which payload keys an answer carries.
 pub(crate) enum PayloadKeys {
     None,
@@ -118,11 +126,7 @@ pub(crate) enum PayloadKeys {
 
 impl PayloadKeys {
     pub(crate) fn read(body: &Body, default: bool) -> Result<Self> {
-        let keys = |field: &str, v: &Value| -> Result<Vec<String>> {
-            v.as_array()
-                .and_then(|a| a.iter().map(|k| k.as_str().map(str::to_string)).collect())
-                .ok_or_else(|| ApiError::invalid(field, "expected an array of keys"))
-        };
+        let keys = strings;
         Ok(match body.get("with_payload") {
             None | Some(Value::Null) if default => PayloadKeys::All,
             None | Some(Value::Null) => PayloadKeys::None,
@@ -582,15 +586,7 @@ pub async fn delete_payload(
     bytes: Bytes,
 ) -> Reply {
     let body = body(&bytes)?;
-    let keys = body
-        .get("keys")
-        .and_then(Value::as_array)
-        .and_then(|a| {
-            a.iter()
-                .map(|k| k.as_str().map(str::to_string))
-                .collect::<Option<Vec<_>>>()
-        })
-        .ok_or_else(|| ApiError::invalid("keys", "expected a list of keys"))?;
+    let keys = strings("keys", body.get("keys").unwrap_or(&Value::Null))?;
     let change = pb::update_payload_request::Change::DeleteKeys(pb::PayloadKeys { keys });
     update_payload(&api, name, &body, change).await
 }
