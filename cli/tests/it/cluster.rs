@@ -191,38 +191,48 @@ async fn three_nodes_replicate_fail_over_and_catch_up() {
     acked.push(99);
 
     // a request for a shard, sent to a replica that does not lead it, is refused with the
-    // leader's address (what coordinators follow)
-    let info: Value =
-        serde_json::from_str(&nodes[0].must_cli(&["collection", "info", "c"])).unwrap();
-    let shard = &info["shards"][0];
-    let leader = shard["leader"].as_u64().unwrap();
-    assert!(leader != 0, "{info}");
-    let follower = (1..=3).find(|n| *n != leader).unwrap() as usize;
+    // leader's address (what coordinators follow). (On a loaded machine an election may move
+    // the leadership between reading it and asking; then the refusal names the new leader, and
+    // the check is made again.)
     let ids: Vec<quiver_core::point::PointId> =
         (0..BATCH).map(quiver_core::point::PointId::Num).collect();
-    let get = pb::ShardGetRequest {
-        read: Some(pb::ShardRead {
-            group: shard["group"].as_u64().unwrap(),
-            collection: "c".into(),
-            consistency: pb::ReadConsistency::Linearizable as i32,
-        }),
-        ids: quiver_core::encoding::encode(&ids).unwrap(),
-        ..Default::default()
+    let mut attempts = 0;
+    let leader = loop {
+        attempts += 1;
+        let info: Value =
+            serde_json::from_str(&nodes[0].must_cli(&["collection", "info", "c"])).unwrap();
+        let shard = &info["shards"][0];
+        let leader = shard["leader"].as_u64().unwrap();
+        assert!(leader != 0, "{info}");
+        let follower = (1..=3).find(|n| *n != leader).unwrap() as usize;
+        let get = pb::ShardGetRequest {
+            read: Some(pb::ShardRead {
+                group: shard["group"].as_u64().unwrap(),
+                collection: "c".into(),
+                consistency: pb::ReadConsistency::Linearizable as i32,
+            }),
+            ids: quiver_core::encoding::encode(&ids).unwrap(),
+            ..Default::default()
+        };
+        let refused = ShardClient::connect(nodes[follower - 1].endpoint.clone())
+            .await
+            .unwrap()
+            .get(get)
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::Unavailable);
+        if !refused.message().contains(&format!("node {leader}")) && attempts < 5 {
+            continue;
+        }
+        assert!(
+            refused.message().contains(&format!("node {leader}")),
+            "{}",
+            refused.message()
+        );
+        let hint = refused.metadata().get("quiver-leader-address").unwrap();
+        assert_eq!(hint.to_str().unwrap(), addresses[leader as usize - 1]);
+        break leader;
     };
-    let refused = ShardClient::connect(nodes[follower - 1].endpoint.clone())
-        .await
-        .unwrap()
-        .get(get)
-        .await
-        .unwrap_err();
-    assert_eq!(refused.code(), Code::Unavailable);
-    assert!(
-        refused.message().contains(&format!("node {leader}")),
-        "{}",
-        refused.message()
-    );
-    let hint = refused.metadata().get("quiver-leader-address").unwrap();
-    assert_eq!(hint.to_str().unwrap(), addresses[leader as usize - 1]);
 
     // kill -9 the shard's leader: the others elect a new one and keep taking writes
     let killed = leader as usize - 1;

@@ -184,14 +184,41 @@ impl<N: Namespace> Group<N> {
                     Err(self.not_leader(leader))
                 }
             }
-            ReadConsistency::Linearizable => match self.raft.ensure_linearizable().await {
-                Ok(_) => Ok(()),
-                Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(
-                    f,
-                ))) => Err(self.not_leader(f.leader_id)),
-                Err(e) => Err(Error::Unavailable(e.to_string())),
-            },
+            ReadConsistency::Linearizable => {
+                // While an election is under way (no leader known) the read waits for one,
+                // as a write does, so a follower then names the leader to go to.
+                let timeout = Duration::from_millis(self.config.cluster.write_timeout_ms);
+                let deadline = tokio::time::Instant::now() + timeout;
+                loop {
+                    match self.raft.ensure_linearizable().await {
+                        Ok(_) => return Ok(()),
+                        Err(RaftError::APIError(
+                            openraft::error::CheckIsLeaderError::ForwardToLeader(f),
+                        )) => {
+                            if f.leader_id.is_some()
+                                || tokio::time::Instant::now() >= deadline
+                                || !self.wait_for_leader(deadline).await
+                            {
+                                return Err(self.not_leader(f.leader_id));
+                            }
+                        }
+                        Err(e) => return Err(Error::Unavailable(e.to_string())),
+                    }
+                }
+            }
         }
+    }
+
+    /// Waits, until `deadline`, for the group to elect a leader; false if none was elected.
+    /// (It pauses first, in case the metrics already name a leader the core does not.)
+    async fn wait_for_leader(&self, deadline: tokio::time::Instant) -> bool {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
+        self.raft
+            .wait(Some(wait))
+            .metrics(|m| m.current_leader.is_some(), "a leader is elected")
+            .await
+            .is_ok()
     }
 
     /// The error for a request this replica cannot serve, naming the leader when known.
@@ -248,16 +275,8 @@ impl<N: Namespace> Group<N> {
                     if f.leader_id.is_some() {
                         return Err(self.not_leader(f.leader_id));
                     }
-                    // An election is under way: wait for its outcome, then try again (after a
-                    // pause, in case the metrics already name a leader the core does not).
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
-                    let elected = self
-                        .raft
-                        .wait(Some(wait))
-                        .metrics(|m| m.current_leader.is_some(), "a leader is elected")
-                        .await;
-                    if elected.is_err() {
+                    // An election is under way: wait for its outcome, then try again.
+                    if !self.wait_for_leader(deadline).await {
                         return Err(unavailable());
                     }
                 }
