@@ -232,10 +232,11 @@ pub struct StorageConfig {
     /// vote, which breaks Raft's safety. Only for tests and throwaway data. Default `true`.
     pub sync_writes: bool,
     /// `storage.hnsw_dump_every_inserts`: dump a collection's HNSW graph to disk once this many
-    /// points have been inserted since its last dump (at least 1). Default `20000`.
+    /// points have been inserted since its last dump, or a quarter of the graph's size if that
+    /// is fewer (at least 1). Default `20000`.
     pub hnsw_dump_every_inserts: usize,
     /// `storage.hnsw_dump_interval_secs`: how often, in seconds, to check for graphs that are
-    /// due for a dump (at least 1). Default `60`.
+    /// due for a dump (at least 1). Default `10`.
     pub hnsw_dump_interval_secs: u64,
     /// `storage.block_cache_mb`: RocksDB's block cache, in MiB, one for all of a node's replicas
     /// (the meta group's and every shard's; at least 1). Default `64`.
@@ -252,7 +253,7 @@ impl Default for StorageConfig {
         StorageConfig {
             sync_writes: true,
             hnsw_dump_every_inserts: 20_000,
-            hnsw_dump_interval_secs: 60,
+            hnsw_dump_interval_secs: 10,
             block_cache_mb: 64,
             write_buffer_mb: 8,
         }

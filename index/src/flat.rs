@@ -1,7 +1,9 @@
 //! Exact search: a contiguous vector arena addressed by slot, and a bounded top-k.
 //!
-//! [`VectorArena`] stores one vector per slot back to back (`slot * dim`), so a scan is a linear
-//! walk through memory. Vectors are stored already [`prepare`](crate::distance::Metric::prepare)d.
+//! [`VectorArena`] stores vectors back to back in rows (`row * dim`), so a scan is a linear walk
+//! through memory, and maps each slot to its row. A removed slot's row is reused by the next slot
+//! stored, so the arena holds as many vectors as there are live slots (plus one `u32` per slot
+//! ever used). Vectors are stored already [`prepare`](crate::distance::Metric::prepare)d.
 //! [`TopK`] keeps the best `k` hits seen so far in a heap whose top is the worst kept hit.
 
 use std::cmp::Ordering;
@@ -10,11 +12,18 @@ use std::collections::BinaryHeap;
 use crate::distance::Metric;
 use crate::{ScoredSlot, Slot};
 
+/// The row of a slot that holds no vector.
+const NO_ROW: u32 = u32::MAX;
+
 /// Vectors of one dimension, addressed by slot.
 #[derive(Debug, Clone)]
 pub struct VectorArena {
     dim: usize,
     data: Vec<f32>,
+    /// The row of each slot (`NO_ROW`: none).
+    rows: Vec<u32>,
+    /// Rows of removed slots, reused first.
+    free: Vec<u32>,
 }
 
 impl VectorArena {
@@ -22,6 +31,8 @@ impl VectorArena {
         Self {
             dim,
             data: Vec::new(),
+            rows: Vec::new(),
+            free: Vec::new(),
         }
     }
 
@@ -29,34 +40,60 @@ impl VectorArena {
         self.dim
     }
 
-    /// Number of slots allocated (live or not).
+    /// Number of vectors held.
     pub fn len(&self) -> usize {
-        self.data.len() / self.dim.max(1)
+        self.data.len() / self.dim.max(1) - self.free.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.data.is_empty()
+        self.len() == 0
     }
 
-    /// Stores `vector` at `slot`, growing the arena (with zero vectors) as needed.
+    /// Stores `vector` at `slot`, in the slot's row or a free one.
     pub fn set(&mut self, slot: Slot, vector: &[f32]) {
         debug_assert_eq!(vector.len(), self.dim);
-        let start = slot as usize * self.dim;
-        if self.data.len() < start + self.dim {
-            self.data.resize(start + self.dim, 0.0);
+        let s = slot as usize;
+        if self.rows.len() <= s {
+            self.rows.resize(s + 1, NO_ROW);
         }
+        if self.rows[s] == NO_ROW {
+            self.rows[s] = match self.free.pop() {
+                Some(row) => row,
+                None => {
+                    let row = (self.data.len() / self.dim.max(1)) as u32;
+                    self.data.resize(self.data.len() + self.dim, 0.0);
+                    row
+                }
+            };
+        }
+        let start = self.rows[s] as usize * self.dim;
         self.data[start..start + self.dim].copy_from_slice(vector);
     }
 
-    /// The vector at `slot`, if the arena reaches that far.
+    /// Forgets the vector at `slot`; its row is reused by a later [`set`](Self::set).
+    pub fn remove(&mut self, slot: Slot) {
+        if let Some(row) = self.rows.get_mut(slot as usize) {
+            if *row != NO_ROW {
+                self.free.push(*row);
+                *row = NO_ROW;
+            }
+        }
+    }
+
+    /// The vector at `slot`, if it holds one.
     pub fn get(&self, slot: Slot) -> Option<&[f32]> {
-        let start = slot as usize * self.dim;
+        let row = *self.rows.get(slot as usize)?;
+        if row == NO_ROW {
+            return None;
+        }
+        let start = row as usize * self.dim;
         self.data.get(start..start + self.dim)
     }
 
-    /// Bytes held by the vectors.
+    /// Bytes held by the vectors and the slot map.
     pub fn memory_bytes(&self) -> usize {
         self.data.capacity() * std::mem::size_of::<f32>()
+            + (self.rows.capacity() + self.free.capacity()) * std::mem::size_of::<u32>()
     }
 
     /// Exact top-k over `slots`, best first.
@@ -183,5 +220,29 @@ mod tests {
         arena.set(0, &[1.0, 1.0]);
         assert_eq!(arena.search(Metric::L2, &[0.0, 0.0], 5, [0, 7]).len(), 1);
         assert!(arena.search(Metric::L2, &[0.0, 0.0], 0, [0]).is_empty());
+    }
+
+    #[test]
+    fn a_removed_slots_row_is_reused() {
+        let v = |x: f32| [x; 16];
+        let mut arena = VectorArena::new(16);
+        for slot in 0..4 {
+            arena.set(slot, &v(slot as f32));
+        }
+        // every version replaced by a new slot: the vectors held stay the live ones
+        for slot in 4..400 {
+            arena.remove(slot - 4);
+            arena.set(slot, &v(slot as f32));
+        }
+        assert_eq!(arena.len(), 4);
+        assert_eq!(arena.get(3), None);
+        assert_eq!(arena.get(399), Some(&v(399.0)[..]));
+        assert_eq!(arena.get(396), Some(&v(396.0)[..]));
+        // 4 vectors and a u32 per slot, not 400 vectors (25,600 bytes)
+        assert!(arena.memory_bytes() < 4 * 64 + 512 * 4 + 64, "{}", arena.memory_bytes());
+        // a slot stored again keeps its row
+        arena.set(399, &v(0.5));
+        assert_eq!(arena.len(), 4);
+        assert_eq!(arena.get(399), Some(&v(0.5)[..]));
     }
 }

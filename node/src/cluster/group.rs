@@ -388,7 +388,7 @@ impl ShardGroup {
             self.config.storage.hnsw_dump_every_inserts
         };
         for collection in self.collections() {
-            if collection.graph_inserts_since_dump() < threshold {
+            if !collection.graph_dump_due(threshold) {
                 continue;
             }
             let dir = graph_dir(&self.derived, collection.meta.id);

@@ -10,6 +10,7 @@
 //! replica whose state is at or past its `indexed_upto`: Raft snapshots carry one.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use quiver_index::hnsw::HnswIndex;
@@ -37,7 +38,8 @@ pub struct OpenReport {
     pub points: usize,
     /// Whether the graph came from a dump (false: built from the points).
     pub graph_loaded: bool,
-    /// Points inserted into the graph at open (all of them when it was rebuilt).
+    /// Points the graph misses at open (all of them when there was no dump), inserted in the
+    /// background.
     pub graph_inserts: usize,
     pub elapsed_ms: u128,
 }
@@ -87,34 +89,33 @@ impl Collection {
             None => Collection::new(meta),
         };
         let resume_after = collection.progress.lock().indexed_upto;
-        let mut pending: Vec<(Slot, Vec<f32>)> = Vec::new();
+        let has_graph = collection.meta.spec.index != IndexKind::Flat;
+        let mut pending = 0;
         {
             let mut seg = collection.segment.write();
             for (id, rec) in records {
-                if collection.graph.is_some() && resume_after.is_none_or(|w| rec.slot > w) {
-                    pending.push((rec.slot, rec.vector.clone()));
+                if has_graph && resume_after.is_none_or(|w| rec.slot > w) {
+                    pending += 1;
                 }
                 seg.put(id, rec.slot, &rec.vector, rec.payload);
             }
+            if let (true, Some(upto)) = (graph_loaded, resume_after) {
+                // The dump holds every slot up to `upto`, including versions retired since.
+                let mut dead = roaring::RoaringBitmap::new();
+                dead.insert_range(0..=upto);
+                dead -= &seg.live;
+                seg.dead = dead;
+            }
         }
-        if let (true, Some(upto)) = (graph_loaded, resume_after) {
-            // The dump holds every slot up to `upto`, including versions retired since.
-            let mut seg = collection.segment.write();
-            let mut dead = roaring::RoaringBitmap::new();
-            dead.insert_range(0..=upto);
-            dead -= &seg.live;
-            seg.dead = dead;
-        }
-        pending.sort_by_key(|(slot, _)| *slot);
-        collection.index_slots(&pending);
-        if graph_loaded {
-            // Points re-inserted at open are not in the dump yet.
-            collection.progress.lock().inserts_since_dump = pending.len();
+        // The points the graph misses are inserted in the background, once the state machine
+        // calls `maintain_graph`; searches score them exactly meanwhile.
+        if pending > 0 {
+            collection.catching_up.store(true, Ordering::SeqCst);
         }
         let report = OpenReport {
             points: collection.points_count(),
             graph_loaded,
-            graph_inserts: pending.len(),
+            graph_inserts: pending,
             elapsed_ms: started.elapsed().as_millis(),
         };
         Ok((collection, report))
@@ -125,13 +126,25 @@ impl Collection {
         self.progress.lock().inserts_since_dump
     }
 
+    /// Whether the graph is due for a dump: `every_inserts` inserts since the last one, or a
+    /// quarter of the graph if that is fewer (so writing dumps costs a bounded multiple of
+    /// building the graph, and after a crash the graph misses at most a quarter of its points plus
+    /// the inserts of one check interval).
+    pub fn graph_dump_due(&self, every_inserts: usize) -> bool {
+        let Some(graph) = self.graph() else {
+            return false;
+        };
+        let inserts = self.graph_inserts_since_dump();
+        inserts > 0 && (inserts >= every_inserts || inserts * 4 >= graph.len())
+    }
+
     /// Dumps the graph into `graph_dir` if it changed since the last dump. Graph inserts (and so
     /// writes to this collection) wait while the dump runs.
     pub fn dump_graph(&self, graph_dir: &Path) -> Result<bool> {
-        let Some(graph) = &self.graph else {
+        let mut progress = self.progress.lock();
+        let Some(graph) = self.graph() else {
             return Ok(false);
         };
-        let mut progress = self.progress.lock();
         if progress.inserts_since_dump == 0 && read_manifest(graph_dir).is_some() {
             return Ok(false);
         }

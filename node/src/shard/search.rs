@@ -12,12 +12,16 @@
 //!   widened as the filter gets more selective so enough matches are found.
 //!
 //! Tombstones and filters are always tested inside the search, so a search returns `top_k` hits
-//! whenever that many live points match.
+//! whenever that many live points match. Live points the graph does not hold yet are scored
+//! exactly beside the graph's hits, so a point is found as soon as its write is applied.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use quiver_core::shard::SearchQuery;
+use quiver_index::distance::Metric;
 use quiver_index::filter::Filter;
+use quiver_index::flat::TopK;
 use quiver_index::{ScoredSlot, Slot};
 use roaring::RoaringBitmap;
 
@@ -95,6 +99,27 @@ fn candidates(seg: &Segment, filter: &Filter) -> Candidates {
     Candidates::Estimated(hits as f64 / sample as f64)
 }
 
+/// The best `k` of the graph's hits and the exactly scored ones (a slot in both counts once).
+fn merge(
+    metric: Metric,
+    k: usize,
+    graph: Vec<ScoredSlot>,
+    exact: Vec<ScoredSlot>,
+) -> Vec<ScoredSlot> {
+    if exact.is_empty() {
+        return graph;
+    }
+    let mut top = TopK::new(metric, k);
+    let scored: RoaringBitmap = exact.iter().map(|h| h.slot).collect();
+    for hit in graph.into_iter().filter(|h| !scored.contains(h.slot)) {
+        top.push(hit);
+    }
+    for hit in exact {
+        top.push(hit);
+    }
+    top.into_sorted_vec()
+}
+
 fn matches(seg: &Segment, filter: &Filter, slot: Slot) -> bool {
     seg.payloads.get(&slot).is_some_and(|p| filter.matches(p))
 }
@@ -110,9 +135,16 @@ impl Collection {
             .or(self.meta.spec.default_ef.map(|e| e as usize))
             .unwrap_or(config.default_ef)
             .clamp(1, config.max_ef);
-        let graph = match (&self.graph, self.meta.spec.index, params.exact) {
+        let graph = match (self.graph(), self.meta.spec.index, params.exact) {
             (Some(g), IndexKind::Hnsw(_), false) => Some(g),
             _ => None,
+        };
+        // Live slots the graph does not hold yet (being inserted, or left to a background
+        // catch-up after an open) are scored exactly beside the graph's hits.
+        let unindexed_from = self.indexed_below.load(Ordering::SeqCst);
+        let unindexed = || {
+            let from = Slot::try_from(unindexed_from).unwrap_or(Slot::MAX);
+            seg.live.range(from..)
         };
         let (hits, plan): (Vec<ScoredSlot>, Plan) = match (&params.filter, graph) {
             (None, None) => (
@@ -131,7 +163,9 @@ impl Collection {
                 } else {
                     Some(&live)
                 };
-                (g.search(&params.vector, k, ef, accept), Plan::Hnsw)
+                let found = g.search(&params.vector, k, ef, accept);
+                let rest = seg.arena.search(metric, &params.vector, k, unindexed());
+                (merge(metric, k, found, rest), Plan::Hnsw)
             }
             (Some(filter), graph) => {
                 let candidates = candidates(&seg, filter);
@@ -152,10 +186,10 @@ impl Collection {
                                 seg.live.contains(slot) && matches(&seg, filter, slot)
                             }
                         };
-                        (
-                            g.search(&params.vector, k, ef, Some(&accept)),
-                            Plan::HnswFiltered,
-                        )
+                        let found = g.search(&params.vector, k, ef, Some(&accept));
+                        let rest = unindexed().filter(|slot| accept(*slot));
+                        let rest = seg.arena.search(metric, &params.vector, k, rest);
+                        (merge(metric, k, found, rest), Plan::HnswFiltered)
                     }
                     _ => {
                         let hits = match &candidates {

@@ -373,6 +373,9 @@ impl Namespace for Points {
             );
             collections.insert(collection.name().to_string(), Arc::new(collection));
         }
+        for collection in collections.values() {
+            Collection::maintain_graph(collection);
+        }
         *self.catalog.collections.write() = collections;
         Ok(())
     }
@@ -435,9 +438,13 @@ impl Namespace for Points {
                     .write()
                     .insert(name, Arc::new(Collection::new(meta)));
             }
-            PointsEffect::Upsert(collection, points) => collection.apply_upserts(points),
+            PointsEffect::Upsert(collection, points) => {
+                collection.apply_upserts(points);
+                Collection::maintain_graph(&collection);
+            }
             PointsEffect::Delete(collection, ids) => {
                 collection.apply_deletes(&ids);
+                Collection::maintain_graph(&collection);
             }
             PointsEffect::Payloads(collection, payloads) => collection.apply_payloads(payloads),
             PointsEffect::PayloadIndexes(collection, indexes) => {

@@ -392,7 +392,9 @@ fn a_snapshot_carries_the_graph_dump_and_the_follower_inserts_only_what_came_aft
     assert_eq!(follower.last_applied(), Some(4));
     let installed = follower.view().get("m").unwrap();
     assert_eq!(installed.points_count(), 219);
-    // the graph came from the dump: only the 20 points written after it were inserted
+    // the graph came from the dump: only the 20 points written after it are inserted (in the
+    // background)
+    wait_until(|| installed.indexed_vectors() == 219);
     assert_eq!(installed.graph_inserts_since_dump(), 20);
     let search = |query: Vec<f32>| {
         let params = SearchQuery {
@@ -583,4 +585,111 @@ fn a_meta_command_in_a_shard_log_is_refused_not_applied() {
     .unwrap();
     let refused = Proposal::<ShardCommand>::decode(MachineKind::Shard, &entry).unwrap_err();
     assert!(refused.to_string().contains("Meta"), "{refused}");
+}
+
+/// Waits (up to 10 s) for a collection's background work to reach `done`.
+fn wait_until(done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "background work did not finish");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// Upserts points `ids` at `(id, round)`: a new version of each, so a new slot.
+fn upsert_round(ids: std::ops::Range<u64>, round: u64) -> ShardCommand {
+    ShardCommand::Points(PointsCommand::Upsert {
+        collection: "m".into(),
+        collection_id: 1,
+        points: ids
+            .map(|id| NewPoint {
+                id: PointId::Num(id),
+                vector: vec![id as f32, round as f32],
+                payload: JsonMap::new(),
+            })
+            .collect(),
+    })
+}
+
+fn nearest(collection: &crate::shard::Collection, query: Vec<f32>) -> (PointId, &'static str) {
+    let params = SearchQuery {
+        vector: query,
+        top_k: 1,
+        ef: Some(64),
+        filter: None,
+        exact: false,
+        with_payload: false,
+        with_vector: false,
+    };
+    let planner = PlannerConfig {
+        exact_search_threshold: 0,
+        default_ef: 64,
+        max_ef: 256,
+    };
+    let (hits, plan) = collection.search(&params, &planner);
+    (hits[0].id, plan.as_str())
+}
+
+#[test]
+fn re_upserting_the_same_points_keeps_the_graph_and_the_vectors_bounded() {
+    let graphs = tempfile::tempdir().unwrap();
+    let mut sm = ShardMachine::open(Arc::new(MemoryStorage::default()), graphs.path()).unwrap();
+    let hnsw = spec(IndexKind::Hnsw(HnswParams {
+        m: 8,
+        ef_construction: 32,
+    }));
+    sm.apply(1, &serve(1, hnsw)).unwrap();
+    let live = 300;
+    let mut index = 2;
+    for round in 0..30 {
+        sm.apply(index, &upsert_round(0..live, round)).unwrap();
+        index += 1;
+        let collection = sm.view().get("m").unwrap();
+        // every point is found at its latest version, a rebuild running or not
+        assert_eq!(
+            nearest(&collection, vec![7.0, round as f32]).0,
+            PointId::Num(7)
+        );
+        assert!(collection.indexed_vectors() <= live as usize);
+    }
+    let collection = sm.view().get("m").unwrap();
+    // 9,000 versions of 300 points: the graph was rebuilt without its tombstones
+    let bounded = || collection.graph().unwrap().len() <= live as usize * 2 + 1_000;
+    wait_until(bounded);
+    assert_eq!(collection.segment().arena.len(), live as usize);
+    wait_until(|| collection.indexed_vectors() == live as usize);
+    for id in [0, 150, 299] {
+        assert_eq!(
+            nearest(&collection, vec![id as f32, 29.0]),
+            (PointId::Num(id), "hnsw")
+        );
+    }
+}
+
+#[test]
+fn an_open_without_a_graph_dump_searches_at_once_and_indexes_in_the_background() {
+    let graphs = tempfile::tempdir().unwrap();
+    let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::default());
+    let mut sm = ShardMachine::open(storage.clone(), graphs.path()).unwrap();
+    let hnsw = spec(IndexKind::Hnsw(HnswParams {
+        m: 8,
+        ef_construction: 32,
+    }));
+    sm.apply(1, &serve(1, hnsw)).unwrap();
+    sm.apply(2, &upsert_round(0..3000, 0)).unwrap();
+    drop(sm);
+
+    // no dump was written (a kill -9): the graph is rebuilt in the background
+    let mut reopened = ShardMachine::open(storage, graphs.path()).unwrap();
+    let collection = reopened.view().get("m").unwrap();
+    assert_eq!(collection.points_count(), 3000);
+    // found while the graph is being built, and so is a point written meanwhile
+    assert_eq!(nearest(&collection, vec![1234.0, 0.0]).0, PointId::Num(1234));
+    reopened.apply(3, &upsert_round(3000..3001, 5)).unwrap();
+    assert_eq!(nearest(&collection, vec![3000.0, 5.0]).0, PointId::Num(3000));
+    wait_until(|| collection.indexed_vectors() == 3001);
+    assert_eq!(
+        nearest(&collection, vec![2999.0, 0.0]),
+        (PointId::Num(2999), "hnsw")
+    );
 }
