@@ -91,6 +91,11 @@ pub struct ClusterConfig {
     /// `cluster.log_entries_kept`: entries kept in the log behind the last snapshot, so a
     /// briefly lagging replica catches up from the log instead of a snapshot. Default `1000`.
     pub log_entries_kept: u64,
+    /// `cluster.rebalance_leaders_after_secs`: a shard's preferred leader (the first replica the
+    /// shard map names; they are spread evenly over the nodes) that has followed another leader
+    /// this long, caught up, campaigns to lead again, so leadership spreads back out after a
+    /// failover. 0 never rebalances. Default `10`.
+    pub rebalance_leaders_after_secs: u64,
     /// `cluster.peer_routes`: where to connect for a peer's advertised address, as
     /// `"advertised ip:port" = "ip:port to dial"` (a tunnel, or a fault-injecting proxy in
     /// tests). Peers not listed are dialled at their advertised address. Default: empty.
@@ -109,6 +114,7 @@ impl Default for ClusterConfig {
             write_timeout_ms: 10_000,
             snapshot_every_entries: 20_000,
             log_entries_kept: 1_000,
+            rebalance_leaders_after_secs: 10,
             peer_routes: BTreeMap::new(),
         }
     }

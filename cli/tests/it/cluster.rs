@@ -719,3 +719,109 @@ async fn the_router_checks_batches_against_the_clusters_limits() {
     assert_eq!(present, 0, "a refused batch changed a shard");
     upsert(&router.endpoint, 0).await.unwrap();
 }
+
+/// The leader of each shard of collection `c`, and its preferred leader (its first replica),
+/// as node ids, from `collection info` through `node`.
+fn shard_leaders(node: &QuiverProcess) -> Result<Vec<(u64, u64)>, String> {
+    let (ok, out, err) = node.cli(&["collection", "info", "c"]);
+    if !ok {
+        return Err(err);
+    }
+    let info: Value = serde_json::from_str(&out).map_err(|e| e.to_string())?;
+    Ok(info["shards"]
+        .as_array()
+        .ok_or("no shards")?
+        .iter()
+        .map(|s| {
+            (
+                s["leader"].as_u64().unwrap_or(0),
+                s["replicas"][0]["node"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leadership_spreads_back_to_a_node_that_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let envs = [("QUIVER_CLUSTER__REBALANCE_LEADERS_AFTER_SECS", "2")];
+    let (mut nodes, addresses) = must_form_cluster_with(dir.path(), &envs);
+    CollectionsClient::connect(nodes[0].endpoint.clone())
+        .await
+        .unwrap()
+        .create(pb::CreateCollectionRequest {
+            name: "c".into(),
+            dim: DIM as u32,
+            metric: pb::Metric::L2 as i32,
+            shard_count: Some(3),
+            replication_factor: Some(3),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // each node is the preferred leader of one shard, and leads it
+    let spread = |leaders: &[(u64, u64)]| {
+        let mut preferred: Vec<u64> = leaders.iter().map(|(_, p)| *p).collect();
+        preferred.sort();
+        preferred == [1, 2, 3] && leaders.iter().all(|(l, p)| l == p)
+    };
+    let (head, tail) = nodes.split_at_mut(1);
+    let (first, second) = (&head[0], &mut tail[0]);
+    eventually(Duration::from_secs(30), "leaders never spread", || async {
+        match shard_leaders(first) {
+            Ok(l) if spread(&l) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+
+    // a writer keeps importing through node 1 (retrying a batch until it is acknowledged)
+    let endpoint = first.endpoint.clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut acked = Vec::new();
+            let mut b = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                if upsert(&endpoint, b).await.is_ok() {
+                    acked.push(b);
+                    b += 1;
+                } else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+            acked
+        })
+    };
+
+    // node 2 dies: the others lead its shard; it returns, and leads its shard again
+    second.kill9();
+    eventually(Duration::from_secs(30), "no failover", || async {
+        match shard_leaders(first) {
+            Ok(l) if l.iter().all(|(leader, _)| *leader == 1 || *leader == 3) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    *second = start_member_with(dir.path(), 2, &addresses[1], &envs);
+    eventually(Duration::from_secs(60), "leadership never spread back", || async {
+        match shard_leaders(first) {
+            Ok(l) if spread(&l) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+
+    // and no acknowledged write was lost on the way
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let acked = writer.await.unwrap();
+    assert!(acked.len() > 5, "the writer made no progress: {acked:?}");
+    let present = eventually(Duration::from_secs(30), "never served", || {
+        count_present(&first.endpoint, &acked, pb::ReadConsistency::Linearizable)
+    })
+    .await;
+    assert_eq!(present, acked.len() * BATCH as usize, "acknowledged writes lost");
+}

@@ -6,12 +6,14 @@
 //!
 //! The node follows the shard map its meta replica applies ([`Node::reconcile`], run at start
 //! and on every change, in `reconcile`): it opens the shard groups placed on it and closes and
-//! deletes the ones moved away. Replica moves and node removal are in `moves`.
+//! deletes the ones moved away. Replica moves and node removal are in `moves`; leadership
+//! spreading back out after failovers in `leadership`.
 //!
 //! Creating a collection runs on the meta leader: it places the shards, commits the placement,
 //! has each shard's first replica form the group and serve the collection, then marks the
 //! collection ready. If the leader fails half-way, whichever node leads next finishes the job.
 
+mod leadership;
 mod moves;
 mod reconcile;
 
@@ -80,6 +82,9 @@ pub struct Node {
     moving: tokio::sync::Mutex<()>,
     /// Set while a task finishes collections whose creation was interrupted.
     finishing: AtomicBool,
+    /// Since when each shard group this node is the preferred leader of has been led by
+    /// another node (see `leadership`).
+    following_since: parking_lot::Mutex<BTreeMap<u64, std::time::Instant>>,
     stopped: AtomicBool,
 }
 
@@ -113,6 +118,7 @@ impl Node {
             initializing: tokio::sync::Mutex::new(()),
             moving: tokio::sync::Mutex::new(()),
             finishing: AtomicBool::new(false),
+            following_since: parking_lot::Mutex::default(),
             stopped: AtomicBool::new(false),
         });
         if node.config.cluster.bootstrap {

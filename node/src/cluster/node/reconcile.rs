@@ -165,7 +165,7 @@ impl Node {
 }
 
 /// Re-runs [`Node::reconcile`] whenever the shard map changes, and every few seconds, until the
-/// node is dropped.
+/// node is dropped; and each time, spreads leadership back out (`leadership`).
 pub(super) fn spawn_reconciler(node: Weak<Node>, mut changes: tokio::sync::watch::Receiver<u64>) {
     tokio::spawn(async move {
         loop {
@@ -176,6 +176,7 @@ pub(super) fn spawn_reconciler(node: Weak<Node>, mut changes: tokio::sync::watch
             if let Err(e) = node.reconcile().await {
                 warn!(error = %e, "reconciling shard replicas failed");
             }
+            node.rebalance_leaders().await;
         }
     });
 }
