@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/quiver/v1/raft.proto",
         "proto/quiver/v1/cluster.proto",
         "proto/quiver/v1/shard.proto",
+        "proto/quiver/v1/snapshots.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");

@@ -60,9 +60,17 @@ pub async fn run(
         tracing::info!(nodes, router = %listen.grpc, "local cluster ready");
         let timeout =
             Duration::from_millis(quiver_config::ClusterConfig::default().write_timeout_ms);
-        quiver_router::run(listen.grpc, Some(listen.rest), addresses, timeout, shutdown)
-            .await
-            .context("router failed")
+        let snapshots = Some(data_dir.join("snapshots"));
+        quiver_router::run(
+            listen.grpc,
+            Some(listen.rest),
+            addresses,
+            timeout,
+            snapshots,
+            shutdown,
+        )
+        .await
+        .context("router failed")
     }
     .await;
     let _ = stop.send(true);

@@ -35,6 +35,9 @@ pub struct RouterArgs {
     /// Also serve the Qdrant-compatible REST API on this address.
     #[arg(long)]
     rest_listen: Option<SocketAddr>,
+    /// Keep collection snapshots made through this router here (none are kept without it).
+    #[arg(long)]
+    snapshot_dir: Option<PathBuf>,
     /// How long a request may spend finding a replica that serves it (leader changes, moved
     /// replicas, no quorum) before it fails with UNAVAILABLE, in milliseconds.
     #[arg(long, default_value_t = 10_000)]
@@ -60,6 +63,7 @@ pub async fn router(args: RouterArgs) -> anyhow::Result<()> {
         args.rest_listen,
         args.join,
         timeout,
+        args.snapshot_dir,
         shutdown_signal(),
     )
     .await

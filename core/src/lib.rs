@@ -5,7 +5,8 @@
 //! - [`convert`]: wire <-> domain conversion, with every validation a request needs;
 //! - [`shard`]: what a coordinator asks of a shard replica, and the [`shard::ShardClient`] trait;
 //! - [`directory`]: where shards are, and who changes the catalogue;
-//! - [`encoding`]: the versioned encoding of stored rows, logged commands and shard requests.
+//! - [`encoding`]: the versioned encoding of stored rows, logged commands and shard requests;
+//! - [`snapshot_file`]: the file a collection snapshot is saved as.
 //!
 //! No storage, no consensus, no index graph: a router links this without them.
 
@@ -16,6 +17,7 @@ pub mod error;
 pub mod placement;
 pub mod point;
 pub mod shard;
+pub mod snapshot_file;
 pub mod status;
 
 pub use error::{Error, Result};

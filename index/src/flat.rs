@@ -239,7 +239,11 @@ mod tests {
         assert_eq!(arena.get(399), Some(&v(399.0)[..]));
         assert_eq!(arena.get(396), Some(&v(396.0)[..]));
         // 4 vectors and a u32 per slot, not 400 vectors (25,600 bytes)
-        assert!(arena.memory_bytes() < 4 * 64 + 512 * 4 + 64, "{}", arena.memory_bytes());
+        assert!(
+            arena.memory_bytes() < 4 * 64 + 512 * 4 + 64,
+            "{}",
+            arena.memory_bytes()
+        );
         // a slot stored again keeps its row
         arena.set(399, &v(0.5));
         assert_eq!(arena.len(), 4);

@@ -10,6 +10,7 @@
 //! the replica moved away) is refused as a stale shard map, even while its files are removed.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use quiver_core::convert;
 use quiver_core::point::PointId;
@@ -68,6 +69,12 @@ impl LocalShards {
         // Not before the group serves the collection: the write would be rejected, and its
         // rejection remembered under its idempotency key.
         serving(&replica, command.collection())?;
+        // While a snapshot's cut holds this shard's writes, the write waits.
+        let timeout = Duration::from_millis(self.node.config().cluster.write_timeout_ms);
+        let _passed = replica
+            .fence()
+            .pass(tokio::time::Instant::now() + timeout)
+            .await?;
         let command = ShardCommand::Points(command.clone());
         let applied = replica.write(idempotency_key, command).await?;
         Ok(pb::WriteResponse {
@@ -248,4 +255,33 @@ impl ShardClient for LocalShards {
     async fn counts(&self, group: u64, collection: &str) -> Result<ShardCounts, Status> {
         Ok(self.shard_counts(group, collection)?)
     }
+
+    async fn freeze(&self, group: u64, token: &str, ttl_ms: u64) -> Result<(), Status> {
+        if token.is_empty() {
+            return Err(Error::invalid("token", "required").into());
+        }
+        if !(1..=MAX_FREEZE_MS).contains(&ttl_ms) {
+            return Err(Error::invalid("ttl_ms", format!("must be in 1..={MAX_FREEZE_MS}")).into());
+        }
+        let replica = self.replica(group)?;
+        replica.check_writable()?;
+        if !replica.is_leader() {
+            return Err(Status::from(replica.not_leader(replica.leader())));
+        }
+        let term = replica.term();
+        replica
+            .fence()
+            .hold(token, Duration::from_millis(ttl_ms), term)
+            .await?;
+        Ok(())
+    }
+
+    async fn thaw(&self, group: u64, token: &str) -> Result<bool, Status> {
+        let replica = self.replica(group)?;
+        let term = replica.term();
+        Ok(replica.fence().release(token, term) && replica.is_leader())
+    }
 }
+
+/// The longest a snapshot may hold a shard's writes.
+const MAX_FREEZE_MS: u64 = 600_000;

@@ -50,7 +50,7 @@ pub struct LocalShards {
 
 /// Which replica of a shard may answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Route {
+pub(crate) enum Route {
     Leader,
     /// Any replica, this process's own first.
     Nearest,
@@ -126,7 +126,7 @@ impl Coordinator {
 
     /// The placement of `name`, learning the shard map again (a few times, briefly) if it is
     /// not known: a collection created a moment ago may not have reached this directory yet.
-    async fn placement(&self, field: &str, name: &str) -> Result<Placement, Status> {
+    pub(crate) async fn placement(&self, field: &str, name: &str) -> Result<Placement, Status> {
         let name = convert::collection_name(field, name)?;
         for _ in 0..3 {
             match self.directory.placement(&name) {
@@ -151,7 +151,7 @@ impl Coordinator {
     /// Runs `call` against a replica of shard `shard` of `collection`, following leader
     /// redirects and moved replicas until it succeeds, fails for good, or the coordinator's
     /// timeout passes (then with the last failure, UNAVAILABLE).
-    async fn on_shard<T, F, Fut>(
+    pub(crate) async fn on_shard<T, F, Fut>(
         &self,
         collection: &Placement,
         shard: usize,
@@ -286,7 +286,11 @@ impl Coordinator {
         .await
     }
 
-    fn read(placement: &Placement, shard: usize, consistency: ReadConsistency) -> ShardRead {
+    pub(crate) fn read(
+        placement: &Placement,
+        shard: usize,
+        consistency: ReadConsistency,
+    ) -> ShardRead {
         ShardRead {
             group: placement.shards[shard].group,
             collection: placement.spec.name.clone(),

@@ -12,16 +12,21 @@
 //!   cluster ([`RemoteDirectory`]) and fetched again when an answer says it is stale; `Collections`
 //!   and `Cluster` calls go to the meta group's leader ([`Upstream`]).
 //!
+//! Collection snapshots are served by [`snapshots`], read at one point in time by `export`.
+//!
 //! This crate links no storage, no consensus and no index graph.
 
 pub mod coordinator;
 pub mod directory;
+mod export;
 pub mod front;
 pub mod remote_shards;
+pub mod snapshots;
 pub mod upstream;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +36,7 @@ use quiver_core::directory::{Catalogue, Directory};
 use quiver_proto::v1::cluster_server::ClusterServer;
 use quiver_proto::v1::collections_server::CollectionsServer;
 use quiver_proto::v1::points_server::PointsServer;
+use quiver_proto::v1::snapshots_server::SnapshotsServer;
 use quiver_proto::wire::Channels;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
@@ -39,6 +45,7 @@ use tracing::info;
 pub use coordinator::{Coordinator, LocalShards};
 pub use directory::RemoteDirectory;
 use front::{CatalogueRoute, ClusterForwarder, CollectionsFront, PointsFront};
+use snapshots::SnapshotsFront;
 pub use upstream::Upstream;
 
 /// Errors of running a router.
@@ -61,6 +68,8 @@ pub struct Front {
     route: Arc<CatalogueRoute>,
     /// Set on a standalone router.
     upstream: Option<Arc<Upstream>>,
+    /// Where collection snapshots are kept (None: none are).
+    snapshot_dir: Option<PathBuf>,
 }
 
 impl Front {
@@ -84,7 +93,14 @@ impl Front {
                 channels,
             }),
             upstream: None,
+            snapshot_dir: None,
         }
+    }
+
+    /// The same front, keeping collection snapshots under `dir`.
+    pub fn keep_snapshots_in(mut self, dir: PathBuf) -> Self {
+        self.snapshot_dir = Some(dir);
+        self
     }
 
     /// A standalone front for the cluster `members` belong to; the shard map is fetched once
@@ -106,6 +122,7 @@ impl Front {
             coordinator: Arc::new(coordinator),
             route: Arc::new(CatalogueRoute::Upstream(upstream.clone())),
             upstream: Some(upstream),
+            snapshot_dir: None,
         }
     }
 
@@ -131,6 +148,14 @@ impl Front {
             }),
             points: Arc::new(PointsFront(self.coordinator.clone())),
         }
+    }
+
+    /// `Snapshots`.
+    pub fn snapshots(&self) -> SnapshotsServer<SnapshotsFront> {
+        SnapshotsServer::new(SnapshotsFront {
+            coordinator: self.coordinator.clone(),
+            dir: self.snapshot_dir.clone(),
+        })
     }
 
     /// `Points`, taking requests of up to `max_request_bytes`.
@@ -160,12 +185,14 @@ fn spawn_refresher(directory: std::sync::Weak<RemoteDirectory>) {
 }
 
 /// Serves a standalone router on `listen` (and, given `rest_listen`, the REST API there) for the
-/// cluster that `members` belong to, until `shutdown` completes; see [`serve`].
+/// cluster that `members` belong to, keeping collection snapshots in `snapshot_dir` if given,
+/// until `shutdown` completes; see [`serve`].
 pub async fn run(
     listen: SocketAddr,
     rest_listen: Option<SocketAddr>,
     members: Vec<String>,
     timeout: Duration,
+    snapshot_dir: Option<PathBuf>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RouterError> {
     if members.is_empty() {
@@ -185,7 +212,7 @@ pub async fn run(
         .local_addr()
         .map_err(|e| RouterError::Serve(e.to_string()))?;
     info!(listen = %local, members = ?members, "quiver router serving gRPC");
-    serve(members, timeout, listener, rest, shutdown).await
+    serve(members, timeout, snapshot_dir, listener, rest, shutdown).await
 }
 
 /// Serves a standalone router for the cluster `members` belong to on `listener` (and the REST
@@ -194,11 +221,15 @@ pub async fn run(
 pub async fn serve(
     members: Vec<String>,
     timeout: Duration,
+    snapshot_dir: Option<PathBuf>,
     listener: TcpListener,
     rest: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RouterError> {
-    let front = Front::standalone(members, timeout).await;
+    let mut front = Front::standalone(members, timeout).await;
+    if let Some(dir) = snapshot_dir {
+        front = front.keep_snapshots_in(dir);
+    }
     let (mut health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<CollectionsServer<CollectionsFront>>()
@@ -235,6 +266,7 @@ pub async fn serve(
         .add_service(ClusterServer::new(ClusterForwarder(upstream)))
         .add_service(front.collections(usize::MAX))
         .add_service(front.points(usize::MAX))
+        .add_service(front.snapshots())
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     let _ = stop_rest.send(());

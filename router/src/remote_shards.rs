@@ -120,4 +120,22 @@ impl ShardClient for RemoteShards {
             indexed_vectors: answer.indexed_vectors,
         })
     }
+
+    async fn freeze(&self, group: u64, token: &str, ttl_ms: u64) -> Result<(), Status> {
+        let request = pb::FreezeRequest {
+            group,
+            token: token.to_string(),
+            ttl_ms,
+        };
+        self.client.clone().freeze(request).await?;
+        Ok(())
+    }
+
+    async fn thaw(&self, group: u64, token: &str) -> Result<bool, Status> {
+        let request = pb::ThawRequest {
+            group,
+            token: token.to_string(),
+        };
+        Ok(self.client.clone().thaw(request).await?.into_inner().held)
+    }
 }

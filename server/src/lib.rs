@@ -78,6 +78,7 @@ pub fn front(node: &Arc<Node>) -> Front {
         node.peers().clone(),
         Duration::from_millis(config.cluster.write_timeout_ms),
     )
+    .keep_snapshots_in(config.node.data_dir.join("snapshots"))
 }
 
 /// Serves `node` and its front on `listener` (and the REST API on `rest`) until `shutdown`
@@ -131,6 +132,7 @@ pub async fn serve(
         .add_service(reflection)
         .add_service(front.collections(max_bytes))
         .add_service(front.points(max_bytes).max_encoding_message_size(max_bytes))
+        .add_service(front.snapshots())
         .add_service(
             ShardServer::new(ShardService::new(LocalShards::new(node.clone())))
                 .max_decoding_message_size(usize::MAX)

@@ -6,6 +6,7 @@ use quiver_proto::v1 as pb;
 use quiver_proto::v1::collections_client::CollectionsClient;
 use serde_json::{json, Value};
 
+use super::snapshot::{snapshot, SnapshotCommand};
 use super::{print_line, status, Endpoint};
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -77,6 +78,9 @@ pub enum CollectionCommand {
     /// Point aliases at collections; every command that names a collection takes an alias.
     #[command(subcommand)]
     Alias(AliasCommand),
+    /// Snapshots of a collection: create, list, download, delete, restore.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
 }
 
 #[derive(Subcommand)]
@@ -346,6 +350,7 @@ pub async fn collection(cmd: CollectionCommand) -> anyhow::Result<()> {
             print_line(format!("dropped {name}"))?;
         }
         CollectionCommand::Alias(cmd) => alias(cmd).await?,
+        CollectionCommand::Snapshot(cmd) => snapshot(cmd).await?,
         CollectionCommand::Index(IndexCommand::Create {
             name,
             field,

@@ -4,7 +4,8 @@
 //! whether the file itself is wrong or the server refused a point. Nothing is sent until the whole
 //! file has been read and checked, so a malformed file stores nothing. A failure after that says
 //! how many points were stored, and that running the import again is safe: points are upserted by
-//! id, so a re-run rewrites the same points.
+//! id, so a re-run rewrites the same points. A collection snapshot is restored the same way
+//! ([`read_snapshot`], then [`upload`]).
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -13,6 +14,7 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
+use quiver_core::snapshot_file::{self, Header};
 use quiver_proto::v1 as pb;
 use quiver_proto::v1::points_client::PointsClient;
 use quiver_proto::wire::{headers, json_to_struct};
@@ -28,7 +30,7 @@ struct FilePoint {
 }
 
 /// A file of points, with how to name a place in it.
-struct PointsFile<'a> {
+pub struct PointsFile<'a> {
     path: &'a Path,
     rows: bool,
     points: Vec<FilePoint>,
@@ -56,6 +58,63 @@ pub async fn import(
         bail!("--batch-size must be at least 1");
     }
     let file = read_points(path)?;
+    upload(collection, &file, batch_size, endpoint).await
+}
+
+/// Reads a collection snapshot file: its header, and its points (refused whole if the file was
+/// cut short: its end line must be there and count them).
+pub fn read_snapshot(path: &Path) -> anyhow::Result<(Header, PointsFile<'_>)> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut lines: Vec<(usize, &str)> = text
+        .lines()
+        .enumerate()
+        .map(|(n, line)| (n + 1, line))
+        .filter(|(_, line)| !line.trim().is_empty())
+        .collect();
+    let Some(&(_, first)) = lines.first() else {
+        bail!("{}: empty file, not a snapshot", path.display());
+    };
+    let header = Header::parse(first).map_err(|e| anyhow!("{}:1: {e}", path.display()))?;
+    let (last_at, last) = lines[lines.len() - 1];
+    let Some(count) = (lines.len() > 1)
+        .then(|| snapshot_file::parse_end(last))
+        .flatten()
+    else {
+        bail!(
+            "{}: the snapshot is incomplete (no end line after line {last_at}); nothing was              restored",
+            path.display()
+        );
+    };
+    lines.truncate(lines.len() - 1);
+    let points = points_from_lines(path, lines.into_iter().skip(1))?;
+    if points.len() as u64 != count {
+        bail!(
+            "{}: the end line counts {count} points but the file holds {}; nothing was restored",
+            path.display(),
+            points.len()
+        );
+    }
+    Ok((
+        header,
+        PointsFile {
+            path,
+            rows: false,
+            points,
+        },
+    ))
+}
+
+/// Upserts the points of `file` into `collection`, `batch_size` at a time, with a progress bar.
+pub async fn upload(
+    collection: String,
+    file: &PointsFile<'_>,
+    batch_size: usize,
+    endpoint: Endpoint,
+) -> anyhow::Result<()> {
+    if batch_size == 0 {
+        bail!("--batch-size must be at least 1");
+    }
     let mut client =
         PointsClient::new(endpoint.channel().await?).max_encoding_message_size(usize::MAX);
     let bar = ProgressBar::new(file.points.len() as u64);
@@ -149,17 +208,28 @@ fn read_points(path: &Path) -> anyhow::Result<PointsFile<'_>> {
 fn read_jsonl(path: &Path) -> anyhow::Result<Vec<FilePoint>> {
     let file =
         std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut lines = Vec::new();
+    for (n, line) in BufReader::new(file).lines().enumerate() {
+        let line = line.with_context(|| format!("cannot read {}", path.display()))?;
+        lines.push((n + 1, line));
+    }
+    points_from_lines(path, lines.iter().map(|(at, line)| (*at, line.as_str())))
+}
+
+/// Points from numbered JSON lines of `path` (blank lines skipped), each id once.
+fn points_from_lines<'a>(
+    path: &Path,
+    lines: impl Iterator<Item = (usize, &'a str)>,
+) -> anyhow::Result<Vec<FilePoint>> {
     let mut points = Vec::new();
     // Each id once per file: a repeat is refused whether or not it falls in the same batch.
     let mut first_line: HashMap<String, usize> = HashMap::new();
-    for (n, line) in BufReader::new(file).lines().enumerate() {
-        let at = n + 1;
-        let line = line.with_context(|| format!("cannot read {}", path.display()))?;
+    for (at, line) in lines {
         if line.trim().is_empty() {
             continue;
         }
         let place = || format!("{}:{at}", path.display());
-        let point = parse_line(&line).with_context(place)?;
+        let point = parse_line(line).with_context(place)?;
         let key = id_key(point.id.as_ref());
         if let Some(first) = first_line.insert(key.clone(), at) {
             bail!(

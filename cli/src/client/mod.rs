@@ -5,6 +5,7 @@ mod collection;
 mod import;
 mod points;
 mod search;
+mod snapshot;
 
 pub use cluster::{cluster, shard, ClusterCommand, ShardCommand};
 pub use collection::{collection, CollectionCommand};

@@ -594,6 +594,14 @@ fn dev_with_three_nodes_is_a_cluster_behind_a_router() {
     assert_eq!(hit["results"][0]["id"], 2, "search through the alias");
     let aliases = dev.must_cli(&["collection", "alias", "list"]);
     assert!(aliases.contains("\"collection\":\"c\""), "{aliases}");
+    // The router snapshots a collection, holding each shard's writes at its leader (a node
+    // process of its own), and keeps the file in the data directory.
+    let snapshot: Value =
+        serde_json::from_str(&dev.must_cli(&["collection", "snapshot", "create", "live"])).unwrap();
+    assert_eq!(snapshot["points"], 2, "{snapshot}");
+    assert_eq!(snapshot["collection"], "c", "{snapshot}");
+    let name = snapshot["name"].as_str().unwrap();
+    assert!(dir.path().join("data/snapshots/c").join(name).is_file());
     // every node holds the data
     for id in 1..=3 {
         let config =
@@ -806,12 +814,16 @@ async fn leadership_spreads_back_to_a_node_that_returns() {
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     *second = start_member_with(dir.path(), 2, &addresses[1], &envs);
-    eventually(Duration::from_secs(60), "leadership never spread back", || async {
-        match shard_leaders(first) {
-            Ok(l) if spread(&l) => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
+    eventually(
+        Duration::from_secs(60),
+        "leadership never spread back",
+        || async {
+            match shard_leaders(first) {
+                Ok(l) if spread(&l) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
     .await;
 
     // and no acknowledged write was lost on the way
@@ -823,5 +835,9 @@ async fn leadership_spreads_back_to_a_node_that_returns() {
         count_present(&first.endpoint, &acked, pb::ReadConsistency::Linearizable)
     })
     .await;
-    assert_eq!(present, acked.len() * BATCH as usize, "acknowledged writes lost");
+    assert_eq!(
+        present,
+        acked.len() * BATCH as usize,
+        "acknowledged writes lost"
+    );
 }

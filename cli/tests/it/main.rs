@@ -4,5 +4,6 @@ mod cluster;
 mod crash;
 mod new_user;
 mod shards;
+mod snapshots;
 mod support;
 mod tour;

@@ -20,6 +20,7 @@ use quiver_index::filter::Filter;
 use quiver_proto::v1 as pb;
 use tracing::warn;
 
+use crate::cluster::fence::WriteFence;
 use crate::raft::log_store::LogStore;
 use crate::raft::machine_store::RaftStateMachineStore;
 use crate::raft::network::GrpcNetwork;
@@ -55,6 +56,8 @@ pub struct Group<N: Namespace> {
     view: N::View,
     derived: PathBuf,
     dir: PathBuf,
+    /// Holds writes while a snapshot is cut (leader only).
+    fence: WriteFence,
 }
 
 /// The meta group's replica.
@@ -108,6 +111,7 @@ impl<N: Namespace> Group<N> {
             view,
             derived,
             dir: dir.to_path_buf(),
+            fence: WriteFence::default(),
         })
     }
 
@@ -122,6 +126,16 @@ impl<N: Namespace> Group<N> {
     /// The group's data directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The hold on this replica's writes (see [`WriteFence`]).
+    pub fn fence(&self) -> &WriteFence {
+        &self.fence
+    }
+
+    /// The Raft term this replica is in.
+    pub fn term(&self) -> u64 {
+        self.raft.metrics().borrow().current_term
     }
 
     pub fn is_leader(&self) -> bool {

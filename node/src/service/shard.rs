@@ -104,4 +104,24 @@ impl Shard for ShardService {
             indexed_vectors: counts.indexed_vectors,
         }))
     }
+
+    async fn freeze(
+        &self,
+        request: Request<pb::FreezeRequest>,
+    ) -> Result<Response<pb::FreezeResponse>, Status> {
+        let req = request.into_inner();
+        self.shards
+            .freeze(req.group, &req.token, req.ttl_ms)
+            .await?;
+        Ok(Response::new(pb::FreezeResponse {}))
+    }
+
+    async fn thaw(
+        &self,
+        request: Request<pb::ThawRequest>,
+    ) -> Result<Response<pb::ThawResponse>, Status> {
+        let req = request.into_inner();
+        let held = self.shards.thaw(req.group, &req.token).await?;
+        Ok(Response::new(pb::ThawResponse { held }))
+    }
 }

@@ -246,7 +246,8 @@ impl Collection {
         }
         progress.indexed_upto = Some(last);
         progress.inserts_since_dump += items.len();
-        self.indexed_below.store(below(Some(last)), Ordering::SeqCst);
+        self.indexed_below
+            .store(below(Some(last)), Ordering::SeqCst);
     }
 
     /// Starts the graph's background work when it is due and none is running: inserting the

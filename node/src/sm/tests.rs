@@ -591,7 +591,10 @@ fn a_meta_command_in_a_shard_log_is_refused_not_applied() {
 fn wait_until(done: impl Fn() -> bool) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while !done() {
-        assert!(std::time::Instant::now() < deadline, "background work did not finish");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "background work did not finish"
+        );
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
@@ -684,9 +687,15 @@ fn an_open_without_a_graph_dump_searches_at_once_and_indexes_in_the_background()
     let collection = reopened.view().get("m").unwrap();
     assert_eq!(collection.points_count(), 3000);
     // found while the graph is being built, and so is a point written meanwhile
-    assert_eq!(nearest(&collection, vec![1234.0, 0.0]).0, PointId::Num(1234));
+    assert_eq!(
+        nearest(&collection, vec![1234.0, 0.0]).0,
+        PointId::Num(1234)
+    );
     reopened.apply(3, &upsert_round(3000..3001, 5)).unwrap();
-    assert_eq!(nearest(&collection, vec![3000.0, 5.0]).0, PointId::Num(3000));
+    assert_eq!(
+        nearest(&collection, vec![3000.0, 5.0]).0,
+        PointId::Num(3000)
+    );
     wait_until(|| collection.indexed_vectors() == 3001);
     assert_eq!(
         nearest(&collection, vec![2999.0, 0.0]),
