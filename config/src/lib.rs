@@ -93,8 +93,9 @@ pub struct ClusterConfig {
     pub log_entries_kept: u64,
     /// `cluster.rebalance_leaders_after_secs`: a shard's preferred leader (the first replica the
     /// shard map names; they are spread evenly over the nodes) that has followed another leader
-    /// this long, caught up, campaigns to lead again, so leadership spreads back out after a
-    /// failover. 0 never rebalances. Default `10`.
+    /// this long takes the leadership over (the leader pauses its writes while it catches up
+    /// and is elected), so leadership spreads back out after a failover. 0 never rebalances.
+    /// Default `10`.
     pub rebalance_leaders_after_secs: u64,
     /// `cluster.peer_routes`: where to connect for a peer's advertised address, as
     /// `"advertised ip:port" = "ip:port to dial"` (a tunnel, or a fault-injecting proxy in

@@ -238,9 +238,9 @@ pub trait ShardClient: Send + Sync {
     /// The replica's counts of `collection` (a nearest-replica read).
     async fn counts(&self, group: u64, collection: &str) -> Result<ShardCounts, Status>;
 
-    /// Holds `group`'s writes at its leader under `token`, for at most `ttl_ms`; answers once
-    /// the writes accepted before are applied.
-    async fn freeze(&self, group: u64, token: &str, ttl_ms: u64) -> Result<(), Status>;
+    /// Holds `group`'s writes at its leader under `token`, for at most `ttl_ms`; answers, with
+    /// the leader's last log index, once the writes accepted before are applied.
+    async fn freeze(&self, group: u64, token: &str, ttl_ms: u64) -> Result<u64, Status>;
 
     /// Lifts the hold `token`; true if this replica held it, as leader, from freeze until now.
     async fn thaw(&self, group: u64, token: &str) -> Result<bool, Status>;

@@ -256,7 +256,7 @@ impl ShardClient for LocalShards {
         Ok(self.shard_counts(group, collection)?)
     }
 
-    async fn freeze(&self, group: u64, token: &str, ttl_ms: u64) -> Result<(), Status> {
+    async fn freeze(&self, group: u64, token: &str, ttl_ms: u64) -> Result<u64, Status> {
         if token.is_empty() {
             return Err(Error::invalid("token", "required").into());
         }
@@ -273,7 +273,12 @@ impl ShardClient for LocalShards {
             .fence()
             .hold(token, Duration::from_millis(ttl_ms), term)
             .await?;
-        Ok(())
+        Ok(replica
+            .raft()
+            .metrics()
+            .borrow()
+            .last_log_index
+            .unwrap_or(0))
     }
 
     async fn thaw(&self, group: u64, token: &str) -> Result<bool, Status> {

@@ -121,14 +121,14 @@ impl ShardClient for RemoteShards {
         })
     }
 
-    async fn freeze(&self, group: u64, token: &str, ttl_ms: u64) -> Result<(), Status> {
+    async fn freeze(&self, group: u64, token: &str, ttl_ms: u64) -> Result<u64, Status> {
         let request = pb::FreezeRequest {
             group,
             token: token.to_string(),
             ttl_ms,
         };
-        self.client.clone().freeze(request).await?;
-        Ok(())
+        let held = self.client.clone().freeze(request).await?.into_inner();
+        Ok(held.last_log_index)
     }
 
     async fn thaw(&self, group: u64, token: &str) -> Result<bool, Status> {

@@ -1,4 +1,5 @@
-//! A shard group leader's write fence: the cut of a snapshot.
+//! A shard group leader's write fence: the cut of a snapshot, and the pause of a leadership
+//! handover.
 //!
 //! While a fence is held, writes arriving at this replica wait (until it is lifted, or their
 //! deadline). [`WriteFence::hold`] returns once every write that got past the fence before it was
@@ -63,7 +64,9 @@ impl WriteFence {
             drop(passed);
             if Instant::now() >= deadline {
                 return Err(Error::Unavailable(
-                    "writes to this shard are held while a snapshot is taken; retry".into(),
+                    "writes to this shard are held (a snapshot, or a leadership handover); \
+                     retry"
+                        .into(),
                 ));
             }
             tokio::time::sleep(POLL).await;
@@ -79,7 +82,9 @@ impl WriteFence {
             if let Some(h) = hold.as_ref() {
                 if h.until > Instant::now() && h.token != token {
                     return Err(Error::Unavailable(
-                        "another snapshot holds this shard's writes; retry".into(),
+                        "this shard's writes are held already (a snapshot, or a leadership \
+                         handover); retry"
+                            .into(),
                     ));
                 }
             }
@@ -93,7 +98,7 @@ impl WriteFence {
             if Instant::now() >= until {
                 self.release(token, term);
                 return Err(Error::Unavailable(
-                    "writes in flight did not finish before the snapshot's hold expired".into(),
+                    "writes in flight did not finish before the hold expired".into(),
                 ));
             }
             tokio::time::sleep(POLL).await;

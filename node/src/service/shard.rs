@@ -110,10 +110,11 @@ impl Shard for ShardService {
         request: Request<pb::FreezeRequest>,
     ) -> Result<Response<pb::FreezeResponse>, Status> {
         let req = request.into_inner();
-        self.shards
+        let last_log_index = self
+            .shards
             .freeze(req.group, &req.token, req.ttl_ms)
             .await?;
-        Ok(Response::new(pb::FreezeResponse {}))
+        Ok(Response::new(pb::FreezeResponse { last_log_index }))
     }
 
     async fn thaw(
