@@ -2,7 +2,7 @@
 //! package and what is built on it) work unchanged.
 //!
 //! Every route translates its JSON into the same request the gRPC API takes and calls the
-//! `Collections` and `Points` services in-process ([`Services`]): validation, routing over
+//! `Collections`, `Points` and `Snapshots` services in-process ([`Services`]): validation, routing over
 //! shards, forwarding to leaders and the mapping of errors all stay where they are, and an error
 //! becomes an HTTP status in one place ([`reply`]). Answers use Qdrant's envelope
 //! (`{"result": ..., "status": "ok", "time": seconds}`; errors `{"status": {"error": ...}}`).
@@ -17,6 +17,7 @@ mod filter;
 mod points;
 mod reply;
 mod search;
+mod snapshots;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use axum::routing::{delete, get, post, put};
 use axum::Router;
 use quiver_proto::v1::collections_server::Collections;
 use quiver_proto::v1::points_server::Points;
+use quiver_proto::v1::snapshots_server::Snapshots;
 use tokio::net::TcpListener;
 
 /// The Qdrant REST API version these routes follow (what `GET /` reports as `version`, so
@@ -37,7 +39,13 @@ pub const QDRANT_API_VERSION: &str = "1.20.0";
 pub struct Services {
     pub collections: Arc<dyn Collections>,
     pub points: Arc<dyn Points>,
+    pub snapshots: Arc<dyn Snapshots<DownloadStream = SnapshotChunks>>,
 }
+
+/// A snapshot file as `Snapshots.Download` streams it.
+pub type SnapshotChunks = std::pin::Pin<
+    Box<dyn futures::Stream<Item = Result<quiver_proto::v1::SnapshotChunk, tonic::Status>> + Send>,
+>;
 
 /// The routes, answering with `services`; bodies of up to `max_body_bytes` are read.
 pub fn app(services: Services, max_body_bytes: usize) -> Router {
@@ -95,6 +103,14 @@ pub fn app(services: Services, max_body_bytes: usize) -> Router {
         .route(
             "/collections/:name/points/vectors",
             put(points::update_vectors),
+        )
+        .route(
+            "/collections/:name/snapshots",
+            get(snapshots::list).post(snapshots::create),
+        )
+        .route(
+            "/collections/:name/snapshots/:snapshot",
+            get(snapshots::download).delete(snapshots::delete),
         )
         .route("/collections/:name/index", put(collections::create_index))
         .route(

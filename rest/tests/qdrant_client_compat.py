@@ -201,6 +201,19 @@ flat = client.query_points("qc_flat", query=[0.2, 0.0], limit=3).points
 check([p.id for p in flat] == [0, 1, 2] and flat[0].score <= flat[1].score, f"euclid {flat}")
 check(client.get_collection("qc_flat").config.hnsw_config.m == 0, "flat reported as m = 0")
 
+# snapshots: created, listed, downloaded (quiver's own file: JSON lines), deleted
+snap = client.create_snapshot(name)
+check(snap.name.endswith(".snapshot") and snap.size > 0 and snap.creation_time, f"create_snapshot {snap}")
+check([s.name for s in client.list_snapshots(name)] == [snap.name], "list_snapshots")
+got = http.get(f"/collections/{name}/snapshots/{snap.name}")
+lines = got.content.splitlines()
+check(got.status_code == 200 and len(got.content) == snap.size, f"snapshot download {got.status_code}")
+check(b'"quiver_snapshot":1' in lines[0] and b'"points":41' in lines[-1], f"snapshot file {lines[0][:80]} {lines[-1]}")
+bad = http.delete(f"/collections/{name}/snapshots/..%2Fx")
+check(bad.status_code in (400, 404), f"bad snapshot name: {bad.status_code} {bad.text}")
+check(client.delete_snapshot(name, snap.name), "delete_snapshot")
+check(client.list_snapshots(name) == [], "snapshot deleted")
+
 check(client.delete_collection("qc_flat"), "delete_collection")
 check(client.delete_collection(name), "delete_collection")
 check(not client.collection_exists(name), "collection gone")

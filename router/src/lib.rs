@@ -139,7 +139,8 @@ impl Front {
         .max_decoding_message_size(max_request_bytes)
     }
 
-    /// The services the REST API calls (the same `Collections` and `Points`, in-process).
+    /// The services the REST API calls (the same `Collections`, `Points` and `Snapshots`,
+    /// in-process).
     pub fn rest_services(&self) -> quiver_rest::Services {
         quiver_rest::Services {
             collections: Arc::new(CollectionsFront {
@@ -147,6 +148,10 @@ impl Front {
                 route: self.route.clone(),
             }),
             points: Arc::new(PointsFront(self.coordinator.clone())),
+            snapshots: Arc::new(SnapshotsFront {
+                coordinator: self.coordinator.clone(),
+                dir: self.snapshot_dir.clone(),
+            }),
         }
     }
 

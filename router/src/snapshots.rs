@@ -7,11 +7,9 @@
 
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use futures::Stream;
 use quiver_core::snapshot_file::{self, Header};
 use quiver_core::{convert, Error};
 use quiver_proto::v1 as pb;
@@ -117,7 +115,7 @@ impl SnapshotsFront {
     }
 }
 
-type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::SnapshotChunk, Status>> + Send>>;
+type ChunkStream = quiver_rest::SnapshotChunks;
 
 #[tonic::async_trait]
 impl Snapshots for SnapshotsFront {

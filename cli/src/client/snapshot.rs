@@ -4,7 +4,7 @@
 //! cluster can be seeded from it.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use clap::Subcommand;
@@ -20,9 +20,13 @@ use super::{print_line, status, Endpoint};
 #[derive(Subcommand)]
 pub enum SnapshotCommand {
     /// Snapshot a collection: every point as of one moment across its shards (writes wait
-    /// meanwhile), saved by the server; prints its name.
+    /// meanwhile), saved by the server; prints its name. With --all, every collection (one
+    /// snapshot each, one after the other).
     Create {
-        collection: String,
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        collection: Option<String>,
+        #[arg(long)]
+        all: bool,
         #[command(flatten)]
         endpoint: Endpoint,
     },
@@ -48,11 +52,12 @@ pub enum SnapshotCommand {
         #[command(flatten)]
         endpoint: Endpoint,
     },
-    /// Create a collection from a snapshot file and upsert its points (into any cluster). It
+    /// Create a collection from each snapshot file and upsert its points (into any cluster). It
     /// keeps the snapshot's name, shard count and replication factor unless told otherwise.
     Restore {
-        file: PathBuf,
-        /// Restore under this name instead.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Restore under this name instead (one file only).
         #[arg(long)]
         name: Option<String>,
         #[arg(long)]
@@ -81,15 +86,33 @@ pub async fn snapshot(cmd: SnapshotCommand) -> anyhow::Result<()> {
     match cmd {
         SnapshotCommand::Create {
             collection,
+            all,
             endpoint,
         } => {
-            let mut client = SnapshotsClient::new(endpoint.channel().await?);
-            let info = client
-                .create(pb::CreateSnapshotRequest { collection })
-                .await
-                .map_err(status)?
-                .into_inner();
-            print_line(info_json(&info))?;
+            let channel = endpoint.channel().await?;
+            let collections = match (collection, all) {
+                (Some(collection), _) => vec![collection],
+                (None, _) => CollectionsClient::new(channel.clone())
+                    .list(pb::ListCollectionsRequest {})
+                    .await
+                    .map_err(status)?
+                    .into_inner()
+                    .collections
+                    .into_iter()
+                    .map(|c| c.name)
+                    .collect(),
+            };
+            let mut client = SnapshotsClient::new(channel);
+            for collection in collections {
+                let info = client
+                    .create(pb::CreateSnapshotRequest {
+                        collection: collection.clone(),
+                    })
+                    .await
+                    .map_err(|e| status(e).context(format!("snapshot of `{collection}`")))?
+                    .into_inner();
+                print_line(info_json(&info))?;
+            }
         }
         SnapshotCommand::List {
             collection,
@@ -127,7 +150,7 @@ pub async fn snapshot(cmd: SnapshotCommand) -> anyhow::Result<()> {
             print_line(format!("deleted {name}"))?;
         }
         SnapshotCommand::Restore {
-            file,
+            files,
             name,
             shards,
             replication_factor,
@@ -137,28 +160,56 @@ pub async fn snapshot(cmd: SnapshotCommand) -> anyhow::Result<()> {
             if batch_size == 0 {
                 bail!("--batch-size must be at least 1");
             }
-            let (header, points) = read_snapshot(&file)?;
-            let mut create = header.create_request(name.as_deref());
-            create.shard_count = shards.or(create.shard_count);
-            create.replication_factor = replication_factor.or(create.replication_factor);
-            let target = create.name.clone();
-            CollectionsClient::new(endpoint.channel().await?)
-                .create(create)
-                .await
-                .map_err(|e| match e.code() {
-                    tonic::Code::AlreadyExists => status(e).context(format!(
-                        "collection `{target}` exists already; restore under another name with \
-                         --name (nothing was restored)"
-                    )),
-                    _ => status(e),
-                })?;
-            upload(target.clone(), &points, batch_size, endpoint).await?;
-            print_line(format!(
-                "restored collection {target} from {}",
-                file.display()
-            ))?;
+            if name.is_some() && files.len() > 1 {
+                bail!("--name renames one collection; give one file with it");
+            }
+            for file in files {
+                let target = Target {
+                    name: name.as_deref(),
+                    shards,
+                    replication_factor,
+                };
+                restore(&file, target, batch_size, endpoint.clone()).await?;
+            }
         }
     }
+    Ok(())
+}
+
+/// What a restored collection is called and how it is spread (None: as in the snapshot).
+struct Target<'a> {
+    name: Option<&'a str>,
+    shards: Option<u32>,
+    replication_factor: Option<u32>,
+}
+
+/// Creates the collection of snapshot `file` and upserts its points.
+async fn restore(
+    file: &Path,
+    target: Target<'_>,
+    batch_size: usize,
+    endpoint: Endpoint,
+) -> anyhow::Result<()> {
+    let (header, points) = read_snapshot(file)?;
+    let mut create = header.create_request(target.name);
+    create.shard_count = target.shards.or(create.shard_count);
+    create.replication_factor = target.replication_factor.or(create.replication_factor);
+    let name = create.name.clone();
+    CollectionsClient::new(endpoint.channel().await?)
+        .create(create)
+        .await
+        .map_err(|e| match e.code() {
+            tonic::Code::AlreadyExists => status(e).context(format!(
+                "collection `{name}` exists already; restore under another name with --name \
+                 (nothing was restored)"
+            )),
+            _ => status(e),
+        })?;
+    upload(name.clone(), &points, batch_size, endpoint).await?;
+    print_line(format!(
+        "restored collection {name} from {}",
+        file.display()
+    ))?;
     Ok(())
 }
 
