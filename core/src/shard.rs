@@ -239,8 +239,15 @@ pub trait ShardClient: Send + Sync {
     async fn counts(&self, group: u64, collection: &str) -> Result<ShardCounts, Status>;
 
     /// Holds `group`'s writes at its leader under `token`, for at most `ttl_ms`; answers, with
-    /// the leader's last log index, once the writes accepted before are applied.
-    async fn freeze(&self, group: u64, token: &str, ttl_ms: u64) -> Result<u64, Status>;
+    /// the leader's last log index, once the writes accepted before are applied. With `renew`,
+    /// extends the hold `token` instead, which must be in force.
+    async fn freeze(
+        &self,
+        group: u64,
+        token: &str,
+        ttl_ms: u64,
+        renew: bool,
+    ) -> Result<u64, Status>;
 
     /// Lifts the hold `token`; true if this replica held it, as leader, from freeze until now.
     async fn thaw(&self, group: u64, token: &str) -> Result<bool, Status>;

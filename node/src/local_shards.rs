@@ -256,7 +256,13 @@ impl ShardClient for LocalShards {
         Ok(self.shard_counts(group, collection)?)
     }
 
-    async fn freeze(&self, group: u64, token: &str, ttl_ms: u64) -> Result<u64, Status> {
+    async fn freeze(
+        &self,
+        group: u64,
+        token: &str,
+        ttl_ms: u64,
+        renew: bool,
+    ) -> Result<u64, Status> {
         if token.is_empty() {
             return Err(Error::invalid("token", "required").into());
         }
@@ -269,21 +275,50 @@ impl ShardClient for LocalShards {
             return Err(Status::from(replica.not_leader(replica.leader())));
         }
         let term = replica.term();
-        replica
-            .fence()
-            .hold(token, Duration::from_millis(ttl_ms), term)
-            .await?;
-        Ok(replica
+        let ttl = Duration::from_millis(ttl_ms);
+        if renew {
+            replica.fence().renew(token, ttl, term)?;
+            return Ok(replica
+                .raft()
+                .metrics()
+                .borrow()
+                .last_log_index
+                .unwrap_or(0));
+        }
+        replica.fence().hold(token, ttl, term).await?;
+        // A write that timed out waiting may still be in the log and commit later: the hold
+        // counts only once everything in the log is applied.
+        let last = replica
             .raft()
             .metrics()
             .borrow()
             .last_log_index
-            .unwrap_or(0))
+            .unwrap_or(0);
+        let applied = replica
+            .raft()
+            .wait(Some(ttl))
+            .metrics(
+                |m| m.last_applied.is_some_and(|l| l.index >= last),
+                "the log is applied",
+            )
+            .await;
+        if applied.is_err() {
+            replica.fence().release(token, term);
+            return Err(Error::Unavailable(
+                "the shard's log was not applied before the hold expired (no quorum?)".into(),
+            )
+            .into());
+        }
+        Ok(last)
     }
 
     async fn thaw(&self, group: u64, token: &str) -> Result<bool, Status> {
         let replica = self.replica(group)?;
         let term = replica.term();
+        if !replica.fence().holds(token) && !replica.is_leader() {
+            // (sent here by a stale view of the leader: the coordinator follows the redirect)
+            return Err(Status::from(replica.not_leader(replica.leader())));
+        }
         Ok(replica.fence().release(token, term) && replica.is_leader())
     }
 }

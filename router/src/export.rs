@@ -17,8 +17,9 @@ use tonic::Status;
 
 use crate::coordinator::{Coordinator, Route};
 
-/// How long a snapshot may hold a shard's writes before the hold lifts by itself.
-const HOLD: Duration = Duration::from_secs(120);
+/// How long a hold lasts unless renewed; the holds are renewed every quarter of it while the
+/// points are read, so a coordinator that dies stalls a shard's writes this long at most.
+const HOLD: Duration = Duration::from_secs(20);
 /// Points read per page.
 const PAGE: usize = 1_000;
 
@@ -34,16 +35,15 @@ impl Coordinator {
         let token = uuid::Uuid::new_v4().to_string();
         let shards = 0..placement.shards.len();
         let ttl_ms = HOLD.as_millis() as u64;
-        let holds = join_all(shards.clone().map(|shard| {
-            let token = &token;
-            self.on_shard(
-                &placement,
-                shard,
-                Route::Leader,
-                move |group, client| async move { client.freeze(group, token, ttl_ms).await },
-            )
-        }))
-        .await;
+        let freeze_all = |renew: bool| {
+            let (token, placement) = (&token, &placement);
+            join_all(shards.clone().map(move |shard| {
+                self.on_shard(placement, shard, Route::Leader, move |group, client| async move {
+                    client.freeze(group, token, ttl_ms, renew).await
+                })
+            }))
+        };
+        let holds = freeze_all(false).await;
         let read = async {
             for hold in holds {
                 hold?;
@@ -53,8 +53,22 @@ impl Coordinator {
                 points += self.read_shard(&placement, shard, &mut sink).await?;
             }
             Ok::<u64, Status>(points)
-        }
-        .await;
+        };
+        // (a renewal fails where the hold lapsed or the leader changed: the export then stops)
+        let renewals = async {
+            loop {
+                tokio::time::sleep(HOLD / 4).await;
+                for renewed in freeze_all(true).await {
+                    if let Err(e) = renewed {
+                        return Err::<u64, Status>(e);
+                    }
+                }
+            }
+        };
+        let read = tokio::select! {
+            read = read => read,
+            failed = renewals => failed,
+        };
         let thaws = join_all(shards.map(|shard| {
             let token = &token;
             self.on_shard(

@@ -121,11 +121,18 @@ impl ShardClient for RemoteShards {
         })
     }
 
-    async fn freeze(&self, group: u64, token: &str, ttl_ms: u64) -> Result<u64, Status> {
+    async fn freeze(
+        &self,
+        group: u64,
+        token: &str,
+        ttl_ms: u64,
+        renew: bool,
+    ) -> Result<u64, Status> {
         let request = pb::FreezeRequest {
             group,
             token: token.to_string(),
             ttl_ms,
+            renew,
         };
         let held = self.client.clone().freeze(request).await?.into_inner();
         Ok(held.last_log_index)

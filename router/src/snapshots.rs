@@ -65,9 +65,13 @@ fn describe(path: &Path, collection: &str) -> Option<pb::SnapshotInfo> {
     // the end line is short: it is in the last few hundred bytes
     let tail_len = size_bytes.min(256);
     file.seek(SeekFrom::Start(size_bytes - tail_len)).ok()?;
-    let mut tail = String::new();
-    file.read_to_string(&mut tail).ok()?;
-    let points = snapshot_file::parse_end(tail.trim_end().rsplit('\n').next()?)?;
+    let mut tail = Vec::new();
+    file.read_to_end(&mut tail).ok()?;
+    // (the cut may fall inside a character of the last point's payload: only the end line,
+    // after the last line break but one, is decoded)
+    let tail = tail.strip_suffix(b"\n").unwrap_or(&tail);
+    let last = tail.rsplit(|b| *b == b'\n').next()?;
+    let points = snapshot_file::parse_end(std::str::from_utf8(last).ok()?)?;
     Some(pb::SnapshotInfo {
         name: path.file_name()?.to_string_lossy().into_owned(),
         collection: collection.to_string(),
@@ -117,6 +121,44 @@ impl SnapshotsFront {
 
 type ChunkStream = quiver_rest::SnapshotChunks;
 
+/// Writes the snapshot of the collection `placement` describes to `tmp`, then renames it to
+/// `path`; returns its point count. On failure nothing is left at either path.
+async fn write_snapshot(
+    coordinator: Arc<Coordinator>,
+    placement: quiver_core::placement::Placement,
+    created_at: u64,
+    tmp: PathBuf,
+    path: PathBuf,
+) -> Result<u64, Status> {
+    let written = async {
+        let file = std::fs::File::create(&tmp).map_err(|e| io(&tmp, e))?;
+        let mut out = std::io::BufWriter::with_capacity(CHUNK, file);
+        let header = Header::new(
+            placement.spec.clone(),
+            placement.shards.len() as u32,
+            placement.replication_factor,
+            created_at,
+        );
+        writeln!(out, "{}", header.line()?).map_err(|e| io(&tmp, e))?;
+        let (_, points) = coordinator
+            .export(&placement.spec.name, |point| {
+                let line = snapshot_file::point_line(point)?;
+                writeln!(out, "{line}").map_err(|e| io(&tmp, e))
+            })
+            .await?;
+        writeln!(out, "{}", snapshot_file::end_line(points)).map_err(|e| io(&tmp, e))?;
+        let file = out.into_inner().map_err(|e| io(&tmp, e.into_error()))?;
+        file.sync_all().map_err(|e| io(&tmp, e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| io(&path, e))?;
+        Ok::<u64, Status>(points)
+    }
+    .await;
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
 #[tonic::async_trait]
 impl Snapshots for SnapshotsFront {
     async fn create(
@@ -138,37 +180,18 @@ impl Snapshots for SnapshotsFront {
         let path = collection_dir.join(&name);
         let tmp = collection_dir.join(format!(".{name}.tmp"));
         let started = std::time::Instant::now();
-        let written = async {
-            let file = std::fs::File::create(&tmp).map_err(|e| io(&tmp, e))?;
-            let mut out = std::io::BufWriter::with_capacity(CHUNK, file);
-            let header = Header::new(
-                placement.spec.clone(),
-                placement.shards.len() as u32,
-                placement.replication_factor,
-                created_at,
-            );
-            writeln!(out, "{}", header.line()?).map_err(|e| io(&tmp, e))?;
-            let (_, points) = self
-                .coordinator
-                .export(&collection, |point| {
-                    let line = snapshot_file::point_line(point)?;
-                    writeln!(out, "{line}").map_err(|e| io(&tmp, e))
-                })
-                .await?;
-            writeln!(out, "{}", snapshot_file::end_line(points)).map_err(|e| io(&tmp, e))?;
-            let file = out.into_inner().map_err(|e| io(&tmp, e.into_error()))?;
-            file.sync_all().map_err(|e| io(&tmp, e))?;
-            std::fs::rename(&tmp, &path).map_err(|e| io(&path, e))?;
-            Ok::<u64, Status>(points)
-        }
-        .await;
-        let points = match written {
-            Ok(points) => points,
-            Err(e) => {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(e);
-            }
-        };
+        // A task of its own: a client that gives up meanwhile leaves neither the shards' writes
+        // held nor a partial file behind.
+        let written = tokio::spawn(write_snapshot(
+            self.coordinator.clone(),
+            placement,
+            created_at,
+            tmp,
+            path.clone(),
+        ))
+        .await
+        .map_err(|e| Error::Internal(format!("the snapshot task failed: {e}")))?;
+        let points = written?;
         let size_bytes = std::fs::metadata(&path).map_err(|e| io(&path, e))?.len();
         info!(
             collection,

@@ -82,7 +82,8 @@ pub fn read_snapshot(path: &Path) -> anyhow::Result<(Header, PointsFile<'_>)> {
         .flatten()
     else {
         bail!(
-            "{}: the snapshot is incomplete (no end line after line {last_at}); nothing was              restored",
+            "{}: the snapshot is incomplete (no end line after line {last_at}); nothing was \
+             restored",
             path.display()
         );
     };

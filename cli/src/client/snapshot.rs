@@ -67,6 +67,10 @@ pub enum SnapshotCommand {
         /// Points per upsert.
         #[arg(long, default_value_t = 500)]
         batch_size: usize,
+        /// Upsert into the collection if it exists already (to finish a restore that stopped
+        /// part way: points are upserted by id, so the points stored already are rewritten).
+        #[arg(long)]
+        into_existing: bool,
         #[command(flatten)]
         endpoint: Endpoint,
     },
@@ -155,6 +159,7 @@ pub async fn snapshot(cmd: SnapshotCommand) -> anyhow::Result<()> {
             shards,
             replication_factor,
             batch_size,
+            into_existing,
             endpoint,
         } => {
             if batch_size == 0 {
@@ -168,6 +173,7 @@ pub async fn snapshot(cmd: SnapshotCommand) -> anyhow::Result<()> {
                     name: name.as_deref(),
                     shards,
                     replication_factor,
+                    into_existing,
                 };
                 restore(&file, target, batch_size, endpoint.clone()).await?;
             }
@@ -181,6 +187,8 @@ struct Target<'a> {
     name: Option<&'a str>,
     shards: Option<u32>,
     replication_factor: Option<u32>,
+    /// Upsert into the collection when it exists already.
+    into_existing: bool,
 }
 
 /// Creates the collection of snapshot `file` and upserts its points.
@@ -195,16 +203,20 @@ async fn restore(
     create.shard_count = target.shards.or(create.shard_count);
     create.replication_factor = target.replication_factor.or(create.replication_factor);
     let name = create.name.clone();
-    CollectionsClient::new(endpoint.channel().await?)
+    let created = CollectionsClient::new(endpoint.channel().await?)
         .create(create)
-        .await
-        .map_err(|e| match e.code() {
-            tonic::Code::AlreadyExists => status(e).context(format!(
-                "collection `{name}` exists already; restore under another name with --name \
-                 (nothing was restored)"
-            )),
-            _ => status(e),
-        })?;
+        .await;
+    match created {
+        Err(e) if e.code() == tonic::Code::AlreadyExists && target.into_existing => {}
+        Err(e) if e.code() == tonic::Code::AlreadyExists => {
+            return Err(status(e).context(format!(
+                "collection `{name}` exists already: restore under another name with --name, or \
+                 into it with --into-existing (this restore stored nothing)"
+            )))
+        }
+        Err(e) => return Err(status(e)),
+        Ok(_) => {}
+    }
     upload(name.clone(), &points, batch_size, endpoint).await?;
     print_line(format!(
         "restored collection {name} from {}",
@@ -253,7 +265,9 @@ async fn download(
         ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} ({bytes_per_sec}, eta {eta})")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let partial = out.with_extension("part");
+    let mut partial = out.clone().into_os_string();
+    partial.push(".part");
+    let partial = PathBuf::from(partial);
     let written = async {
         let mut file = std::fs::File::create(&partial)
             .with_context(|| format!("cannot write {}", partial.display()))?;

@@ -186,6 +186,20 @@ async fn a_snapshot_taken_under_writes_is_one_point_in_time_and_restores_elsewhe
         "copy",
     ]);
     assert!(!ok && err.contains("exists already"), "{err}");
+    // ... unless asked to (finishing a restore that stopped part way rewrites the same points)
+    let file_arg = file.to_str().unwrap();
+    other.must_cli(&[
+        "collection",
+        "snapshot",
+        "restore",
+        file_arg,
+        "--name",
+        "copy",
+        "--into-existing",
+    ]);
+    let again: Value =
+        serde_json::from_str(&other.must_cli(&["collection", "info", "copy"])).unwrap();
+    assert_eq!(again["points"], created["points"]);
 
     // a file cut short is refused whole
     let cut = dir.path().join("cut.snapshot");

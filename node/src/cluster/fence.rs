@@ -106,6 +106,26 @@ impl WriteFence {
         Ok(())
     }
 
+    /// Extends the hold named `token` to `ttl` from now. Refused unless it is in force and was
+    /// raised in `term` (a renewal never raises a hold: writes may have gone in without one).
+    pub fn renew(&self, token: &str, ttl: Duration, term: u64) -> Result<()> {
+        let mut hold = self.hold.lock();
+        match hold.as_mut() {
+            Some(h) if h.token == token && h.until > Instant::now() && h.term == term => {
+                h.until = Instant::now() + ttl;
+                Ok(())
+            }
+            _ => Err(Error::Unavailable(
+                "the hold on this shard's writes lapsed (expired, or the leader changed)".into(),
+            )),
+        }
+    }
+
+    /// Whether a hold named `token` is set (in force or expired, not yet released).
+    pub fn holds(&self, token: &str) -> bool {
+        self.hold.lock().as_ref().is_some_and(|h| h.token == token)
+    }
+
     /// Lifts the hold named `token`. True if it was in force until now, raised in `term`.
     pub fn release(&self, token: &str, term: u64) -> bool {
         let mut hold = self.hold.lock();
@@ -169,5 +189,31 @@ mod tests {
         assert!(!fence.release("s", 1));
         fence.hold("t", Duration::from_secs(5), 1).await.unwrap();
         assert!(!fence.release("t", 2), "leadership changed meanwhile");
+    }
+
+    #[tokio::test]
+    async fn a_renewal_extends_a_hold_in_force_and_never_raises_one() {
+        let fence = WriteFence::default();
+        assert!(
+            fence.renew("s", Duration::from_secs(1), 1).is_err(),
+            "no hold to renew"
+        );
+        fence.hold("s", Duration::from_millis(30), 1).await.unwrap();
+        fence.renew("s", Duration::from_secs(5), 1).unwrap();
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert!(
+            fence.renew("s", Duration::from_secs(5), 2).is_err(),
+            "another term"
+        );
+        assert!(
+            fence.release("s", 1),
+            "still held, past its first time to live"
+        );
+        fence.hold("t", Duration::from_millis(10), 1).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert!(
+            fence.renew("t", Duration::from_secs(5), 1).is_err(),
+            "lapsed"
+        );
     }
 }

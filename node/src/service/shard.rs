@@ -112,7 +112,7 @@ impl Shard for ShardService {
         let req = request.into_inner();
         let last_log_index = self
             .shards
-            .freeze(req.group, &req.token, req.ttl_ms)
+            .freeze(req.group, &req.token, req.ttl_ms, req.renew)
             .await?;
         Ok(Response::new(pb::FreezeResponse { last_log_index }))
     }

@@ -269,12 +269,20 @@ impl Collection {
             this.busy.store(false, Ordering::SeqCst);
             return;
         };
+        /// Frees the job slot however the job ends (a panic included: then `catching_up` stays
+        /// set, so writes leave their points to the next catch-up and searches score them).
+        struct Done(Arc<Collection>);
+        impl Drop for Done {
+            fn drop(&mut self) {
+                self.0.busy.store(false, Ordering::SeqCst);
+            }
+        }
         let collection = this.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("graph {}", this.name()))
             .spawn(move || {
-                job(&collection);
-                collection.busy.store(false, Ordering::SeqCst);
+                let done = Done(collection);
+                job(&done.0);
             });
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot start the graph's background work; doing it now");
@@ -370,22 +378,26 @@ impl Collection {
         drop(refs);
         drop(points);
 
-        // The switch: writes wait (on the progress lock) while the points they added to the old
-        // graph since are added to the new one.
+        // The switch: graph inserts (so writes' indexing) wait on the progress lock while the
+        // points they added to the old graph since are added to the new one, under a read lock
+        // (searches go on); the write lock is taken only to swap the graphs.
         let mut progress = self.progress.lock();
-        let mut seg = self.segment.write();
-        let added: Vec<(Slot, &[f32])> = match Slot::try_from(upto) {
-            Ok(from) => seg
-                .live
-                .range(from..)
-                .take_while(|slot| u64::from(*slot) < self.indexed_below.load(Ordering::SeqCst))
-                .filter_map(|slot| Some((slot, seg.arena.get(slot)?)))
-                .collect(),
-            Err(_) => Vec::new(),
-        };
-        fresh.insert_many(&added);
-        held.extend(added.iter().map(|(slot, _)| *slot));
+        {
+            let seg = self.segment.read();
+            let added: Vec<(Slot, &[f32])> = match Slot::try_from(upto) {
+                Ok(from) => seg
+                    .live
+                    .range(from..)
+                    .take_while(|slot| u64::from(*slot) < self.indexed_below.load(Ordering::SeqCst))
+                    .filter_map(|slot| Some((slot, seg.arena.get(slot)?)))
+                    .collect(),
+                Err(_) => Vec::new(),
+            };
+            fresh.insert_many(&added);
+            held.extend(added.iter().map(|(slot, _)| *slot));
+        }
         let tombstones = old.len();
+        let mut seg = self.segment.write();
         seg.dead = &held - &seg.live;
         *self.graph.write() = Some(Arc::new(fresh));
         // the new graph is not on disk yet

@@ -59,13 +59,12 @@ impl Node {
                     continue;
                 };
                 let metrics = replica.raft().metrics().borrow().clone();
+                let voters: Vec<NodeId> =
+                    metrics.membership_config.membership().voter_ids().collect();
                 let led_elsewhere = metrics.state == ServerState::Follower
                     && metrics.current_leader.is_some_and(|l| l != self.id)
-                    && metrics
-                        .membership_config
-                        .membership()
-                        .voter_ids()
-                        .any(|v| v == self.id);
+                    && voters.contains(&self.id)
+                    && voters.len() <= MAX_HANDOVER_VOTERS;
                 // (applying what it has; whether it has all the leader's log is checked at
                 // the handover)
                 let applied = metrics.last_applied.map_or(0, |l| l.index);
@@ -108,10 +107,14 @@ impl Node {
 /// How many log entries a replica may lag and still take the leadership over (it catches up
 /// on them while the leader holds its writes).
 const MAX_LAG: u64 = 1_000;
-/// How long the leader holds its writes for a handover, at most.
-const HANDOVER_HOLD: Duration = Duration::from_secs(3);
-/// How long a call to the leader may take during a handover.
-const HANDOVER_CALL: Duration = Duration::from_secs(2);
+/// How long the leader holds its writes for a handover, at most: longer than the steps below.
+const HANDOVER_HOLD: Duration = Duration::from_secs(5);
+/// How long a call to the leader, the catch-up and the election may each take.
+const HANDOVER_CALL: Duration = Duration::from_millis(1_500);
+/// The most voters a group may have for a handover: the other followers refuse votes while
+/// the held leader's heartbeats reach them, so the candidate wins with the leader's vote and
+/// its own only in a group of three (or two).
+const MAX_HANDOVER_VOTERS: usize = 3;
 
 /// Has `replica` (on node `node`) take the leadership of its group over from the leader at
 /// `leader_address`; true once it leads.
@@ -136,12 +139,21 @@ async fn take_over(
         group,
         token: token.clone(),
         ttl_ms: HANDOVER_HOLD.as_millis() as u64,
+        renew: false,
     };
     let held = tokio::time::timeout(HANDOVER_CALL, leader.freeze(hold))
         .await
-        .map_err(late)?
-        .map_err(call)?
-        .into_inner();
+        .map_err(late)
+        .and_then(|answer| answer.map_err(call));
+    let held = match held {
+        Ok(held) => held.into_inner(),
+        Err(e) => {
+            // (the leader may have raised the hold all the same)
+            let thaw = pb::ThawRequest { group, token };
+            let _ = tokio::time::timeout(HANDOVER_CALL, leader.thaw(thaw)).await;
+            return Err(e);
+        }
+    };
     let raft = replica.raft();
     let behind = held
         .last_log_index
