@@ -396,24 +396,7 @@ fn a_snapshot_carries_the_graph_dump_and_the_follower_inserts_only_what_came_aft
     // background)
     wait_until(|| installed.indexed_vectors() == 219);
     assert_eq!(installed.graph_inserts_since_dump(), 20);
-    let search = |query: Vec<f32>| {
-        let params = SearchQuery {
-            vector: query,
-            top_k: 1,
-            ef: Some(64),
-            filter: None,
-            exact: false,
-            with_payload: false,
-            with_vector: false,
-        };
-        let planner = PlannerConfig {
-            exact_search_threshold: 0,
-            default_ef: 64,
-            max_ef: 256,
-        };
-        let (hits, _) = installed.search(&params, &planner);
-        hits[0].id
-    };
+    let search = |query: Vec<f32>| nearest(&installed, query).0;
     assert_eq!(search(vec![210.0, 0.0]), PointId::Num(210));
     let near_deleted = search(vec![50.0, 1.0]);
     assert!(
@@ -614,6 +597,8 @@ fn upsert_round(ids: std::ops::Range<u64>, round: u64) -> ShardCommand {
     })
 }
 
+/// The nearest point to `query` through the planner (graph walks allowed at any size, ef 64),
+/// and the plan that found it.
 fn nearest(collection: &crate::shard::Collection, query: Vec<f32>) -> (PointId, &'static str) {
     let params = SearchQuery {
         vector: query,
