@@ -553,15 +553,7 @@ pub async fn set_payload(
     Path(name): Path<String>,
     bytes: Bytes,
 ) -> Reply {
-    let body = body(&bytes)?;
-    let payload = payload_change(&body)?;
-    update_payload(
-        &api,
-        name,
-        &body,
-        pb::update_payload_request::Change::Set(payload),
-    )
-    .await
+    change_payload(&api, name, &bytes, pb::update_payload_request::Change::Set).await
 }
 
 pub async fn overwrite_payload(
@@ -569,15 +561,25 @@ pub async fn overwrite_payload(
     Path(name): Path<String>,
     bytes: Bytes,
 ) -> Reply {
-    let body = body(&bytes)?;
-    let payload = payload_change(&body)?;
-    update_payload(
+    change_payload(
         &api,
         name,
-        &body,
-        pb::update_payload_request::Change::Overwrite(payload),
+        &bytes,
+        pb::update_payload_request::Change::Overwrite,
     )
     .await
+}
+
+/// A set or an overwrite (`change` says which) of the body's `payload`.
+async fn change_payload(
+    api: &Services,
+    name: String,
+    bytes: &[u8],
+    change: fn(prost_types::Struct) -> pb::update_payload_request::Change,
+) -> Reply {
+    let body = body(bytes)?;
+    let payload = payload_change(&body)?;
+    update_payload(api, name, &body, change(payload)).await
 }
 
 pub async fn delete_payload(
