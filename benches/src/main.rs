@@ -1,8 +1,8 @@
 //! `quiver-bench`: recall, throughput and latency of quiver's indexes, run in-process on texmex
 //! `.fvecs` base/query files and `.ivecs` ground truth.
 //!
-//! One build per run (exact [`VectorArena`] or [`HnswIndex`] built with its parallel
-//! `insert_many`), then one measured pass over the queries per `--ef`. Each pass is preceded by an
+//! One build per run (exact [`VectorArena`], or an [`HnswGraph`] built on `--build-threads`
+//! threads, or the `hnsw_rs` crate's graph as a reference), then one measured pass over the queries per `--ef`. Each pass is preceded by an
 //! unmeasured warm-up over the first 100 queries; every query is timed on its own, and QPS is
 //! queries over the wall time of the pass (aggregate over `--threads` threads). Output: one JSON
 //! object per setting with `--json`, a table otherwise; a header with the SIMD kernels and the
@@ -18,7 +18,7 @@ use quiver_benches::report::{print_table, Params, Row};
 use quiver_benches::stats::{percentile_us, recall_at, rss_bytes};
 use quiver_index::distance::{simd_backend, Metric};
 use quiver_index::flat::VectorArena;
-use quiver_index::hnsw::{HnswIndex, HnswParams, MAX_EF_CONSTRUCTION, MAX_M};
+use quiver_index::hnsw::{HnswGraph, HnswParams, MAX_EF_CONSTRUCTION, MAX_M};
 use quiver_index::Slot;
 
 /// Recall is reported at this depth.
@@ -30,6 +30,8 @@ const WARMUP_QUERIES: usize = 100;
 enum IndexChoice {
     Flat,
     Hnsw,
+    /// The `hnsw_rs` crate quiver used before its own graph: a reference point.
+    HnswRs,
 }
 
 #[derive(Debug, Parser)]
@@ -62,6 +64,9 @@ struct Args {
     /// HNSW search candidate list sizes, one measured pass each.
     #[arg(long, value_delimiter = ',', default_value = "16,32,64,128")]
     ef: Vec<usize>,
+    /// Threads building the graph.
+    #[arg(long, default_value_t = 2)]
+    build_threads: usize,
     /// Threads running queries (QPS is their aggregate).
     #[arg(long, default_value_t = 1)]
     threads: usize,
@@ -113,6 +118,7 @@ fn main() -> Result<()> {
     let rows = match args.index {
         IndexChoice::Flat => bench_flat(&args, &data),
         IndexChoice::Hnsw => bench_hnsw(&args, &data),
+        IndexChoice::HnswRs => bench_hnsw_rs(&args, &data),
     };
     if args.json {
         rows.iter()
@@ -141,6 +147,7 @@ fn bench_flat(args: &Args, data: &Dataset) -> Vec<Row> {
             .collect()
     });
     vec![row(
+        "quiver",
         "flat",
         Params::default(),
         &pass,
@@ -156,35 +163,71 @@ fn bench_hnsw(args: &Args, data: &Dataset) -> Vec<Row> {
     };
     let rss_before = rss_bytes();
     let started = Instant::now();
-    let index = HnswIndex::new(args.metric, data.dim, params, data.base.len());
-    let items: Vec<(Slot, &[f32])> = data
-        .base
-        .iter()
-        .enumerate()
-        .map(|(i, v)| (i as Slot, v.as_slice()))
-        .collect();
-    index.insert_many(&items);
+    let vectors: Vec<f32> = data.base.iter().flatten().copied().collect();
+    let graph = HnswGraph::build(args.metric, data.dim, params, vectors, args.build_threads, 1);
     let build_s = started.elapsed().as_secs_f64();
-    let what = format!("hnsw m={} ef_construction={}", args.m, args.ef_construction);
+    let what = format!(
+        "hnsw m={} ef_construction={} on {} thread(s)",
+        args.m, args.ef_construction, args.build_threads
+    );
     report_build(&what, build_s, rss_before);
     args.ef
         .iter()
         .map(|&ef| {
             let pass = measure(data, args.threads, |q| {
-                index
-                    .search(q, K, ef, None)
-                    .iter()
-                    .map(|h| h.slot)
-                    .collect()
+                graph.search(q, K, ef).iter().map(|h| h.slot).collect()
             });
-            let params = Params {
-                m: Some(args.m),
-                ef_construction: Some(args.ef_construction),
-                ef: Some(ef),
-            };
-            row("hnsw", params, &pass, build_s, index.memory_bytes())
+            row("quiver", "hnsw", hnsw_params(args, ef), &pass, build_s, graph.memory_bytes())
         })
         .collect()
+}
+
+fn bench_hnsw_rs(args: &Args, data: &Dataset) -> Vec<Row> {
+    use hnsw_rs::prelude::{DistDot, DistL2, Hnsw};
+    let rss_before = rss_bytes();
+    let started = Instant::now();
+    let items: Vec<(&[f32], usize)> = data
+        .base
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (v.as_slice(), i))
+        .collect();
+    let n = data.base.len();
+    let (m, efc) = (args.m, args.ef_construction);
+    // (cosine vectors are prepared, so cosine is the dot product)
+    let search: Box<dyn Fn(&[f32], usize) -> Vec<Slot> + Sync> = match args.metric {
+        Metric::L2 => {
+            let g: Hnsw<f32, DistL2> = Hnsw::new(m, n, 16, efc, DistL2);
+            g.parallel_insert_slice(&items);
+            Box::new(move |q, ef| g.search(q, K, ef).iter().map(|n| n.d_id as Slot).collect())
+        }
+        Metric::Cosine | Metric::Dot => {
+            let g: Hnsw<f32, DistDot> = Hnsw::new(m, n, 16, efc, DistDot);
+            g.parallel_insert_slice(&items);
+            Box::new(move |q, ef| g.search(q, K, ef).iter().map(|n| n.d_id as Slot).collect())
+        }
+    };
+    let build_s = started.elapsed().as_secs_f64();
+    report_build("hnsw_rs", build_s, rss_before);
+    let grown = match (rss_before, rss_bytes()) {
+        (Some(before), Some(after)) => after.saturating_sub(before),
+        _ => 0,
+    };
+    args.ef
+        .iter()
+        .map(|&ef| {
+            let pass = measure(data, args.threads, |q| search(q, ef));
+            row("hnsw_rs", "hnsw", hnsw_params(args, ef), &pass, build_s, grown)
+        })
+        .collect()
+}
+
+fn hnsw_params(args: &Args, ef: usize) -> Params {
+    Params {
+        m: Some(args.m),
+        ef_construction: Some(args.ef_construction),
+        ef: Some(ef),
+    }
 }
 
 /// Says on stderr how long the build took and how much resident memory it added (a measured
@@ -250,12 +293,21 @@ fn measure(data: &Dataset, threads: usize, search: impl Fn(&[f32]) -> Vec<Slot> 
     }
 }
 
-fn row(index: &'static str, params: Params, pass: &Pass, build_s: f64, index_bytes: usize) -> Row {
+fn row(
+    engine: &'static str,
+    index: &'static str,
+    params: Params,
+    pass: &Pass,
+    build_s: f64,
+    index_bytes: usize,
+) -> Row {
     Row {
+        engine,
         index,
         params,
         recall_at_10: pass.recall,
         qps: pass.qps,
+        batch_qps: pass.qps,
         p50_us: pass.p50_us,
         p99_us: pass.p99_us,
         build_s,

@@ -6,10 +6,15 @@ use serde::Serialize;
 /// One measured setting.
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
+    /// Whose index: `quiver`, or the `hnsw_rs` reference.
+    pub engine: &'static str,
     pub index: &'static str,
     pub params: Params,
     pub recall_at_10: f64,
     pub qps: f64,
+    /// Queries per second when queries are not each a call of their own. In-process there is no
+    /// call overhead, so it equals `qps`; the peers' scripts measure theirs (one batched call).
+    pub batch_qps: f64,
     pub p50_us: f64,
     pub p99_us: f64,
     pub build_s: f64,
@@ -33,6 +38,7 @@ impl Row {
         let rounded = Row {
             recall_at_10: round(self.recall_at_10, 4),
             qps: round(self.qps, 1),
+            batch_qps: round(self.batch_qps, 1),
             p50_us: round(self.p50_us, 1),
             p99_us: round(self.p99_us, 1),
             build_s: round(self.build_s, 3),
@@ -63,12 +69,13 @@ impl std::fmt::Display for Params {
 /// Prints rows as an aligned table.
 pub fn print_table(rows: &[Row]) {
     println!(
-        "{:<6} {:<22} {:>9} {:>10} {:>9} {:>9} {:>9} {:>10}",
-        "index", "params", "recall@10", "QPS", "p50 us", "p99 us", "build s", "index MiB"
+        "{:<8} {:<6} {:<22} {:>9} {:>10} {:>9} {:>9} {:>9} {:>10}",
+        "engine", "index", "params", "recall@10", "QPS", "p50 us", "p99 us", "build s", "index MiB"
     );
     for r in rows {
         println!(
-            "{:<6} {:<22} {:>9.4} {:>10.1} {:>9.1} {:>9.1} {:>9.3} {:>10.1}",
+            "{:<8} {:<6} {:<22} {:>9.4} {:>10.1} {:>9.1} {:>9.1} {:>9.3} {:>10.1}",
+            r.engine,
             r.index,
             r.params.to_string(),
             r.recall_at_10,
@@ -94,6 +101,7 @@ mod tests {
     #[test]
     fn json_keeps_schema_order_and_drops_unused_params() {
         let row = Row {
+            engine: "quiver",
             index: "hnsw",
             params: Params {
                 m: Some(16),
@@ -102,6 +110,7 @@ mod tests {
             },
             recall_at_10: 0.98765,
             qps: 1234.56,
+            batch_qps: 1234.56,
             p50_us: 800.04,
             p99_us: 1500.0,
             build_s: 12.3456,
@@ -109,7 +118,7 @@ mod tests {
         };
         assert_eq!(
             row.to_json_line(),
-            r#"{"index":"hnsw","params":{"m":16,"ef_construction":200,"ef":64},"recall_at_10":0.9877,"qps":1234.6,"p50_us":800.0,"p99_us":1500.0,"build_s":12.346,"index_bytes":42}"#
+            r#"{"engine":"quiver","index":"hnsw","params":{"m":16,"ef_construction":200,"ef":64},"recall_at_10":0.9877,"qps":1234.6,"batch_qps":1234.6,"p50_us":800.0,"p99_us":1500.0,"build_s":12.346,"index_bytes":42}"#
         );
         let flat = Row {
             index: "flat",

@@ -93,7 +93,8 @@ pub fn normalize(v: &mut [f32]) -> bool {
     true
 }
 
-type Kernel = fn(&[f32], &[f32]) -> f32;
+/// A distance kernel over two slices of one length.
+pub type Kernel = fn(&[f32], &[f32]) -> f32;
 
 struct Kernels {
     dot: Kernel,
@@ -123,6 +124,16 @@ fn kernels() -> &'static Kernels {
 /// Which kernel set this CPU runs: `"avx2+fma"` or `"scalar"`.
 pub fn simd_backend() -> &'static str {
     kernels().name
+}
+
+/// The kernel behind [`dot`], for hot loops that fetch it once and call it directly.
+pub fn dot_kernel() -> Kernel {
+    kernels().dot
+}
+
+/// The kernel behind [`l2_squared`], for hot loops that fetch it once and call it directly.
+pub fn l2_squared_kernel() -> Kernel {
+    kernels().l2_squared
 }
 
 /// Inner product. The slices must have the same length.

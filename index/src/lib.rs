@@ -11,8 +11,9 @@
 pub mod distance;
 pub mod filter;
 pub mod flat;
-#[cfg(feature = "hnsw")]
 pub mod hnsw;
+#[cfg(feature = "hnsw")]
+pub mod hnsw_rs_graph;
 pub mod params;
 pub mod payload_index;
 pub mod vecs;

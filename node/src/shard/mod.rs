@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 use quiver_index::flat::VectorArena;
-use quiver_index::hnsw::HnswIndex;
+use quiver_index::hnsw_rs_graph::HnswIndex;
 use quiver_index::payload_index::{FieldType, PayloadIndex};
 use quiver_index::Slot;
 use roaring::RoaringBitmap;

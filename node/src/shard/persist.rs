@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use quiver_index::hnsw::HnswIndex;
+use quiver_index::hnsw_rs_graph::HnswIndex;
 use quiver_index::Slot;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};

@@ -1,0 +1,312 @@
+//! quiver's HNSW graph (Malkov & Yashunin, 2018) over a fixed set of vectors.
+//!
+//! A graph is built once, in parallel, over the vectors of a sealed segment, and is only searched
+//! after that: a segment whose points change gets a new graph (the optimizer's merge and vacuum),
+//! so nothing on the search path takes a lock. The layout serves the search loop:
+//! - one block for all nodes with a fixed stride: per node its layer-0 list (a count, then room
+//!   for `2·M` ids) followed by its vector (`dim` floats, already
+//!   [`prepare`](crate::distance::Metric::prepare)d), so expanding a node whose distance was
+//!   just computed finds its links in cache, as hnswlib lays them out;
+//! - the upper layers (about one node in M reaches them) in a second block, `1 + M` u32s per
+//!   layer per node;
+//! - visited sets are epoch-stamped `u16` arrays reused from a pool, with the search heaps.
+//!
+//! Neighbours are chosen with the paper's heuristic (its algorithm 4), at insertion and when a
+//! full list is pruned. Links are `AtomicU32`s: build threads rewrite a node's lists under that
+//! node's lock and read other nodes' lists without one (a relaxed load is a plain load, so a
+//! finished graph pays nothing for it, and a list read while it is rewritten only ever holds
+//! valid node ids). Levels come from a seeded generator, so a graph is reproducible up to the
+//! order in which parallel inserts interleave.
+//!
+//! Ids are dense, `0..len`, in the order the vectors were given. Searches take an optional
+//! predicate, checked inside the walk: rejected nodes (tombstones, filtered-out points) are
+//! walked through but never returned. See [`format`] for the on-disk form.
+
+mod build;
+pub mod format;
+mod search;
+#[cfg(test)]
+mod tests;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use crate::distance::{dot_kernel, l2_squared_kernel, Kernel, Metric};
+use crate::ScoredSlot;
+
+pub use crate::params::{HnswParams, MAX_EF_CONSTRUCTION, MAX_M};
+pub use format::FormatError;
+
+use search::ScratchPool;
+
+/// Highest layer a node may reach (levels above it are clamped; with M ≥ 2 a level of 16 has
+/// odds below 2^-16 per node).
+const MAX_LEVEL: u8 = 15;
+
+/// How two prepared vectors compare inside the graph: lower is nearer. l2 uses the squared
+/// distance, cosine and dot the negated inner product, so the order is the metric's.
+#[derive(Clone, Copy)]
+struct Distance {
+    kernel: Kernel,
+    negate: bool,
+}
+
+impl Distance {
+    fn of(metric: Metric) -> Self {
+        match metric {
+            Metric::L2 => Self {
+                kernel: l2_squared_kernel(),
+                negate: false,
+            },
+            Metric::Cosine | Metric::Dot => Self {
+                kernel: dot_kernel(),
+                negate: true,
+            },
+        }
+    }
+
+    #[inline(always)]
+    fn between(&self, a: &[f32], b: &[f32]) -> f32 {
+        let d = (self.kernel)(a, b);
+        let d = if self.negate { -d } else { d };
+        // NaN sorts last (an overflowing vector never wins)
+        if d.is_nan() {
+            f32::INFINITY
+        } else {
+            d
+        }
+    }
+}
+
+/// The user-facing score of an internal distance.
+fn score_of(metric: Metric, d: f32) -> f32 {
+    match metric {
+        Metric::L2 => d.max(0.0).sqrt(),
+        Metric::Cosine | Metric::Dot => -d,
+    }
+}
+
+/// The vectors and neighbour lists, shared by the builder and the finished graph.
+struct Layers {
+    dim: usize,
+    /// Neighbours kept per node on upper layers (`M`); layer 0 keeps `2·M`.
+    m: usize,
+    /// `len × stride`: per node the layer-0 count, `2m` link slots, then the vector's floats
+    /// (their bits: written once, before any thread reads them, and never again).
+    nodes: Box<[AtomicU32]>,
+    levels: Vec<u8>,
+    /// Per node, where its first upper block starts in `upper` (nodes on layer 0 only: unused).
+    upper_start: Vec<u32>,
+    /// Blocks of `1 + m`: per node with level L, one block for each of layers 1..=L.
+    upper: Box<[AtomicU32]>,
+}
+
+impl Layers {
+    /// Lays out `vectors` (`dim` each) with empty layer-0 lists and upper blocks for `levels`.
+    fn new(dim: usize, m: usize, vectors: &[f32], levels: Vec<u8>) -> Self {
+        let mut nodes = Vec::with_capacity(levels.len() * (1 + 2 * m + dim));
+        for vector in vectors.chunks_exact(dim).take(levels.len()) {
+            nodes.extend((0..1 + 2 * m).map(|_| AtomicU32::new(0)));
+            nodes.extend(vector.iter().map(|x| AtomicU32::new(x.to_bits())));
+        }
+        let mut upper_start = Vec::with_capacity(levels.len());
+        let mut upper_len = 0usize;
+        for &level in &levels {
+            upper_start.push(upper_len as u32);
+            upper_len += level as usize * (1 + m);
+        }
+        Self {
+            dim,
+            m,
+            nodes: nodes.into_boxed_slice(),
+            levels,
+            upper_start,
+            upper: (0..upper_len).map(|_| AtomicU32::new(0)).collect(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.levels.len()
+    }
+
+    fn links0(&self) -> usize {
+        1 + 2 * self.m
+    }
+
+    fn stride(&self) -> usize {
+        self.links0() + self.dim
+    }
+
+    /// The most neighbours a node keeps on `level`.
+    fn max_links(&self, level: u8) -> usize {
+        if level == 0 {
+            2 * self.m
+        } else {
+            self.m
+        }
+    }
+
+    #[inline(always)]
+    fn vector(&self, id: u32) -> &[f32] {
+        let at = id as usize * self.stride() + self.links0();
+        let words = &self.nodes[at..at + self.dim];
+        // SAFETY: `AtomicU32` has the size, alignment and bit validity of `u32`, hence of `f32`;
+        // vector words are stored before the graph is shared and never written again, so plain
+        // reads of them never race with a write.
+        unsafe { std::slice::from_raw_parts(words.as_ptr().cast::<f32>(), words.len()) }
+    }
+
+    /// The block of `id` on `level`: a count, then room for [`max_links`](Self::max_links) ids.
+    #[inline(always)]
+    fn block(&self, id: u32, level: u8) -> &[AtomicU32] {
+        if level == 0 {
+            let at = id as usize * self.stride();
+            &self.nodes[at..at + self.links0()]
+        } else {
+            let stride = 1 + self.m;
+            let at = self.upper_start[id as usize] as usize + (level as usize - 1) * stride;
+            &self.upper[at..at + stride]
+        }
+    }
+
+    /// Copies the neighbours of `id` on `level` into `out`.
+    #[inline(always)]
+    fn neighbours_into(&self, id: u32, level: u8, out: &mut Vec<u32>) {
+        out.clear();
+        let block = self.block(id, level);
+        let count = (block[0].load(Ordering::Acquire) as usize).min(block.len() - 1);
+        out.extend(block[1..=count].iter().map(|l| l.load(Ordering::Relaxed)));
+    }
+
+    /// Replaces the neighbours of `id` on `level` (the caller holds the node's lock).
+    fn set_neighbours(&self, id: u32, level: u8, ids: &[u32]) {
+        let block = self.block(id, level);
+        let count = ids.len().min(block.len() - 1);
+        for (link, &to) in block[1..].iter().zip(&ids[..count]) {
+            link.store(to, Ordering::Relaxed);
+        }
+        block[0].store(count as u32, Ordering::Release);
+    }
+
+    fn memory_bytes(&self) -> usize {
+        self.nodes.len() * 4 + self.levels.len() + self.upper_start.len() * 4 + self.upper.len() * 4
+    }
+}
+
+/// An HNSW graph over `len` vectors of one dimension and metric.
+pub struct HnswGraph {
+    metric: Metric,
+    params: HnswParams,
+    distance: Distance,
+    layers: Layers,
+    /// The node searches start from (the first one that reached the top layer); `None` when empty.
+    entry: Option<u32>,
+    top_level: u8,
+    scratch: ScratchPool,
+}
+
+impl std::fmt::Debug for HnswGraph {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HnswGraph")
+            .field("metric", &self.metric)
+            .field("params", &self.params)
+            .field("len", &self.len())
+            .field("dim", &self.dim())
+            .finish()
+    }
+}
+
+impl HnswGraph {
+    /// Builds a graph over `vectors` (`dim` floats each, back to back, prepared for `metric`)
+    /// with `threads` threads; `seed` draws the levels.
+    pub fn build(
+        metric: Metric,
+        dim: usize,
+        params: HnswParams,
+        vectors: Vec<f32>,
+        threads: usize,
+        seed: u64,
+    ) -> Self {
+        build::build(metric, dim, params, vectors, threads, seed)
+    }
+
+    pub fn metric(&self) -> Metric {
+        self.metric
+    }
+
+    pub fn params(&self) -> HnswParams {
+        self.params
+    }
+
+    pub fn dim(&self) -> usize {
+        self.layers.dim
+    }
+
+    /// Number of nodes.
+    pub fn len(&self) -> usize {
+        self.layers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The vector of node `id` (as stored: prepared).
+    pub fn vector(&self, id: u32) -> &[f32] {
+        self.layers.vector(id)
+    }
+
+    /// The neighbours of `id` on layer 0 (for tests and diagnostics).
+    pub fn neighbours(&self, id: u32) -> Vec<u32> {
+        let mut out = Vec::new();
+        self.layers.neighbours_into(id, 0, &mut out);
+        out
+    }
+
+    /// Approximate top-`k` (best first) with a candidate list of `ef` (at least `k`). Slots in
+    /// the hits are node ids.
+    pub fn search(&self, query: &[f32], k: usize, ef: usize) -> Vec<ScoredSlot> {
+        self.search_accepting(query, k, ef, |_| true)
+    }
+
+    /// [`search`](Self::search) returning only nodes `accept` takes; it is called inside the walk,
+    /// so up to `k` accepted nodes are found however many are rejected.
+    pub fn search_accepting(
+        &self,
+        query: &[f32],
+        k: usize,
+        ef: usize,
+        accept: impl Fn(u32) -> bool,
+    ) -> Vec<ScoredSlot> {
+        let Some(entry) = self.entry else {
+            return Vec::new();
+        };
+        if k == 0 || query.len() != self.dim() {
+            return Vec::new();
+        }
+        let mut scratch = self.scratch.take(self.len());
+        let nearest = search::search(
+            &self.layers,
+            self.distance,
+            &mut scratch,
+            query,
+            entry,
+            self.top_level,
+            ef.max(k),
+            &accept,
+        );
+        self.scratch.give_back(scratch);
+        nearest
+            .into_iter()
+            .take(k)
+            .map(|(d, id)| ScoredSlot {
+                slot: id,
+                score: score_of(self.metric, d),
+            })
+            .collect()
+    }
+
+    /// Bytes held: vectors, levels and links, plus the pooled visited sets.
+    pub fn memory_bytes(&self) -> usize {
+        self.layers.memory_bytes() + self.scratch.memory_bytes()
+    }
+}

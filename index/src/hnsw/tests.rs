@@ -1,0 +1,293 @@
+use std::collections::HashSet;
+
+use rand::{Rng, SeedableRng};
+
+use super::*;
+use crate::flat::VectorArena;
+use crate::Slot;
+
+/// `n` points in `dim` dimensions that lie near a subspace of a quarter of them, around 20
+/// centres there (as embeddings do), prepared for `metric`.
+fn clustered(n: usize, dim: usize, seed: u64, metric: Metric) -> Vec<Vec<f32>> {
+    // the subspace and the centres depend on the dimension only, so queries drawn with another
+    // seed come from the same distribution as the points
+    let mut shape = rand::rngs::StdRng::seed_from_u64(dim as u64);
+    let latent = (dim / 4).max(2);
+    let basis: Vec<Vec<f32>> = (0..latent)
+        .map(|_| (0..dim).map(|_| shape.gen_range(-1.0..1.0)).collect())
+        .collect();
+    let centres: Vec<Vec<f32>> = (0..20)
+        .map(|_| (0..latent).map(|_| shape.gen_range(-1.0..1.0)).collect())
+        .collect();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    (0..n)
+        .map(|_| {
+            let c = &centres[rng.gen_range(0..centres.len())];
+            let mut v = vec![0.0f32; dim];
+            for (b, x) in basis.iter().zip(c) {
+                let x = x + rng.gen_range(-0.4..0.4);
+                v.iter_mut().zip(b).for_each(|(v, b)| *v += x * b);
+            }
+            v.iter_mut().for_each(|v| *v += rng.gen_range(-0.05..0.05));
+            metric.prepare(&mut v);
+            v
+        })
+        .collect()
+}
+
+fn flatten(rows: &[Vec<f32>]) -> Vec<f32> {
+    rows.iter().flatten().copied().collect()
+}
+
+fn exact(metric: Metric, data: &[Vec<f32>], query: &[f32], k: usize) -> Vec<Slot> {
+    let mut arena = VectorArena::new(query.len());
+    for (i, v) in data.iter().enumerate() {
+        arena.set(i as Slot, v);
+    }
+    arena
+        .search(metric, query, k, 0..data.len() as Slot)
+        .iter()
+        .map(|h| h.slot)
+        .collect()
+}
+
+fn recall(found: &[Vec<Slot>], truth: &[Vec<Slot>]) -> f64 {
+    let hits: usize = found
+        .iter()
+        .zip(truth)
+        .map(|(f, t)| f.iter().filter(|s| t.contains(s)).count())
+        .sum();
+    hits as f64 / truth.iter().map(Vec::len).sum::<usize>() as f64
+}
+
+#[test]
+fn recall_is_high_for_every_metric_and_scores_are_the_metrics() {
+    for metric in [Metric::L2, Metric::Cosine, Metric::Dot] {
+        let data = clustered(3_000, 24, 1, metric);
+        let queries = clustered(50, 24, 2, metric);
+        let graph = HnswGraph::build(metric, 24, HnswParams::default(), flatten(&data), 2, 9);
+        assert_eq!(graph.len(), 3_000);
+        let truth: Vec<Vec<Slot>> = queries
+            .iter()
+            .map(|q| exact(metric, &data, q, 10))
+            .collect();
+        let found: Vec<Vec<Slot>> = queries
+            .iter()
+            .map(|q| {
+                let hits = graph.search(q, 10, 64);
+                for h in &hits {
+                    let expected = metric.score(q, &data[h.slot as usize]);
+                    assert!(
+                        (h.score - expected).abs() < 1e-3,
+                        "{metric}: {h:?} vs {expected}"
+                    );
+                }
+                assert!(hits
+                    .windows(2)
+                    .all(|w| !metric.is_better(w[1].score, w[0].score)));
+                hits.iter().map(|h| h.slot).collect()
+            })
+            .collect();
+        let r = recall(&found, &truth);
+        assert!(r >= 0.95, "{metric}: recall {r}");
+    }
+}
+
+#[test]
+fn recall_is_at_least_hnsw_rs_on_the_same_data() {
+    use hnsw_rs::prelude::{DistL2, Hnsw};
+    let metric = Metric::L2;
+    let (dim, params) = (
+        32,
+        HnswParams {
+            m: 12,
+            ef_construction: 100,
+        },
+    );
+    let data = clustered(10_000, dim, 3, metric);
+    let queries = clustered(200, dim, 4, metric);
+    let truth: Vec<Vec<Slot>> = queries
+        .iter()
+        .map(|q| exact(metric, &data, q, 10))
+        .collect();
+
+    let ours = HnswGraph::build(metric, dim, params, flatten(&data), 2, 5);
+    let reference: Hnsw<f32, DistL2> =
+        Hnsw::new(params.m, data.len(), 16, params.ef_construction, DistL2);
+    let items: Vec<(&[f32], usize)> = data
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (v.as_slice(), i))
+        .collect();
+    reference.parallel_insert_slice(&items);
+    // mean recall over a few ef (parallel builds of either vary by about ±0.005)
+    let mean = |search: &dyn Fn(&[f32], usize) -> Vec<Slot>| {
+        let efs = [10, 16, 32];
+        efs.iter()
+            .map(|&ef| {
+                let found: Vec<Vec<Slot>> = queries.iter().map(|q| search(q, ef)).collect();
+                recall(&found, &truth)
+            })
+            .sum::<f64>()
+            / efs.len() as f64
+    };
+    let r_ours = mean(&|q, ef| ours.search(q, 10, ef).iter().map(|h| h.slot).collect());
+    let r_reference = mean(&|q, ef| {
+        reference
+            .search(q, 10, ef)
+            .iter()
+            .map(|n| n.d_id as Slot)
+            .collect()
+    });
+    assert!(
+        r_ours >= r_reference - 0.005,
+        "ours {r_ours}, hnsw_rs {r_reference}"
+    );
+}
+
+#[test]
+fn lists_are_bounded_without_self_links_or_repeats() {
+    let data = clustered(4_000, 8, 5, Metric::L2);
+    let params = HnswParams {
+        m: 6,
+        ef_construction: 40,
+    };
+    let graph = HnswGraph::build(Metric::L2, 8, params, flatten(&data), 2, 1);
+    for id in 0..graph.len() as u32 {
+        let links = graph.neighbours(id);
+        assert!(
+            !links.is_empty() && links.len() <= 12,
+            "node {id}: {links:?}"
+        );
+        assert!(!links.contains(&id));
+        assert_eq!(links.iter().collect::<HashSet<_>>().len(), links.len());
+    }
+    // every node is reachable from the entry on layer 0
+    let mut seen = vec![false; graph.len()];
+    let mut stack = vec![graph.entry.unwrap()];
+    while let Some(id) = stack.pop() {
+        if !std::mem::replace(&mut seen[id as usize], true) {
+            stack.extend(graph.neighbours(id));
+        }
+    }
+    assert!(seen.iter().all(|&s| s));
+}
+
+#[test]
+fn the_predicate_is_applied_inside_the_walk() {
+    let data = clustered(2_000, 8, 6, Metric::L2);
+    let graph = HnswGraph::build(Metric::L2, 8, HnswParams::default(), flatten(&data), 1, 2);
+    // one node in 50 accepted: still 10 found, all accepted, and they are the nearest accepted
+    let accept = |id: u32| id % 50 == 7;
+    let hits = graph.search_accepting(&data[1], 10, 64, accept);
+    assert_eq!(hits.len(), 10);
+    assert!(hits.iter().all(|h| accept(h.slot)));
+    let accepted: Vec<Vec<f32>> = data
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| accept(*i as u32))
+        .map(|(_, v)| v.clone())
+        .collect();
+    let best = exact(Metric::L2, &accepted, &data[1], 1)[0];
+    assert_eq!(hits[0].slot, best * 50 + 7);
+    // nothing accepted: nothing returned
+    assert!(graph
+        .search_accepting(&data[1], 10, 64, |_| false)
+        .is_empty());
+}
+
+#[test]
+fn small_and_empty_graphs() {
+    let empty = HnswGraph::build(Metric::Dot, 4, HnswParams::default(), Vec::new(), 2, 0);
+    assert!(empty.is_empty());
+    assert!(empty.search(&[1.0, 0.0, 0.0, 0.0], 5, 10).is_empty());
+    let one = HnswGraph::build(Metric::Dot, 2, HnswParams::default(), vec![1.0, 2.0], 2, 0);
+    let hits = one.search(&[1.0, 1.0], 5, 1);
+    assert_eq!(hits.len(), 1);
+    assert_eq!((hits[0].slot, hits[0].score), (0, 3.0));
+    // k above the size returns all; a query of the wrong length returns nothing
+    let data = clustered(30, 4, 7, Metric::L2);
+    let few = HnswGraph::build(Metric::L2, 4, HnswParams::default(), flatten(&data), 2, 0);
+    assert_eq!(few.search(&data[0], 100, 10).len(), 30);
+    assert!(few.search(&[1.0], 5, 10).is_empty());
+    assert_eq!(few.search(&data[3], 1, 1)[0].slot, 3);
+}
+
+#[test]
+fn single_threaded_builds_are_reproducible() {
+    let data = clustered(1_500, 8, 8, Metric::Cosine);
+    let a = HnswGraph::build(
+        Metric::Cosine,
+        8,
+        HnswParams::default(),
+        flatten(&data),
+        1,
+        3,
+    );
+    let b = HnswGraph::build(
+        Metric::Cosine,
+        8,
+        HnswParams::default(),
+        flatten(&data),
+        4,
+        3,
+    );
+    let (mut x, mut y) = (Vec::new(), Vec::new());
+    a.write_to(&mut x).unwrap();
+    b.write_to(&mut y).unwrap();
+    assert!(
+        x == y,
+        "graphs under the parallel threshold build on one thread"
+    );
+}
+
+#[test]
+fn a_written_graph_reads_back_the_same_and_damage_is_an_error() {
+    let data = clustered(2_500, 12, 9, Metric::Dot);
+    let graph = HnswGraph::build(
+        Metric::Dot,
+        12,
+        HnswParams {
+            m: 8,
+            ef_construction: 50,
+        },
+        flatten(&data),
+        2,
+        4,
+    );
+    let mut bytes = Vec::new();
+    graph.write_to(&mut bytes).unwrap();
+    let read = HnswGraph::read_from(&bytes).unwrap();
+    assert_eq!(
+        (read.len(), read.dim(), read.metric(), read.params()),
+        (2_500, 12, Metric::Dot, graph.params())
+    );
+    for q in data.iter().take(20) {
+        assert_eq!(graph.search(q, 10, 32), read.search(q, 10, 32));
+    }
+    let mut again = Vec::new();
+    read.write_to(&mut again).unwrap();
+    assert!(again == bytes);
+
+    let mut flipped = bytes.clone();
+    flipped[bytes.len() / 2] ^= 1;
+    assert_eq!(
+        HnswGraph::read_from(&flipped).unwrap_err(),
+        FormatError::Damaged("checksum mismatch".into())
+    );
+    assert!(HnswGraph::read_from(&bytes[..bytes.len() - 9]).is_err());
+    assert_eq!(
+        HnswGraph::read_from(b"garbage").unwrap_err(),
+        FormatError::NotAGraph
+    );
+    let mut future = bytes.clone();
+    future[6] = 9;
+    assert_eq!(
+        HnswGraph::read_from(&future).unwrap_err(),
+        FormatError::Version { found: 9 }
+    );
+    let empty = HnswGraph::build(Metric::L2, 3, HnswParams::default(), Vec::new(), 1, 0);
+    let mut bytes = Vec::new();
+    empty.write_to(&mut bytes).unwrap();
+    assert!(HnswGraph::read_from(&bytes).unwrap().is_empty());
+}
