@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # How long a replica whose data directory was wiped takes to catch up by Raft snapshot, when the
-# snapshot carries the leader's HNSW graph dump ("graph in snapshot") and when the leader has no
-# dump to send, so the replica builds the graph from the installed points ("graph rebuilt").
+# snapshot carries the leader's sealed segments ("graph in snapshot": segments seal at 1 point)
+# and when the leader has none to send (they seal above ROWS points, so every point stays in the
+# appendable segment).
 # Same binary, same data, same run. Per setup: 3 `quiver serve` nodes, one shard x 3 replicas,
 # ROWS points imported, then a few single-point writes so the leader takes a snapshot after its
 # periodic dump; a follower is killed (-9), wiped and restarted, and timed from its start until
@@ -27,9 +28,9 @@ for i in range(40):
     print(json.dumps({"id": 10_000_000 + i, "vector": [float(i)] * dim}))
 EOF
 
-start() { # node-index port-base dump-every
+start() { # node-index port-base seal-points
   local i=$1 base=$2 every=$3
-  printf '[node]\ndata_dir = "%s"\nlisten = "127.0.0.1:%d"\n[cluster]\nnode_id = %d\nbootstrap = false\nsnapshot_every_entries = 20\nlog_entries_kept = 0\n[storage]\nhnsw_dump_every_inserts = %d\nhnsw_dump_interval_secs = 1\n' \
+  printf '[node]\ndata_dir = "%s"\nlisten = "127.0.0.1:%d"\n[cluster]\nnode_id = %d\nbootstrap = false\nsnapshot_every_entries = 20\nlog_entries_kept = 0\n[storage]\nsegment_seal_points = %d\n' \
     "$WORK/$base/n$i" $((base + i)) "$i" "$every" > "$WORK/$base-n$i.toml"
   "$BIN" serve --config "$WORK/$base-n$i.toml" >> "$WORK/$base-n$i.log" 2>&1 &
   PIDS[$((base + i))]=$!
@@ -37,7 +38,7 @@ start() { # node-index port-base dump-every
   echo "node $i did not start" >&2; cat "$WORK/$base-n$i.log" >&2; exit 1
 }
 
-measure() { # setup port-base dump-every
+measure() { # setup port-base seal-points
   local setup=$1 base=$2 every=$3
   mkdir -p "$WORK/$base"
   for i in 1 2 3; do start "$i" "$base" "$every"; done
@@ -48,7 +49,7 @@ measure() { # setup port-base dump-every
   "$BIN" collection create bench --dim "$DIM" --metric l2 --m 16 --ef-construction 200 \
     --shards 1 --replication-factor 3 --endpoint "$ep" > /dev/null
   "$BIN" points import bench --file "$DATA" --batch-size 500 --endpoint "$ep" > /dev/null
-  sleep 4 # the periodic dump (every second) runs on each replica
+  sleep 4 # the optimizer seals on each replica
   "$BIN" points import bench --file "$WORK/tail.jsonl" --batch-size 1 --endpoint "$ep" > /dev/null
   local leader; leader=$("$BIN" collection info bench --endpoint "$ep" | python3 -c "import json,sys; print(json.load(sys.stdin)['shards'][0]['leader'])")
   local victim=$(( leader % 3 + 1 ))
@@ -70,7 +71,7 @@ print(1 if mine and mine[0]['last_applied_index'] >= head else 0)")
     sleep 0.1
   done
   local t1; t1=$(date +%s.%N)
-  local graph; graph=$(grep -c 'graph_loaded=true' "$WORK/$base-n$victim.log" || true)
+  local graph; graph=$(grep -c 'segments_loaded=[1-9]' "$WORK/$base-n$victim.log" || true)
   python3 -c "import sys; s,a,b,g,n=sys.argv[1:]; print('{\"setup\":\"%s\",\"points\":%s,\"catch_up_s\":%.2f,\"graph_loaded\":%s}' % (s, n, float(b)-float(a), 'true' if int(g) > 0 else 'false'))" \
     "$setup" "$t0" "$t1" "$graph" "$ROWS"
   for i in 1 2 3; do kill "${PIDS[$((base + i))]}" 2>/dev/null || true; done

@@ -164,7 +164,14 @@ fn bench_hnsw(args: &Args, data: &Dataset) -> Vec<Row> {
     let rss_before = rss_bytes();
     let started = Instant::now();
     let vectors: Vec<f32> = data.base.iter().flatten().copied().collect();
-    let graph = HnswGraph::build(args.metric, data.dim, params, vectors, args.build_threads, 1);
+    let graph = HnswGraph::build(
+        args.metric,
+        data.dim,
+        params,
+        vectors,
+        args.build_threads,
+        1,
+    );
     let build_s = started.elapsed().as_secs_f64();
     let what = format!(
         "hnsw m={} ef_construction={} on {} thread(s)",
@@ -177,7 +184,14 @@ fn bench_hnsw(args: &Args, data: &Dataset) -> Vec<Row> {
             let pass = measure(data, args.threads, |q| {
                 graph.search(q, K, ef).iter().map(|h| h.slot).collect()
             });
-            row("quiver", "hnsw", hnsw_params(args, ef), &pass, build_s, graph.memory_bytes())
+            row(
+                "quiver",
+                "hnsw",
+                hnsw_params(args, ef),
+                &pass,
+                build_s,
+                graph.memory_bytes(),
+            )
         })
         .collect()
 }
@@ -217,7 +231,14 @@ fn bench_hnsw_rs(args: &Args, data: &Dataset) -> Vec<Row> {
         .iter()
         .map(|&ef| {
             let pass = measure(data, args.threads, |q| search(q, ef));
-            row("hnsw_rs", "hnsw", hnsw_params(args, ef), &pass, build_s, grown)
+            row(
+                "hnsw_rs",
+                "hnsw",
+                hnsw_params(args, ef),
+                &pass,
+                build_s,
+                grown,
+            )
         })
         .collect()
 }

@@ -238,13 +238,16 @@ pub struct StorageConfig {
     /// loss: the last acknowledged writes can be lost and, in a cluster, a node can forget its
     /// vote, which breaks Raft's safety. Only for tests and throwaway data. Default `true`.
     pub sync_writes: bool,
-    /// `storage.hnsw_dump_every_inserts`: dump a collection's HNSW graph to disk once this many
-    /// points have been inserted since its last dump, or a quarter of the graph's size if that
-    /// is fewer (at least 1). Default `20000`.
-    pub hnsw_dump_every_inserts: usize,
-    /// `storage.hnsw_dump_interval_secs`: how often, in seconds, to check for graphs that are
-    /// due for a dump (at least 1). Default `10`.
-    pub hnsw_dump_interval_secs: u64,
+    /// `storage.segment_seal_points`: a collection's appendable segment (new points, searched
+    /// exactly) is indexed into a sealed segment in the background once it holds this many
+    /// points (at least 1). Default `10000`.
+    pub segment_seal_points: usize,
+    /// `storage.segment_max_points`: a sealed segment grows by absorbing the appendable one up
+    /// to this many points; past it a new segment starts (at least 1). Default `2000000`.
+    pub segment_max_points: usize,
+    /// `storage.index_build_threads`: threads one segment build uses; `0` uses every core.
+    /// Default `0`.
+    pub index_build_threads: usize,
     /// `storage.block_cache_mb`: RocksDB's block cache, in MiB, one for all of a node's replicas
     /// (the meta group's and every shard's; at least 1). Default `64`.
     pub block_cache_mb: usize,
@@ -259,8 +262,9 @@ impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
             sync_writes: true,
-            hnsw_dump_every_inserts: 20_000,
-            hnsw_dump_interval_secs: 10,
+            segment_seal_points: 10_000,
+            segment_max_points: 2_000_000,
+            index_build_threads: 0,
             block_cache_mb: 64,
             write_buffer_mb: 8,
         }
@@ -272,14 +276,14 @@ impl Default for StorageConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
     /// `log.level`: tracing `EnvFilter` directive selecting what is logged, e.g.
-    /// `"info,quiver_node=debug"`. Default `"info,hnsw_rs=warn"` (the HNSW library is chatty at info).
+    /// `"info,quiver_node=debug"`. Default `"info"`.
     pub level: String,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
-            level: "info,hnsw_rs=warn".to_owned(),
+            level: "info".to_owned(),
         }
     }
 }
@@ -449,15 +453,15 @@ impl Config {
         }
 
         let storage = &self.storage;
-        if storage.hnsw_dump_every_inserts < 1 {
+        if storage.segment_seal_points < 1 {
             problem(
-                "storage.hnsw_dump_every_inserts",
+                "storage.segment_seal_points",
                 "must be at least 1".to_owned(),
             );
         }
-        if storage.hnsw_dump_interval_secs < 1 {
+        if storage.segment_max_points < 1 {
             problem(
-                "storage.hnsw_dump_interval_secs",
+                "storage.segment_max_points",
                 "must be at least 1".to_owned(),
             );
         }

@@ -47,7 +47,7 @@ fn defaults_are_valid_and_as_documented() {
     assert_eq!(config.limits.max_request_bytes, 64 << 20);
     assert_eq!(config.search.default_ef, 64);
     assert!(config.storage.sync_writes);
-    assert_eq!(config.log.level, "info,hnsw_rs=warn");
+    assert_eq!(config.log.level, "info");
 }
 
 #[test]
@@ -250,7 +250,7 @@ fn validation_reports_every_problem_at_once() {
     config.limits.max_request_bytes = 100;
     config.limits.max_dimension = 100_000;
     config.search.default_ef = 5_000;
-    config.storage.hnsw_dump_interval_secs = 0;
+    config.storage.segment_seal_points = 0;
     config.log.level = "  ".to_owned();
     let problems = problems(config.validate());
     assert_eq!(
@@ -261,7 +261,7 @@ fn validation_reports_every_problem_at_once() {
             "- limits.max_batch_points: must be at least 1",
             "- limits.max_dimension: must be at most 65536",
             "- search.default_ef: must be at most search.max_ef (4096)",
-            "- storage.hnsw_dump_interval_secs: must be at least 1",
+            "- storage.segment_seal_points: must be at least 1",
             "- log.level: must not be empty",
         ]
     );
@@ -300,8 +300,9 @@ fn every_limit_must_be_at_least_one() {
         },
         storage: StorageConfig {
             sync_writes: false,
-            hnsw_dump_every_inserts: 0,
-            hnsw_dump_interval_secs: 0,
+            segment_seal_points: 0,
+            segment_max_points: 0,
+            index_build_threads: 0,
             block_cache_mb: 0,
             write_buffer_mb: 0,
         },
@@ -318,8 +319,8 @@ fn every_limit_must_be_at_least_one() {
         "limits.max_ids_per_request",
         "search.default_ef",
         "search.max_ef",
-        "storage.hnsw_dump_every_inserts",
-        "storage.hnsw_dump_interval_secs",
+        "storage.segment_seal_points",
+        "storage.segment_max_points",
         "storage.block_cache_mb",
         "storage.write_buffer_mb",
     ] {

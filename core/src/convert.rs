@@ -361,6 +361,7 @@ pub fn collection_info(
         replication_factor: 0,
         shards: Vec::new(),
         collection_id: 0,
+        pending_vectors: 0,
     }
 }
 

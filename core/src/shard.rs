@@ -190,12 +190,53 @@ impl PointsCommand {
 }
 
 /// One replica's counts of its collection and the leader it knows.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ShardCounts {
     /// 0: none known.
     pub leader: u64,
     pub points_count: u64,
     pub indexed_vectors: u64,
+    pub segments: Vec<SegmentInfo>,
+}
+
+/// What a segment of a replica is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SegmentState {
+    /// New points, scored exactly.
+    Appendable,
+    /// Being indexed by the optimizer.
+    Building,
+    /// Indexed: vectors and an HNSW graph, immutable.
+    Sealed,
+}
+
+impl SegmentState {
+    /// The state a name says (as [`as_str`](Self::as_str) spells it).
+    pub fn parse(name: &str) -> Option<Self> {
+        [Self::Appendable, Self::Building, Self::Sealed]
+            .into_iter()
+            .find(|s| s.as_str() == name)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SegmentState::Appendable => "appendable",
+            SegmentState::Building => "building",
+            SegmentState::Sealed => "sealed",
+        }
+    }
+}
+
+/// One segment of a replica.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentInfo {
+    pub state: SegmentState,
+    /// Live points it holds (a building one: the points it is built from).
+    pub points: u64,
+    /// Replaced or deleted versions still in its graph.
+    pub retired: u64,
+    /// Bytes it holds in memory.
+    pub memory_bytes: u64,
 }
 
 /// A client of shard replicas: another node's, over gRPC, or this process's own.

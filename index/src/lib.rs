@@ -4,16 +4,14 @@
 //! - [`filter`]: the payload filter language (Mongo/Pinecone-style JSON) and its evaluation;
 //! - [`payload_index`]: per-field payload indexes that bound the candidates of a filter;
 //! - [`flat`]: exact top-k search;
-//! - [`hnsw`] (feature `hnsw`, on by default): the HNSW graph (via `hnsw_rs`) with filtered search
-//!   and dump/load; [`params`]: its parameters, always available;
+//! - [`hnsw`]: quiver's HNSW graph over a fixed set of vectors: parallel build, extension,
+//!   search with a predicate inside the walk, and its file format; [`params`]: its parameters;
 //! - [`vecs`]: the `.fvecs` / `.ivecs` formats of benchmark data, parsed from bytes.
 
 pub mod distance;
 pub mod filter;
 pub mod flat;
 pub mod hnsw;
-#[cfg(feature = "hnsw")]
-pub mod hnsw_rs_graph;
 pub mod params;
 pub mod payload_index;
 pub mod vecs;

@@ -1,10 +1,9 @@
-//! HNSW graph parameters and their bounds: what a collection spec names, without the graph
-//! (so crates that only validate specs do not link the graph library).
+//! HNSW graph parameters and their bounds: what a collection spec names.
 
 /// Graph parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HnswParams {
-    /// Neighbours kept per node per layer (the graph library allows at most 256).
+    /// Neighbours kept per node on the upper layers (layer 0 keeps twice as many).
     pub m: usize,
     /// Candidate list size while inserting.
     pub ef_construction: usize,
@@ -19,7 +18,7 @@ impl Default for HnswParams {
     }
 }
 
-/// Largest `m` accepted (the graph library stops the process above 256).
+/// Largest `m` accepted (a layer-0 list of 256 links is 1 KiB per node).
 pub const MAX_M: usize = 128;
 /// Largest `ef_construction` accepted.
 pub const MAX_EF_CONSTRUCTION: usize = 4096;

@@ -188,6 +188,7 @@ impl LocalShards {
             leader: replica.leader().unwrap_or(0),
             points_count: c.points_count() as u64,
             indexed_vectors: c.indexed_vectors() as u64,
+            segments: c.segments(),
         })
     }
 }

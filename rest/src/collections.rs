@@ -72,13 +72,19 @@ fn info_json(info: &pb::CollectionInfo) -> Value {
             (f.key.clone(), schema)
         })
         .collect();
+    // Qdrant's colours: yellow while the optimizer builds a segment
+    let building = info
+        .shards
+        .iter()
+        .flat_map(|s| &s.segments)
+        .any(|s| s.state == "building");
     json!({
-        "status": "green",
+        "status": if building { "yellow" } else { "green" },
         "optimizer_status": "ok",
         "vectors_count": info.points_count,
         "indexed_vectors_count": info.indexed_vectors,
         "points_count": info.points_count,
-        "segments_count": info.shard_count,
+        "segments_count": info.shards.iter().map(|s| s.segments.len()).sum::<usize>().max(info.shard_count as usize),
         "config": {
             "params": {
                 "vectors": {"size": info.dim, "distance": distance_name(info.metric)},

@@ -25,7 +25,9 @@ use quiver_core::convert::{self, Limits};
 use quiver_core::directory::Directory;
 use quiver_core::placement::{shard_index, NodeId, Placement};
 use quiver_core::point::PointId;
-use quiver_core::shard::{PointsCommand, ReadConsistency, Selection, ShardClient, ShardRead};
+use quiver_core::shard::{
+    PointsCommand, ReadConsistency, SegmentState, Selection, ShardClient, ShardRead,
+};
 use quiver_core::Error;
 use quiver_index::distance::Metric;
 use quiver_proto::v1 as pb;
@@ -571,10 +573,27 @@ impl Coordinator {
                 shard.leader = counts.leader;
                 shard.points_count = counts.points_count;
                 shard.indexed_vectors = counts.indexed_vectors;
+                shard.segments = counts
+                    .segments
+                    .iter()
+                    .map(|s| pb::SegmentInfo {
+                        state: s.state.as_str().to_string(),
+                        points: s.points,
+                        retired: s.retired,
+                        memory_bytes: s.memory_bytes,
+                    })
+                    .collect();
             }
         }
         info.points_count = info.shards.iter().map(|s| s.points_count).sum();
         info.indexed_vectors = info.shards.iter().map(|s| s.indexed_vectors).sum();
+        info.pending_vectors = info
+            .shards
+            .iter()
+            .flat_map(|s| &s.segments)
+            .filter(|s| s.state != SegmentState::Sealed.as_str())
+            .map(|s| s.points)
+            .sum();
         Ok(info)
     }
 }

@@ -126,7 +126,6 @@ pub async fn serve(
             until,
         ))
     });
-    let dumper = spawn_graph_dumper(node.clone());
     let result = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
@@ -155,23 +154,7 @@ pub async fn serve(
             Ok(Ok(())) => {}
         }
     }
-    dumper.abort();
     node.shutdown().await;
-    let final_dump = node.clone();
-    let _ = tokio::task::spawn_blocking(move || final_dump.dump_graphs(true)).await;
     info!("quiver node stopped");
     result
-}
-
-fn spawn_graph_dumper(node: Arc<Node>) -> tokio::task::JoinHandle<()> {
-    let every = Duration::from_secs(node.config().storage.hnsw_dump_interval_secs);
-    tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(every);
-        ticker.tick().await;
-        loop {
-            ticker.tick().await;
-            let node = node.clone();
-            let _ = tokio::task::spawn_blocking(move || node.dump_graphs(false)).await;
-        }
-    })
 }

@@ -29,6 +29,8 @@ pub fn test_config(data_dir: &Path) -> Config {
     config.node.data_dir = data_dir.to_path_buf();
     config.node.listen = "127.0.0.1:0".parse().expect("loopback address");
     config.storage.sync_writes = false;
+    // small segments, so tests of a few thousand points exercise sealed ones too
+    config.storage.segment_seal_points = 500;
     config
 }
 
@@ -77,11 +79,32 @@ impl TestServer {
         CollectionsClient::new(self.must_channel().await)
     }
 
+    /// Waits (up to 60 s) until no local replica of `collection` has optimizer work running: its
+    /// points are then indexed, but for fewer than `storage.segment_seal_points` per shard.
+    pub async fn settle(&self, collection: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let busy = self.node.shards().iter().any(|shard| {
+                shard
+                    .collection(collection)
+                    .is_ok_and(|c| c.optimizing())
+            });
+            if !busy {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the optimizer of `{collection}` did not settle"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn must_points(&self) -> PointsClient<Channel> {
         PointsClient::new(self.must_channel().await).max_decoding_message_size(usize::MAX)
     }
 
-    /// Stops serving, waits for the final graph dump and releases the data directory.
+    /// Stops serving and releases the data directory.
     pub async fn stop(mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());

@@ -1,14 +1,14 @@
-//! `quiver-restart-bench`: how long a node takes to restart when its HNSW graph was dumped,
-//! against rebuilding the graph from the stored points.
+//! `quiver-restart-bench`: how fast points go in and get indexed, and how long a node takes to
+//! restart with its segment files, against indexing the stored points again.
 //!
 //! Uses the real node library on RocksDB in a temporary data directory (`sync_writes` off, the
-//! default single-member Raft group): create an HNSW collection, upsert the points through
-//! the shard group's `write` in batches, dump the graphs, shut the node down, then time `Node::open` twice:
-//! once with the dump (searches must return exactly what they did before the restart) and once
-//! after deleting the shard's `derived/graphs/` (the node serves at once and rebuilds the graph in
-//! the background; also timed until the graph holds every point). `Node::open` returns once the
-//! group has elected the node, so both times include that election. Prints one JSON line; progress goes to
-//! stderr.
+//! default single-member Raft group): create an HNSW collection, upsert the points through the
+//! shard group's `write` in batches (timed: acknowledged), wait for the optimizer to index them
+//! (timed: indexed), shut the node down, then time `Node::open` twice: once with the segment
+//! files (searches must return exactly what they did before the restart) and once after deleting
+//! the shard's `derived/graphs/` (the node serves at once and indexes the points in the
+//! background; also timed until it has). `Node::open` returns once the group has elected the
+//! node, so both times include that election. Prints one JSON line; progress goes to stderr.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -103,6 +103,7 @@ fn main() -> Result<()> {
     let mut config = Config::default();
     config.node.data_dir = tmp.path().join("node");
     config.storage.sync_writes = false;
+    let seal_points = config.storage.segment_seal_points;
     eprintln!(
         "quiver-restart-bench: simd {}, {} points x {dim}, data dir {}",
         simd_backend(),
@@ -155,50 +156,44 @@ fn main() -> Result<()> {
             .with_context(|| format!("upserting batch {b}"))?;
     }
     let ingest_s = started.elapsed().as_secs_f64();
-    eprintln!("quiver-restart-bench: ingested in {ingest_s:.2} s");
+    eprintln!("quiver-restart-bench: acknowledged in {ingest_s:.2} s");
+    let collection = replica.collection(COLLECTION)?;
+    wait_indexed(&collection, seal_points);
+    let indexed_s = started.elapsed().as_secs_f64();
+    eprintln!("quiver-restart-bench: indexed in {indexed_s:.2} s");
+    drop(collection);
     let before = search_all(&node, &checks)?;
-
-    let started = Instant::now();
-    node.dump_graphs(true);
-    let dump_s = started.elapsed().as_secs_f64();
     let graphs = replica.dir().join("derived").join("graphs");
     drop(replica);
-    let dump_bytes = dir_bytes(&graphs);
+    let segment_bytes = dir_bytes(&graphs);
     ensure!(
-        dump_bytes > 0,
-        "dump_graphs wrote nothing under {}",
+        segment_bytes > 0,
+        "no segment file under {}",
         graphs.display()
     );
     close(&runtime, node);
 
-    let (node, restart_with_dump_s) = timed_open(&runtime, &config, base.len())?;
+    let (node, restart_with_segments_s) = timed_open(&runtime, &config, base.len())?;
+    let collection = shard(&node)?.collection(COLLECTION)?;
     ensure!(
-        shard(&node)?
-            .collection(COLLECTION)?
-            .graph_inserts_since_dump()
-            == 0,
-        "the graph was not loaded from its dump"
+        !collection.optimizing() && collection.indexed_vectors() + seal_points > base.len(),
+        "the segments were not loaded from their files"
     );
+    drop(collection);
     let after = search_all(&node, &checks)?;
     ensure!(
         after == before,
-        "searches differ after a restart with the dumped graph"
+        "searches differ after a restart with the segment files"
     );
     close(&runtime, node);
 
     std::fs::remove_dir_all(&graphs).with_context(|| format!("removing {}", graphs.display()))?;
     let (node, restart_rebuild_s) = timed_open(&runtime, &config, base.len())?;
-    // the node serves at once; the graph is built in the background meanwhile
+    // the node serves at once; the segments are built in the background meanwhile
     let collection = shard(&node)?.collection(COLLECTION)?;
     let opened = Instant::now();
-    while collection.indexed_vectors() < base.len() {
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    wait_indexed(&collection, seal_points);
     let graph_rebuilt_s = restart_rebuild_s + opened.elapsed().as_secs_f64();
-    ensure!(
-        collection.graph_inserts_since_dump() == base.len(),
-        "the graph was not rebuilt from the points"
-    );
     drop(collection);
     let rebuilt = search_all(&node, &checks)?;
     let same = rebuilt.iter().zip(&before).filter(|(a, b)| a == b).count();
@@ -214,11 +209,11 @@ fn main() -> Result<()> {
         points: base.len(),
         ingest_s: round(ingest_s, 3),
         ingest_points_per_s: round(base.len() as f64 / ingest_s, 0),
-        restart_with_dump_s: round(restart_with_dump_s, 3),
+        indexed_s: round(indexed_s, 3),
+        restart_with_segments_s: round(restart_with_segments_s, 3),
         restart_rebuild_s: round(restart_rebuild_s, 3),
         graph_rebuilt_s: round(graph_rebuilt_s, 3),
-        dump_s: round(dump_s, 3),
-        dump_bytes,
+        segment_bytes,
     };
     println!("{}", serde_json::to_string(&report)?);
     Ok(())
@@ -228,21 +223,31 @@ fn main() -> Result<()> {
 #[derive(Debug, Serialize)]
 struct Report {
     points: usize,
-    /// Upserts through `Node::write`, graph inserts included.
+    /// Upserts through `Node::write` until the last is acknowledged.
     ingest_s: f64,
     ingest_points_per_s: f64,
-    /// `Node::open` with the dumped graph: RocksDB scan + graph load + Raft start and the
+    /// From the first upsert until the optimizer has indexed them (all but fewer than
+    /// `storage.segment_seal_points`, which stay in the appendable segment).
+    indexed_s: f64,
+    /// `Node::open` with the segment files: RocksDB scan + segment load + Raft start and the
     /// single-member election.
-    restart_with_dump_s: f64,
-    /// `Node::open` without it, after which the node serves (searches score the points the
-    /// graph does not hold yet exactly).
+    restart_with_segments_s: f64,
+    /// `Node::open` without them, after which the node serves (searches score the points no
+    /// segment holds yet exactly).
     restart_rebuild_s: f64,
-    /// From the same open until the background rebuild holds every point.
+    /// From the same open until the background indexing is done.
     graph_rebuilt_s: f64,
-    /// `dump_graphs(true)`.
-    dump_s: f64,
-    /// Size of the shard's `derived/graphs` after the dump.
-    dump_bytes: u64,
+    /// Size of the shard's `derived/graphs` (its segment files).
+    segment_bytes: u64,
+}
+
+/// Waits until the optimizer is idle with fewer than `seal_points` points left unindexed.
+fn wait_indexed(collection: &quiver_node::shard::Collection, seal_points: usize) {
+    while collection.optimizing()
+        || collection.points_count() - collection.indexed_vectors() >= seal_points
+    {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
 
 /// Stops the node's Raft group and drops the node, which closes RocksDB.

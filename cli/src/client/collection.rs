@@ -259,6 +259,13 @@ fn info_json(c: &pb::CollectionInfo) -> Value {
                 "leader": s.leader,
                 "replicas": replicas,
                 "points": s.points_count,
+                "indexed_vectors": s.indexed_vectors,
+                "segments": s.segments.iter().map(|g| json!({
+                    "state": g.state,
+                    "points": g.points,
+                    "retired": g.retired,
+                    "memory_bytes": g.memory_bytes,
+                })).collect::<Vec<_>>(),
             })
         })
         .collect();
@@ -270,6 +277,7 @@ fn info_json(c: &pb::CollectionInfo) -> Value {
         "payload_indexes": payload_indexes,
         "points": c.points_count,
         "indexed_vectors": c.indexed_vectors,
+        "pending_vectors": c.pending_vectors,
         "shard_count": c.shard_count,
         "replication_factor": c.replication_factor,
         "shards": shards,

@@ -33,7 +33,7 @@ fn start_member_with(dir: &Path, id: u64, listen: &str, envs: &[(&str, &str)]) -
         format!(
             "[node]\ndata_dir = {:?}\nlisten = {listen:?}\n\n[cluster]\nnode_id = {id}\nbootstrap = false\n\
              write_timeout_ms = 2000\nsnapshot_every_entries = 4\nlog_entries_kept = 0\n\n\
-             [storage]\nhnsw_dump_every_inserts = 1\nhnsw_dump_interval_secs = 1\n",
+             [storage]\nsegment_seal_points = 1\n",
             dir.join(format!("data{id}"))
         ),
     )
@@ -320,8 +320,8 @@ async fn three_nodes_replicate_fail_over_and_catch_up() {
     }
     nodes[wiped] = start_member(dir.path(), wiped as u64 + 1, &addresses[wiped]);
     must_catch_up(&nodes[wiped].endpoint, &acked).await;
-    // the snapshot carried the leader's graph dump: the rebuilt node loaded it
-    nodes[wiped].must_log("graph_loaded=true", Duration::from_secs(5));
+    // the snapshot carried the leader's sealed segment: the rebuilt node loaded it
+    nodes[wiped].must_log("segments_loaded=1", Duration::from_secs(5));
 
     // without a quorum a write fails with UNAVAILABLE after cluster.write_timeout_ms
     nodes[killed].kill9();

@@ -29,19 +29,59 @@ pub(super) fn build(
     let dim = dim.max(1);
     let n = vectors.len() / dim;
     let levels = draw_levels(n, m, seed);
-    let layers = Layers::new(dim, m, &vectors, levels);
+    let layers = Layers::new(dim, m, vectors.chunks_exact(dim), levels);
     drop(vectors);
+    let params = HnswParams { m, ef_construction };
+    insert_all(metric, params, layers, 0, None, threads)
+}
+
+pub(super) fn extend(base: &HnswGraph, vectors: Vec<f32>, threads: usize, seed: u64) -> HnswGraph {
+    let old = &base.layers;
+    let (dim, m, n0) = (old.dim, old.m, old.len());
+    let added = vectors.len() / dim;
+    let mut levels = old.levels.clone();
+    levels.extend(draw_levels(added, m, seed ^ n0 as u64));
+    let old_vectors = (0..n0 as u32).map(|id| old.vector(id));
+    let layers = Layers::new(dim, m, old_vectors.chain(vectors.chunks_exact(dim)), levels);
+    drop(vectors);
+    // The old nodes keep their links (their upper blocks start where they did: the levels
+    // before them are the same).
+    let mut links = Vec::new();
+    for id in 0..n0 as u32 {
+        for level in 0..=old.levels[id as usize] {
+            old.neighbours_into(id, level, &mut links);
+            layers.set_neighbours(id, level, &links);
+        }
+    }
+    let top = base.entry.map(|entry| (entry, base.top_level));
+    insert_all(base.metric, base.params, layers, n0, top, threads)
+}
+
+/// Inserts nodes `from..` of `layers` (those before are linked already, with entry `top`).
+fn insert_all(
+    metric: Metric,
+    params: HnswParams,
+    layers: Layers,
+    from: usize,
+    top: Option<(u32, u8)>,
+    threads: usize,
+) -> HnswGraph {
+    let n = layers.len();
     let distance = Distance::of(metric);
     let builder = Builder {
         layers: &layers,
         distance,
-        ef_construction,
+        ef_construction: params.ef_construction,
         locks: (0..n).map(|_| Mutex::new(())).collect(),
-        top: Mutex::new(None),
+        top: Mutex::new(top),
         scratch: ScratchPool::default(),
     };
-    let threads = if n < PARALLEL_FROM { 1 } else { threads.max(1) };
-    let next = AtomicUsize::new(0);
+    let threads = if n - from < PARALLEL_FROM {
+        1
+    } else {
+        threads.max(1)
+    };
+    let next = AtomicUsize::new(from);
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| {
@@ -59,7 +99,7 @@ pub(super) fn build(
     let top = builder.top.into_inner();
     HnswGraph {
         metric,
-        params: HnswParams { m, ef_construction },
+        params,
         distance,
         layers,
         entry: top.map(|(id, _)| id),

@@ -101,10 +101,16 @@ struct Layers {
 }
 
 impl Layers {
-    /// Lays out `vectors` (`dim` each) with empty layer-0 lists and upper blocks for `levels`.
-    fn new(dim: usize, m: usize, vectors: &[f32], levels: Vec<u8>) -> Self {
+    /// Lays out `vectors` (one per level, `dim` floats each) with empty layer-0 lists and
+    /// upper blocks for `levels`.
+    fn new<'a>(
+        dim: usize,
+        m: usize,
+        vectors: impl Iterator<Item = &'a [f32]>,
+        levels: Vec<u8>,
+    ) -> Self {
         let mut nodes = Vec::with_capacity(levels.len() * (1 + 2 * m + dim));
-        for vector in vectors.chunks_exact(dim).take(levels.len()) {
+        for vector in vectors.take(levels.len()) {
             nodes.extend((0..1 + 2 * m).map(|_| AtomicU32::new(0)));
             nodes.extend(vector.iter().map(|x| AtomicU32::new(x.to_bits())));
         }
@@ -227,6 +233,13 @@ impl HnswGraph {
         seed: u64,
     ) -> Self {
         build::build(metric, dim, params, vectors, threads, seed)
+    }
+
+    /// A new graph holding this one's nodes (same ids, same links) followed by `vectors`
+    /// (`len..`), inserted with `threads` threads as a build would; this graph is unchanged. This
+    /// costs a copy of the graph plus the inserts of the new nodes only.
+    pub fn extend(&self, vectors: Vec<f32>, threads: usize, seed: u64) -> Self {
+        build::extend(self, vectors, threads, seed)
     }
 
     pub fn metric(&self) -> Metric {

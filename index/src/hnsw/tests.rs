@@ -291,3 +291,35 @@ fn a_written_graph_reads_back_the_same_and_damage_is_an_error() {
     empty.write_to(&mut bytes).unwrap();
     assert!(HnswGraph::read_from(&bytes).unwrap().is_empty());
 }
+
+#[test]
+fn an_extended_graph_keeps_the_old_nodes_and_finds_the_new_ones() {
+    let metric = Metric::L2;
+    let data = clustered(6_000, 16, 10, metric);
+    let queries = clustered(100, 16, 11, metric);
+    let params = HnswParams {
+        m: 8,
+        ef_construction: 64,
+    };
+    let first = HnswGraph::build(metric, 16, params, flatten(&data[..2_500]), 2, 1);
+    let grown = first.extend(flatten(&data[2_500..]), 2, 2);
+    assert_eq!((first.len(), grown.len()), (2_500, 6_000));
+    for id in [0u32, 1_234, 2_499] {
+        assert_eq!(grown.vector(id), first.vector(id));
+    }
+    assert_eq!(grown.vector(4_000), data[4_000].as_slice());
+    let truth: Vec<Vec<Slot>> = queries
+        .iter()
+        .map(|q| exact(metric, &data, q, 10))
+        .collect();
+    let found: Vec<Vec<Slot>> = queries
+        .iter()
+        .map(|q| grown.search(q, 10, 64).iter().map(|h| h.slot).collect())
+        .collect();
+    let r = recall(&found, &truth);
+    assert!(r >= 0.95, "recall {r}");
+    // extending an empty graph is building one
+    let empty = HnswGraph::build(metric, 16, params, Vec::new(), 1, 0);
+    let built = empty.extend(flatten(&data[..100]), 1, 0);
+    assert_eq!(built.search(&data[42], 1, 16)[0].slot, 42);
+}

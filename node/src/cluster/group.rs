@@ -3,7 +3,7 @@
 //! A node hosts the meta group ([`MetaGroup`]) and a replica of each shard placed on it
 //! ([`ShardGroup`]); the two differ in their state machine's namespace, so a command of one can
 //! never be proposed to the other. Every group has a data directory of its own (`db/` for
-//! RocksDB, `derived/` for files derived from its rows, such as HNSW dumps). Writes go through
+//! RocksDB, `derived/` for files derived from its rows, such as segment files). Writes go through
 //! [`Group::write`]: proposed to the group, acknowledged once committed by a majority and
 //! applied. Reads check their consistency with [`Group::read_barrier`] first.
 
@@ -28,7 +28,7 @@ use crate::raft::{NodeId, Raft};
 use crate::shard::search::PlannerConfig;
 use crate::shard::Collection;
 use crate::sm::catalogue::Placements;
-use crate::sm::points::{graph_dir, points_prefix};
+use crate::sm::points::points_prefix;
 use crate::sm::{Applied, Catalogue, Namespace, Points, Proposal, StateMachine};
 use crate::storage::{RocksEnv, RocksStorage, Storage, Table};
 use quiver_core::encoding;
@@ -54,7 +54,6 @@ pub struct Group<N: Namespace> {
     raft: Raft,
     storage: Arc<dyn Storage>,
     view: N::View,
-    derived: PathBuf,
     dir: PathBuf,
     /// Holds writes while a snapshot is cut (leader only).
     fence: WriteFence,
@@ -75,9 +74,9 @@ impl<N: Namespace> Group<N> {
         rocks: &RocksEnv,
     ) -> Result<Self> {
         let rocks = rocks.clone();
+        let namespace = N::configured(&config);
         let db_dir = dir.join("db");
-        let derived = dir.join("derived");
-        let root = derived.clone();
+        let root = dir.join("derived");
         let (storage, state_machine) = blocking("open group", move || {
             let at = |e: Error| match e {
                 Error::Storage(m) => Error::Storage(format!("{}: {m}", db_dir.display())),
@@ -86,7 +85,8 @@ impl<N: Namespace> Group<N> {
             std::fs::create_dir_all(&db_dir)
                 .map_err(|e| Error::Storage(format!("{}: {e}", db_dir.display())))?;
             let storage: Arc<dyn Storage> = Arc::new(RocksStorage::open(&db_dir, &rocks)?);
-            let state_machine = StateMachine::<N>::open(storage.clone(), &root).map_err(at)?;
+            let state_machine =
+                StateMachine::<N>::open_with(storage.clone(), &root, namespace).map_err(at)?;
             Ok((storage, state_machine))
         })
         .await?;
@@ -109,7 +109,6 @@ impl<N: Namespace> Group<N> {
             raft,
             storage,
             view,
-            derived,
             dir: dir.to_path_buf(),
             fence: WriteFence::default(),
         })
@@ -389,25 +388,6 @@ impl ShardGroup {
             }
             if exhausted {
                 return Ok(ScrollPage { points, next: None });
-            }
-        }
-    }
-
-    /// Dumps every graph that changed enough since its last dump (all changed ones with
-    /// `force`). Blocking: call from a blocking thread.
-    pub fn dump_graphs(&self, force: bool) {
-        let threshold = if force {
-            1
-        } else {
-            self.config.storage.hnsw_dump_every_inserts
-        };
-        for collection in self.collections() {
-            if !collection.graph_dump_due(threshold) {
-                continue;
-            }
-            let dir = graph_dir(&self.derived, collection.meta.id);
-            if let Err(e) = collection.dump_graph(&dir) {
-                warn!(collection = %collection.name(), error = %e, "graph dump failed");
             }
         }
     }

@@ -500,13 +500,6 @@ impl Node {
         self.meta.shutdown().await;
     }
 
-    /// Dumps changed graphs of every shard replica. Blocking: call from a blocking thread.
-    pub fn dump_graphs(&self, force: bool) {
-        for shard in self.shards() {
-            shard.dump_graphs(force);
-        }
-    }
-
     fn peer(&self, address: &str) -> Result<tonic::transport::Channel> {
         self.peers
             .channel(address)

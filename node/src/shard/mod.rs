@@ -1,67 +1,175 @@
-//! A collection's in-memory state, derived from its stored points.
+//! A collection's in-memory state, derived from its stored points, kept in segments.
 //!
 //! Every stored version of a vector has a [`Slot`]. Upserting a point gives it a new slot; the old
-//! slot stops being live (a tombstone). Slots are never reused, so an HNSW node always means the
-//! same vector. What lives here:
-//! - [`Segment`]: vectors by slot, payloads, the id ↔ slot maps, the live set and payload indexes,
-//!   behind one lock;
-//! - the HNSW graph beside it (it synchronises itself), plus [`GraphProgress`], which says which
-//!   slots the graph holds so a dump can be resumed after a restart;
-//! - search and its planner ([`search`]), and graph persistence ([`persist`]).
+//! slot is retired. Slots are never reused, so a slot always means the same vector. What lives
+//! here, behind one lock ([`Points`]):
+//! - the id ↔ slot maps, payloads, the live set and the payload indexes;
+//! - the appendable segment: the vectors of live slots no sealed segment holds yet. Writes land
+//!   here and only here, so a write is applied (and acknowledged) without touching a graph;
+//!   searches score it exactly;
+//! - the sealed segments in force ([`segment::Sealed`]: vectors and an HNSW graph, immutable),
+//!   each with the set of its nodes retired since it was built.
 //!
-//! Only the state machine mutates a collection, and only after the matching RocksDB batch has
-//! been written: memory never runs ahead of storage.
+//! The optimizer ([`optimizer`]) builds sealed segments on a background thread: it seals the
+//! appendable segment once it is large enough (extending the last sealed segment's graph, or
+//! starting a new one), and vacuums a segment whose retired nodes pass a threshold. A finished
+//! segment replaces what it was built from in one step under the write lock, so a search sees
+//! each live point exactly once; searches never wait for a build. Segment files ([`persist`])
+//! let a restart load graphs instead of rebuilding them. Search and its planner: [`search`].
+//!
+//! Only the state machine mutates points, and only after the matching RocksDB batch has been
+//! written: memory never runs ahead of storage.
 
+mod optimizer;
 pub mod persist;
 pub mod search;
+pub mod segment;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 use quiver_index::flat::VectorArena;
-use quiver_index::hnsw_rs_graph::HnswIndex;
 use quiver_index::payload_index::{FieldType, PayloadIndex};
 use quiver_index::Slot;
 use roaring::RoaringBitmap;
 
-use quiver_core::point::{CollectionMeta, IndexKind, JsonMap, PointId};
+use quiver_core::point::{CollectionMeta, JsonMap, PointId};
+use quiver_core::shard::{SegmentInfo, SegmentState};
+
+use segment::Sealed;
+
+/// How segments are sealed and built (from the `[storage]` configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentConfig {
+    /// The appendable segment is sealed (indexed) once it holds this many points.
+    pub seal_points: usize,
+    /// A sealed segment grows by absorbing the appendable one up to this many points; past it a
+    /// new segment starts.
+    pub max_segment_points: usize,
+    /// Threads one graph build uses.
+    pub build_threads: usize,
+}
+
+impl Default for SegmentConfig {
+    fn default() -> Self {
+        Self {
+            seal_points: 10_000,
+            max_segment_points: 2_000_000,
+            build_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        }
+    }
+}
+
+impl SegmentConfig {
+    pub fn from_storage(storage: &quiver_config::StorageConfig) -> Self {
+        Self {
+            seal_points: storage.segment_seal_points.max(1),
+            max_segment_points: storage.segment_max_points.max(1),
+            build_threads: match storage.index_build_threads {
+                0 => Self::default().build_threads,
+                n => n,
+            },
+        }
+    }
+}
+
+/// A sealed segment in force, and which of its nodes were retired since it was built.
+#[derive(Debug)]
+pub struct InForce {
+    pub segment: Arc<Sealed>,
+    /// One bit per node.
+    retired: Vec<u64>,
+    pub retired_count: usize,
+}
+
+impl InForce {
+    /// `segment`, with the nodes whose slots are not in `live` retired.
+    fn new(segment: Arc<Sealed>, live: &RoaringBitmap) -> Self {
+        let mut this = Self {
+            retired: vec![0; segment.len().div_ceil(64)],
+            retired_count: 0,
+            segment,
+        };
+        for node in 0..this.segment.len() {
+            if !live.contains(this.segment.slots[node]) {
+                this.retire(node as u32);
+            }
+        }
+        this
+    }
+
+    fn retire(&mut self, node: u32) {
+        let (word, bit) = (node as usize / 64, node % 64);
+        if self.retired[word] & (1 << bit) == 0 {
+            self.retired[word] |= 1 << bit;
+            self.retired_count += 1;
+        }
+    }
+
+    #[inline]
+    pub fn is_retired(&self, node: u32) -> bool {
+        self.retired[node as usize / 64] & (1 << (node % 64)) != 0
+    }
+
+    /// Nodes still live.
+    pub fn live_count(&self) -> usize {
+        self.segment.len() - self.retired_count
+    }
+}
+
+/// Where a slot's vector is.
+enum Location<'a> {
+    Appendable,
+    Sealed(&'a InForce, u32),
+}
 
 /// Points of one collection, addressed by slot.
 #[derive(Debug)]
-pub struct Segment {
-    pub arena: VectorArena,
-    /// The point id each slot was written for (stale for dead slots).
+pub struct Points {
+    /// Vectors of the live slots no sealed segment holds.
+    pub appendable: VectorArena,
+    /// The slots `appendable` holds.
+    pub appendable_slots: RoaringBitmap,
+    /// Sealed segments, oldest first.
+    pub sealed: Vec<InForce>,
+    /// The point id each slot was written for (stale for retired slots).
     pub slot_ids: Vec<PointId>,
     /// Payloads of live slots.
     pub payloads: HashMap<Slot, Arc<JsonMap>>,
     /// Live points.
     pub ids: HashMap<PointId, Slot>,
     pub live: RoaringBitmap,
-    /// Retired slots (replaced or deleted versions). While there are none, a graph walk needs
-    /// no tombstone check.
-    pub dead: RoaringBitmap,
     pub payload_index: PayloadIndex,
 }
 
-impl Segment {
+impl Points {
     fn new(meta: &CollectionMeta) -> Self {
         Self {
-            arena: VectorArena::new(meta.spec.dim as usize),
+            appendable: VectorArena::new(meta.spec.dim as usize),
+            appendable_slots: RoaringBitmap::new(),
+            sealed: Vec::new(),
             slot_ids: Vec::new(),
             payloads: HashMap::new(),
             ids: HashMap::new(),
             live: RoaringBitmap::new(),
-            dead: RoaringBitmap::new(),
             payload_index: PayloadIndex::new(&meta.spec.payload_indexes),
         }
     }
 
-    /// Makes `slot` the live version of `id`, retiring its previous slot.
+    /// Makes `slot` the live version of `id` in the appendable segment, retiring its previous
+    /// slot.
     fn put(&mut self, id: PointId, slot: Slot, vector: &[f32], payload: JsonMap) {
         self.remove(&id);
-        self.arena.set(slot, vector);
+        self.appendable.set(slot, vector);
+        self.appendable_slots.insert(slot);
+        self.record(id, slot, payload);
+    }
+
+    /// The maps of a live `slot`.
+    fn record(&mut self, id: PointId, slot: Slot, payload: JsonMap) {
         let s = slot as usize;
         if self.slot_ids.len() <= s {
             self.slot_ids.resize(s + 1, id);
@@ -79,12 +187,38 @@ impl Segment {
             return false;
         };
         self.live.remove(slot);
-        self.dead.insert(slot);
-        self.arena.remove(slot);
+        if self.appendable_slots.remove(slot) {
+            self.appendable.remove(slot);
+        } else if let Some((i, node)) = self.sealed_node(slot) {
+            self.sealed[i].retire(node);
+        }
         if let Some(payload) = self.payloads.remove(&slot) {
             self.payload_index.remove(slot, &payload);
         }
         true
+    }
+
+    fn sealed_node(&self, slot: Slot) -> Option<(usize, u32)> {
+        self.sealed
+            .iter()
+            .enumerate()
+            .find_map(|(i, s)| Some((i, s.segment.node_of(slot)?)))
+    }
+
+    fn locate(&self, slot: Slot) -> Option<Location<'_>> {
+        if self.appendable_slots.contains(slot) {
+            return Some(Location::Appendable);
+        }
+        let (i, node) = self.sealed_node(slot)?;
+        Some(Location::Sealed(&self.sealed[i], node))
+    }
+
+    /// The vector of a live slot.
+    pub fn vector(&self, slot: Slot) -> Option<&[f32]> {
+        match self.locate(slot)? {
+            Location::Appendable => self.appendable.get(slot),
+            Location::Sealed(s, node) => Some(s.segment.graph.vector(node)),
+        }
     }
 
     pub fn slot_of(&self, id: &PointId) -> Option<Slot> {
@@ -102,76 +236,40 @@ impl Segment {
     pub fn is_empty(&self) -> bool {
         self.ids.is_empty()
     }
+
+    /// Live points the sealed segments hold (indexed).
+    pub fn indexed(&self) -> usize {
+        self.sealed.iter().map(InForce::live_count).sum()
+    }
 }
 
-/// Which slots the HNSW graph holds. Graph inserts and dumps both take this lock, so a dump sees
-/// a graph that holds exactly the slots up to `indexed_upto` that were live when inserted.
-#[derive(Debug, Default)]
-pub struct GraphProgress {
-    /// Every slot allocated at or below this was inserted into the graph (None: none yet).
-    pub indexed_upto: Option<Slot>,
-    /// Inserts since the graph was last dumped (or loaded).
-    pub inserts_since_dump: usize,
-}
-
-/// Tombstones a graph holds before a rebuild is considered at all.
-const MIN_TOMBSTONES_TO_REBUILD: usize = 1_000;
-/// Slots a background catch-up inserts per hold of the progress lock.
-const CATCH_UP_CHUNK: usize = 512;
-
-/// One collection: its definition, its points and its index.
-///
-/// The graph is kept current by writes, except while a background thread owns it: after an open
-/// whose graph dump was missing or behind the points (the thread inserts what is missing, while
-/// searches score the slots not yet in the graph exactly), and while a rebuild makes a graph of
-/// the live points only, once tombstones outnumber them (searches use the old graph until the
-/// new one replaces it). So the graph holds at most about twice the live points.
+/// One collection: its definition, its points and their segments.
 #[derive(Debug)]
 pub struct Collection {
     pub meta: CollectionMeta,
-    segment: RwLock<Segment>,
-    /// The graph (None for a flat collection); replaced whole by a rebuild, while holding the
-    /// segment's write lock, so a search sees a graph and tombstones that belong together.
-    graph: RwLock<Option<Arc<HnswIndex>>>,
-    progress: Mutex<GraphProgress>,
-    /// Every live slot below this is in the graph: slots at or above it are scored exactly.
-    /// Published after each graph insert, read by searches without the progress lock.
-    indexed_below: AtomicU64,
-    /// A background thread is inserting what the graph misses; writes leave it to that thread.
-    catching_up: AtomicBool,
-    /// A background thread (catch-up or rebuild) is working on the graph.
+    points: RwLock<Points>,
+    /// Where its segment files live.
+    dir: PathBuf,
+    config: SegmentConfig,
+    /// The next segment number.
+    next_segment: AtomicU64,
+    /// An optimizer job is running.
     busy: AtomicBool,
+    /// What the running job is building: `(points, estimated bytes)`.
+    building: Mutex<Option<(usize, usize)>>,
 }
 
 impl Collection {
-    /// An empty collection.
-    pub fn new(meta: CollectionMeta) -> Self {
-        let graph = Self::empty_graph(&meta, 0);
-        Self::with_graph(meta, graph, GraphProgress::default())
-    }
-
-    fn empty_graph(meta: &CollectionMeta, capacity: usize) -> Option<HnswIndex> {
-        match meta.spec.index {
-            IndexKind::Flat => None,
-            IndexKind::Hnsw(params) => Some(HnswIndex::new(
-                meta.spec.metric,
-                meta.spec.dim as usize,
-                params,
-                capacity,
-            )),
-        }
-    }
-
-    fn with_graph(meta: CollectionMeta, graph: Option<HnswIndex>, progress: GraphProgress) -> Self {
-        let indexed_below = below(progress.indexed_upto);
+    /// An empty collection whose segment files go to `dir`.
+    pub fn new(meta: CollectionMeta, dir: PathBuf, config: SegmentConfig) -> Self {
         Self {
-            segment: RwLock::new(Segment::new(&meta)),
+            points: RwLock::new(Points::new(&meta)),
             meta,
-            graph: RwLock::new(graph.map(Arc::new)),
-            progress: Mutex::new(progress),
-            indexed_below: AtomicU64::new(indexed_below),
-            catching_up: AtomicBool::new(false),
+            dir,
+            config,
+            next_segment: AtomicU64::new(1),
             busy: AtomicBool::new(false),
+            building: Mutex::new(None),
         }
     }
 
@@ -180,262 +278,93 @@ impl Collection {
     }
 
     /// Read access to the points.
-    pub fn segment(&self) -> parking_lot::RwLockReadGuard<'_, Segment> {
-        self.segment.read()
-    }
-
-    /// The graph now (None for a flat collection).
-    pub fn graph(&self) -> Option<Arc<HnswIndex>> {
-        self.graph.read().clone()
+    pub fn points(&self) -> parking_lot::RwLockReadGuard<'_, Points> {
+        self.points.read()
     }
 
     pub fn points_count(&self) -> usize {
-        self.segment.read().len()
+        self.points.read().len()
     }
 
-    /// Installs written points: `(id, slot, prepared vector, payload)`, slots ascending.
-    /// Called by the state machine after the batch is durable.
+    /// Installs written points: `(id, slot, prepared vector, payload)`. Called by the state
+    /// machine after the batch is durable; the optimizer indexes them later.
     pub fn apply_upserts(&self, points: Vec<(PointId, Slot, Vec<f32>, JsonMap)>) {
-        let has_graph = self.meta.spec.index != IndexKind::Flat;
-        let graph_items: Vec<(Slot, Vec<f32>)> = {
-            let mut seg = self.segment.write();
-            let mut items = Vec::with_capacity(points.len());
-            for (id, slot, vector, payload) in points {
-                seg.put(id, slot, &vector, payload);
-                if has_graph {
-                    items.push((slot, vector));
-                }
-            }
-            items
-        };
-        // (read after the points are in the segment: a catch-up that has just finished then
-        // either saw them, or left them to this write)
-        if !self.catching_up.load(Ordering::SeqCst) {
-            self.index_slots(&graph_items);
+        let mut p = self.points.write();
+        for (id, slot, vector, payload) in points {
+            p.put(id, slot, &vector, payload);
         }
     }
 
-    /// Inserts slots (ascending) into the graph, outside the segment lock so searches go on
-    /// meanwhile.
-    fn index_slots(&self, items: &[(Slot, Vec<f32>)]) {
-        let mut progress = self.progress.lock();
-        self.index_slots_locked(&mut progress, items);
-    }
-
-    /// [`index_slots`](Self::index_slots) with the progress lock held. Slots the graph already
-    /// holds are skipped.
-    fn index_slots_locked(&self, progress: &mut GraphProgress, items: &[(Slot, Vec<f32>)]) {
-        let Some(graph) = self.graph() else {
-            return;
-        };
-        let done = progress.indexed_upto;
-        let items: Vec<(Slot, &[f32])> = items
-            .iter()
-            .filter(|(slot, _)| done.is_none_or(|d| *slot > d))
-            .map(|(s, v)| (*s, v.as_slice()))
-            .collect();
-        let Some(&(last, _)) = items.last() else {
-            return;
-        };
-        if items.len() >= 64 {
-            graph.insert_many(&items);
-        } else {
-            for (slot, vector) in &items {
-                graph.insert(*slot, vector);
-            }
-        }
-        progress.indexed_upto = Some(last);
-        progress.inserts_since_dump += items.len();
-        self.indexed_below
-            .store(below(Some(last)), Ordering::SeqCst);
-    }
-
-    /// Starts the graph's background work when it is due and none is running: inserting the
-    /// live points the graph does not hold yet (after an open), or rebuilding the graph once
-    /// tombstones outnumber the live points it holds. Called by the state machine after it
-    /// opens a collection and after each change it installs.
-    pub fn maintain_graph(this: &Arc<Self>) {
-        let Some(graph) = this.graph() else {
-            return;
-        };
-        if this.busy.swap(true, Ordering::SeqCst) {
-            return;
-        }
-        let job: fn(&Collection) = if this.catching_up.load(Ordering::SeqCst) {
-            Collection::catch_up
-        } else if this.rebuild_due(&graph) {
-            Collection::rebuild_graph
-        } else {
-            this.busy.store(false, Ordering::SeqCst);
-            return;
-        };
-        /// Frees the job slot however the job ends (a panic included: then `catching_up` stays
-        /// set, so writes leave their points to the next catch-up and searches score them).
-        struct Done(Arc<Collection>);
-        impl Drop for Done {
-            fn drop(&mut self) {
-                self.0.busy.store(false, Ordering::SeqCst);
-            }
-        }
-        let collection = this.clone();
-        let spawned = std::thread::Builder::new()
-            .name(format!("graph {}", this.name()))
-            .spawn(move || {
-                let done = Done(collection);
-                job(&done.0);
-            });
-        if let Err(e) = spawned {
-            tracing::error!(error = %e, "cannot start the graph's background work; doing it now");
-            job(this);
-            this.busy.store(false, Ordering::SeqCst);
-        }
-    }
-
-    /// Whether the graph holds more tombstones than live points (and enough to matter).
-    fn rebuild_due(&self, graph: &HnswIndex) -> bool {
-        let live_in_graph = self.live_in_graph();
-        let tombstones = graph.len().saturating_sub(live_in_graph);
-        tombstones >= MIN_TOMBSTONES_TO_REBUILD && tombstones > live_in_graph
-    }
-
-    /// Live points the graph holds.
-    fn live_in_graph(&self) -> usize {
-        match self.indexed_below.load(Ordering::SeqCst).checked_sub(1) {
-            Some(upto) => self.segment.read().live.rank(upto as Slot) as usize,
-            None => 0,
-        }
-    }
-
-    /// Inserts the live points the graph does not hold, a chunk per hold of the progress lock
-    /// (dumps may run between chunks), until it holds them all; then writes index their own
-    /// points again.
-    fn catch_up(&self) {
-        let started = std::time::Instant::now();
-        let mut inserted = 0;
-        loop {
-            let chunk = self.unindexed(CATCH_UP_CHUNK);
-            if chunk.is_empty() {
-                // Writes index their own points from here on. One that read the flag before it
-                // was cleared stored its points before: the last look below sees them. One that
-                // reads it cleared waits for the lock, then skips what this inserted.
-                let mut progress = self.progress.lock();
-                self.catching_up.store(false, Ordering::SeqCst);
-                let rest = self.unindexed(usize::MAX);
-                inserted += rest.len();
-                self.index_slots_locked(&mut progress, &rest);
-                break;
-            }
-            inserted += chunk.len();
-            self.index_slots(&chunk);
-        }
-        tracing::info!(
-            collection = %self.name(),
-            inserted,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "graph caught up with the points"
-        );
-    }
-
-    /// Up to `limit` live points (slot and vector, ascending) the graph does not hold yet.
-    fn unindexed(&self, limit: usize) -> Vec<(Slot, Vec<f32>)> {
-        let from = self.indexed_below.load(Ordering::SeqCst);
-        let Ok(from) = Slot::try_from(from) else {
-            return Vec::new();
-        };
-        let seg = self.segment.read();
-        seg.live
-            .range(from..)
-            .take(limit)
-            .filter_map(|slot| Some((slot, seg.arena.get(slot)?.to_vec())))
-            .collect()
-    }
-
-    /// Builds a graph of the live points only, and puts it in place of the current one. Writes
-    /// go on into the current graph meanwhile; what they added is copied over at the switch.
-    fn rebuild_graph(&self) {
-        let started = std::time::Instant::now();
-        let Some(old) = self.graph() else {
-            return;
-        };
-        let (points, upto) = {
-            let _progress = self.progress.lock();
-            let upto = self.indexed_below.load(Ordering::SeqCst);
-            let seg = self.segment.read();
-            let points: Vec<(Slot, Vec<f32>)> = seg
-                .live
-                .iter()
-                .take_while(|slot| u64::from(*slot) < upto)
-                .filter_map(|slot| Some((slot, seg.arena.get(slot)?.to_vec())))
-                .collect();
-            (points, upto)
-        };
-        let Some(fresh) = Self::empty_graph(&self.meta, points.len()) else {
-            return;
-        };
-        let refs: Vec<(Slot, &[f32])> = points.iter().map(|(s, v)| (*s, v.as_slice())).collect();
-        fresh.insert_many(&refs);
-        let mut held: RoaringBitmap = points.iter().map(|(slot, _)| *slot).collect();
-        drop(refs);
-        drop(points);
-
-        // The switch: graph inserts (so writes' indexing) wait on the progress lock while the
-        // points they added to the old graph since are added to the new one, under a read lock
-        // (searches go on); the write lock is taken only to swap the graphs.
-        let mut progress = self.progress.lock();
-        {
-            let seg = self.segment.read();
-            let added: Vec<(Slot, &[f32])> = match Slot::try_from(upto) {
-                Ok(from) => seg
-                    .live
-                    .range(from..)
-                    .take_while(|slot| u64::from(*slot) < self.indexed_below.load(Ordering::SeqCst))
-                    .filter_map(|slot| Some((slot, seg.arena.get(slot)?)))
-                    .collect(),
-                Err(_) => Vec::new(),
-            };
-            fresh.insert_many(&added);
-            held.extend(added.iter().map(|(slot, _)| *slot));
-        }
-        let tombstones = old.len();
-        let mut seg = self.segment.write();
-        seg.dead = &held - &seg.live;
-        *self.graph.write() = Some(Arc::new(fresh));
-        // the new graph is not on disk yet
-        progress.inserts_since_dump = progress.inserts_since_dump.max(held.len() as usize).max(1);
-        drop(seg);
-        drop(progress);
-        tracing::info!(
-            collection = %self.name(),
-            nodes = held.len(),
-            replaced_nodes = tombstones,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "graph rebuilt without its tombstones"
-        );
+    /// Deletes points; returns how many existed.
+    pub fn apply_deletes(&self, ids: &[PointId]) -> usize {
+        let mut p = self.points.write();
+        ids.iter().filter(|id| p.remove(id)).count()
     }
 
     /// Replaces the payloads of live points (their slots and vectors stay).
     pub fn apply_payloads(&self, payloads: Vec<(PointId, JsonMap)>) {
-        let mut seg = self.segment.write();
+        let mut p = self.points.write();
         for (id, payload) in payloads {
-            let Some(slot) = seg.slot_of(&id) else {
+            let Some(slot) = p.slot_of(&id) else {
                 continue;
             };
-            if let Some(old) = seg.payloads.remove(&slot) {
-                seg.payload_index.remove(slot, &old);
+            if let Some(old) = p.payloads.remove(&slot) {
+                p.payload_index.remove(slot, &old);
             }
-            seg.payload_index.insert(slot, &payload);
-            seg.payloads.insert(slot, Arc::new(payload));
+            p.payload_index.insert(slot, &payload);
+            p.payloads.insert(slot, Arc::new(payload));
         }
+    }
+
+    /// Whether the optimizer is working on this collection.
+    pub fn optimizing(&self) -> bool {
+        self.busy.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Live points the sealed segments hold (0 for a flat collection, which has none).
+    pub fn indexed_vectors(&self) -> usize {
+        self.points.read().indexed()
+    }
+
+    /// The segments: sealed ones oldest first, then the one being built (if any), then the
+    /// appendable one.
+    pub fn segments(&self) -> Vec<SegmentInfo> {
+        let p = self.points.read();
+        let mut out: Vec<SegmentInfo> = p
+            .sealed
+            .iter()
+            .map(|s| SegmentInfo {
+                state: SegmentState::Sealed,
+                points: s.live_count() as u64,
+                retired: s.retired_count as u64,
+                memory_bytes: s.segment.memory_bytes() as u64,
+            })
+            .collect();
+        if let Some((points, bytes)) = *self.building.lock() {
+            out.push(SegmentInfo {
+                state: SegmentState::Building,
+                points: points as u64,
+                retired: 0,
+                memory_bytes: bytes as u64,
+            });
+        }
+        out.push(SegmentInfo {
+            state: SegmentState::Appendable,
+            points: p.appendable_slots.len(),
+            retired: 0,
+            memory_bytes: p.appendable.memory_bytes() as u64,
+        });
+        out
     }
 
     /// The payload fields indexed (or being indexed), in the order they were declared.
     pub fn payload_indexes(&self) -> Vec<(String, FieldType)> {
-        self.segment.read().payload_index.fields()
+        self.points.read().payload_index.fields()
     }
 
     /// Whether payload field `name` is still being indexed.
     pub fn payload_index_building(&self, name: &str) -> bool {
-        self.segment.read().payload_index.is_building(name)
+        self.points.read().payload_index.is_building(name)
     }
 
     /// Indexes exactly the payload fields `wanted`: drops the others at once, and starts each
@@ -444,14 +373,14 @@ impl Collection {
     pub fn set_payload_indexes(this: &Arc<Self>, wanted: &[(String, FieldType)]) {
         let mut added = Vec::new();
         {
-            let mut seg = this.segment.write();
-            for (name, field_type) in seg.payload_index.fields() {
+            let mut p = this.points.write();
+            for (name, field_type) in p.payload_index.fields() {
                 if !wanted.contains(&(name.clone(), field_type)) {
-                    seg.payload_index.drop_field(&name);
+                    p.payload_index.drop_field(&name);
                 }
             }
             for (name, field_type) in wanted {
-                if let Some(generation) = seg.payload_index.add_building(name, *field_type) {
+                if let Some(generation) = p.payload_index.add_building(name, *field_type) {
                     added.push((name.clone(), generation));
                 }
             }
@@ -475,14 +404,14 @@ impl Collection {
         let started = std::time::Instant::now();
         let mut next: Slot = 0;
         loop {
-            let mut guard = self.segment.write();
-            let seg = &mut *guard;
-            if !seg.payload_index.is_building_generation(name, generation) {
+            let mut guard = self.points.write();
+            let p = &mut *guard;
+            if !p.payload_index.is_building_generation(name, generation) {
                 return; // dropped meanwhile
             }
-            let chunk: Vec<Slot> = seg.live.range(next..).take(CHUNK).collect();
+            let chunk: Vec<Slot> = p.live.range(next..).take(CHUNK).collect();
             let Some(&last) = chunk.last() else {
-                seg.payload_index.mark_built(name, generation);
+                p.payload_index.mark_built(name, generation);
                 tracing::info!(
                     collection = %self.name(),
                     field = name,
@@ -492,35 +421,15 @@ impl Collection {
                 return;
             };
             for slot in chunk {
-                if let Some(payload) = seg.payloads.get(&slot) {
-                    seg.payload_index.insert_field(name, slot, payload);
+                if let Some(payload) = p.payloads.get(&slot) {
+                    p.payload_index.insert_field(name, slot, payload);
                 }
             }
             let Some(after) = last.checked_add(1) else {
-                seg.payload_index.mark_built(name, generation);
+                p.payload_index.mark_built(name, generation);
                 return;
             };
             next = after;
         }
     }
-
-    /// Live points the HNSW graph holds (0 for a flat collection). Replaced and deleted
-    /// versions stay in the graph as tombstones until it is rebuilt, and are not counted.
-    pub fn indexed_vectors(&self) -> usize {
-        if self.meta.spec.index == IndexKind::Flat {
-            return 0;
-        }
-        self.live_in_graph()
-    }
-
-    /// Deletes points; returns how many existed.
-    pub fn apply_deletes(&self, ids: &[PointId]) -> usize {
-        let mut seg = self.segment.write();
-        ids.iter().filter(|id| seg.remove(id)).count()
-    }
-}
-
-/// The `indexed_below` of a graph that holds every slot up to `indexed_upto`.
-fn below(indexed_upto: Option<Slot>) -> u64 {
-    indexed_upto.map_or(0, |upto| u64::from(upto) + 1)
 }

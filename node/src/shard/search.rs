@@ -7,15 +7,15 @@
 //! - `exact-filtered`: a filter whose estimated matches are at most the configured threshold (or
 //!   an exact request): score exactly the points that match. The estimate is exact when payload
 //!   indexes bound the filter, otherwise a sample of live points is tested;
-//! - `hnsw`: no filter: walk the graph, skipping tombstones inside the walk;
-//! - `hnsw-filtered`: walk the graph accepting only live points that match the filter, with `ef`
+//! - `hnsw`: no filter: walk each sealed segment's graph, skipping retired nodes inside the walk;
+//! - `hnsw-filtered`: walk the graphs accepting only live points that match the filter, with `ef`
 //!   widened as the filter gets more selective so enough matches are found.
 //!
-//! Tombstones and filters are always tested inside the search, so a search returns `top_k` hits
-//! whenever that many live points match. Live points the graph does not hold yet are scored
-//! exactly beside the graph's hits, so a point is found as soon as its write is applied.
+//! Retired nodes and filters are always tested inside the search, so a search returns `top_k`
+//! hits whenever that many live points match. The appendable segment (points no graph holds
+//! yet) is scored exactly beside the graphs' hits, so a point is found as soon as its write is
+//! applied; the hits of all segments are merged into one top `k`.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use quiver_core::shard::SearchQuery;
@@ -25,8 +25,8 @@ use quiver_index::flat::TopK;
 use quiver_index::{ScoredSlot, Slot};
 use roaring::RoaringBitmap;
 
-use super::{Collection, Segment};
-use quiver_core::point::{IndexKind, JsonMap, PointId};
+use super::{Collection, InForce, Points};
+use quiver_core::point::{JsonMap, PointId};
 
 /// Planner and limits, from the server configuration.
 #[derive(Debug, Clone, Copy)]
@@ -78,7 +78,7 @@ enum Candidates {
     Estimated(f64),
 }
 
-fn candidates(seg: &Segment, filter: &Filter) -> Candidates {
+fn candidates(seg: &Points, filter: &Filter) -> Candidates {
     if let Some(bound) = seg.payload_index.candidates(filter) {
         let bound = bound & &seg.live;
         let slots = bound
@@ -99,110 +99,151 @@ fn candidates(seg: &Segment, filter: &Filter) -> Candidates {
     Candidates::Estimated(hits as f64 / sample as f64)
 }
 
-/// The best `k` of the graph's hits and the exactly scored ones (a slot in both counts once).
-fn merge(
-    metric: Metric,
-    k: usize,
-    graph: Vec<ScoredSlot>,
-    exact: Vec<ScoredSlot>,
-) -> Vec<ScoredSlot> {
-    if exact.is_empty() {
-        return graph;
-    }
+/// The best `k` of `hits` (each slot appears in one segment only, so once).
+fn best(metric: Metric, k: usize, hits: impl IntoIterator<Item = ScoredSlot>) -> Vec<ScoredSlot> {
     let mut top = TopK::new(metric, k);
-    let scored: RoaringBitmap = exact.iter().map(|h| h.slot).collect();
-    for hit in graph.into_iter().filter(|h| !scored.contains(h.slot)) {
-        top.push(hit);
-    }
-    for hit in exact {
+    for hit in hits {
         top.push(hit);
     }
     top.into_sorted_vec()
 }
 
-fn matches(seg: &Segment, filter: &Filter, slot: Slot) -> bool {
-    seg.payloads.get(&slot).is_some_and(|p| filter.matches(p))
+fn matches(p: &Points, filter: &Filter, slot: Slot) -> bool {
+    p.payloads
+        .get(&slot)
+        .is_some_and(|payload| filter.matches(payload))
+}
+
+/// The graph walk of one sealed segment, its nodes mapped to slots. Retired nodes, and slots
+/// `accept` rejects, are walked through and never returned.
+fn walk(
+    s: &InForce,
+    query: &[f32],
+    k: usize,
+    ef: usize,
+    accept: Option<&dyn Fn(Slot) -> bool>,
+) -> Vec<ScoredSlot> {
+    let segment = &s.segment;
+    let hits = match accept {
+        None if s.retired_count == 0 => segment.graph.search(query, k, ef),
+        None => segment
+            .graph
+            .search_accepting(query, k, ef, |node| !s.is_retired(node)),
+        Some(accept) => segment.graph.search_accepting(query, k, ef, |node| {
+            !s.is_retired(node) && accept(segment.slots[node as usize])
+        }),
+    };
+    hits.into_iter()
+        .map(|h| ScoredSlot {
+            slot: segment.slots[h.slot as usize],
+            score: h.score,
+        })
+        .collect()
+}
+
+/// Every live point `accept` takes, scored exactly: a scan of each segment's vectors.
+fn scan(
+    p: &Points,
+    metric: Metric,
+    query: &[f32],
+    k: usize,
+    accept: impl Fn(Slot) -> bool,
+) -> Vec<ScoredSlot> {
+    let mut top = TopK::new(metric, k);
+    for s in &p.sealed {
+        let graph = &s.segment.graph;
+        for (node, &slot) in s.segment.slots.iter().enumerate() {
+            if !s.is_retired(node as u32) && accept(slot) {
+                top.push(ScoredSlot {
+                    slot,
+                    score: metric.score(query, graph.vector(node as u32)),
+                });
+            }
+        }
+    }
+    let appendable = p.appendable_slots.iter().filter(|slot| accept(*slot));
+    for hit in p.appendable.search(metric, query, k, appendable) {
+        top.push(hit);
+    }
+    top.into_sorted_vec()
+}
+
+/// Exactly these live slots, scored.
+fn score_slots(
+    p: &Points,
+    metric: Metric,
+    query: &[f32],
+    k: usize,
+    slots: impl Iterator<Item = Slot>,
+) -> Vec<ScoredSlot> {
+    best(
+        metric,
+        k,
+        slots.filter_map(|slot| {
+            Some(ScoredSlot {
+                slot,
+                score: metric.score(query, p.vector(slot)?),
+            })
+        }),
+    )
 }
 
 impl Collection {
     /// Runs a search and returns hits (best first) and the plan used.
     pub fn search(&self, params: &SearchQuery, config: &PlannerConfig) -> (Vec<SearchHit>, Plan) {
-        let seg = self.segment.read();
+        let p = self.points.read();
         let metric = self.meta.spec.metric;
         let k = params.top_k;
+        let query = params.vector.as_slice();
         let ef = params
             .ef
             .or(self.meta.spec.default_ef.map(|e| e as usize))
             .unwrap_or(config.default_ef)
             .clamp(1, config.max_ef);
-        let graph = match (self.graph(), self.meta.spec.index, params.exact) {
-            (Some(g), IndexKind::Hnsw(_), false) => Some(g),
-            _ => None,
-        };
-        // Live slots the graph does not hold yet (being inserted, or left to a background
-        // catch-up after an open) are scored exactly beside the graph's hits.
-        let unindexed_from = self.indexed_below.load(Ordering::SeqCst);
-        let unindexed = || {
-            let from = Slot::try_from(unindexed_from).unwrap_or(Slot::MAX);
-            seg.live.range(from..)
-        };
-        let (hits, plan): (Vec<ScoredSlot>, Plan) = match (&params.filter, graph) {
-            (None, None) => (
-                seg.arena.search(metric, &params.vector, k, seg.live.iter()),
-                Plan::Exact,
-            ),
-            (None, Some(_)) if seg.live.len() as usize <= config.exact_search_threshold => (
-                seg.arena.search(metric, &params.vector, k, seg.live.iter()),
-                Plan::Exact,
-            ),
-            (None, Some(g)) => {
-                let live = |slot: Slot| seg.live.contains(slot);
-                // Without tombstones every graph node is live (or being inserted, and live).
-                let accept: Option<&(dyn Fn(Slot) -> bool + Sync)> = if seg.dead.is_empty() {
-                    None
-                } else {
-                    Some(&live)
-                };
-                let found = g.search(&params.vector, k, ef, accept);
-                let rest = seg.arena.search(metric, &params.vector, k, unindexed());
-                (merge(metric, k, found, rest), Plan::Hnsw)
+        // whether there is a graph to walk
+        let graphs = !params.exact && !p.sealed.is_empty();
+        let appendable = || p.appendable_slots.iter();
+        let (hits, plan): (Vec<ScoredSlot>, Plan) = match &params.filter {
+            None if !graphs || p.live.len() as usize <= config.exact_search_threshold => {
+                (scan(&p, metric, query, k, |_| true), Plan::Exact)
             }
-            (Some(filter), graph) => {
-                let candidates = candidates(&seg, filter);
-                let live = seg.live.len().max(1) as f64;
+            None => {
+                let found = p.sealed.iter().flat_map(|s| walk(s, query, k, ef, None));
+                let rest = p.appendable.search(metric, query, k, appendable());
+                (best(metric, k, found.chain(rest)), Plan::Hnsw)
+            }
+            Some(filter) => {
+                let candidates = candidates(&p, filter);
+                let live = p.live.len().max(1) as f64;
                 let fraction = match &candidates {
                     Candidates::Slots(s) => s.len() as f64 / live,
                     Candidates::Estimated(f) => *f,
                 };
-                match graph {
-                    Some(g) if fraction * live > config.exact_search_threshold as f64 => {
-                        let widening = (1.0 / fraction.max(1e-9))
-                            .sqrt()
-                            .clamp(1.0, MAX_EF_WIDENING);
-                        let ef = ((ef.max(k) as f64 * widening) as usize).min(config.max_ef.max(k));
-                        let accept = |slot: Slot| match &candidates {
-                            Candidates::Slots(s) => s.contains(slot),
-                            Candidates::Estimated(_) => {
-                                seg.live.contains(slot) && matches(&seg, filter, slot)
-                            }
-                        };
-                        let found = g.search(&params.vector, k, ef, Some(&accept));
-                        let rest = unindexed().filter(|slot| accept(*slot));
-                        let rest = seg.arena.search(metric, &params.vector, k, rest);
-                        (merge(metric, k, found, rest), Plan::HnswFiltered)
-                    }
-                    _ => {
-                        let hits = match &candidates {
-                            Candidates::Slots(s) => {
-                                seg.arena.search(metric, &params.vector, k, s.iter())
-                            }
-                            Candidates::Estimated(_) => {
-                                let slots = seg.live.iter().filter(|s| matches(&seg, filter, *s));
-                                seg.arena.search(metric, &params.vector, k, slots)
-                            }
-                        };
-                        (hits, Plan::ExactFiltered)
-                    }
+                if graphs && fraction * live > config.exact_search_threshold as f64 {
+                    let widening = (1.0 / fraction.max(1e-9))
+                        .sqrt()
+                        .clamp(1.0, MAX_EF_WIDENING);
+                    let ef = ((ef.max(k) as f64 * widening) as usize).min(config.max_ef.max(k));
+                    // (walks see live nodes only; appendable slots are all live)
+                    let accept = |slot: Slot| match &candidates {
+                        Candidates::Slots(s) => s.contains(slot),
+                        Candidates::Estimated(_) => matches(&p, filter, slot),
+                    };
+                    let found = p
+                        .sealed
+                        .iter()
+                        .flat_map(|s| walk(s, query, k, ef, Some(&accept)));
+                    let rest = appendable().filter(|slot| accept(*slot));
+                    let rest = p.appendable.search(metric, query, k, rest);
+                    (best(metric, k, found.chain(rest)), Plan::HnswFiltered)
+                } else {
+                    let hits = match &candidates {
+                        Candidates::Slots(s) => score_slots(&p, metric, query, k, s.iter()),
+                        Candidates::Estimated(_) => {
+                            scan(&p, metric, query, k, |slot| matches(&p, filter, slot))
+                        }
+                    };
+                    (hits, Plan::ExactFiltered)
                 }
             }
         };
@@ -210,15 +251,15 @@ impl Collection {
             .into_iter()
             .filter_map(|h| {
                 Some(SearchHit {
-                    id: seg.id_of(h.slot)?,
+                    id: p.id_of(h.slot)?,
                     score: h.score,
                     payload: params
                         .with_payload
-                        .then(|| seg.payloads.get(&h.slot).cloned())
+                        .then(|| p.payloads.get(&h.slot).cloned())
                         .flatten(),
                     vector: params
                         .with_vector
-                        .then(|| seg.arena.get(h.slot).map(<[f32]>::to_vec))
+                        .then(|| p.vector(h.slot).map(<[f32]>::to_vec))
                         .flatten(),
                 })
             })
@@ -228,37 +269,29 @@ impl Collection {
 
     /// Ids of the live points matching `filter`, in no particular order.
     pub fn matching_ids(&self, filter: &Filter) -> Vec<PointId> {
-        let seg = self.segment.read();
-        let slots: Vec<Slot> = match candidates(&seg, filter) {
+        let p = self.points.read();
+        let slots: Vec<Slot> = match candidates(&p, filter) {
             Candidates::Slots(s) => s.iter().collect(),
-            Candidates::Estimated(_) => seg
-                .live
-                .iter()
-                .filter(|s| matches(&seg, filter, *s))
-                .collect(),
+            Candidates::Estimated(_) => p.live.iter().filter(|s| matches(&p, filter, *s)).collect(),
         };
-        slots.into_iter().filter_map(|s| seg.id_of(s)).collect()
+        slots.into_iter().filter_map(|s| p.id_of(s)).collect()
     }
 
     /// Points matching `filter` (all live points without one), and whether the count is exact.
     /// Unless `exact` is asked for, a filter the payload indexes do not bound is estimated from
     /// a sample of live points instead of tested on every one.
     pub fn count(&self, filter: Option<&Filter>, exact: bool) -> (usize, bool) {
-        let seg = self.segment.read();
+        let p = self.points.read();
         let Some(filter) = filter else {
-            return (seg.len(), true);
+            return (p.len(), true);
         };
-        match candidates(&seg, filter) {
+        match candidates(&p, filter) {
             Candidates::Slots(s) => (s.len() as usize, true),
             Candidates::Estimated(fraction) if !exact => {
-                ((fraction * seg.live.len() as f64).round() as usize, false)
+                ((fraction * p.live.len() as f64).round() as usize, false)
             }
             Candidates::Estimated(_) => {
-                let n = seg
-                    .live
-                    .iter()
-                    .filter(|s| matches(&seg, filter, *s))
-                    .count();
+                let n = p.live.iter().filter(|s| matches(&p, filter, *s)).count();
                 (n, true)
             }
         }
@@ -266,14 +299,14 @@ impl Collection {
 
     /// Points by id (missing ids skipped), as `(id, vector, payload)`.
     pub fn get(&self, ids: &[PointId]) -> Vec<(PointId, Vec<f32>, Arc<JsonMap>)> {
-        let seg = self.segment.read();
+        let p = self.points.read();
         ids.iter()
             .filter_map(|id| {
-                let slot = seg.slot_of(id)?;
+                let slot = p.slot_of(id)?;
                 Some((
                     *id,
-                    seg.arena.get(slot)?.to_vec(),
-                    seg.payloads.get(&slot)?.clone(),
+                    p.vector(slot)?.to_vec(),
+                    p.payloads.get(&slot)?.clone(),
                 ))
             })
             .collect()

@@ -82,6 +82,11 @@ pub trait Namespace: Default + Send + 'static {
 
     fn view(&self) -> Self::View;
 
+    /// The namespace as the node's configuration sets it up (before [`load`](Self::load)).
+    fn configured(_config: &quiver_config::Config) -> Self {
+        Self::default()
+    }
+
     /// Rebuilds memory from `storage`, and from the derived files under `derived` when present.
     fn load(&mut self, storage: &dyn Storage, derived: &Path) -> Result<()>;
 
@@ -293,6 +298,11 @@ impl<N: Namespace> StateMachine<N> {
     /// Opens the state in `storage`, with its derived files under `derived`, finishing an
     /// interrupted snapshot install first.
     pub fn open(storage: Arc<dyn Storage>, derived: &Path) -> Result<Self> {
+        Self::open_with(storage, derived, N::default())
+    }
+
+    /// [`open`](Self::open) with `namespace` as it starts out (see [`Namespace::configured`]).
+    pub fn open_with(storage: Arc<dyn Storage>, derived: &Path, namespace: N) -> Result<Self> {
         if let Some(bytes) = storage.get(Table::Meta, INSTALLING_KEY)? {
             let installing: Installing = decode(&bytes)?;
             info!(snapshot = %installing.snapshot.display(), "finishing an interrupted snapshot install");
@@ -306,7 +316,7 @@ impl<N: Namespace> StateMachine<N> {
         check_format(storage.as_ref())?;
         let mut machine = Self {
             storage,
-            namespace: N::default(),
+            namespace,
             derived: derived.to_path_buf(),
             applied: AppliedRecord::default(),
         };

@@ -2,7 +2,7 @@
 //!
 //! Rows (table `meta` under `collection/` and `next_slot/`, table `points` keyed by collection
 //! id then point id) and, derived from them, the in-memory [`Collection`]s and their graph dumps
-//! (under `graphs/` in the group's derived directory). The group learns its collection from its
+//! segment files (under `graphs/` in the group's derived directory). The group learns its collection from its
 //! first command, [`ShardCommand::Serve`], proposed when the group is formed; every replica,
 //! however it catches up (log or snapshot), gets it the same way.
 
@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use super::{decode, encode, MachineKind, Namespace};
-use crate::shard::{persist, Collection};
+use crate::shard::{persist, Collection, SegmentConfig};
 use crate::storage::{Storage, Table, WriteBatch};
 
 const COLLECTION_PREFIX: &[u8] = b"collection/";
@@ -59,7 +59,7 @@ pub fn point_key(collection_id: u64, id: &PointId) -> Vec<u8> {
     [points_prefix(collection_id), id.to_key()].concat()
 }
 
-/// Where a collection's graph dumps live under a group's derived directory.
+/// Where a collection's segment files live under a group's derived directory.
 pub fn graph_dir(derived: &Path, collection_id: u64) -> PathBuf {
     graphs_root(derived).join(format!("{collection_id}"))
 }
@@ -102,9 +102,18 @@ pub enum PointsEffect {
 #[derive(Default)]
 pub struct Points {
     catalog: Arc<Catalog>,
+    segments: SegmentConfig,
 }
 
 impl Points {
+    /// No collection yet; segments sealed and built as `segments` says.
+    pub fn with_segments(segments: SegmentConfig) -> Self {
+        Self {
+            catalog: Arc::default(),
+            segments,
+        }
+    }
+
     /// The collection a points command was validated against, if it is still this one.
     fn target(&self, name: &str, id: u64) -> Result<Arc<Collection>> {
         let collection = self.catalog.get(name)?;
@@ -319,7 +328,7 @@ fn plan_delete(
     batch: &mut WriteBatch,
 ) -> (PointsEffect, u64) {
     let existing: Vec<PointId> = {
-        let seg = collection.segment();
+        let seg = collection.points();
         let unique: std::collections::BTreeSet<PointId> = ids.into_iter().collect();
         unique
             .into_iter()
@@ -343,6 +352,10 @@ impl Namespace for Points {
         self.catalog.clone()
     }
 
+    fn configured(config: &quiver_config::Config) -> Self {
+        Self::with_segments(SegmentConfig::from_storage(&config.storage))
+    }
+
     fn load(&mut self, storage: &dyn Storage, derived: &Path) -> Result<()> {
         let metas: Vec<CollectionMeta> = storage
             .scan(Table::Meta, COLLECTION_PREFIX, None, usize::MAX)?
@@ -362,19 +375,19 @@ impl Namespace for Points {
                 Ok(true)
             })?;
             let dir = graph_dir(derived, meta.id);
-            let (collection, report) = Collection::open(meta, records, &dir)?;
+            let (collection, report) = Collection::open(meta, records, &dir, self.segments)?;
             info!(
                 collection = %collection.name(),
                 points = report.points,
-                graph_loaded = report.graph_loaded,
-                graph_inserts = report.graph_inserts,
+                segments_loaded = report.segments_loaded,
+                appendable = report.appendable,
                 elapsed_ms = report.elapsed_ms as u64,
                 "collection opened"
             );
             collections.insert(collection.name().to_string(), Arc::new(collection));
         }
         for collection in collections.values() {
-            Collection::maintain_graph(collection);
+            Collection::optimize(collection);
         }
         *self.catalog.collections.write() = collections;
         Ok(())
@@ -431,20 +444,22 @@ impl Namespace for Points {
             PointsEffect::None => {}
             PointsEffect::Serve(meta) => {
                 let name = meta.spec.name.clone();
-                // A leftover graph dump of an id can only be stale.
-                let _ = std::fs::remove_dir_all(graph_dir(derived, meta.id));
+                // Leftover segment files of an id can only be stale.
+                let dir = graph_dir(derived, meta.id);
+                let _ = std::fs::remove_dir_all(&dir);
+                let collection = Collection::new(meta, dir, self.segments);
                 self.catalog
                     .collections
                     .write()
-                    .insert(name, Arc::new(Collection::new(meta)));
+                    .insert(name, Arc::new(collection));
             }
             PointsEffect::Upsert(collection, points) => {
                 collection.apply_upserts(points);
-                Collection::maintain_graph(&collection);
+                Collection::optimize(&collection);
             }
             PointsEffect::Delete(collection, ids) => {
                 collection.apply_deletes(&ids);
-                Collection::maintain_graph(&collection);
+                Collection::optimize(&collection);
             }
             PointsEffect::Payloads(collection, payloads) => collection.apply_payloads(payloads),
             PointsEffect::PayloadIndexes(collection, indexes) => {
@@ -456,16 +471,16 @@ impl Namespace for Points {
     fn link_derived(&self, derived: &Path, into: &Path) {
         for collection in self.catalog.list() {
             let id = collection.meta.id;
-            let linked = persist::link_graph_dump(&graph_dir(derived, id), &graph_dir(into, id));
+            let linked = persist::link_segments(&graph_dir(derived, id), &graph_dir(into, id));
             if let Err(e) = linked {
-                warn!(collection = %collection.name(), error = %e, "graph dump left out of the snapshot");
+                warn!(collection = %collection.name(), error = %e, "segment files left out of the snapshot");
             }
         }
     }
 }
 
-/// Removes graph dumps of collections that no longer exist (a dump that finished after its
-/// collection was dropped, or after a snapshot replaced the state).
+/// Removes the segment files of collections that no longer exist (a segment that finished after
+/// its collection was dropped, or after a snapshot replaced the state).
 fn sweep_graph_dirs(root: &Path, metas: &[CollectionMeta]) {
     let Ok(entries) = std::fs::read_dir(root) else {
         return;

@@ -8,9 +8,10 @@ use quiver_index::filter::Filter;
 use quiver_index::params::HnswParams;
 use quiver_index::payload_index::FieldType;
 
-use super::points::graph_dir;
+use super::points::{graph_dir, Points};
 use super::*;
 use crate::shard::search::PlannerConfig;
+use crate::shard::SegmentConfig;
 use crate::sm::snapshot::write_snapshot;
 use crate::storage::MemoryStorage;
 use quiver_core::placement::shard_group;
@@ -144,16 +145,35 @@ fn assert_matches_model(sm: &ShardMachine, model: &BTreeMap<u64, ([i8; 2], u8)>)
     }
 }
 
+/// A shard machine whose collections seal their appendable segment at `seal_points` points
+/// (segments of at most `max_segment_points`), building on one thread.
+fn open_sealing_at(
+    storage: Arc<dyn Storage>,
+    derived: &std::path::Path,
+    seal_points: usize,
+    max_segment_points: usize,
+) -> ShardMachine {
+    let segments = SegmentConfig {
+        seal_points,
+        max_segment_points,
+        build_threads: 1,
+    };
+    ShardMachine::open_with(storage, derived, Points::with_segments(segments)).unwrap()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
+    /// The optimizer seals, extends and vacuums segments (every few points) while commands
+    /// apply; searches, exact or not, always find exactly the model's points.
     #[test]
     fn random_upserts_and_deletes_match_a_model(
         ops in prop::collection::vec(op(), 1..30),
         hnsw in any::<bool>(),
+        seal_points in 1usize..8,
     ) {
         let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::default());
         let graphs = tempfile::tempdir().unwrap();
-        let mut sm = ShardMachine::open(storage.clone(), graphs.path()).unwrap();
+        let mut sm = open_sealing_at(storage.clone(), graphs.path(), seal_points, 16);
         let index = if hnsw { IndexKind::Hnsw(HnswParams { m: 8, ef_construction: 32 }) } else { IndexKind::Flat };
         sm.apply(1, &serve(1, spec(index))).unwrap();
         let mut model = BTreeMap::new();
@@ -164,10 +184,14 @@ proptest! {
             // re-delivering the same entry changes nothing
             let again = sm.apply(index, &command(op)).unwrap();
             prop_assert!(again.duplicate);
+            assert_matches_model(&sm, &model);
         }
+        let collection = sm.view().get("m").unwrap();
+        wait_until(|| !collection.optimizing());
         assert_matches_model(&sm, &model);
-        // memory is derivable from storage: a reopened state machine agrees
-        let reopened = ShardMachine::open(storage, graphs.path()).unwrap();
+        // memory is derivable from storage (and segment files): a reopened state machine agrees
+        drop(sm);
+        let reopened = open_sealing_at(storage, graphs.path(), seal_points, 16);
         prop_assert_eq!(reopened.last_applied(), Some(ops.len() as u64 + 1));
         assert_matches_model(&reopened, &model);
     }
@@ -340,11 +364,11 @@ fn a_snapshot_installs_whole_or_is_finished_when_the_state_is_next_opened() {
 }
 
 #[test]
-fn a_snapshot_carries_the_graph_dump_and_the_follower_inserts_only_what_came_after() {
+fn a_snapshot_carries_the_segments_and_the_follower_indexes_only_what_came_after() {
     let dir = tempfile::tempdir().unwrap();
     let source: Arc<dyn Storage> = Arc::new(MemoryStorage::default());
     let derived = dir.path().join("source-derived");
-    let mut sm = ShardMachine::open(source.clone(), &derived).unwrap();
+    let mut sm = open_sealing_at(source.clone(), &derived, 100, 10_000);
     let hnsw = spec(IndexKind::Hnsw(HnswParams {
         m: 8,
         ef_construction: 32,
@@ -365,9 +389,9 @@ fn a_snapshot_carries_the_graph_dump_and_the_follower_inserts_only_what_came_aft
     };
     sm.apply(2, &upsert(0..200)).unwrap();
     let collection = sm.view().get("m").unwrap();
-    assert!(collection.dump_graph(&graph_dir(&derived, 1)).unwrap());
+    wait_until(|| collection.indexed_vectors() == 200);
     sm.apply(3, &upsert(200..220)).unwrap();
-    // deleted after the dump: still in the dumped graph, never found
+    // deleted after the segment was sealed: still in its graph, never found
     sm.apply(
         4,
         &ShardCommand::Points(PointsCommand::Delete {
@@ -379,8 +403,9 @@ fn a_snapshot_carries_the_graph_dump_and_the_follower_inserts_only_what_came_aft
     .unwrap();
 
     let checkpoint = sm.checkpoint(&dir.path().join("checkpoint")).unwrap();
-    // a dump written after the checkpoint does not change it
-    assert!(collection.dump_graph(&graph_dir(&derived, 1)).unwrap());
+    // a segment that replaces the linked one after the checkpoint does not change it
+    sm.apply(5, &upsert(220..400)).unwrap();
+    wait_until(|| collection.indexed_vectors() == 399);
     let snapshot = dir.path().join("s.snap");
     let mut out = std::fs::File::create(&snapshot).unwrap();
     write_snapshot(checkpoint.state.as_ref(), &checkpoint.derived, &mut out).unwrap();
@@ -392,10 +417,14 @@ fn a_snapshot_carries_the_graph_dump_and_the_follower_inserts_only_what_came_aft
     assert_eq!(follower.last_applied(), Some(4));
     let installed = follower.view().get("m").unwrap();
     assert_eq!(installed.points_count(), 219);
-    // the graph came from the dump: only the 20 points written after it are inserted (in the
-    // background)
-    wait_until(|| installed.indexed_vectors() == 219);
-    assert_eq!(installed.graph_inserts_since_dump(), 20);
+    // the sealed segment came with the snapshot (its deleted point retired); the 20 points
+    // written after it are in the appendable segment
+    let states: Vec<(&str, u64, u64)> = installed
+        .segments()
+        .iter()
+        .map(|s| (s.state.as_str(), s.points, s.retired))
+        .collect();
+    assert_eq!(states, [("sealed", 199, 1), ("appendable", 20, 0)]);
     let search = |query: Vec<f32>| nearest(&installed, query).0;
     assert_eq!(search(vec![210.0, 0.0]), PointId::Num(210));
     let near_deleted = search(vec![50.0, 1.0]);
@@ -619,9 +648,10 @@ fn nearest(collection: &crate::shard::Collection, query: Vec<f32>) -> (PointId, 
 }
 
 #[test]
-fn re_upserting_the_same_points_keeps_the_graph_and_the_vectors_bounded() {
+fn re_upserting_the_same_points_keeps_the_segments_bounded() {
     let graphs = tempfile::tempdir().unwrap();
-    let mut sm = ShardMachine::open(Arc::new(MemoryStorage::default()), graphs.path()).unwrap();
+    let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::default());
+    let mut sm = open_sealing_at(storage, graphs.path(), 100, 10_000);
     let hnsw = spec(IndexKind::Hnsw(HnswParams {
         m: 8,
         ef_construction: 32,
@@ -633,7 +663,7 @@ fn re_upserting_the_same_points_keeps_the_graph_and_the_vectors_bounded() {
         sm.apply(index, &upsert_round(0..live, round)).unwrap();
         index += 1;
         let collection = sm.view().get("m").unwrap();
-        // every point is found at its latest version, a rebuild running or not
+        // every point is found at its latest version, whatever the optimizer is doing
         assert_eq!(
             nearest(&collection, vec![7.0, round as f32]).0,
             PointId::Num(7)
@@ -641,11 +671,13 @@ fn re_upserting_the_same_points_keeps_the_graph_and_the_vectors_bounded() {
         assert!(collection.indexed_vectors() <= live as usize);
     }
     let collection = sm.view().get("m").unwrap();
-    // 9,000 versions of 300 points: the graph was rebuilt without its tombstones
-    let bounded = || collection.graph().unwrap().len() <= live as usize * 2 + 1_000;
-    wait_until(bounded);
-    assert_eq!(collection.segment().arena.len(), live as usize);
-    wait_until(|| collection.indexed_vectors() == live as usize);
+    wait_until(|| !collection.optimizing());
+    // 9,000 versions of 300 points: vacuums keep at most a fifth of the nodes retired, and the
+    // appendable segment holds only the latest versions
+    let segments = collection.segments();
+    let nodes: u64 = segments.iter().map(|s| s.points + s.retired).sum();
+    assert!(nodes <= live * 5 / 4 + 1, "{segments:?}");
+    assert_eq!(collection.indexed_vectors(), live as usize);
     for id in [0, 150, 299] {
         assert_eq!(
             nearest(&collection, vec![id as f32, 29.0]),
@@ -655,23 +687,40 @@ fn re_upserting_the_same_points_keeps_the_graph_and_the_vectors_bounded() {
 }
 
 #[test]
-fn an_open_without_a_graph_dump_searches_at_once_and_indexes_in_the_background() {
+fn an_open_with_damaged_or_half_written_segment_files_searches_at_once_and_indexes_again() {
     let graphs = tempfile::tempdir().unwrap();
     let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::default());
-    let mut sm = ShardMachine::open(storage.clone(), graphs.path()).unwrap();
+    let mut sm = open_sealing_at(storage.clone(), graphs.path(), 1000, 10_000);
     let hnsw = spec(IndexKind::Hnsw(HnswParams {
         m: 8,
         ef_construction: 32,
     }));
     sm.apply(1, &serve(1, hnsw)).unwrap();
     sm.apply(2, &upsert_round(0..3000, 0)).unwrap();
-    drop(sm);
+    let collection = sm.view().get("m").unwrap();
+    wait_until(|| collection.indexed_vectors() == 3000 && !collection.optimizing());
+    drop((sm, collection));
 
-    // no dump was written (a kill -9): the graph is rebuilt in the background
-    let mut reopened = ShardMachine::open(storage, graphs.path()).unwrap();
+    // a kill -9 during a build leaves a temporary file; a disk fault damages the sealed one
+    let dir = graph_dir(graphs.path(), 1);
+    std::fs::write(dir.join("segment-7.tmp"), b"half a segment").unwrap();
+    let sealed = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "qvseg"))
+        .unwrap();
+    let mut bytes = std::fs::read(&sealed).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&sealed, bytes).unwrap();
+
+    let mut reopened = open_sealing_at(storage, graphs.path(), 1000, 10_000);
     let collection = reopened.view().get("m").unwrap();
     assert_eq!(collection.points_count(), 3000);
-    // found while the graph is being built, and so is a point written meanwhile
+    assert!(!dir.join("segment-7.tmp").exists());
+    // neither file is used: every point is found at once (scored exactly), and so is a point
+    // written meanwhile
     assert_eq!(
         nearest(&collection, vec![1234.0, 0.0]).0,
         PointId::Num(1234)

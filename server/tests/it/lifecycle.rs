@@ -396,6 +396,7 @@ async fn graph_searches_never_return_replaced_or_deleted_points() {
         })
         .await
         .unwrap();
+    server.settle("g").await;
     // query at every original vector: the old versions of 0..100 and all of 100..200 are gone
     for (i, q) in data[..200].iter().enumerate() {
         let mut req = search_request("g", q.clone(), 10);

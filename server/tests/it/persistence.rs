@@ -1,5 +1,6 @@
-//! Restarts: everything acknowledged is there afterwards, with the graph loaded from its dump,
-//! rebuilt when the dump is gone, or caught up when the dump is stale.
+//! Restarts: everything acknowledged is there afterwards, with the sealed segments loaded from
+//! their files, indexed again when the files are gone or damaged, and reconciled with the points
+//! when the files are older than them.
 
 use std::path::Path;
 
@@ -64,7 +65,7 @@ async fn restarts_keep_every_acknowledged_write() {
     let data = clustered(4_000, 16, 20, 5);
     let queries: Vec<Vec<f32>> = clustered(20, 16, 20, 6);
 
-    // session 1: writes, replacements and deletes; a clean stop dumps the graph
+    // session 1: writes, replacements and deletes; sealed segments are written as they are built
     let server = TestServer::must_start(config.clone()).await;
     server
         .must_collections()
@@ -97,25 +98,46 @@ async fn restarts_keep_every_acknowledged_write() {
         })
         .await
         .unwrap();
+    server.settle("p").await;
     let before = snapshot(&server, &queries).await;
     assert_eq!(before.0, 2_900);
+    let segments = |server: &TestServer| {
+        let shard = server.node.shards()[0].clone();
+        let c = shard.collection("p").unwrap();
+        let states: Vec<(&str, u64, u64)> = c
+            .segments()
+            .iter()
+            .map(|s| (s.state.as_str(), s.points, s.retired))
+            .collect();
+        states
+    };
+    let segments_before = segments(&server);
+    let indexed: u64 = segments_before
+        .iter()
+        .filter(|s| s.0 == "sealed")
+        .map(|s| s.1)
+        .sum();
+    assert!(indexed >= 2_400, "{segments_before:?}");
+    let retired: u64 = segments_before.iter().map(|s| s.2).sum();
+    assert!(retired > 0, "replaced and deleted versions are retired: {segments_before:?}");
     server.stop().await;
-    // The collection's one shard keeps its graph dumps in its own directory.
+    // The collection's one shard keeps its segment files in its own directory.
     let shard_dirs: Vec<_> = std::fs::read_dir(dir.path().join("shards"))
         .unwrap()
         .flatten()
         .collect();
     assert_eq!(shard_dirs.len(), 1, "one shard replica");
     let graphs = shard_dirs[0].path().join("derived").join("graphs");
-    assert!(
-        std::fs::read_dir(&graphs).unwrap().count() == 1,
-        "one graph dumped"
-    );
-    let stale_dump = tempfile::tempdir().unwrap();
-    copy_dir(&graphs, stale_dump.path());
+    let files: Vec<_> = walk(&graphs)
+        .into_iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "qvseg"))
+        .collect();
+    assert!(!files.is_empty(), "segment files written");
+    let stale_files = tempfile::tempdir().unwrap();
+    copy_dir(&graphs, stale_files.path());
 
-    // session 2: the graph is loaded from the dump (it still holds the 100 replaced and 100
-    // deleted versions; a rebuilt graph would hold only the 2,900 live points); state is identical
+    // session 2: the segments are loaded from their files as they were (retired nodes and all:
+    // a rebuild would have none); state is identical
     let server = TestServer::must_start(config.clone()).await;
     let info = server
         .must_collections()
@@ -124,13 +146,9 @@ async fn restarts_keep_every_acknowledged_write() {
         .await
         .unwrap()
         .into_inner();
-    let graph_nodes = |server: &TestServer| {
-        let shard = server.node.shard(info.shards[0].group).unwrap();
-        let collection = shard.collection("p").unwrap();
-        collection.graph().unwrap().len()
-    };
-    assert_eq!(graph_nodes(&server), 3_100, "graph loaded from its dump");
-    assert_eq!(info.indexed_vectors, 2_900, "live points only");
+    assert_eq!(segments(&server), segments_before, "segments loaded from their files");
+    assert_eq!(info.indexed_vectors, indexed, "live points only");
+    assert_eq!(info.indexed_vectors + info.pending_vectors, 2_900);
     assert_eq!(snapshot(&server, &queries).await, before);
     assert!(approx_matches_exact(&server, &queries).await >= 0.95);
     let got = server
@@ -164,27 +182,32 @@ async fn restarts_keep_every_acknowledged_write() {
     assert_eq!(after_more.0, 3_800);
     server.stop().await;
 
-    // session 3: put back the stale dump from session 1: the points written since are inserted
+    // session 3: put back the segment files of session 1: the points written since are indexed
+    // again, the versions retired since are retired
     std::fs::remove_dir_all(&graphs).unwrap();
-    copy_dir(stale_dump.path(), &graphs);
+    copy_dir(stale_files.path(), &graphs);
     let server = TestServer::must_start(config.clone()).await;
     assert_eq!(snapshot(&server, &queries).await, after_more);
+    server.settle("p").await;
     assert!(approx_matches_exact(&server, &queries).await >= 0.95);
     server.stop().await;
 
-    // session 4: no dump at all (or a corrupt one): the graph is rebuilt from the points
+    // session 4: damaged files, then none at all: the points are indexed again, and served
+    // exactly meanwhile
     for entry in walk(&graphs) {
-        if entry.extension().is_some_and(|e| e == "graph") {
+        if entry.extension().is_some_and(|e| e == "qvseg") {
             std::fs::write(&entry, b"corrupt").unwrap();
         }
     }
     let server = TestServer::must_start(config.clone()).await;
     assert_eq!(snapshot(&server, &queries).await, after_more);
+    server.settle("p").await;
     assert!(approx_matches_exact(&server, &queries).await >= 0.95);
     server.stop().await;
     std::fs::remove_dir_all(&graphs).unwrap();
     let server = TestServer::must_start(config).await;
     assert_eq!(snapshot(&server, &queries).await, after_more);
+    server.settle("p").await;
     assert!(approx_matches_exact(&server, &queries).await >= 0.95);
     server.stop().await;
 }

@@ -70,6 +70,7 @@ async fn hnsw_recall_unfiltered_and_filtered() {
         })
         .collect();
     must_upsert_all(&mut points, "v", pts, 1_000).await;
+    server.settle("v").await;
 
     let unfiltered = recall_at_10(&mut points, queries, "", "hnsw").await;
     let one_percent =

@@ -1,0 +1,269 @@
+//! The optimizer: builds sealed segments off the write path, one job at a time per collection,
+//! on a thread of its own.
+//!
+//! Jobs, looked for after every change the state machine installs and after each job:
+//! - **vacuum**: a sealed segment at least a fifth of whose nodes are retired is rebuilt from
+//!   its live nodes (one with none left is dropped). This is what frees retired slots' memory;
+//! - **seal**: once the appendable segment holds `seal_points` points, the points it holds when
+//!   the job starts are indexed: appended to a copy of the newest sealed segment's graph while
+//!   that stays within `max_segment_points` (the copy costs a memory copy, the new points their
+//!   inserts only), else built into a new segment.
+//!
+//! A job reads its input under the read lock, builds without any lock (searches and writes go
+//! on; points retired meanwhile are marked when it installs), writes the segment's file, then
+//! installs it in one step under the write lock: the new segment replaces its source segment,
+//! and the appendable copies of the points it took are dropped. Then the manifest is rewritten
+//! and files it no longer names are removed. Memory during a build is the new segment plus the
+//! old one it copies (reported by `collection info` as the building segment).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use quiver_index::hnsw::{HnswGraph, HnswParams};
+use quiver_index::Slot;
+use tracing::{info, warn};
+
+use super::segment::Sealed;
+use super::{persist, Collection, InForce};
+use quiver_core::point::IndexKind;
+
+/// A segment is vacuumed once this share of its nodes (1 / N) is retired.
+const VACUUM_SHARE: usize = 5;
+
+enum Job {
+    /// Rebuild segment `number` from its live nodes.
+    Vacuum(u64),
+    /// Index the appendable segment's points.
+    Seal,
+}
+
+impl Collection {
+    /// Starts the optimizer's background work when a job is due and none is running. Called by
+    /// the state machine after it opens a collection and after each change it installs.
+    pub fn optimize(this: &Arc<Self>) {
+        if this.graph_params().is_none() || this.due().is_none() {
+            return;
+        }
+        if this.busy.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let collection = this.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("optimize {}", this.name()))
+            .spawn(move || collection.run_jobs());
+        if let Err(e) = spawned {
+            this.busy.store(false, Ordering::SeqCst);
+            warn!(error = %e, "cannot start the optimizer; the points stay in the appendable segment");
+        }
+    }
+
+    fn graph_params(&self) -> Option<HnswParams> {
+        match self.meta.spec.index {
+            IndexKind::Flat => None,
+            IndexKind::Hnsw(params) => Some(params),
+        }
+    }
+
+    /// Runs jobs while one is due, then frees the job slot (a job due by then is run too: a
+    /// change installed while the slot was taken found it taken).
+    fn run_jobs(self: Arc<Self>) {
+        /// Frees the job slot however the thread ends (a panic included).
+        struct Done<'a>(&'a Collection);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                *self.0.building.lock() = None;
+                self.0.busy.store(false, Ordering::SeqCst);
+            }
+        }
+        loop {
+            {
+                let _done = Done(&self);
+                while let Some(job) = self.due() {
+                    match job {
+                        Job::Vacuum(number) => self.vacuum(number),
+                        Job::Seal => self.seal(),
+                    }
+                }
+            }
+            if self.due().is_none() || self.busy.swap(true, Ordering::SeqCst) {
+                return;
+            }
+        }
+    }
+
+    fn due(&self) -> Option<Job> {
+        let p = self.points.read();
+        if let Some(s) = p
+            .sealed
+            .iter()
+            .find(|s| s.retired_count > 0 && s.retired_count * VACUUM_SHARE >= s.segment.len())
+        {
+            return Some(Job::Vacuum(s.segment.number));
+        }
+        (p.appendable_slots.len() as usize >= self.config.seal_points).then_some(Job::Seal)
+    }
+
+    fn seal(&self) {
+        let Some(params) = self.graph_params() else {
+            return;
+        };
+        let started = Instant::now();
+        let (slots, vectors, base) = {
+            let p = self.points.read();
+            let mut slots = Vec::with_capacity(p.appendable_slots.len() as usize);
+            let mut vectors = Vec::with_capacity(slots.capacity() * self.meta.spec.dim as usize);
+            for slot in &p.appendable_slots {
+                if let Some(v) = p.appendable.get(slot) {
+                    slots.push(slot);
+                    vectors.extend_from_slice(v);
+                }
+            }
+            let base = p
+                .sealed
+                .last()
+                .filter(|s| s.segment.len() + slots.len() <= self.config.max_segment_points)
+                .map(|s| s.segment.clone());
+            (slots, vectors, base)
+        };
+        let total = slots.len() + base.as_ref().map_or(0, |b| b.len());
+        self.report_building(total, base.as_deref());
+        let number = self.next_segment.fetch_add(1, Ordering::SeqCst);
+        let threads = self.config.build_threads;
+        let (graph, mut all_slots) = match &base {
+            Some(b) => (b.graph.extend(vectors, threads, number), b.slots.clone()),
+            None => (
+                HnswGraph::build(
+                    self.meta.spec.metric,
+                    self.meta.spec.dim as usize,
+                    params,
+                    vectors,
+                    threads,
+                    number,
+                ),
+                Vec::new(),
+            ),
+        };
+        all_slots.extend_from_slice(&slots);
+        let sealed = Arc::new(Sealed::new(number, all_slots, graph));
+        self.install(sealed.clone(), base.map(|b| b.number), &slots);
+        info!(
+            collection = %self.name(),
+            segment = number,
+            added = slots.len(),
+            nodes = sealed.len(),
+            memory_bytes = sealed.memory_bytes() as u64,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "appendable points indexed"
+        );
+    }
+
+    fn vacuum(&self, number: u64) {
+        let Some(params) = self.graph_params() else {
+            return;
+        };
+        let started = Instant::now();
+        let (slots, vectors) = {
+            let p = self.points.read();
+            let Some(source) = p.sealed.iter().find(|s| s.segment.number == number) else {
+                return;
+            };
+            let live: Vec<u32> = (0..source.segment.len() as u32)
+                .filter(|node| !source.is_retired(*node))
+                .collect();
+            let slots: Vec<Slot> = live
+                .iter()
+                .map(|n| source.segment.slots[*n as usize])
+                .collect();
+            let graph = &source.segment.graph;
+            let vectors: Vec<f32> = live
+                .iter()
+                .flat_map(|n| graph.vector(*n))
+                .copied()
+                .collect();
+            (slots, vectors)
+        };
+        if slots.is_empty() {
+            self.install_replacing(None, Some(number), &[]);
+            return;
+        }
+        self.report_building(slots.len(), None);
+        let fresh = self.next_segment.fetch_add(1, Ordering::SeqCst);
+        let graph = HnswGraph::build(
+            self.meta.spec.metric,
+            self.meta.spec.dim as usize,
+            params,
+            vectors,
+            self.config.build_threads,
+            fresh,
+        );
+        let sealed = Arc::new(Sealed::new(fresh, slots, graph));
+        self.install(sealed.clone(), Some(number), &[]);
+        info!(
+            collection = %self.name(),
+            segment = fresh,
+            replaced = number,
+            nodes = sealed.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "segment vacuumed"
+        );
+    }
+
+    /// Says what is being built: its points, and the memory the new segment takes beside the
+    /// one it copies.
+    fn report_building(&self, points: usize, base: Option<&Sealed>) {
+        let estimate = match base {
+            Some(b) if !b.is_empty() => b.memory_bytes() / b.len() * points,
+            _ => {
+                let m = self.graph_params().map_or(16, |p| p.m);
+                points * (self.meta.spec.dim as usize * 4 + (2 * m + 1) * 4 + 16)
+            }
+        };
+        *self.building.lock() = Some((points, estimate));
+    }
+
+    /// Writes `sealed`'s file, then installs it (see [`install_replacing`](Self::install_replacing)).
+    fn install(&self, sealed: Arc<Sealed>, replaces: Option<u64>, taken: &[Slot]) {
+        if let Err(e) = sealed.write(&self.dir) {
+            // the segment serves from memory; a restart builds it again
+            warn!(collection = %self.name(), error = %e, "segment file not written");
+        }
+        self.install_replacing(Some(sealed), replaces, taken);
+    }
+
+    /// In one step under the write lock: `sealed` (if any) takes the place of segment
+    /// `replaces` (if any), with its nodes whose slots are no longer live retired, and the
+    /// appendable copies of the `taken` slots are dropped. Then the manifest names the segments
+    /// in force and other segment files are removed.
+    fn install_replacing(
+        &self,
+        sealed: Option<Arc<Sealed>>,
+        replaces: Option<u64>,
+        taken: &[Slot],
+    ) {
+        let numbers: Vec<u64> = {
+            let mut p = self.points.write();
+            let position = p
+                .sealed
+                .iter()
+                .position(|s| Some(s.segment.number) == replaces);
+            if let Some(i) = position {
+                p.sealed.remove(i);
+            }
+            for &slot in taken {
+                if p.appendable_slots.remove(slot) {
+                    p.appendable.remove(slot);
+                }
+            }
+            if let Some(sealed) = sealed {
+                let in_force = InForce::new(sealed, &p.live);
+                let at = position.unwrap_or(p.sealed.len());
+                p.sealed.insert(at, in_force);
+            }
+            p.sealed.iter().map(|s| s.segment.number).collect()
+        };
+        if let Err(e) = persist::write_manifest(&self.dir, &numbers) {
+            warn!(collection = %self.name(), error = %e, "segment manifest not written");
+        }
+    }
+}
