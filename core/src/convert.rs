@@ -600,6 +600,57 @@ pub fn search_query(
     })
 }
 
+/// Validates a batch of searches of collection `spec` (read with `consistency`): each as
+/// [`search_query`] (errors name `searches[i].field`).
+pub fn search_batch_queries(
+    req: &pb::SearchBatchRequest,
+    spec: &CollectionSpec,
+    limits: &Limits,
+) -> Result<Vec<SearchQuery>> {
+    if req.searches.is_empty() {
+        return Err(invalid("searches", "empty batch"));
+    }
+    if req.searches.len() > limits.request.max_batch_points {
+        return Err(invalid(
+            "searches",
+            format!(
+                "{} searches exceed the limit of {} per batch (limits.max_batch_points)",
+                req.searches.len(),
+                limits.request.max_batch_points
+            ),
+        ));
+    }
+    req.searches
+        .iter()
+        .enumerate()
+        .map(|(i, search)| {
+            let at = |e: Error| match e {
+                Error::InvalidArgument { field, message } => Error::InvalidArgument {
+                    field: format!("searches[{i}].{field}"),
+                    message,
+                },
+                other => other,
+            };
+            if !search.collection.is_empty() && search.collection != req.collection {
+                return Err(invalid(
+                    &format!("searches[{i}].collection"),
+                    format!(
+                        "`{}` differs from the batch's collection `{}`",
+                        search.collection, req.collection
+                    ),
+                ));
+            }
+            if search.consistency != 0 && search.consistency != req.consistency {
+                return Err(invalid(
+                    &format!("searches[{i}].consistency"),
+                    "differs from the batch's (set it on the batch)",
+                ));
+            }
+            search_query(search, spec, limits).map_err(at)
+        })
+        .collect()
+}
+
 /// Validates a scroll page request.
 pub fn scroll_query(req: &pb::ScrollRequest, limits: &LimitsConfig) -> Result<ScrollQuery> {
     let limit = match req.limit {

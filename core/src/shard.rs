@@ -264,6 +264,19 @@ pub trait ShardClient: Send + Sync {
         query: &SearchQuery,
     ) -> Result<pb::SearchResponse, Status>;
 
+    /// Several searches in one call (one round trip to a remote replica), answers in order.
+    async fn search_batch(
+        &self,
+        read: &ShardRead,
+        queries: &[SearchQuery],
+    ) -> Result<Vec<pb::SearchResponse>, Status> {
+        let mut answers = Vec::with_capacity(queries.len());
+        for query in queries {
+            answers.push(self.search(read, query).await?);
+        }
+        Ok(answers)
+    }
+
     async fn scroll(
         &self,
         read: &ShardRead,

@@ -492,29 +492,47 @@ impl Coordinator {
                 async move { client.search(&read, &query).await }
             })
         });
-        let mut results = Vec::new();
-        let mut plans: Vec<String> = Vec::new();
-        for part in join_all(calls).await {
-            let part = part?;
-            results.extend(part.results);
-            if !plans.contains(&part.plan) {
-                plans.push(part.plan);
-            }
-        }
-        let lower_is_better = placement.spec.metric == Metric::L2;
-        results.sort_by(|a, b| {
-            let order = a.score.total_cmp(&b.score);
-            if lower_is_better {
-                order
-            } else {
-                order.reverse()
-            }
+        let parts = join_all(calls)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(merge_searches(placement.spec.metric, query.top_k, parts))
+    }
+
+    /// Many searches of one collection: each shard gets one call with all of them, and each
+    /// search's answers are merged as [`search`](Self::search) merges them.
+    pub async fn search_batch(
+        &self,
+        req: pb::SearchBatchRequest,
+    ) -> Result<pb::SearchBatchResponse, Status> {
+        let placement = self.placement("collection", &req.collection).await?;
+        let consistency = convert::read_consistency(req.consistency)?;
+        let queries = Arc::new(convert::search_batch_queries(
+            &req,
+            &placement.spec,
+            &self.limits(),
+        )?);
+        let calls = (0..placement.shards.len()).map(|shard| {
+            let read = Self::read(&placement, shard, consistency);
+            let queries = queries.clone();
+            self.on_shard(&placement, shard, route(consistency), move |_, client| {
+                let (read, queries) = (read.clone(), queries.clone());
+                async move { client.search_batch(&read, &queries).await }
+            })
         });
-        results.truncate(query.top_k);
-        Ok(pb::SearchResponse {
-            results,
-            plan: plans.join("+"),
-        })
+        let mut per_shard = join_all(calls)
+            .await
+            .into_iter()
+            .map(|answers| answers.map(Vec::into_iter))
+            .collect::<Result<Vec<_>, _>>()?;
+        let responses = queries
+            .iter()
+            .map(|query| {
+                let parts = per_shard.iter_mut().filter_map(Iterator::next).collect();
+                merge_searches(placement.spec.metric, query.top_k, parts)
+            })
+            .collect();
+        Ok(pb::SearchBatchResponse { responses })
     }
 
     pub async fn scroll(&self, req: pb::ScrollRequest) -> Result<pb::ScrollResponse, Status> {
@@ -595,6 +613,37 @@ impl Coordinator {
             .map(|s| s.points)
             .sum();
         Ok(info)
+    }
+}
+
+/// One search's answers from every shard, merged: the best `top_k` by the metric's order, and
+/// the plans the shards used (`+`-joined when they differ).
+fn merge_searches(
+    metric: Metric,
+    top_k: usize,
+    parts: Vec<pb::SearchResponse>,
+) -> pb::SearchResponse {
+    let mut results = Vec::new();
+    let mut plans: Vec<String> = Vec::new();
+    for part in parts {
+        results.extend(part.results);
+        if !plans.contains(&part.plan) {
+            plans.push(part.plan);
+        }
+    }
+    let lower_is_better = metric == Metric::L2;
+    results.sort_by(|a, b| {
+        let order = a.score.total_cmp(&b.score);
+        if lower_is_better {
+            order
+        } else {
+            order.reverse()
+        }
+    });
+    results.truncate(top_k);
+    pb::SearchResponse {
+        results,
+        plan: plans.join("+"),
     }
 }
 

@@ -368,6 +368,13 @@ impl Points for PointsFront {
         self.0.search(r.into_inner()).await.map(Response::new)
     }
 
+    async fn search_batch(
+        &self,
+        r: Request<pb::SearchBatchRequest>,
+    ) -> Result<Response<pb::SearchBatchResponse>, Status> {
+        self.0.search_batch(r.into_inner()).await.map(Response::new)
+    }
+
     async fn scroll(
         &self,
         r: Request<pb::ScrollRequest>,

@@ -84,6 +84,31 @@ impl ShardClient for RemoteShards {
         Ok(self.client.clone().search(request).await?.into_inner())
     }
 
+    async fn search_batch(
+        &self,
+        read: &ShardRead,
+        queries: &[SearchQuery],
+    ) -> Result<Vec<pb::SearchResponse>, Status> {
+        let request = pb::ShardSearchBatchRequest {
+            read: Some(read_to_proto(read)),
+            queries: queries.iter().map(encode).collect::<Result<_, _>>()?,
+        };
+        let answer = self
+            .client
+            .clone()
+            .search_batch(request)
+            .await?
+            .into_inner();
+        if answer.responses.len() != queries.len() {
+            return Err(Status::internal(format!(
+                "a replica answered {} of {} searches",
+                answer.responses.len(),
+                queries.len()
+            )));
+        }
+        Ok(answer.responses)
+    }
+
     async fn scroll(
         &self,
         read: &ShardRead,

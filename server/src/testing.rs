@@ -84,11 +84,11 @@ impl TestServer {
     pub async fn settle(&self, collection: &str) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         loop {
-            let busy = self.node.shards().iter().any(|shard| {
-                shard
-                    .collection(collection)
-                    .is_ok_and(|c| c.optimizing())
-            });
+            let busy = self
+                .node
+                .shards()
+                .iter()
+                .any(|shard| shard.collection(collection).is_ok_and(|c| c.optimizing()));
             if !busy {
                 return;
             }

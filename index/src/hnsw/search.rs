@@ -10,6 +10,9 @@ use parking_lot::Mutex;
 
 use super::{Distance, Layers};
 
+/// How many vectors ahead of the one being scored are being loaded.
+const PREFETCH_AHEAD: usize = 3;
+
 /// A node and its distance to the query (lower is nearer); ordered by distance, then id.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(super) struct Near {
@@ -204,7 +207,7 @@ pub(super) fn search_layer(
         visited,
         candidates,
         results,
-        ..
+        links: fresh,
     } = scratch;
     visited.start(layers.len());
     candidates.clear();
@@ -228,26 +231,25 @@ pub(super) fn search_layer(
         let block = layers.block(current.id, level);
         let count = (block[0].load(Ordering::Acquire) as usize).min(block.len() - 1);
         let links = &block[1..=count];
-        // the next candidate's links are read next: start loading them
-        if let Some(Reverse(next)) = candidates.peek() {
-            let next = layers.block(next.id, level);
-            prefetch(next.as_ptr());
-            prefetch(next.as_ptr().wrapping_add(16));
+        // The neighbours not seen yet, then their vectors loaded a few ahead of their scoring
+        // (prefetching every neighbour's whole vector would fill the CPU's line-fill buffers
+        // with lines of nodes already visited).
+        for link in links {
+            visited.prefetch(link.load(Ordering::Relaxed));
         }
-        if let Some(first) = links.first() {
-            let id = first.load(Ordering::Relaxed);
-            visited.prefetch(id);
+        fresh.clear();
+        for link in links {
+            let id = link.load(Ordering::Relaxed);
+            if visited.insert(id) {
+                fresh.push(id);
+            }
+        }
+        for &id in fresh.iter().take(PREFETCH_AHEAD) {
             prefetch_vector(layers, id);
         }
-        for (i, link) in links.iter().enumerate() {
-            let id = link.load(Ordering::Relaxed);
-            if let Some(next) = links.get(i + 1) {
-                let next = next.load(Ordering::Relaxed);
-                visited.prefetch(next);
-                prefetch_vector(layers, next);
-            }
-            if !visited.insert(id) {
-                continue;
+        for (i, &id) in fresh.iter().enumerate() {
+            if let Some(&ahead) = fresh.get(i + PREFETCH_AHEAD) {
+                prefetch_vector(layers, ahead);
             }
             let d = distance.between(query, layers.vector(id));
             if results.len() < ef || d < bound {

@@ -72,6 +72,20 @@ impl Shard for ShardService {
         Ok(Response::new(answer))
     }
 
+    async fn search_batch(
+        &self,
+        request: Request<pb::ShardSearchBatchRequest>,
+    ) -> Result<Response<pb::SearchBatchResponse>, Status> {
+        let req = request.into_inner();
+        let queries = req
+            .queries
+            .iter()
+            .map(|q| decode("queries", q))
+            .collect::<Result<Vec<_>, _>>()?;
+        let responses = self.shards.search_batch(&read(req.read)?, &queries).await?;
+        Ok(Response::new(pb::SearchBatchResponse { responses }))
+    }
+
     async fn scroll(
         &self,
         request: Request<pb::ShardScrollRequest>,

@@ -6,5 +6,6 @@ mod lifecycle;
 mod persistence;
 mod recall;
 mod rest;
+mod search_batch;
 mod support;
 mod updates;

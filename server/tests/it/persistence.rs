@@ -119,7 +119,10 @@ async fn restarts_keep_every_acknowledged_write() {
         .sum();
     assert!(indexed >= 2_400, "{segments_before:?}");
     let retired: u64 = segments_before.iter().map(|s| s.2).sum();
-    assert!(retired > 0, "replaced and deleted versions are retired: {segments_before:?}");
+    assert!(
+        retired > 0,
+        "replaced and deleted versions are retired: {segments_before:?}"
+    );
     server.stop().await;
     // The collection's one shard keeps its segment files in its own directory.
     let shard_dirs: Vec<_> = std::fs::read_dir(dir.path().join("shards"))
@@ -146,7 +149,11 @@ async fn restarts_keep_every_acknowledged_write() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(segments(&server), segments_before, "segments loaded from their files");
+    assert_eq!(
+        segments(&server),
+        segments_before,
+        "segments loaded from their files"
+    );
     assert_eq!(info.indexed_vectors, indexed, "live points only");
     assert_eq!(info.indexed_vectors + info.pending_vectors, 2_900);
     assert_eq!(snapshot(&server, &queries).await, before);

@@ -66,7 +66,12 @@ async fn hnsw_recall_unfiltered_and_filtered() {
         .enumerate()
         .map(|(i, v)| {
             let b = (i * 7919) % 100;
-            point(i as u64, v.clone(), json!({"bucket": b, "shadow": b}))
+            let tier = (i * 31) % 10;
+            point(
+                i as u64,
+                v.clone(),
+                json!({"bucket": b, "shadow": b, "tier": tier}),
+            )
         })
         .collect();
     must_upsert_all(&mut points, "v", pts, 1_000).await;
@@ -91,9 +96,38 @@ async fn hnsw_recall_unfiltered_and_filtered() {
     .await;
     let one_unindexed =
         recall_at_10(&mut points, queries, r#"{"shadow": 42}"#, "exact-filtered").await;
+    let half = recall_at_10(
+        &mut points,
+        queries,
+        r#"{"bucket": {"$lt": 50}}"#,
+        "hnsw-filtered",
+    )
+    .await;
+    // two fields (one indexed, one not) that together keep 15% and 5% of the points
+    let two_fields = recall_at_10(
+        &mut points,
+        queries,
+        r#"{"bucket": {"$lt": 30}, "tier": {"$lt": 5}}"#,
+        "hnsw-filtered",
+    )
+    .await;
+    let two_fields_narrow = recall_at_10(
+        &mut points,
+        queries,
+        r#"{"$and": [{"bucket": {"$lt": 10}}, {"tier": {"$gte": 5}}]}"#,
+        "exact-filtered",
+    )
+    .await;
     eprintln!(
         "recall@10: unfiltered {unfiltered:.3}, 1% {one_percent:.3}, 10% {ten_percent:.3}, \
-         10% unindexed {ten_unindexed:.3}, 1% unindexed {one_unindexed:.3}"
+         10% unindexed {ten_unindexed:.3}, 1% unindexed {one_unindexed:.3}, 50% {half:.3}, \
+         two fields 15% {two_fields:.3}, two fields 5% {two_fields_narrow:.3}"
+    );
+    assert!(half >= 0.95, "50% filtered recall {half}");
+    assert!(two_fields >= 0.95, "two-field 15% recall {two_fields}");
+    assert!(
+        two_fields_narrow >= 0.95,
+        "two-field 5% recall {two_fields_narrow}"
     );
     assert!(unfiltered >= 0.95, "unfiltered recall {unfiltered}");
     assert!(one_percent >= 0.95, "1% filtered recall {one_percent}");
