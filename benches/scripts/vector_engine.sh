@@ -6,7 +6,7 @@
 # DATA_DIR holds base.fvecs, query.fvecs and groundtruth.ivecs (../shared/data/gen_clustered.py
 # makes them). Creates a virtual environment (VENV, default /tmp/quiver-peers-venv) with numpy,
 # faiss-cpu and hnswlib from PyPI, builds quiver-bench in release, then runs quiver, hnswlib and
-# faiss interleaved ROUNDS times (default 1) — HNSW with M=16, efConstruction=200 on 2 build
+# faiss interleaved ROUNDS times (default 3) — HNSW with M=16, efConstruction=200 on 2 build
 # threads and one search thread, then flat search — and prints one table (peers/table.py).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -14,9 +14,9 @@ DATA=${1:?usage: vector_engine.sh DATA_DIR [metric] [flags...]}
 METRIC=${2:-l2}
 shift $(( $# >= 2 ? 2 : 1 ))
 VENV=${VENV:-/tmp/quiver-peers-venv}
-ROUNDS=${ROUNDS:-1}
+ROUNDS=${ROUNDS:-3}
 EF=${EF:-16,24,32,48,64,96,128}
-QUERIES=${QUERIES:-2000}
+QUERIES=${QUERIES:-5000}
 
 if ! "$VENV/bin/python" -c 'import numpy, faiss, hnswlib' 2>/dev/null; then
   python3 -m venv "$VENV"
