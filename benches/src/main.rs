@@ -196,6 +196,9 @@ fn bench_hnsw(args: &Args, data: &Dataset) -> Vec<Row> {
         .collect()
 }
 
+/// A search of the reference graph: query and ef to slots.
+type SearchFn = dyn Fn(&[f32], usize) -> Vec<Slot> + Sync;
+
 fn bench_hnsw_rs(args: &Args, data: &Dataset) -> Vec<Row> {
     use hnsw_rs::prelude::{DistDot, DistL2, Hnsw};
     let rss_before = rss_bytes();
@@ -209,7 +212,7 @@ fn bench_hnsw_rs(args: &Args, data: &Dataset) -> Vec<Row> {
     let n = data.base.len();
     let (m, efc) = (args.m, args.ef_construction);
     // (cosine vectors are prepared, so cosine is the dot product)
-    let search: Box<dyn Fn(&[f32], usize) -> Vec<Slot> + Sync> = match args.metric {
+    let search: Box<SearchFn> = match args.metric {
         Metric::L2 => {
             let g: Hnsw<f32, DistL2> = Hnsw::new(m, n, 16, efc, DistL2);
             g.parallel_insert_slice(&items);

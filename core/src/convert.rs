@@ -633,7 +633,7 @@ pub fn search_batch_queries(
             };
             if !search.collection.is_empty() && search.collection != req.collection {
                 return Err(invalid(
-                    &format!("searches[{i}].collection"),
+                    format!("searches[{i}].collection"),
                     format!(
                         "`{}` differs from the batch's collection `{}`",
                         search.collection, req.collection
@@ -642,7 +642,7 @@ pub fn search_batch_queries(
             }
             if search.consistency != 0 && search.consistency != req.consistency {
                 return Err(invalid(
-                    &format!("searches[{i}].consistency"),
+                    format!("searches[{i}].consistency"),
                     "differs from the batch's (set it on the batch)",
                 ));
             }

@@ -520,11 +520,10 @@ impl Coordinator {
                 async move { client.search_batch(&read, &queries).await }
             })
         });
-        let mut per_shard = join_all(calls)
-            .await
-            .into_iter()
-            .map(|answers| answers.map(Vec::into_iter))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut per_shard = Vec::with_capacity(placement.shards.len());
+        for answers in join_all(calls).await {
+            per_shard.push(answers?.into_iter());
+        }
         let responses = queries
             .iter()
             .map(|query| {
@@ -609,7 +608,7 @@ impl Coordinator {
             .shards
             .iter()
             .flat_map(|s| &s.segments)
-            .filter(|s| s.state != SegmentState::Sealed.as_str())
+            .filter(|s| s.state == SegmentState::Appendable.as_str())
             .map(|s| s.points)
             .sum();
         Ok(info)

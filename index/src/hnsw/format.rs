@@ -27,6 +27,8 @@ const MAGIC: &[u8; 6] = b"QVHNSW";
 /// The format this build writes and reads.
 pub const VERSION: u16 = 1;
 const HEADER_LEN: usize = 6 + 2 + 4 + 5 * 4;
+/// The largest dimension a file may declare (quiver's own limit is lower).
+const MAX_DIM: usize = 1 << 16;
 
 /// Why bytes are not a graph.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -137,7 +139,7 @@ impl HnswGraph {
             u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize
         };
         let (dim, m, ef_construction, n, entry) = (word(0), word(1), word(2), word(3), word(4));
-        if dim == 0
+        if !(1..=MAX_DIM).contains(&dim)
             || !(2..=MAX_M).contains(&m)
             || !(1..=MAX_EF_CONSTRUCTION).contains(&ef_construction)
         {
@@ -156,18 +158,31 @@ impl HnswGraph {
             upper_len += level as usize * (1 + m);
         }
         let stride = 1 + 2 * m + dim;
-        let nodes = take_u32s(&mut rest, n * stride).ok_or_else(|| damaged("truncated nodes"))?;
+        let words = n
+            .checked_mul(stride)
+            .ok_or_else(|| damaged("sizes out of range"))?;
+        let nodes = take_u32s(&mut rest, words).ok_or_else(|| damaged("truncated nodes"))?;
         let upper = take_u32s(&mut rest, upper_len).ok_or_else(|| damaged("truncated links"))?;
         if !rest.is_empty() {
             return Err(damaged("trailing bytes"));
         }
         let layer0 = nodes.chunks_exact(stride).map(|node| &node[..1 + 2 * m]);
-        if !layer0.into_iter().all(|block| block_is_valid(block, n))
-            || !upper
-                .chunks_exact(1 + m)
-                .all(|block| block_is_valid(block, n))
-        {
+        if !layer0.into_iter().all(|block| block_is_valid(block, n)) {
             return Err(damaged("a link out of range"));
+        }
+        // an upper block of layer L links only nodes that reach layer L
+        let mut blocks = upper.chunks_exact(1 + m);
+        for &level in &levels {
+            for layer in 1..=level {
+                let block = blocks.next().ok_or_else(|| damaged("truncated links"))?;
+                if !block_is_valid(block, n)
+                    || block[1..=block[0] as usize]
+                        .iter()
+                        .any(|&id| levels[id as usize] < layer)
+                {
+                    return Err(damaged("a link out of range"));
+                }
+            }
         }
         let entry = match (has_entry, n) {
             (false, 0) => None,

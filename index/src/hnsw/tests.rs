@@ -286,6 +286,30 @@ fn a_written_graph_reads_back_the_same_and_damage_is_an_error() {
         HnswGraph::read_from(&future).unwrap_err(),
         FormatError::Version { found: 9 }
     );
+    // a well-formed file whose upper layer links a node that does not reach it
+    let params = HnswParams {
+        m: 2,
+        ef_construction: 4,
+    };
+    let two = HnswGraph::build(Metric::L2, 1, params, vec![0.0, 1.0], 1, 0);
+    let mut written = Vec::new();
+    two.write_to(&mut written).unwrap();
+    let header = 6 + 2 + 4 + 5 * 4;
+    let node_bytes = 2 * (1 + 2 * 2 + 1) * 4;
+    let levels = header..header + 2;
+    let mut crafted = written[..header].to_vec();
+    crafted[9] = 1; // the top layer
+    crafted[12 + 16..12 + 20].copy_from_slice(&0u32.to_le_bytes()); // entry: node 0
+    crafted.extend_from_slice(&[1, 0]); // levels: node 0 reaches layer 1, node 1 does not
+    crafted.extend_from_slice(&written[levels.end..levels.end + node_bytes]);
+    let upper: Vec<u8> = [1u32, 1, 0].iter().flat_map(|w| w.to_le_bytes()).collect();
+    crafted.extend_from_slice(&upper); // node 0's layer-1 block links node 1
+    let crc = crc32fast::hash(&crafted);
+    crafted.extend_from_slice(&crc.to_le_bytes());
+    assert_eq!(
+        HnswGraph::read_from(&crafted).unwrap_err(),
+        FormatError::Damaged("a link out of range".into())
+    );
     let empty = HnswGraph::build(Metric::L2, 3, HnswParams::default(), Vec::new(), 1, 0);
     let mut bytes = Vec::new();
     empty.write_to(&mut bytes).unwrap();

@@ -255,6 +255,9 @@ pub struct Collection {
     next_segment: AtomicU64,
     /// An optimizer job is running.
     busy: AtomicBool,
+    /// No longer served (dropped, or replaced by a snapshot's state): the optimizer stops and
+    /// writes nothing more to `dir`.
+    closed: AtomicBool,
     /// What the running job is building: `(points, estimated bytes)`.
     building: Mutex<Option<(usize, usize)>>,
 }
@@ -269,6 +272,7 @@ impl Collection {
             config,
             next_segment: AtomicU64::new(1),
             busy: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
             building: Mutex::new(None),
         }
     }
@@ -314,6 +318,15 @@ impl Collection {
             p.payload_index.insert(slot, &payload);
             p.payloads.insert(slot, Arc::new(payload));
         }
+    }
+
+    /// Stops the optimizer's work on this collection (a job running ends without installing).
+    pub fn close(&self) {
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Whether the optimizer is working on this collection.

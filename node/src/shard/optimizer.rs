@@ -93,6 +93,9 @@ impl Collection {
     }
 
     fn due(&self) -> Option<Job> {
+        if self.is_closed() {
+            return None;
+        }
         let p = self.points.read();
         if let Some(s) = p
             .sealed
@@ -126,8 +129,7 @@ impl Collection {
                 .map(|s| s.segment.clone());
             (slots, vectors, base)
         };
-        let total = slots.len() + base.as_ref().map_or(0, |b| b.len());
-        self.report_building(total, base.as_deref());
+        self.report_building(slots.len(), base.as_deref());
         let number = self.next_segment.fetch_add(1, Ordering::SeqCst);
         let threads = self.config.build_threads;
         let (graph, mut all_slots) = match &base {
@@ -163,7 +165,8 @@ impl Collection {
             return;
         };
         let started = Instant::now();
-        let (slots, vectors) = {
+        // (the segment is immutable: only which nodes are live is read under the lock)
+        let (source, live) = {
             let p = self.points.read();
             let Some(source) = p.sealed.iter().find(|s| s.segment.number == number) else {
                 return;
@@ -171,18 +174,15 @@ impl Collection {
             let live: Vec<u32> = (0..source.segment.len() as u32)
                 .filter(|node| !source.is_retired(*node))
                 .collect();
-            let slots: Vec<Slot> = live
-                .iter()
-                .map(|n| source.segment.slots[*n as usize])
-                .collect();
-            let graph = &source.segment.graph;
-            let vectors: Vec<f32> = live
-                .iter()
-                .flat_map(|n| graph.vector(*n))
-                .copied()
-                .collect();
-            (slots, vectors)
+            (source.segment.clone(), live)
         };
+        let slots: Vec<Slot> = live.iter().map(|n| source.slots[*n as usize]).collect();
+        let vectors: Vec<f32> = live
+            .iter()
+            .flat_map(|n| source.graph.vector(*n))
+            .copied()
+            .collect();
+        drop(source);
         if slots.is_empty() {
             self.install_replacing(None, Some(number), &[]);
             return;
@@ -209,11 +209,11 @@ impl Collection {
         );
     }
 
-    /// Says what is being built: its points, and the memory the new segment takes beside the
-    /// one it copies.
+    /// Says what is being built: the points being indexed, and the memory the new segment
+    /// takes beside the one it copies.
     fn report_building(&self, points: usize, base: Option<&Sealed>) {
         let estimate = match base {
-            Some(b) if !b.is_empty() => b.memory_bytes() / b.len() * points,
+            Some(b) if !b.is_empty() => b.memory_bytes() / b.len() * (b.len() + points),
             _ => {
                 let m = self.graph_params().map_or(16, |p| p.m);
                 points * (self.meta.spec.dim as usize * 4 + (2 * m + 1) * 4 + 16)
@@ -224,6 +224,9 @@ impl Collection {
 
     /// Writes `sealed`'s file, then installs it (see [`install_replacing`](Self::install_replacing)).
     fn install(&self, sealed: Arc<Sealed>, replaces: Option<u64>, taken: &[Slot]) {
+        if self.is_closed() {
+            return;
+        }
         if let Err(e) = sealed.write(&self.dir) {
             // the segment serves from memory; a restart builds it again
             warn!(collection = %self.name(), error = %e, "segment file not written");
@@ -243,6 +246,11 @@ impl Collection {
     ) {
         let numbers: Vec<u64> = {
             let mut p = self.points.write();
+            *self.building.lock() = None;
+            if self.is_closed() {
+                // replaced by a snapshot's state or dropped: its directory is not ours now
+                return;
+            }
             let position = p
                 .sealed
                 .iter()

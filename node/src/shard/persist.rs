@@ -81,27 +81,32 @@ impl Collection {
                 }
             }
         }
+        // A slot is served by one segment: one that holds a slot an earlier one holds (or one
+        // slot twice) is left out, and its points are indexed again.
+        let mut claimed = RoaringBitmap::new();
+        loaded.retain(|s| {
+            let slots: RoaringBitmap = s.slots.iter().copied().collect();
+            let disjoint = slots.len() as usize == s.len() && claimed.is_disjoint(&slots);
+            if disjoint {
+                claimed |= slots;
+            } else {
+                warn!(collection = %collection.name(), segment = s.number, "segment overlaps another, left out");
+            }
+            disjoint
+        });
         let next = numbers.iter().max().map_or(1, |n| n + 1);
         collection.next_segment.store(next, Ordering::SeqCst);
         {
             let mut p = collection.points.write();
             for (id, rec) in records {
-                if loaded.iter().any(|s| s.node_of(rec.slot).is_some()) {
+                if claimed.contains(rec.slot) {
                     p.record(id, rec.slot, rec.payload);
                 } else {
                     p.put(id, rec.slot, &rec.vector, rec.payload);
                 }
             }
-            // A slot is served once: by the first segment that holds it.
-            let mut unclaimed: RoaringBitmap = &p.live - &p.appendable_slots;
             for segment in loaded {
-                let segment = Arc::new(segment);
-                let in_force = InForce::new(segment.clone(), &unclaimed);
-                for node in 0..segment.len() as u32 {
-                    if !in_force.is_retired(node) {
-                        unclaimed.remove(segment.slots[node as usize]);
-                    }
-                }
+                let in_force = InForce::new(Arc::new(segment), &p.live);
                 if in_force.live_count() > 0 {
                     p.sealed.push(in_force);
                 }

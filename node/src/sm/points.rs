@@ -389,7 +389,8 @@ impl Namespace for Points {
         for collection in collections.values() {
             Collection::optimize(collection);
         }
-        *self.catalog.collections.write() = collections;
+        let replaced = std::mem::replace(&mut *self.catalog.collections.write(), collections);
+        replaced.values().for_each(|c| c.close());
         Ok(())
     }
 

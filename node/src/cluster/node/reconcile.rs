@@ -128,6 +128,8 @@ impl Node {
         for group in hosted.iter().filter(|g| !wanted.contains_key(g)) {
             let removed = self.shards.write().remove(group);
             if let Some(replica) = removed {
+                // its optimizer writes nothing more into the directory deleted below
+                replica.collections().iter().for_each(|c| c.close());
                 replica.shutdown().await;
             }
         }
