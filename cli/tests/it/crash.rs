@@ -1,5 +1,6 @@
-//! kill -9 in the middle of an import: after a restart every acknowledged batch is there and
-//! searchable, and the batch in flight is either wholly there or wholly absent.
+//! kill -9 in the middle of an import, and during a segment build: after a restart every
+//! acknowledged batch is there and searchable, the batch in flight is either wholly there or
+//! wholly absent, and no half-built segment is used.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -148,4 +149,143 @@ async fn kill9_mid_import_keeps_every_acknowledged_batch() {
             assert_eq!(hits.results[0].score, 0.0);
         }
     }
+}
+
+/// `quiver serve` from a file in `dir`: sealing every `seal_points` points on one build thread.
+fn must_serve(dir: &std::path::Path, seal_points: usize) -> QuiverProcess {
+    let config = dir.join("node.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[node]\ndata_dir = {:?}\nlisten = \"127.0.0.1:0\"\nrest_listen = \"127.0.0.1:0\"\n\n\
+             [storage]\nsync_writes = false\nsegment_seal_points = {seal_points}\n\
+             index_build_threads = 1\n",
+            dir.join("data")
+        ),
+    )
+    .unwrap();
+    must_spawn(&["serve", "--config", config.to_str().unwrap()], &[])
+}
+
+/// Files under `dir`, recursively.
+fn files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_during_a_segment_build_uses_no_half_built_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = must_serve(dir.path(), 2_000);
+    CollectionsClient::connect(node.endpoint.clone())
+        .await
+        .unwrap()
+        .create(pb::CreateCollectionRequest {
+            name: "crash".into(),
+            dim: DIM as u32,
+            metric: pb::Metric::L2 as i32,
+            index: Some(pb::IndexConfig {
+                kind: Some(pb::index_config::Kind::Hnsw(pb::HnswConfig {
+                    m: Some(16),
+                    ef_construction: Some(400),
+                })),
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut points = PointsClient::connect(node.endpoint.clone()).await.unwrap();
+    let batches = 60; // 12,000 points
+    for b in 0..batches {
+        points
+            .upsert(pb::UpsertRequest {
+                collection: "crash".into(),
+                points: batch(b),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    // killed while the optimizer builds a segment
+    let segments = |node: &QuiverProcess| -> Vec<String> {
+        let info: serde_json::Value =
+            serde_json::from_str(&node.must_cli(&["collection", "info", "crash"])).unwrap();
+        info["shards"][0]["segments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["state"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !segments(&node).iter().any(|s| s == "building") {
+        assert!(std::time::Instant::now() < deadline, "no build seen");
+    }
+    node.kill9();
+
+    let node = must_serve(dir.path(), 2_000);
+    // the half-written file is gone, every acknowledged point is there and found
+    let leftovers: Vec<_> = files(&dir.path().join("data"))
+        .into_iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "tmp"))
+        .filter(|f| f.to_string_lossy().contains("graphs"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    let mut points = PointsClient::connect(node.endpoint.clone()).await.unwrap();
+    for b in 0..batches {
+        assert_eq!(present(&mut points, b).await, BATCH as usize, "batch {b}");
+    }
+    let find = |id: u64, exact: bool| {
+        let mut points = points.clone();
+        async move {
+            let hits = points
+                .search(pb::SearchRequest {
+                    collection: "crash".into(),
+                    vector: vector(id),
+                    top_k: Some(1),
+                    exact,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            (hits.results[0].id.clone(), hits.plan)
+        }
+    };
+    let id_of = |n: u64| {
+        Some(pb::PointId {
+            kind: Some(pb::point_id::Kind::Num(n)),
+        })
+    };
+    for id in [7, 4_321, 11_999] {
+        assert_eq!(find(id, true).await.0, id_of(id));
+        assert_eq!(find(id, false).await.0, id_of(id));
+    }
+    // and the optimizer indexes what the dead build did not install
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let states = segments(&node);
+        if !states.iter().any(|s| s == "building") && states.iter().any(|s| s == "sealed") {
+            let info: serde_json::Value =
+                serde_json::from_str(&node.must_cli(&["collection", "info", "crash"])).unwrap();
+            if info["pending_vectors"].as_u64().unwrap() < 2_000 {
+                break;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not indexed: {states:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (top, plan) = find(4_321, false).await;
+    assert_eq!((top, plan.as_str()), (id_of(4_321), "hnsw"));
 }
