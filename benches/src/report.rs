@@ -12,8 +12,9 @@ pub struct Row {
     pub params: Params,
     pub recall_at_10: f64,
     pub qps: f64,
-    /// Queries per second when queries are not each a call of their own. In-process there is no
-    /// call overhead, so it equals `qps`; the peers' scripts measure theirs (one batched call).
+    /// Queries per second when queries are not each a call of their own: in-process HNSW has
+    /// no call overhead, so it equals `qps`; flat search times one `search_batch` over every
+    /// query. The peers' scripts measure theirs (one batched call).
     pub batch_qps: f64,
     pub p50_us: f64,
     pub p99_us: f64,

@@ -96,9 +96,13 @@ pub fn normalize(v: &mut [f32]) -> bool {
 /// A distance kernel over two slices of one length.
 pub type Kernel = fn(&[f32], &[f32]) -> f32;
 
+/// Four inner products of one row, sharing its loads.
+type Kernel4 = fn([&[f32]; 4], &[f32]) -> [f32; 4];
+
 struct Kernels {
     dot: Kernel,
     l2_squared: Kernel,
+    dot4: Kernel4,
     name: &'static str,
 }
 
@@ -110,12 +114,14 @@ fn kernels() -> &'static Kernels {
             return Kernels {
                 dot: avx2::dot,
                 l2_squared: avx2::l2_squared,
+                dot4: avx2::dot4,
                 name: "avx2+fma",
             };
         }
         Kernels {
             dot: scalar::dot,
             l2_squared: scalar::l2_squared,
+            dot4: scalar::dot4,
             name: "scalar",
         }
     })
@@ -134,6 +140,13 @@ pub fn dot_kernel() -> Kernel {
 /// The kernel behind [`l2_squared`], for hot loops that fetch it once and call it directly.
 pub fn l2_squared_kernel() -> Kernel {
     kernels().l2_squared
+}
+
+/// The inner products of four queries with one `row`, which is read once for all four (the
+/// micro-kernel of batched exact search). Each query must be as long as `row`.
+#[inline]
+pub fn dot4(queries: [&[f32]; 4], row: &[f32]) -> [f32; 4] {
+    (kernels().dot4)(queries, row)
 }
 
 /// Inner product. The slices must have the same length.
@@ -169,6 +182,11 @@ pub mod scalar {
         sum
     }
 
+    /// Four inner products with one row.
+    pub fn dot4(queries: [&[f32]; 4], row: &[f32]) -> [f32; 4] {
+        queries.map(|q| dot(q, row))
+    }
+
     /// Squared Euclidean distance.
     pub fn l2_squared(a: &[f32], b: &[f32]) -> f32 {
         let n = a.len().min(b.len());
@@ -201,6 +219,42 @@ mod avx2 {
     pub fn l2_squared(a: &[f32], b: &[f32]) -> f32 {
         // SAFETY: only installed by `kernels()` after detecting avx2 and fma.
         unsafe { l2_avx2(a, b) }
+    }
+
+    pub fn dot4(queries: [&[f32]; 4], row: &[f32]) -> [f32; 4] {
+        // SAFETY: only installed by `kernels()` after detecting avx2 and fma.
+        unsafe { dot4_avx2(queries, row) }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn dot4_avx2(q: [&[f32]; 4], row: &[f32]) -> [f32; 4] {
+        let n = q.iter().map(|q| q.len()).fold(row.len(), usize::min);
+        let (p0, p1, p2, p3) = (q[0].as_ptr(), q[1].as_ptr(), q[2].as_ptr(), q[3].as_ptr());
+        let pr = row.as_ptr();
+        let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let (mut a2, mut a3) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let mut i = 0;
+        // SAFETY: every load reads 8 floats at i <= n - 8, inside all five slices.
+        unsafe {
+            while i + 8 <= n {
+                let x = _mm256_loadu_ps(pr.add(i));
+                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(p0.add(i)), x, a0);
+                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(p1.add(i)), x, a1);
+                a2 = _mm256_fmadd_ps(_mm256_loadu_ps(p2.add(i)), x, a2);
+                a3 = _mm256_fmadd_ps(_mm256_loadu_ps(p3.add(i)), x, a3);
+                i += 8;
+            }
+            let mut out = [hsum(a0), hsum(a1), hsum(a2), hsum(a3)];
+            while i < n {
+                let x = *pr.add(i);
+                out[0] += *p0.add(i) * x;
+                out[1] += *p1.add(i) * x;
+                out[2] += *p2.add(i) * x;
+                out[3] += *p3.add(i) * x;
+                i += 1;
+            }
+            out
+        }
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -301,6 +355,21 @@ mod tests {
                 close(l2_squared(&a, &b), scalar::l2_squared(&a, &b)),
                 "l2, len {len}"
             );
+        }
+    }
+
+    #[test]
+    fn four_at_once_matches_one_at_a_time() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(8);
+        for len in [0, 1, 7, 8, 9, 16, 33, 128, 130] {
+            let row: Vec<f32> = (0..len).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            let qs: Vec<Vec<f32>> = (0..4)
+                .map(|_| (0..len).map(|_| rng.gen_range(-1.0..1.0)).collect())
+                .collect();
+            let four = dot4([&qs[0], &qs[1], &qs[2], &qs[3]], &row);
+            for (q, got) in qs.iter().zip(four) {
+                assert!(close(got, scalar::dot(q, &row)), "len {len}");
+            }
         }
     }
 
