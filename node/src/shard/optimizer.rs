@@ -14,7 +14,8 @@
 //! installs it in one step under the write lock: the new segment replaces its source segment,
 //! and the appendable copies of the points it took are dropped. Then the manifest is rewritten
 //! and files it no longer names are removed. Memory during a build is the new segment plus the
-//! old one it copies (reported by `collection info` as the building segment).
+//! old one it copies (reported by `collection info` as the building segment). Jobs run at a
+//! lower priority (nice 10), so indexing yields the cores to writes, searches and Raft.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -68,6 +69,7 @@ impl Collection {
     /// Runs jobs while one is due, then frees the job slot (a job due by then is run too: a
     /// change installed while the slot was taken found it taken).
     fn run_jobs(self: Arc<Self>) {
+        lower_priority();
         /// Frees the job slot however the thread ends (a panic included).
         struct Done<'a>(&'a Collection);
         impl Drop for Done<'_> {
@@ -273,5 +275,16 @@ impl Collection {
         if let Err(e) = persist::write_manifest(&self.dir, &numbers) {
             warn!(collection = %self.name(), error = %e, "segment manifest not written");
         }
+    }
+}
+
+/// Lowers the calling thread's scheduling priority (nice 10), so graph builds (whose threads
+/// inherit it) yield the cores to Raft, writes and searches. On Linux a nice value belongs to
+/// a thread; elsewhere this may lower the whole process, which is harmless too.
+fn lower_priority() {
+    #[cfg(unix)]
+    // SAFETY: setpriority only reads its integer arguments; who = 0 is the caller.
+    unsafe {
+        let _ = libc::setpriority(libc::PRIO_PROCESS, 0, 10);
     }
 }
