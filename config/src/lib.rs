@@ -136,7 +136,7 @@ impl ClusterConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NodeConfig {
-    /// `node.data_dir`: directory holding the node's RocksDB database and HNSW graph dumps; it
+    /// `node.data_dir`: directory holding the node's RocksDB database and HNSW segment files; it
     /// is created if missing. Default `"./quiver-data"`.
     pub data_dir: PathBuf,
     /// `node.listen`: address the gRPC server binds to, as `ip:port` (port 0 picks a free port).

@@ -1,8 +1,8 @@
 //! A quiver storage node: replicated storage, read from the bottom layer up.
 //!
 //! - [`storage`]: the key-value layer (RocksDB, and an in-memory engine for tests);
-//! - [`shard`]: a collection's points in memory, its HNSW graph, payload indexes, search planner
-//!   and graph dumps;
+//! - [`shard`]: a collection's points in memory: its appendable and sealed (HNSW) segments, the
+//!   optimizer that builds them, segment files, payload indexes and the search planner;
 //! - [`sm`]: the state machines: every mutation a command of its group's namespace
 //!   ([`sm::ShardCommand`], [`sm::MetaCommand`]), applied in log order onto storage and then
 //!   onto memory; snapshots of them;

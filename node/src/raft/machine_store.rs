@@ -5,16 +5,17 @@
 //! `raft_state`) in one batch. Blank and membership entries advance the position only.
 //!
 //! A snapshot starts as a RocksDB checkpoint of the group plus hard links to its derived files
-//! (each collection's graph dump), taken under the state-machine lock so it matches its log id
+//! (each collection's sealed segment files), taken under the state-machine lock so it matches its log id
 //! exactly. Off the lock, the checkpoint's rows and the derived files are streamed into a checksummed
 //! snapshot file in the group's `snapshots/` directory, which openraft sends to a follower in
 //! chunks. A follower receives the chunks into a file; installing it checks the file whole,
 //! replaces its tables in bounded batches (finished at the next start if a crash cuts it short)
-//! and its graph dumps, and rebuilds the collections, loading the graphs from the dumps and
-//! inserting only the points written after them. The current snapshot's meta is
+//! and its segment files, and rebuilds the collections, loading the segments from their files
+//! and leaving only the points written after them to the optimizer. The current snapshot's meta is
 //! kept beside its file, so a restarted node serves it without building a new one.
 //!
-//! Applying runs on a blocking thread: it writes RocksDB and inserts into HNSW graphs.
+//! Applying runs on a blocking thread: it writes RocksDB and the collections' appendable
+//! segments (graphs are built by the optimizer, off this path).
 
 use std::io::{Seek, SeekFrom};
 use std::path::PathBuf;

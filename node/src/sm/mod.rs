@@ -23,7 +23,7 @@
 //!   with it, in the same batch, for [`ONCE_WINDOW`] entries.
 //!
 //! Snapshots ([`snapshot`]) are the state-machine tables' rows plus the namespace's derived files
-//! (graph dumps today), streamed and checksummed; installing one writes its rows in bounded
+//! (segment files today), streamed and checksummed; installing one writes its rows in bounded
 //! batches and is finished on the next open if a crash cuts it short. Every row is in the
 //! versioned encoding of [`quiver_core::encoding`], and the format is recorded with the state.
 

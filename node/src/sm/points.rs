@@ -1,8 +1,8 @@
 //! A shard group's namespace: the collection the group serves and its points.
 //!
 //! Rows (table `meta` under `collection/` and `next_slot/`, table `points` keyed by collection
-//! id then point id) and, derived from them, the in-memory [`Collection`]s and their graph dumps
-//! segment files (under `graphs/` in the group's derived directory). The group learns its collection from its
+//! id then point id) and, derived from them, the in-memory [`Collection`]s and their segment
+//! files (under `graphs/` in the group's derived directory). The group learns its collection from its
 //! first command, [`ShardCommand::Serve`], proposed when the group is formed; every replica,
 //! however it catches up (log or snapshot), gets it the same way.
 

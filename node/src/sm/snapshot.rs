@@ -10,7 +10,7 @@ use quiver_core::{Error, Result};
 
 /// The first bytes of a snapshot file.
 const SNAPSHOT_MAGIC: &[u8] = b"QSNAP3";
-/// The table byte that starts a file entry (a derived file, such as a graph dump's).
+/// The table byte that starts a file entry (a derived file, such as a segment file).
 const SNAPSHOT_FILE: u8 = 0xfe;
 /// The table byte that starts a snapshot's trailer.
 const SNAPSHOT_END: u8 = 0xff;
@@ -138,7 +138,7 @@ impl<W: Write> Write for Checksummed<W> {
 /// One entry of a snapshot, as [`read_snapshot`] hands it over.
 pub(crate) enum SnapshotEntry<'a> {
     Row(Table, Vec<u8>, Vec<u8>),
-    /// A graph dump's file: its path relative to the graph root, and its bytes.
+    /// A derived file (a segment's): its path relative to the derived root, and its bytes.
     File(PathBuf, &'a mut dyn Read),
 }
 
