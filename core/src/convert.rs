@@ -991,3 +991,31 @@ mod tests {
         );
     }
 }
+
+/// A replica's segments as the wire carries them.
+pub fn segments_to_proto(segments: &[crate::shard::SegmentInfo]) -> Vec<pb::SegmentInfo> {
+    segments
+        .iter()
+        .map(|s| pb::SegmentInfo {
+            state: s.state.as_str().to_string(),
+            points: s.points,
+            retired: s.retired,
+            memory_bytes: s.memory_bytes,
+        })
+        .collect()
+}
+
+/// Segments from the wire; a state this build does not know is left out.
+pub fn segments_from_proto(segments: &[pb::SegmentInfo]) -> Vec<crate::shard::SegmentInfo> {
+    segments
+        .iter()
+        .filter_map(|s| {
+            Some(crate::shard::SegmentInfo {
+                state: crate::shard::SegmentState::parse(&s.state)?,
+                points: s.points,
+                retired: s.retired,
+                memory_bytes: s.memory_bytes,
+            })
+        })
+        .collect()
+}

@@ -590,16 +590,7 @@ impl Coordinator {
                 shard.leader = counts.leader;
                 shard.points_count = counts.points_count;
                 shard.indexed_vectors = counts.indexed_vectors;
-                shard.segments = counts
-                    .segments
-                    .iter()
-                    .map(|s| pb::SegmentInfo {
-                        state: s.state.as_str().to_string(),
-                        points: s.points,
-                        retired: s.retired,
-                        memory_bytes: s.memory_bytes,
-                    })
-                    .collect();
+                shard.segments = convert::segments_to_proto(&counts.segments);
             }
         }
         info.points_count = info.shards.iter().map(|s| s.points_count).sum();

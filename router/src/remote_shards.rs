@@ -4,8 +4,8 @@
 use quiver_core::encoding;
 use quiver_core::point::PointId;
 use quiver_core::shard::{
-    consistency_to_proto, CountQuery, PointsCommand, ScrollQuery, SearchQuery, SegmentInfo,
-    SegmentState, ShardClient, ShardCounts, ShardRead,
+    consistency_to_proto, CountQuery, PointsCommand, ScrollQuery, SearchQuery, ShardClient,
+    ShardCounts, ShardRead,
 };
 use quiver_proto::v1 as pb;
 use quiver_proto::v1::shard_client::ShardClient as ShardGrpc;
@@ -143,18 +143,7 @@ impl ShardClient for RemoteShards {
             leader: answer.leader,
             points_count: answer.points_count,
             indexed_vectors: answer.indexed_vectors,
-            segments: answer
-                .segments
-                .iter()
-                .filter_map(|s| {
-                    Some(SegmentInfo {
-                        state: SegmentState::parse(&s.state)?,
-                        points: s.points,
-                        retired: s.retired,
-                        memory_bytes: s.memory_bytes,
-                    })
-                })
-                .collect(),
+            segments: quiver_core::convert::segments_from_proto(&answer.segments),
         })
     }
 

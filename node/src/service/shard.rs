@@ -116,16 +116,7 @@ impl Shard for ShardService {
             leader: counts.leader,
             points_count: counts.points_count,
             indexed_vectors: counts.indexed_vectors,
-            segments: counts
-                .segments
-                .iter()
-                .map(|s| pb::SegmentInfo {
-                    state: s.state.as_str().to_string(),
-                    points: s.points,
-                    retired: s.retired,
-                    memory_bytes: s.memory_bytes,
-                })
-                .collect(),
+            segments: quiver_core::convert::segments_to_proto(&counts.segments),
         }))
     }
 
