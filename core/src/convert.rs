@@ -12,6 +12,7 @@ use quiver_index::distance::Metric;
 use quiver_index::filter::{Bound, Condition, Filter, Op, Range, Scalar};
 use quiver_index::params::{HnswParams, MAX_EF_CONSTRUCTION, MAX_M};
 use quiver_index::payload_index::FieldType;
+use quiver_index::quantize::Quantization;
 use quiver_proto::v1 as pb;
 
 pub use quiver_proto::wire::json_to_struct;
@@ -21,6 +22,7 @@ use crate::placement::{AliasAction, NodeId, Placement, MAX_SHARDS};
 use crate::point::{CollectionSpec, IndexKind, JsonMap, NewPoint, PointId};
 use crate::shard::{
     CountQuery, NewVector, PayloadChange, ReadConsistency, ScrollQuery, SearchQuery, Selection,
+    MAX_OVERSAMPLING,
 };
 
 /// Longest collection name.
@@ -64,6 +66,36 @@ pub fn metric_from_proto(value: i32) -> Result<Metric> {
             "metric",
             format!("unknown metric {value}: expected cosine, l2 or dot"),
         )),
+    }
+}
+
+/// A create's quantization (unset: none). A flat index keeps full precision only.
+pub fn quantization_from_proto(value: i32, index: &IndexKind) -> Result<Quantization> {
+    let quantization = match pb::Quantization::try_from(value) {
+        Ok(pb::Quantization::Unspecified | pb::Quantization::None) => Quantization::None,
+        Ok(pb::Quantization::Fp16) => Quantization::F16,
+        Ok(pb::Quantization::Int8) => Quantization::Int8,
+        Err(_) => {
+            return Err(invalid(
+                "quantization",
+                format!("unknown quantization {value}: expected none, fp16 or int8"),
+            ))
+        }
+    };
+    if quantization != Quantization::None && *index == IndexKind::Flat {
+        return Err(invalid(
+            "quantization",
+            "a flat index stores full-precision vectors only; quantization needs an hnsw index",
+        ));
+    }
+    Ok(quantization)
+}
+
+pub fn quantization_to_proto(quantization: Quantization) -> pb::Quantization {
+    match quantization {
+        Quantization::None => pb::Quantization::None,
+        Quantization::F16 => pb::Quantization::Fp16,
+        Quantization::Int8 => pb::Quantization::Int8,
     }
 }
 
@@ -212,6 +244,7 @@ pub fn collection_spec(
         }
         Some(ef) => Some(ef),
     };
+    let quantization = quantization_from_proto(req.quantization, &index)?;
     Ok(CollectionSpec {
         name,
         dim: req.dim,
@@ -219,6 +252,7 @@ pub fn collection_spec(
         index,
         payload_indexes,
         default_ef,
+        quantization,
     })
 }
 
@@ -317,6 +351,7 @@ pub fn spec_from_info(info: &pb::CollectionInfo) -> Result<CollectionSpec> {
         index: info.index,
         payload_indexes: info.payload_indexes.clone(),
         search_defaults: info.search_defaults,
+        quantization: info.quantization,
         ..Default::default()
     };
     let unlimited = LimitsConfig {
@@ -362,6 +397,7 @@ pub fn collection_info(
         shards: Vec::new(),
         collection_id: 0,
         pending_vectors: 0,
+        quantization: quantization_to_proto(spec.quantization) as i32,
     }
 }
 
@@ -589,6 +625,16 @@ pub fn search_query(
         None => None,
         Some(ef) => Some(at_least_one("ef", ef, limits.max_ef, "search.max_ef")?),
     };
+    let oversampling = match req.oversampling {
+        None => None,
+        Some(o) if o.is_finite() && (1.0..=MAX_OVERSAMPLING).contains(&o) => Some(o),
+        Some(o) => {
+            return Err(invalid(
+                "oversampling",
+                format!("{o} is outside 1..={MAX_OVERSAMPLING}"),
+            ))
+        }
+    };
     Ok(SearchQuery {
         vector,
         top_k,
@@ -597,6 +643,8 @@ pub fn search_query(
         exact: req.exact,
         with_payload: req.with_payload,
         with_vector: req.with_vector,
+        rescore: req.rescore,
+        oversampling,
     })
 }
 
@@ -1001,6 +1049,7 @@ pub fn segments_to_proto(segments: &[crate::shard::SegmentInfo]) -> Vec<pb::Segm
             points: s.points,
             retired: s.retired,
             memory_bytes: s.memory_bytes,
+            bytes_per_vector: s.bytes_per_vector,
         })
         .collect()
 }
@@ -1015,6 +1064,7 @@ pub fn segments_from_proto(segments: &[pb::SegmentInfo]) -> Vec<crate::shard::Se
                 points: s.points,
                 retired: s.retired,
                 memory_bytes: s.memory_bytes,
+                bytes_per_vector: s.bytes_per_vector,
             })
         })
         .collect()

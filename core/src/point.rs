@@ -6,6 +6,7 @@
 use quiver_index::distance::Metric;
 use quiver_index::params::HnswParams;
 use quiver_index::payload_index::FieldType;
+use quiver_index::quantize::Quantization;
 use quiver_index::Slot;
 use serde::{Deserialize, Serialize};
 
@@ -145,6 +146,9 @@ pub struct CollectionSpec {
     pub payload_indexes: Vec<(String, FieldType)>,
     /// HNSW `ef` used when a search does not set one (None: the server's default).
     pub default_ef: Option<u32>,
+    /// How sealed segments store vectors (the full-precision ones stay in the points' rows).
+    #[serde(default)]
+    pub quantization: Quantization,
 }
 
 /// A collection as stored: its spec and the id its points are keyed under. The id is the log

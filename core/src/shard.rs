@@ -46,7 +46,18 @@ pub struct SearchQuery {
     pub exact: bool,
     pub with_payload: bool,
     pub with_vector: bool,
+    /// Rescore a quantized collection's candidates with the full-precision vectors (None: yes).
+    #[serde(default)]
+    pub rescore: Option<bool>,
+    /// Candidates rescored per hit wanted, at least 1 (None: [`DEFAULT_OVERSAMPLING`]).
+    #[serde(default)]
+    pub oversampling: Option<f32>,
 }
+
+/// Candidates a quantized search rescores per hit it returns, when the query does not say.
+pub const DEFAULT_OVERSAMPLING: f32 = 2.0;
+/// The most candidates per hit a query may ask to rescore.
+pub const MAX_OVERSAMPLING: f32 = 16.0;
 
 /// A page of points in id order, validated.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -237,6 +248,8 @@ pub struct SegmentInfo {
     pub retired: u64,
     /// Bytes it holds in memory.
     pub memory_bytes: u64,
+    /// Bytes one stored vector takes in memory (its encoding), links aside.
+    pub bytes_per_vector: u32,
 }
 
 /// A client of shard replicas: another node's, over gRPC, or this process's own.

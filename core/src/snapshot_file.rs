@@ -99,6 +99,7 @@ impl Header {
             shard_count: Some(self.shard_count),
             replication_factor: Some(self.replication_factor),
             request_id: String::new(),
+            quantization: info.quantization,
         }
     }
 }
@@ -148,6 +149,7 @@ mod tests {
             }),
             payload_indexes: vec![("tag".into(), FieldType::Keyword)],
             default_ef: Some(40),
+            quantization: quiver_index::quantize::Quantization::Int8,
         }
     }
 

@@ -6,6 +6,7 @@
 //! - [`flat`]: exact top-k search;
 //! - [`hnsw`]: quiver's HNSW graph over a fixed set of vectors: parallel build, extension,
 //!   search with a predicate inside the walk, and its file format; [`params`]: its parameters;
+//! - [`quantize`]: the f16 and int8 encodings of a segment's vectors, and their kernels;
 //! - [`vecs`]: the `.fvecs` / `.ivecs` formats of benchmark data, parsed from bytes.
 
 pub mod distance;
@@ -14,6 +15,7 @@ pub mod flat;
 pub mod hnsw;
 pub mod params;
 pub mod payload_index;
+pub mod quantize;
 pub mod vecs;
 
 /// Position of one stored vector version inside an index. A point that is replaced gets a new

@@ -70,6 +70,8 @@ fn spec() -> CollectionSpec {
             ("created_at".into(), FieldType::Datetime),
         ],
         default_ef: Some(48),
+        // (written before quantization existed: its absence reads as none)
+        quantization: Default::default(),
     }
 }
 
@@ -377,6 +379,8 @@ fn shard_requests_keep_decoding() {
             exact: false,
             with_payload: true,
             with_vector: false,
+            rescore: None,
+            oversampling: None,
         },
     );
     golden(

@@ -3,8 +3,11 @@
 //! A collection has one unnamed vector: `"vectors": {"size", "distance"}` with distance `Cosine`,
 //! `Euclid` (quiver's l2: scores are distances, lower is better, as in Qdrant) or `Dot`.
 //! `hnsw_config.m: 0` asks for a flat (exact) index, as Qdrant's `m: 0` disables the graph.
-//! Options quiver has no counterpart for (quantization, on-disk vectors, optimizer and WAL
-//! tuning) are accepted and have no effect; named and sparse vectors are refused.
+//! `quantization_config: {"scalar": {"type": "int8"}}` stores sealed segments as int8 (quiver
+//! trains its bounds itself: a `quantile` is accepted and not used), and
+//! `vectors.datatype: "float16"` as fp16; other quantization kinds are refused. Options quiver has
+//! no counterpart for (on-disk vectors, optimizer and WAL tuning) are accepted and have no
+//! effect; named and sparse vectors are refused.
 
 use std::time::Instant;
 
@@ -78,7 +81,7 @@ fn info_json(info: &pb::CollectionInfo) -> Value {
         .iter()
         .flat_map(|s| &s.segments)
         .any(|s| s.state == "building");
-    json!({
+    let mut described = json!({
         "status": if building { "yellow" } else { "green" },
         "optimizer_status": "ok",
         "vectors_count": info.points_count,
@@ -108,7 +111,74 @@ fn info_json(info: &pb::CollectionInfo) -> Value {
             "wal_config": {"wal_capacity_mb": 32, "wal_segments_ahead": 0},
         },
         "payload_schema": payload_schema,
-    })
+    });
+    describe_quantization(&mut described, info.quantization);
+    described
+}
+
+/// Adds to a described collection how it stores vectors, as Qdrant describes it.
+fn describe_quantization(described: &mut Value, quantization: i32) {
+    let config = &mut described["config"];
+    match pb::Quantization::try_from(quantization) {
+        Ok(pb::Quantization::Int8) => {
+            config["quantization_config"] = json!({"scalar": {"type": "int8", "always_ram": true}});
+        }
+        Ok(pb::Quantization::Fp16) => {
+            config["params"]["vectors"]["datatype"] = json!("float16");
+        }
+        _ => {}
+    }
+}
+
+/// The quantization a create body asks for: `quantization_config` (scalar int8 only) or a
+/// `vectors.datatype` of `float16`.
+fn quantization(
+    body: &Map<String, Value>,
+    vectors: &Map<String, Value>,
+) -> Result<pb::Quantization, ApiError> {
+    let mut chosen = match vectors.get("datatype") {
+        None | Some(Value::Null) => pb::Quantization::None,
+        Some(Value::String(t)) if t == "float32" => pb::Quantization::None,
+        Some(Value::String(t)) if t == "float16" => pb::Quantization::Fp16,
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "vectors.datatype",
+                format!("{other} is not supported (float32, float16)"),
+            ))
+        }
+    };
+    for (source, field) in [
+        (body.get("quantization_config"), "quantization_config"),
+        (
+            vectors.get("quantization_config"),
+            "vectors.quantization_config",
+        ),
+    ] {
+        match source {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(q)) => match (q.get("scalar"), q.len()) {
+                (Some(Value::Object(scalar)), 1) => {
+                    match scalar.get("type").and_then(Value::as_str) {
+                        Some("int8") => chosen = pb::Quantization::Int8,
+                        _ => {
+                            return Err(ApiError::invalid(
+                                &format!("{field}.scalar.type"),
+                                "expected \"int8\"",
+                            ))
+                        }
+                    }
+                }
+                _ => {
+                    return Err(ApiError::invalid(
+                        field,
+                        "only {\"scalar\": {\"type\": \"int8\"}} is supported (not product or binary quantization)",
+                    ))
+                }
+            },
+            Some(_) => return Err(ApiError::invalid(field, "expected an object")),
+        }
+    }
+    Ok(chosen)
 }
 
 pub async fn list(State(api): State<Services>) -> Reply {
@@ -231,6 +301,7 @@ pub async fn create(State(api): State<Services>, Path(name): Path<String>, bytes
         shard_count: count_field(&body, "shard_number", "shard_number")?,
         replication_factor: count_field(&body, "replication_factor", "replication_factor")?,
         request_id: String::new(),
+        quantization: quantization(&body, vectors)? as i32,
     };
     api.collections.create(Request::new(request)).await?;
     ok(json!(true), started)

@@ -2,8 +2,9 @@
 //! or no vector at all (points in id order), one request or a batch of them.
 //!
 //! `limit` (default 10) and `offset` page through the results; `score_threshold` keeps hits at
-//! least that similar (cosine, dot) or at most that far (Euclid); `params` carries `hnsw_ef` and
-//! `exact`. `prefetch` and fusion are refused until quiver has hybrid search.
+//! least that similar (cosine, dot) or at most that far (Euclid); `params` carries `hnsw_ef`,
+//! `exact` and `quantization: {"rescore", "oversampling"}` (`ignore` is accepted: quiver's
+//! quantized graphs always search their encoded vectors). `prefetch` and fusion are refused until quiver has hybrid search.
 
 use std::time::Instant;
 
@@ -50,8 +51,8 @@ struct Nearest {
 async fn nearest(api: &Services, name: &str, body: &Body, nearest: Nearest) -> Result<Vec<Value>> {
     let limit = limit(body)?;
     let offset = uint(body, "offset")?.unwrap_or(0);
-    let (ef, exact) = match body.get("params") {
-        None | Some(Value::Null) => (None, false),
+    let (ef, exact, rescore, oversampling) = match body.get("params") {
+        None | Some(Value::Null) => (None, false, None, None),
         Some(Value::Object(p)) => {
             let exact = match p.get("exact") {
                 None | Some(Value::Null) => false,
@@ -61,7 +62,38 @@ async fn nearest(api: &Services, name: &str, body: &Body, nearest: Nearest) -> R
             let ef = uint(p, "hnsw_ef")?
                 .map(|ef| u32_of("params.hnsw_ef", ef))
                 .transpose()?;
-            (ef, exact)
+            let (rescore, oversampling) = match p.get("quantization") {
+                None | Some(Value::Null) => (None, None),
+                Some(Value::Object(q)) => {
+                    let rescore = match q.get("rescore") {
+                        None | Some(Value::Null) => None,
+                        Some(Value::Bool(b)) => Some(*b),
+                        Some(_) => {
+                            return Err(ApiError::invalid(
+                                "params.quantization.rescore",
+                                "expected a bool",
+                            ))
+                        }
+                    };
+                    let oversampling = match q.get("oversampling") {
+                        None | Some(Value::Null) => None,
+                        Some(v) => Some(v.as_f64().ok_or_else(|| {
+                            ApiError::invalid(
+                                "params.quantization.oversampling",
+                                "expected a number",
+                            )
+                        })? as f32),
+                    };
+                    (rescore, oversampling)
+                }
+                Some(_) => {
+                    return Err(ApiError::invalid(
+                        "params.quantization",
+                        "expected an object",
+                    ))
+                }
+            };
+            (ef, exact, rescore, oversampling)
         }
         Some(_) => return Err(ApiError::invalid("params", "expected an object")),
     };
@@ -82,6 +114,8 @@ async fn nearest(api: &Services, name: &str, body: &Body, nearest: Nearest) -> R
             with_vector: vectors,
             consistency: 0,
             exact,
+            rescore,
+            oversampling,
         }))
         .await
         .map_err(as_limit)?

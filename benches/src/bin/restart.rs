@@ -125,6 +125,7 @@ fn main() -> Result<()> {
         }),
         payload_indexes: Vec::new(),
         default_ef: None,
+        quantization: Default::default(),
     };
     runtime
         .block_on(node.create_collection(spec, 1, Some(1), ""))
@@ -288,6 +289,8 @@ fn search_all(node: &Node, queries: &[Vec<f32>]) -> Result<Vec<Vec<(PointId, f32
                 exact: false,
                 with_payload: false,
                 with_vector: false,
+                rescore: None,
+                oversampling: None,
             };
             let (hits, plan) = collection.search(&params, &config);
             ensure!(

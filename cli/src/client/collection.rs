@@ -22,6 +22,13 @@ pub enum IndexArg {
     Flat,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+pub enum QuantizationArg {
+    None,
+    Fp16,
+    Int8,
+}
+
 #[derive(Subcommand)]
 pub enum CollectionCommand {
     /// Create a collection.
@@ -43,6 +50,10 @@ pub enum CollectionCommand {
         /// Default HNSW ef for searches that do not set one.
         #[arg(long)]
         ef: Option<u32>,
+        /// How indexed (sealed) segments hold vectors in memory: none (f32), fp16 (half the
+        /// memory) or int8 (a quarter); searches rescore with the full vectors kept on disk.
+        #[arg(long, value_enum, default_value = "none")]
+        quantization: QuantizationArg,
         /// Payload index, FIELD:TYPE with TYPE keyword|integer|float|datetime (repeatable).
         #[arg(long = "payload-index", value_name = "FIELD:TYPE")]
         payload_indexes: Vec<String>,
@@ -265,6 +276,7 @@ fn info_json(c: &pb::CollectionInfo) -> Value {
                     "points": g.points,
                     "retired": g.retired,
                     "memory_bytes": g.memory_bytes,
+                    "bytes_per_vector": g.bytes_per_vector,
                 })).collect::<Vec<_>>(),
             })
         })
@@ -274,6 +286,11 @@ fn info_json(c: &pb::CollectionInfo) -> Value {
         "dim": c.dim,
         "metric": metric,
         "index": index,
+        "quantization": match pb::Quantization::try_from(c.quantization) {
+            Ok(pb::Quantization::Fp16) => "fp16",
+            Ok(pb::Quantization::Int8) => "int8",
+            _ => "none",
+        },
         "payload_indexes": payload_indexes,
         "points": c.points_count,
         "indexed_vectors": c.indexed_vectors,
@@ -294,11 +311,17 @@ pub async fn collection(cmd: CollectionCommand) -> anyhow::Result<()> {
             m,
             ef_construction,
             ef,
+            quantization,
             payload_indexes,
             shards,
             replication_factor,
             endpoint,
         } => {
+            let quantization = match quantization {
+                QuantizationArg::None => pb::Quantization::None,
+                QuantizationArg::Fp16 => pb::Quantization::Fp16,
+                QuantizationArg::Int8 => pb::Quantization::Int8,
+            };
             let metric = match metric {
                 MetricArg::Cosine => pb::Metric::Cosine,
                 MetricArg::L2 => pb::Metric::L2,
@@ -324,6 +347,7 @@ pub async fn collection(cmd: CollectionCommand) -> anyhow::Result<()> {
                 replication_factor,
                 // A retry of this command after a lost answer returns the same outcome.
                 request_id: uuid::Uuid::new_v4().to_string(),
+                quantization: quantization as i32,
             };
             let mut client = CollectionsClient::new(endpoint.channel().await?);
             let info = client.create(req).await.map_err(status)?.into_inner();

@@ -42,6 +42,13 @@ pub struct SearchArgs {
     /// Search exactly instead of through the index.
     #[arg(long)]
     exact: bool,
+    /// For a quantized collection: rescore candidates with the full vectors (true, the
+    /// default) or return the encoded vectors' approximate scores (false).
+    #[arg(long)]
+    rescore: Option<bool>,
+    /// For a quantized collection: candidates rescored per hit, 1..=16 [default: 2].
+    #[arg(long)]
+    oversampling: Option<f32>,
     #[arg(long)]
     with_payload: bool,
     /// Print each hit's vector too.
@@ -80,6 +87,8 @@ pub async fn search(args: SearchArgs) -> anyhow::Result<()> {
         with_vector: args.with_vector,
         consistency: args.consistency.proto(),
         exact: args.exact,
+        rescore: args.rescore,
+        oversampling: args.oversampling,
     };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();

@@ -12,37 +12,42 @@ use parking_lot::Mutex;
 use super::search::{greedy, search_layer, Near, Scratch, ScratchPool};
 use super::{Distance, HnswGraph, HnswParams, Layers, MAX_EF_CONSTRUCTION, MAX_LEVEL, MAX_M};
 use crate::distance::Metric;
+use crate::quantize::Encoding;
 
 /// Below this many vectors a build runs on one thread (and so is fully reproducible).
 const PARALLEL_FROM: usize = 2_000;
 
+/// Builds a graph over `vectors`: encoded words, `encoding.words(dim)` per vector.
 pub(super) fn build(
     metric: Metric,
     dim: usize,
     params: HnswParams,
-    vectors: Vec<f32>,
+    encoding: Encoding,
+    vectors: Vec<u32>,
     threads: usize,
     seed: u64,
 ) -> HnswGraph {
     let m = params.m.clamp(2, MAX_M);
     let ef_construction = params.ef_construction.clamp(1, MAX_EF_CONSTRUCTION);
-    let dim = dim.max(1);
-    let n = vectors.len() / dim;
+    let words = encoding.words(dim);
+    let n = vectors.len() / words;
     let levels = draw_levels(n, m, seed);
-    let layers = Layers::new(dim, m, vectors.chunks_exact(dim), levels);
+    let layers = Layers::new(dim, words, m, vectors.chunks_exact(words), levels);
     drop(vectors);
     let params = HnswParams { m, ef_construction };
-    insert_all(metric, params, layers, 0, None, threads)
+    insert_all(metric, params, encoding, layers, 0, None, threads)
 }
 
-pub(super) fn extend(base: &HnswGraph, vectors: Vec<f32>, threads: usize, seed: u64) -> HnswGraph {
+/// [`HnswGraph::extend`] with the new vectors encoded already.
+pub(super) fn extend(base: &HnswGraph, vectors: Vec<u32>, threads: usize, seed: u64) -> HnswGraph {
     let old = &base.layers;
-    let (dim, m, n0) = (old.dim, old.m, old.len());
-    let added = vectors.len() / dim;
+    let (dim, words, m, n0) = (old.dim, old.words, old.m, old.len());
+    let added = vectors.len() / words;
     let mut levels = old.levels.clone();
     levels.extend(draw_levels(added, m, seed ^ n0 as u64));
     let old_vectors = (0..n0 as u32).map(|id| old.vector(id));
-    let layers = Layers::new(dim, m, old_vectors.chain(vectors.chunks_exact(dim)), levels);
+    let all = old_vectors.chain(vectors.chunks_exact(words));
+    let layers = Layers::new(dim, words, m, all, levels);
     drop(vectors);
     // The old nodes keep their links (their upper blocks start where they did: the levels
     // before them are the same).
@@ -54,20 +59,29 @@ pub(super) fn extend(base: &HnswGraph, vectors: Vec<f32>, threads: usize, seed: 
         }
     }
     let top = base.entry.map(|entry| (entry, base.top_level));
-    insert_all(base.metric, base.params, layers, n0, top, threads)
+    insert_all(
+        base.metric,
+        base.params,
+        base.encoding,
+        layers,
+        n0,
+        top,
+        threads,
+    )
 }
 
 /// Inserts nodes `from..` of `layers` (those before are linked already, with entry `top`).
 fn insert_all(
     metric: Metric,
     params: HnswParams,
+    encoding: Encoding,
     layers: Layers,
     from: usize,
     top: Option<(u32, u8)>,
     threads: usize,
 ) -> HnswGraph {
     let n = layers.len();
-    let distance = Distance::of(metric);
+    let distance = Distance::of(metric, encoding);
     let builder = Builder {
         layers: &layers,
         distance,
@@ -100,6 +114,7 @@ fn insert_all(
     HnswGraph {
         metric,
         params,
+        encoding,
         distance,
         layers,
         entry: top.map(|(id, _)| id),

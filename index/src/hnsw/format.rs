@@ -3,13 +3,17 @@
 //! Little-endian, in this order:
 //! - `QVHNSW` and the format version (u16, [`VERSION`]);
 //! - the metric (u8: 0 l2, 1 cosine, 2 dot), the top layer (u8), whether there is an entry
-//!   (u8), a zero byte; `dim`, `m`, `ef_construction`, the node count `n` and the entry node
-//!   (u32 each);
+//!   (u8), the encoding (u8: 0 f32, 1 f16, 2 int8); `dim`, `m`, `ef_construction`, the node
+//!   count `n` and the entry node (u32 each); the int8 `lo` and `step` (f32 each, zero for the
+//!   other encodings);
 //! - the level of each node (`n` bytes);
-//! - the node blocks (`n × (1 + 2m + dim)` u32: the layer-0 count, `2m` link slots, the vector's
-//!   f32 bits), then the upper-layer blocks (`1 + m` u32 per layer per node, in node order;
-//!   their count follows from the levels);
+//! - the node blocks (`n × (1 + 2m + w)` u32: the layer-0 count, `2m` link slots, the vector's
+//!   `w` encoded words), then the upper-layer blocks (`1 + m` u32 per layer per node, in node
+//!   order; their count follows from the levels);
 //! - a CRC-32 of everything before it.
+//!
+//! Format 1 (written before encodings existed) is format 2 without `lo` and `step`, always f32;
+//! it is still read.
 //!
 //! Reading checks the checksum, every size and every link, so a damaged or foreign file is an
 //! error, never a graph that walks out of bounds.
@@ -22,11 +26,13 @@ use thiserror::Error;
 use super::search::ScratchPool;
 use super::{Distance, HnswGraph, HnswParams, Layers, MAX_EF_CONSTRUCTION, MAX_LEVEL, MAX_M};
 use crate::distance::Metric;
+use crate::quantize::Encoding;
 
 const MAGIC: &[u8; 6] = b"QVHNSW";
-/// The format this build writes and reads.
-pub const VERSION: u16 = 1;
-const HEADER_LEN: usize = 6 + 2 + 4 + 5 * 4;
+/// The format this build writes (it reads this one and format 1).
+pub const VERSION: u16 = 2;
+/// The header of format 1; format 2 adds two f32s.
+const HEADER_V1_LEN: usize = 6 + 2 + 4 + 5 * 4;
 /// The largest dimension a file may declare (quiver's own limit is lower).
 const MAX_DIM: usize = 1 << 16;
 
@@ -35,7 +41,7 @@ const MAX_DIM: usize = 1 << 16;
 pub enum FormatError {
     #[error("not an HNSW graph file")]
     NotAGraph,
-    #[error("HNSW graph format {found}; this build reads format {VERSION}")]
+    #[error("HNSW graph format {found}; this build reads formats 1 to {VERSION}")]
     Version { found: u16 },
     #[error("HNSW graph file is damaged: {0}")]
     Damaged(String),
@@ -89,11 +95,16 @@ impl HnswGraph {
         };
         out.write_all(MAGIC)?;
         out.write_all(&VERSION.to_le_bytes())?;
+        let (encoding, lo, step) = match self.encoding {
+            Encoding::F32 => (0, 0.0, 0.0),
+            Encoding::F16 => (1, 0.0, 0.0),
+            Encoding::Int8 { lo, step } => (2, lo, step),
+        };
         out.write_all(&[
             metric_code(self.metric),
             self.top_level,
             self.entry.is_some() as u8,
-            0,
+            encoding,
         ])?;
         for v in [
             layers.dim as u32,
@@ -101,6 +112,8 @@ impl HnswGraph {
             self.params.ef_construction as u32,
             layers.len() as u32,
             self.entry.unwrap_or(0),
+            f32::to_bits(lo),
+            f32::to_bits(step),
         ] {
             out.write_all(&v.to_le_bytes())?;
         }
@@ -114,12 +127,17 @@ impl HnswGraph {
 
     /// Reads a graph written by [`write_to`](Self::write_to).
     pub fn read_from(bytes: &[u8]) -> Result<Self, FormatError> {
-        if bytes.len() < HEADER_LEN + 4 || &bytes[..6] != MAGIC {
+        if bytes.len() < HEADER_V1_LEN + 4 || &bytes[..6] != MAGIC {
             return Err(FormatError::NotAGraph);
         }
         let version = u16::from_le_bytes([bytes[6], bytes[7]]);
-        if version != VERSION {
-            return Err(FormatError::Version { found: version });
+        let header_len = match version {
+            1 => HEADER_V1_LEN,
+            VERSION => HEADER_V1_LEN + 8,
+            found => return Err(FormatError::Version { found }),
+        };
+        if bytes.len() < header_len + 4 {
+            return Err(FormatError::NotAGraph);
         }
         let damaged = |what: &str| FormatError::Damaged(what.to_string());
         let (body, crc) = bytes.split_at(bytes.len() - 4);
@@ -139,13 +157,25 @@ impl HnswGraph {
             u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize
         };
         let (dim, m, ef_construction, n, entry) = (word(0), word(1), word(2), word(3), word(4));
+        let float = |i: usize| f32::from_bits(word(i) as u32);
+        let encoding = match (version, bytes[11]) {
+            (1, _) | (_, 0) => Encoding::F32,
+            (_, 1) => Encoding::F16,
+            (_, 2) if float(5).is_finite() && float(6).is_finite() && float(6) > 0.0 => {
+                Encoding::Int8 {
+                    lo: float(5),
+                    step: float(6),
+                }
+            }
+            _ => return Err(damaged("unknown encoding")),
+        };
         if !(1..=MAX_DIM).contains(&dim)
             || !(2..=MAX_M).contains(&m)
             || !(1..=MAX_EF_CONSTRUCTION).contains(&ef_construction)
         {
             return Err(damaged("parameters out of range"));
         }
-        let mut rest = &body[HEADER_LEN..];
+        let mut rest = &body[header_len..];
         let levels = take(&mut rest, n).ok_or_else(|| damaged("truncated levels"))?;
         if levels.iter().any(|&l| l > MAX_LEVEL) {
             return Err(damaged("level out of range"));
@@ -157,11 +187,12 @@ impl HnswGraph {
             upper_start.push(u32::try_from(upper_len).map_err(|_| damaged("too many links"))?);
             upper_len += level as usize * (1 + m);
         }
-        let stride = 1 + 2 * m + dim;
-        let words = n
+        let words = encoding.words(dim);
+        let stride = 1 + 2 * m + words;
+        let node_words = n
             .checked_mul(stride)
             .ok_or_else(|| damaged("sizes out of range"))?;
-        let nodes = take_u32s(&mut rest, words).ok_or_else(|| damaged("truncated nodes"))?;
+        let nodes = take_u32s(&mut rest, node_words).ok_or_else(|| damaged("truncated nodes"))?;
         let upper = take_u32s(&mut rest, upper_len).ok_or_else(|| damaged("truncated links"))?;
         if !rest.is_empty() {
             return Err(damaged("trailing bytes"));
@@ -194,9 +225,11 @@ impl HnswGraph {
         Ok(HnswGraph {
             metric,
             params: HnswParams { m, ef_construction },
-            distance: Distance::of(metric),
+            encoding,
+            distance: Distance::of(metric, encoding),
             layers: Layers {
                 dim,
+                words,
                 m,
                 nodes: atomics(nodes),
                 levels,

@@ -4,9 +4,10 @@
 //! after that: a segment whose points change gets a new graph (the optimizer's merge and vacuum),
 //! so nothing on the search path takes a lock. The layout serves the search loop:
 //! - one block for all nodes with a fixed stride: per node its layer-0 list (a count, then room
-//!   for `2·M` ids) followed by its vector (`dim` floats, already
-//!   [`prepare`](crate::distance::Metric::prepare)d), so expanding a node whose distance was
-//!   just computed finds its links in cache, as hnswlib lays them out;
+//!   for `2·M` ids) followed by its vector (already
+//!   [`prepare`](crate::distance::Metric::prepare)d, then stored in the graph's
+//!   [`Encoding`]: f32, f16 or int8 words), so expanding a node whose distance was just
+//!   computed finds its links in cache, as hnswlib lays them out;
 //! - the upper layers (about one node in M reaches them) in a second block, `1 + M` u32s per
 //!   layer per node;
 //! - visited sets are epoch-stamped `u16` arrays reused from a pool, with the search heaps.
@@ -20,7 +21,9 @@
 //!
 //! Ids are dense, `0..len`, in the order the vectors were given. Searches take an optional
 //! predicate, checked inside the walk: rejected nodes (tombstones, filtered-out points) are
-//! walked through but never returned. See [`format`] for the on-disk form.
+//! walked through but never returned. A graph of encoded vectors is built, walked and scored in
+//! that encoding (the query is encoded the same way), so its scores are approximate; see
+//! [`crate::quantize`]. See [`format`] for the on-disk form.
 
 mod build;
 pub mod format;
@@ -31,6 +34,7 @@ mod tests;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::distance::{dot_kernel, l2_squared_kernel, Kernel, Metric};
+use crate::quantize::{word_kernels, Encoding, WordKernel};
 use crate::ScoredSlot;
 
 pub use crate::params::{HnswParams, MAX_EF_CONSTRUCTION, MAX_M};
@@ -42,32 +46,81 @@ use search::ScratchPool;
 /// odds below 2^-16 per node).
 const MAX_LEVEL: u8 = 15;
 
-/// How two prepared vectors compare inside the graph: lower is nearer. l2 uses the squared
-/// distance, cosine and dot the negated inner product, so the order is the metric's.
+/// How two stored vectors (prepared, then encoded) compare inside the graph: lower is nearer.
+/// l2 uses the squared distance, cosine and dot the negated inner product, so the order is the
+/// metric's.
 #[derive(Clone, Copy)]
-struct Distance {
-    kernel: Kernel,
-    negate: bool,
+enum Distance {
+    F32 {
+        kernel: Kernel,
+        negate: bool,
+    },
+    F16 {
+        kernel: WordKernel,
+        negate: bool,
+    },
+    /// `step²·kernel(codes)`, plus both biases for dot (the word after the codes).
+    Int8 {
+        kernel: WordKernel,
+        dot: bool,
+        step2: f32,
+    },
 }
 
 impl Distance {
-    fn of(metric: Metric) -> Self {
-        match metric {
-            Metric::L2 => Self {
-                kernel: l2_squared_kernel(),
-                negate: false,
+    fn of(metric: Metric, encoding: Encoding) -> Self {
+        let l2 = metric == Metric::L2;
+        let words = word_kernels();
+        match encoding {
+            Encoding::F32 => Distance::F32 {
+                kernel: if l2 {
+                    l2_squared_kernel()
+                } else {
+                    dot_kernel()
+                },
+                negate: !l2,
             },
-            Metric::Cosine | Metric::Dot => Self {
-                kernel: dot_kernel(),
-                negate: true,
+            Encoding::F16 => Distance::F16 {
+                kernel: if l2 { words.half_l2 } else { words.half_dot },
+                negate: !l2,
+            },
+            Encoding::Int8 { step, .. } => Distance::Int8 {
+                kernel: if l2 { words.byte_l2 } else { words.byte_dot },
+                dot: !l2,
+                step2: step * step,
             },
         }
     }
 
     #[inline(always)]
-    fn between(&self, a: &[f32], b: &[f32]) -> f32 {
-        let d = (self.kernel)(a, b);
-        let d = if self.negate { -d } else { d };
+    fn between(&self, a: &[u32], b: &[u32]) -> f32 {
+        let d = match *self {
+            Distance::F32 { kernel, negate } => {
+                let d = kernel(as_floats(a), as_floats(b));
+                if negate {
+                    -d
+                } else {
+                    d
+                }
+            }
+            Distance::F16 { kernel, negate } => {
+                let d = kernel(a, b);
+                if negate {
+                    -d
+                } else {
+                    d
+                }
+            }
+            Distance::Int8 { kernel, dot, step2 } => {
+                let codes = a.len().saturating_sub(1);
+                let d = step2 * kernel(&a[..codes], &b[..codes]);
+                if dot {
+                    -(d + f32::from_bits(a[codes]) + f32::from_bits(b[codes]))
+                } else {
+                    d
+                }
+            }
+        };
         // NaN sorts last (an overflowing vector never wins)
         if d.is_nan() {
             f32::INFINITY
@@ -75,6 +128,14 @@ impl Distance {
             d
         }
     }
+}
+
+/// f32 words as the floats they hold.
+#[inline(always)]
+fn as_floats(words: &[u32]) -> &[f32] {
+    // SAFETY: `u32` and `f32` have the same size and alignment, and every bit pattern is a
+    // valid `f32`.
+    unsafe { std::slice::from_raw_parts(words.as_ptr().cast::<f32>(), words.len()) }
 }
 
 /// The user-facing score of an internal distance.
@@ -88,10 +149,12 @@ fn score_of(metric: Metric, d: f32) -> f32 {
 /// The vectors and neighbour lists, shared by the builder and the finished graph.
 struct Layers {
     dim: usize,
+    /// Words a stored vector takes (see [`Encoding::words`]).
+    words: usize,
     /// Neighbours kept per node on upper layers (`M`); layer 0 keeps `2·M`.
     m: usize,
-    /// `len × stride`: per node the layer-0 count, `2m` link slots, then the vector's floats
-    /// (their bits: written once, before any thread reads them, and never again).
+    /// `len × stride`: per node the layer-0 count, `2m` link slots, then the vector's words
+    /// (written once, before any thread reads them, and never again).
     nodes: Box<[AtomicU32]>,
     levels: Vec<u8>,
     /// Per node, where its first upper block starts in `upper` (nodes on layer 0 only: unused).
@@ -101,18 +164,19 @@ struct Layers {
 }
 
 impl Layers {
-    /// Lays out `vectors` (one per level, `dim` floats each) with empty layer-0 lists and
-    /// upper blocks for `levels`.
+    /// Lays out `vectors` (one per level, `words` encoded words each, for `dim` dimensions)
+    /// with empty layer-0 lists and upper blocks for `levels`.
     fn new<'a>(
         dim: usize,
+        words: usize,
         m: usize,
-        vectors: impl Iterator<Item = &'a [f32]>,
+        vectors: impl Iterator<Item = &'a [u32]>,
         levels: Vec<u8>,
     ) -> Self {
-        let mut nodes = Vec::with_capacity(levels.len() * (1 + 2 * m + dim));
+        let mut nodes = Vec::with_capacity(levels.len() * (1 + 2 * m + words));
         for vector in vectors.take(levels.len()) {
             nodes.extend((0..1 + 2 * m).map(|_| AtomicU32::new(0)));
-            nodes.extend(vector.iter().map(|x| AtomicU32::new(x.to_bits())));
+            nodes.extend(vector.iter().map(|w| AtomicU32::new(*w)));
         }
         let mut upper_start = Vec::with_capacity(levels.len());
         let mut upper_len = 0usize;
@@ -122,6 +186,7 @@ impl Layers {
         }
         Self {
             dim,
+            words,
             m,
             nodes: nodes.into_boxed_slice(),
             levels,
@@ -139,7 +204,7 @@ impl Layers {
     }
 
     fn stride(&self) -> usize {
-        self.links0() + self.dim
+        self.links0() + self.words
     }
 
     /// The most neighbours a node keeps on `level`.
@@ -151,14 +216,15 @@ impl Layers {
         }
     }
 
+    /// The stored (encoded) vector of `id`.
     #[inline(always)]
-    fn vector(&self, id: u32) -> &[f32] {
+    fn vector(&self, id: u32) -> &[u32] {
         let at = id as usize * self.stride() + self.links0();
-        let words = &self.nodes[at..at + self.dim];
-        // SAFETY: `AtomicU32` has the size, alignment and bit validity of `u32`, hence of `f32`;
-        // vector words are stored before the graph is shared and never written again, so plain
-        // reads of them never race with a write.
-        unsafe { std::slice::from_raw_parts(words.as_ptr().cast::<f32>(), words.len()) }
+        let words = &self.nodes[at..at + self.words];
+        // SAFETY: `AtomicU32` has the size, alignment and bit validity of `u32`; vector words
+        // are stored before the graph is shared and never written again, so plain reads of
+        // them never race with a write.
+        unsafe { std::slice::from_raw_parts(words.as_ptr().cast::<u32>(), words.len()) }
     }
 
     /// The block of `id` on `level`: a count, then room for [`max_links`](Self::max_links) ids.
@@ -202,6 +268,7 @@ impl Layers {
 pub struct HnswGraph {
     metric: Metric,
     params: HnswParams,
+    encoding: Encoding,
     distance: Distance,
     layers: Layers,
     /// The node searches start from (the first one that reached the top layer); `None` when empty.
@@ -217,6 +284,7 @@ impl std::fmt::Debug for HnswGraph {
             .field("params", &self.params)
             .field("len", &self.len())
             .field("dim", &self.dim())
+            .field("encoding", &self.encoding)
             .finish()
     }
 }
@@ -232,14 +300,52 @@ impl HnswGraph {
         threads: usize,
         seed: u64,
     ) -> Self {
-        build::build(metric, dim, params, vectors, threads, seed)
+        Self::build_encoded(metric, dim, params, Encoding::F32, vectors, threads, seed)
+    }
+
+    /// [`build`](Self::build) storing the vectors in `encoding` (trained on them beforehand:
+    /// [`Encoding::train`]); the graph is built from the encoded vectors.
+    pub fn build_encoded(
+        metric: Metric,
+        dim: usize,
+        params: HnswParams,
+        encoding: Encoding,
+        vectors: Vec<f32>,
+        threads: usize,
+        seed: u64,
+    ) -> Self {
+        let dim = dim.max(1);
+        let mut words = Vec::with_capacity(vectors.len() / dim * encoding.words(dim));
+        for vector in vectors.chunks_exact(dim) {
+            encoding.encode(vector, &mut words);
+        }
+        drop(vectors);
+        build::build(metric, dim, params, encoding, words, threads, seed)
     }
 
     /// A new graph holding this one's nodes (same ids, same links) followed by `vectors`
-    /// (`len..`), inserted with `threads` threads as a build would; this graph is unchanged. This
-    /// costs a copy of the graph plus the inserts of the new nodes only.
+    /// (`len..`, encoded as this graph's), inserted with `threads` threads as a build would;
+    /// this graph is unchanged. This costs a copy of the graph plus the inserts of the new
+    /// nodes only.
     pub fn extend(&self, vectors: Vec<f32>, threads: usize, seed: u64) -> Self {
-        build::extend(self, vectors, threads, seed)
+        let dim = self.dim();
+        let mut words = Vec::with_capacity(vectors.len() / dim * self.layers.words);
+        for vector in vectors.chunks_exact(dim) {
+            self.encoding.encode(vector, &mut words);
+        }
+        drop(vectors);
+        build::extend(self, words, threads, seed)
+    }
+
+    /// A new graph over the stored vectors of `nodes` (in that order: node `nodes[i]` becomes
+    /// `i`), in this graph's encoding, built as [`build`](Self::build) would.
+    pub fn subset(&self, nodes: &[u32], threads: usize, seed: u64) -> Self {
+        let mut words = Vec::with_capacity(nodes.len() * self.layers.words);
+        for &node in nodes {
+            words.extend_from_slice(self.layers.vector(node));
+        }
+        let (metric, dim, encoding) = (self.metric, self.dim(), self.encoding);
+        build::build(metric, dim, self.params, encoding, words, threads, seed)
     }
 
     pub fn metric(&self) -> Metric {
@@ -263,9 +369,43 @@ impl HnswGraph {
         self.len() == 0
     }
 
-    /// The vector of node `id` (as stored: prepared).
-    pub fn vector(&self, id: u32) -> &[f32] {
-        self.layers.vector(id)
+    /// How the vectors are stored.
+    pub fn encoding(&self) -> Encoding {
+        self.encoding
+    }
+
+    /// Bytes one stored vector takes.
+    pub fn bytes_per_vector(&self) -> usize {
+        self.layers.words * 4
+    }
+
+    /// The vector of node `id` as stored (prepared), when the graph stores full precision.
+    pub fn vector(&self, id: u32) -> Option<&[f32]> {
+        (self.encoding == Encoding::F32).then(|| as_floats(self.layers.vector(id)))
+    }
+
+    /// The vector of node `id` as its encoding gives it back (exact for f32).
+    pub fn decoded(&self, id: u32) -> Vec<f32> {
+        let mut out = Vec::with_capacity(self.dim());
+        self.encoding
+            .decode(self.layers.vector(id), self.dim(), &mut out);
+        out
+    }
+
+    /// `query` (prepared) in this graph's encoding, for [`score`](Self::score).
+    pub fn encode_query(&self, query: &[f32]) -> Vec<u32> {
+        let mut out = Vec::with_capacity(self.layers.words);
+        self.encoding.encode(query, &mut out);
+        out
+    }
+
+    /// The score of node `id` for a query from [`encode_query`](Self::encode_query): exact for
+    /// f32, approximate otherwise.
+    pub fn score(&self, encoded_query: &[u32], id: u32) -> f32 {
+        score_of(
+            self.metric,
+            self.distance.between(encoded_query, self.layers.vector(id)),
+        )
     }
 
     /// The neighbours of `id` on layer 0 (for tests and diagnostics).
@@ -297,16 +437,20 @@ impl HnswGraph {
             return Vec::new();
         }
         let mut scratch = self.scratch.take(self.len());
+        let mut encoded = std::mem::take(&mut scratch.query);
+        encoded.clear();
+        self.encoding.encode(query, &mut encoded);
         let nearest = search::search(
             &self.layers,
             self.distance,
             &mut scratch,
-            query,
+            &encoded,
             entry,
             self.top_level,
             ef.max(k),
             &accept,
         );
+        scratch.query = encoded;
         self.scratch.give_back(scratch);
         nearest
             .into_iter()

@@ -79,6 +79,8 @@ pub(super) struct Scratch {
     candidates: BinaryHeap<Reverse<Near>>,
     pub results: BinaryHeap<Near>,
     pub links: Vec<u32>,
+    /// The query of a search, encoded as the graph's vectors.
+    pub query: Vec<u32>,
 }
 
 /// Scratch for concurrent walks: one per walk in flight, reused after.
@@ -97,6 +99,7 @@ impl ScratchPool {
             candidates: BinaryHeap::new(),
             results: BinaryHeap::new(),
             links: Vec::new(),
+            query: Vec::new(),
         });
         scratch.visited.start(len);
         scratch
@@ -145,7 +148,7 @@ pub(super) fn search(
     layers: &Layers,
     distance: Distance,
     scratch: &mut Scratch,
-    query: &[f32],
+    query: &[u32],
     entry: u32,
     top_level: u8,
     ef: usize,
@@ -169,7 +172,7 @@ pub(super) fn greedy(
     layers: &Layers,
     distance: Distance,
     links: &mut Vec<u32>,
-    query: &[f32],
+    query: &[u32],
     mut nearest: Near,
     level: u8,
 ) -> Near {
@@ -197,7 +200,7 @@ pub(super) fn search_layer(
     layers: &Layers,
     distance: Distance,
     scratch: &mut Scratch,
-    query: &[f32],
+    query: &[u32],
     entries: &[Near],
     ef: usize,
     level: u8,
@@ -208,6 +211,7 @@ pub(super) fn search_layer(
         candidates,
         results,
         links: fresh,
+        ..
     } = scratch;
     visited.start(layers.len());
     candidates.clear();

@@ -294,10 +294,12 @@ fn a_written_graph_reads_back_the_same_and_damage_is_an_error() {
     let two = HnswGraph::build(Metric::L2, 1, params, vec![0.0, 1.0], 1, 0);
     let mut written = Vec::new();
     two.write_to(&mut written).unwrap();
+    // (crafted as format 1, which is format 2 without `lo` and `step`: format 1 reads too)
     let header = 6 + 2 + 4 + 5 * 4;
     let node_bytes = 2 * (1 + 2 * 2 + 1) * 4;
-    let levels = header..header + 2;
+    let levels = header + 8..header + 8 + 2;
     let mut crafted = written[..header].to_vec();
+    crafted[6..8].copy_from_slice(&1u16.to_le_bytes());
     crafted[9] = 1; // the top layer
     crafted[12 + 16..12 + 20].copy_from_slice(&0u32.to_le_bytes()); // entry: node 0
     crafted.extend_from_slice(&[1, 0]); // levels: node 0 reaches layer 1, node 1 does not
@@ -331,7 +333,7 @@ fn an_extended_graph_keeps_the_old_nodes_and_finds_the_new_ones() {
     for id in [0u32, 1_234, 2_499] {
         assert_eq!(grown.vector(id), first.vector(id));
     }
-    assert_eq!(grown.vector(4_000), data[4_000].as_slice());
+    assert_eq!(grown.vector(4_000), Some(data[4_000].as_slice()));
     let truth: Vec<Vec<Slot>> = queries
         .iter()
         .map(|q| exact(metric, &data, q, 10))
@@ -346,4 +348,107 @@ fn an_extended_graph_keeps_the_old_nodes_and_finds_the_new_ones() {
     let empty = HnswGraph::build(metric, 16, params, Vec::new(), 1, 0);
     let built = empty.extend(flatten(&data[..100]), 1, 0);
     assert_eq!(built.search(&data[42], 1, 16)[0].slot, 42);
+}
+
+/// The ids of the best `k` of `candidates`, rescored exactly against `data`.
+fn rescored(
+    metric: Metric,
+    data: &[Vec<f32>],
+    q: &[f32],
+    candidates: &[ScoredSlot],
+    k: usize,
+) -> Vec<Slot> {
+    let mut exact: Vec<(f32, Slot)> = candidates
+        .iter()
+        .map(|h| (metric.score(q, &data[h.slot as usize]), h.slot))
+        .collect();
+    exact.sort_by(|a, b| {
+        if metric.higher_is_better() {
+            b.0.total_cmp(&a.0)
+        } else {
+            a.0.total_cmp(&b.0)
+        }
+    });
+    exact.iter().take(k).map(|(_, s)| *s).collect()
+}
+
+#[test]
+fn encoded_graphs_keep_recall_and_rescoring_restores_it() {
+    use crate::quantize::Quantization;
+    for metric in [Metric::L2, Metric::Cosine, Metric::Dot] {
+        let data = clustered(3_000, 32, 21, metric);
+        let queries = clustered(50, 32, 22, metric);
+        let truth: Vec<Vec<Slot>> = queries
+            .iter()
+            .map(|q| exact(metric, &data, q, 10))
+            .collect();
+        for quantization in [Quantization::F16, Quantization::Int8] {
+            let vectors = flatten(&data);
+            let encoding = Encoding::train(quantization, &vectors, 32);
+            let params = HnswParams::default();
+            let graph = HnswGraph::build_encoded(metric, 32, params, encoding, vectors, 2, 3);
+            assert_eq!(graph.encoding(), encoding);
+            let raw: Vec<Vec<Slot>> = queries
+                .iter()
+                .map(|q| graph.search(q, 10, 64).iter().map(|h| h.slot).collect())
+                .collect();
+            let again: Vec<Vec<Slot>> = queries
+                .iter()
+                .map(|q| rescored(metric, &data, q, &graph.search(q, 30, 64), 10))
+                .collect();
+            let (raw, again) = (recall(&raw, &truth), recall(&again, &truth));
+            assert!(raw >= 0.85, "{metric:?} {quantization:?} recall {raw}");
+            assert!(
+                again >= 0.97,
+                "{metric:?} {quantization:?} rescored {again}"
+            );
+            // scores are near the true ones, and `score` gives the walk's scores
+            let q = &queries[0];
+            let encoded = graph.encode_query(q);
+            for h in graph.search(q, 5, 64) {
+                let truth = metric.score(q, &data[h.slot as usize]);
+                assert!(
+                    (h.score - truth).abs() < 0.05 * (1.0 + truth.abs()),
+                    "{h:?} {truth}"
+                );
+                assert!((graph.score(&encoded, h.slot) - h.score).abs() < 1e-5);
+            }
+            assert!(graph.vector(0).is_none());
+            let decoded = graph.decoded(7);
+            assert!(decoded
+                .iter()
+                .zip(&data[7])
+                .all(|(a, b)| (a - b).abs() < 0.05));
+        }
+    }
+}
+
+#[test]
+fn an_encoded_graph_writes_reads_extends_and_subsets_in_its_encoding() {
+    use crate::quantize::Quantization;
+    let metric = Metric::L2;
+    let data = clustered(4_000, 16, 31, metric);
+    let params = HnswParams {
+        m: 8,
+        ef_construction: 64,
+    };
+    let vectors = flatten(&data[..2_500]);
+    let encoding = Encoding::train(Quantization::Int8, &vectors, 16);
+    let graph = HnswGraph::build_encoded(metric, 16, params, encoding, vectors, 2, 5);
+    assert_eq!(graph.bytes_per_vector(), 4 * 4 + 4);
+    let mut bytes = Vec::new();
+    graph.write_to(&mut bytes).unwrap();
+    let read = HnswGraph::read_from(&bytes).unwrap();
+    assert_eq!(read.encoding(), encoding);
+    for q in data.iter().take(20) {
+        assert_eq!(graph.search(q, 10, 32), read.search(q, 10, 32));
+    }
+    let grown = read.extend(flatten(&data[2_500..]), 2, 6);
+    assert_eq!((grown.len(), grown.encoding()), (4_000, encoding));
+    assert_eq!(grown.search(&data[3_210], 1, 32)[0].slot, 3_210);
+    // a subset keeps the stored words: node 3,210 of the grown graph is node 1 of this one
+    let part = grown.subset(&[5, 3_210, 17], 1, 0);
+    assert_eq!((part.len(), part.encoding()), (3, encoding));
+    assert_eq!(part.decoded(1), grown.decoded(3_210));
+    assert_eq!(part.search(&data[3_210], 1, 8)[0].slot, 1);
 }

@@ -8,7 +8,9 @@
 //!   here and only here, so a write is applied (and acknowledged) without touching a graph;
 //!   searches score it exactly;
 //! - the sealed segments in force ([`segment::Sealed`]: vectors and an HNSW graph, immutable),
-//!   each with the set of its nodes retired since it was built.
+//!   each with the set of its nodes retired since it was built. A quantized collection's
+//!   segments hold encoded vectors (fp16 or int8); the full-precision ones are read from the
+//!   points' stored rows ([`VectorSource`]) to rescore candidates and to return vectors.
 //!
 //! The optimizer ([`optimizer`]) builds sealed segments on a background thread: it seals the
 //! appendable segment once it is large enough (extending the last sealed segment's graph, or
@@ -31,8 +33,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
+use quiver_index::distance::Metric;
 use quiver_index::flat::VectorArena;
 use quiver_index::payload_index::{FieldType, PayloadIndex};
+use quiver_index::quantize::Encoding;
 use quiver_index::Slot;
 use roaring::RoaringBitmap;
 
@@ -118,6 +122,13 @@ impl InForce {
     pub fn live_count(&self) -> usize {
         self.segment.len() - self.retired_count
     }
+}
+
+/// Where the full-precision vectors of a collection's points are kept (the shard's stored
+/// rows), for the rescoring of quantized segments' candidates and for returning their vectors.
+pub trait VectorSource: Send + Sync + std::fmt::Debug {
+    /// The stored (prepared) vector of point `id`, if it is stored.
+    fn vector(&self, id: &PointId) -> Option<Vec<f32>>;
 }
 
 /// Where a slot's vector is.
@@ -213,12 +224,36 @@ impl Points {
         Some(Location::Sealed(&self.sealed[i], node))
     }
 
-    /// The vector of a live slot.
+    /// The vector of a live slot, when memory holds it at full precision (not when a quantized
+    /// segment holds it).
     pub fn vector(&self, slot: Slot) -> Option<&[f32]> {
         match self.locate(slot)? {
             Location::Appendable => self.appendable.get(slot),
-            Location::Sealed(s, node) => Some(s.segment.graph.vector(node)),
+            Location::Sealed(s, node) => s.segment.graph.vector(node),
         }
+    }
+
+    /// The score of a live slot for `query`: exact, unless a quantized segment holds it.
+    pub fn score(&self, metric: Metric, query: &[f32], slot: Slot) -> Option<f32> {
+        match self.locate(slot)? {
+            Location::Appendable => Some(metric.score(query, self.appendable.get(slot)?)),
+            Location::Sealed(s, node) => {
+                let graph = &s.segment.graph;
+                Some(match graph.vector(node) {
+                    Some(v) => metric.score(query, v),
+                    None => graph.score(&graph.encode_query(query), node),
+                })
+            }
+        }
+    }
+
+    /// Whether a quantized segment holds `slot` (so its score is approximate and its vector is
+    /// on disk only).
+    pub fn is_encoded(&self, slot: Slot) -> bool {
+        matches!(
+            self.locate(slot),
+            Some(Location::Sealed(s, _)) if s.segment.graph.encoding() != Encoding::F32
+        )
     }
 
     pub fn slot_of(&self, id: &PointId) -> Option<Slot> {
@@ -260,6 +295,8 @@ pub struct Collection {
     closed: AtomicBool,
     /// What the running job is building: `(points, estimated bytes)`.
     building: Mutex<Option<(usize, usize)>>,
+    /// The full-precision vectors, for a quantized collection.
+    source: Option<Arc<dyn VectorSource>>,
 }
 
 impl Collection {
@@ -274,11 +311,27 @@ impl Collection {
             busy: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             building: Mutex::new(None),
+            source: None,
         }
+    }
+
+    /// Reads full-precision vectors from `source` (a quantized collection needs one to rescore
+    /// and to return vectors; without one its searches return approximate scores).
+    pub fn with_vectors(mut self, source: Arc<dyn VectorSource>) -> Self {
+        self.source = Some(source);
+        self
     }
 
     pub fn name(&self) -> &str {
         &self.meta.spec.name
+    }
+
+    /// Bytes one vector takes in a sealed segment of this collection.
+    fn encoded_bytes_per_vector(&self) -> usize {
+        self.meta
+            .spec
+            .quantization
+            .bytes_per_vector(self.meta.spec.dim as usize)
     }
 
     /// Read access to the points.
@@ -351,14 +404,17 @@ impl Collection {
                 points: s.live_count() as u64,
                 retired: s.retired_count as u64,
                 memory_bytes: s.segment.memory_bytes() as u64,
+                bytes_per_vector: s.segment.graph.bytes_per_vector() as u32,
             })
             .collect();
+        let full = self.meta.spec.dim * 4;
         if let Some((points, bytes)) = *self.building.lock() {
             out.push(SegmentInfo {
                 state: SegmentState::Building,
                 points: points as u64,
                 retired: 0,
                 memory_bytes: bytes as u64,
+                bytes_per_vector: self.encoded_bytes_per_vector() as u32,
             });
         }
         out.push(SegmentInfo {
@@ -366,6 +422,7 @@ impl Collection {
             points: p.appendable_slots.len(),
             retired: 0,
             memory_bytes: p.appendable.memory_bytes() as u64,
+            bytes_per_vector: full,
         });
         out
     }

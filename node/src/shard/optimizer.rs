@@ -7,7 +7,8 @@
 //! - **seal**: once the appendable segment holds `seal_points` points, the points it holds when
 //!   the job starts are indexed: appended to a copy of the newest sealed segment's graph while
 //!   that stays within `max_segment_points` (the copy costs a memory copy, the new points their
-//!   inserts only), else built into a new segment.
+//!   inserts only), else built into a new segment. A quantized collection's new segment
+//!   trains its encoding on the points it starts with; its extensions keep that encoding.
 //!
 //! A job reads its input under the read lock, builds without any lock (searches and writes go
 //! on; points retired meanwhile are marked when it installs), writes the segment's file, then
@@ -22,6 +23,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use quiver_index::hnsw::{HnswGraph, HnswParams};
+use quiver_index::quantize::Encoding;
 use quiver_index::Slot;
 use tracing::{info, warn};
 
@@ -136,17 +138,15 @@ impl Collection {
         let threads = self.config.build_threads;
         let (graph, mut all_slots) = match &base {
             Some(b) => (b.graph.extend(vectors, threads, number), b.slots.clone()),
-            None => (
-                HnswGraph::build(
-                    self.meta.spec.metric,
-                    self.meta.spec.dim as usize,
-                    params,
-                    vectors,
-                    threads,
-                    number,
-                ),
-                Vec::new(),
-            ),
+            None => {
+                let dim = self.meta.spec.dim as usize;
+                let encoding = Encoding::train(self.meta.spec.quantization, &vectors, dim);
+                let metric = self.meta.spec.metric;
+                let graph = HnswGraph::build_encoded(
+                    metric, dim, params, encoding, vectors, threads, number,
+                );
+                (graph, Vec::new())
+            }
         };
         all_slots.extend_from_slice(&slots);
         let sealed = Arc::new(Sealed::new(number, all_slots, graph));
@@ -163,9 +163,9 @@ impl Collection {
     }
 
     fn vacuum(&self, number: u64) {
-        let Some(params) = self.graph_params() else {
+        if self.graph_params().is_none() {
             return;
-        };
+        }
         let started = Instant::now();
         // (the segment is immutable: only which nodes are live is read under the lock)
         let (source, live) = {
@@ -179,26 +179,15 @@ impl Collection {
             (source.segment.clone(), live)
         };
         let slots: Vec<Slot> = live.iter().map(|n| source.slots[*n as usize]).collect();
-        let vectors: Vec<f32> = live
-            .iter()
-            .flat_map(|n| source.graph.vector(*n))
-            .copied()
-            .collect();
-        drop(source);
         if slots.is_empty() {
             self.install_replacing(None, Some(number), &[]);
             return;
         }
         self.report_building(slots.len(), None);
         let fresh = self.next_segment.fetch_add(1, Ordering::SeqCst);
-        let graph = HnswGraph::build(
-            self.meta.spec.metric,
-            self.meta.spec.dim as usize,
-            params,
-            vectors,
-            self.config.build_threads,
-            fresh,
-        );
+        // (the live nodes' stored vectors, in the source's encoding)
+        let graph = source.graph.subset(&live, self.config.build_threads, fresh);
+        drop(source);
         let sealed = Arc::new(Sealed::new(fresh, slots, graph));
         self.install(sealed.clone(), Some(number), &[]);
         info!(
@@ -218,7 +207,7 @@ impl Collection {
             Some(b) if !b.is_empty() => b.memory_bytes() / b.len() * (b.len() + points),
             _ => {
                 let m = self.graph_params().map_or(16, |p| p.m);
-                points * (self.meta.spec.dim as usize * 4 + (2 * m + 1) * 4 + 16)
+                points * (self.encoded_bytes_per_vector() + (2 * m + 1) * 4 + 16)
             }
         };
         *self.building.lock() = Some((points, estimate));

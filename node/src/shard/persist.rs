@@ -68,7 +68,9 @@ impl Collection {
                     Ok(s)
                         if s.graph.dim() == collection.meta.spec.dim as usize
                             && s.graph.metric() == collection.meta.spec.metric
-                            && s.graph.params() == params =>
+                            && s.graph.params() == params
+                            && s.graph.encoding().quantization()
+                                == collection.meta.spec.quantization =>
                     {
                         loaded.push(s)
                     }

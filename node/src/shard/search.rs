@@ -15,13 +15,19 @@
 //! hits whenever that many live points match. The appendable segment (points no graph holds
 //! yet) is scored exactly beside the graphs' hits, so a point is found as soon as its write is
 //! applied; the hits of all segments are merged into one top `k`.
+//!
+//! A quantized collection's segments score candidates approximately. Unless the query turns
+//! rescoring off, the plan then finds `k × oversampling` candidates (the walks' `ef` at least
+//! that), and those a quantized segment holds are scored again against their full-precision
+//! vectors, read from the points' stored rows; the best `k` of them are returned.
 
 use std::sync::Arc;
 
-use quiver_core::shard::SearchQuery;
+use quiver_core::shard::{SearchQuery, DEFAULT_OVERSAMPLING};
 use quiver_index::distance::Metric;
 use quiver_index::filter::Filter;
 use quiver_index::flat::TopK;
+use quiver_index::quantize::Encoding;
 use quiver_index::{ScoredSlot, Slot};
 use roaring::RoaringBitmap;
 
@@ -152,11 +158,12 @@ fn scan(
     let mut top = TopK::new(metric, k);
     for s in &p.sealed {
         let graph = &s.segment.graph;
+        let encoded = graph.encode_query(query);
         for (node, &slot) in s.segment.slots.iter().enumerate() {
             if !s.is_retired(node as u32) && accept(slot) {
                 top.push(ScoredSlot {
                     slot,
-                    score: metric.score(query, graph.vector(node as u32)),
+                    score: graph.score(&encoded, node as u32),
                 });
             }
         }
@@ -182,7 +189,7 @@ fn score_slots(
         slots.filter_map(|slot| {
             Some(ScoredSlot {
                 slot,
-                score: metric.score(query, p.vector(slot)?),
+                score: p.score(metric, query, slot)?,
             })
         }),
     )
@@ -193,13 +200,23 @@ impl Collection {
     pub fn search(&self, params: &SearchQuery, config: &PlannerConfig) -> (Vec<SearchHit>, Plan) {
         let p = self.points.read();
         let metric = self.meta.spec.metric;
-        let k = params.top_k;
         let query = params.vector.as_slice();
         let ef = params
             .ef
             .or(self.meta.spec.default_ef.map(|e| e as usize))
             .unwrap_or(config.default_ef)
             .clamp(1, config.max_ef);
+        let rescoring = self.source.is_some()
+            && params.rescore != Some(false)
+            && p.sealed
+                .iter()
+                .any(|s| s.segment.graph.encoding() != Encoding::F32);
+        let k = if rescoring {
+            let oversampling = params.oversampling.unwrap_or(DEFAULT_OVERSAMPLING).max(1.0);
+            (params.top_k as f32 * oversampling).ceil() as usize
+        } else {
+            params.top_k
+        };
         // whether there is a graph to walk
         let graphs = !params.exact && !p.sealed.is_empty();
         let appendable = || p.appendable_slots.iter();
@@ -247,11 +264,17 @@ impl Collection {
                 }
             }
         };
+        let hits = if rescoring {
+            self.rescore(&p, query, params.top_k, hits)
+        } else {
+            hits
+        };
         let hits = hits
             .into_iter()
             .filter_map(|h| {
+                let id = p.id_of(h.slot)?;
                 Some(SearchHit {
-                    id: p.id_of(h.slot)?,
+                    id,
                     score: h.score,
                     payload: params
                         .with_payload
@@ -259,12 +282,45 @@ impl Collection {
                         .flatten(),
                     vector: params
                         .with_vector
-                        .then(|| p.vector(h.slot).map(<[f32]>::to_vec))
+                        .then(|| self.full_vector(&p, id, h.slot))
                         .flatten(),
                 })
             })
             .collect();
         (hits, plan)
+    }
+
+    /// The best `k` of `candidates`, those a quantized segment holds scored again with their
+    /// full-precision vectors. (A stored row may be a newer version of the point than the one
+    /// memory holds, written but not yet installed: its vector is then the newer one.)
+    fn rescore(
+        &self,
+        p: &Points,
+        query: &[f32],
+        k: usize,
+        candidates: Vec<ScoredSlot>,
+    ) -> Vec<ScoredSlot> {
+        let metric = self.meta.spec.metric;
+        let rescored = candidates.into_iter().filter_map(|h| {
+            if !p.is_encoded(h.slot) {
+                return Some(h);
+            }
+            let vector = self.full_vector(p, p.id_of(h.slot)?, h.slot)?;
+            Some(ScoredSlot {
+                slot: h.slot,
+                score: metric.score(query, &vector),
+            })
+        });
+        best(metric, k, rescored)
+    }
+
+    /// The full-precision vector of live `slot` (point `id`): from memory, or from the stored
+    /// row when a quantized segment holds it.
+    fn full_vector(&self, p: &Points, id: PointId, slot: Slot) -> Option<Vec<f32>> {
+        match p.vector(slot) {
+            Some(v) => Some(v.to_vec()),
+            None => self.source.as_ref()?.vector(&id),
+        }
     }
 
     /// Ids of the live points matching `filter`, in no particular order.
@@ -305,7 +361,7 @@ impl Collection {
                 let slot = p.slot_of(id)?;
                 Some((
                     *id,
-                    p.vector(slot)?.to_vec(),
+                    self.full_vector(&p, *id, slot)?,
                     p.payloads.get(&slot)?.clone(),
                 ))
             })

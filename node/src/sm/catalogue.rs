@@ -344,7 +344,7 @@ impl Namespace for Catalogue {
         self.placements.clone()
     }
 
-    fn load(&mut self, storage: &dyn Storage, _derived: &Path) -> Result<()> {
+    fn load(&mut self, storage: &Arc<dyn Storage>, _derived: &Path) -> Result<()> {
         let mut all = BTreeMap::new();
         for (_, v) in storage.scan(Table::Meta, PLACEMENT_PREFIX, None, usize::MAX)? {
             let p: Placement = decode(&v)?;

@@ -88,7 +88,8 @@ pub trait Namespace: Default + Send + 'static {
     }
 
     /// Rebuilds memory from `storage`, and from the derived files under `derived` when present.
-    fn load(&mut self, storage: &dyn Storage, derived: &Path) -> Result<()>;
+    /// The namespace may keep `storage` to read rows its memory does not hold.
+    fn load(&mut self, storage: &Arc<dyn Storage>, derived: &Path) -> Result<()>;
 
     /// Validates `command` (at log position `index`) against the state and fills `batch` with its
     /// data changes; returns the effect and how many things it affects. An error other than
@@ -329,7 +330,7 @@ impl<N: Namespace> StateMachine<N> {
             Some(b) => decode(&b)?,
             None => AppliedRecord::default(),
         };
-        self.namespace.load(self.storage.as_ref(), &self.derived)
+        self.namespace.load(&self.storage, &self.derived)
     }
 
     /// What readers share of the namespace.

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use super::{decode, encode, MachineKind, Namespace};
-use crate::shard::{persist, Collection, SegmentConfig};
+use crate::shard::{persist, Collection, SegmentConfig, VectorSource};
 use crate::storage::{Storage, Table, WriteBatch};
 
 const COLLECTION_PREFIX: &[u8] = b"collection/";
@@ -98,11 +98,48 @@ pub enum PointsEffect {
     PayloadIndexes(Arc<Collection>, Vec<(String, FieldType)>),
 }
 
+/// The full-precision vectors of a collection's points: their stored rows.
+struct StoredVectors {
+    storage: Arc<dyn Storage>,
+    collection_id: u64,
+}
+
+impl std::fmt::Debug for StoredVectors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredVectors")
+            .field("collection_id", &self.collection_id)
+            .finish()
+    }
+}
+
+impl VectorSource for StoredVectors {
+    fn vector(&self, id: &PointId) -> Option<Vec<f32>> {
+        let key = point_key(self.collection_id, id);
+        match self.storage.get(Table::Points, &key) {
+            Ok(Some(bytes)) => match decode::<PointRecord>(&bytes) {
+                Ok(record) => Some(record.vector),
+                Err(e) => {
+                    warn!(error = %e, "a stored point does not decode");
+                    None
+                }
+            },
+            Ok(None) => None,
+            Err(e) => {
+                warn!(error = %e, "a stored point cannot be read");
+                None
+            }
+        }
+    }
+}
+
 /// The points namespace of a shard group.
 #[derive(Default)]
 pub struct Points {
     catalog: Arc<Catalog>,
     segments: SegmentConfig,
+    /// The group's storage (from [`Namespace::load`]), which quantized collections read their
+    /// full-precision vectors from.
+    storage: Option<Arc<dyn Storage>>,
 }
 
 impl Points {
@@ -111,6 +148,21 @@ impl Points {
         Self {
             catalog: Arc::default(),
             segments,
+            storage: None,
+        }
+    }
+
+    /// `collection` reading its full-precision vectors from the group's storage.
+    fn reading_vectors(&self, collection: Collection) -> Collection {
+        match &self.storage {
+            Some(storage) => {
+                let collection_id = collection.meta.id;
+                collection.with_vectors(Arc::new(StoredVectors {
+                    storage: storage.clone(),
+                    collection_id,
+                }))
+            }
+            None => collection,
         }
     }
 
@@ -356,7 +408,8 @@ impl Namespace for Points {
         Self::with_segments(SegmentConfig::from_storage(&config.storage))
     }
 
-    fn load(&mut self, storage: &dyn Storage, derived: &Path) -> Result<()> {
+    fn load(&mut self, storage: &Arc<dyn Storage>, derived: &Path) -> Result<()> {
+        self.storage = Some(storage.clone());
         let metas: Vec<CollectionMeta> = storage
             .scan(Table::Meta, COLLECTION_PREFIX, None, usize::MAX)?
             .iter()
@@ -376,6 +429,7 @@ impl Namespace for Points {
             })?;
             let dir = graph_dir(derived, meta.id);
             let (collection, report) = Collection::open(meta, records, &dir, self.segments)?;
+            let collection = self.reading_vectors(collection);
             info!(
                 collection = %collection.name(),
                 points = report.points,
@@ -448,7 +502,7 @@ impl Namespace for Points {
                 // Leftover segment files of an id can only be stale.
                 let dir = graph_dir(derived, meta.id);
                 let _ = std::fs::remove_dir_all(&dir);
-                let collection = Collection::new(meta, dir, self.segments);
+                let collection = self.reading_vectors(Collection::new(meta, dir, self.segments));
                 self.catalog
                     .collections
                     .write()

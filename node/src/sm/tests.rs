@@ -7,6 +7,7 @@ use quiver_index::distance::Metric;
 use quiver_index::filter::Filter;
 use quiver_index::params::HnswParams;
 use quiver_index::payload_index::FieldType;
+use quiver_index::quantize::Quantization;
 
 use super::points::{graph_dir, Points};
 use super::*;
@@ -40,6 +41,10 @@ fn vector(v: [i8; 2]) -> Vec<f32> {
 }
 
 fn spec(index: IndexKind) -> CollectionSpec {
+    quantized_spec(index, Quantization::None)
+}
+
+fn quantized_spec(index: IndexKind, quantization: Quantization) -> CollectionSpec {
     CollectionSpec {
         name: "m".into(),
         dim: 2,
@@ -47,6 +52,7 @@ fn spec(index: IndexKind) -> CollectionSpec {
         index,
         payload_indexes: vec![("tag".into(), FieldType::Integer)],
         default_ef: None,
+        quantization,
     }
 }
 
@@ -127,6 +133,8 @@ fn assert_matches_model(sm: &ShardMachine, model: &BTreeMap<u64, ([i8; 2], u8)>)
             exact,
             with_payload: false,
             with_vector: false,
+            rescore: None,
+            oversampling: None,
         };
         let (hits, _) = c.search(&params, &planner);
         let mut ids: Vec<u64> = hits
@@ -164,18 +172,25 @@ fn open_sealing_at(
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
     /// The optimizer seals, extends and vacuums segments (every few points) while commands
-    /// apply; searches, exact or not, always find exactly the model's points.
+    /// apply; searches, exact or not, always find exactly the model's points, and a point's
+    /// vector is returned exactly, whatever the segments' encoding.
     #[test]
     fn random_upserts_and_deletes_match_a_model(
         ops in prop::collection::vec(op(), 1..30),
-        hnsw in any::<bool>(),
+        index in 0..4,
         seal_points in 1usize..8,
     ) {
         let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::default());
         let graphs = tempfile::tempdir().unwrap();
         let mut sm = open_sealing_at(storage.clone(), graphs.path(), seal_points, 16);
-        let index = if hnsw { IndexKind::Hnsw(HnswParams { m: 8, ef_construction: 32 }) } else { IndexKind::Flat };
-        sm.apply(1, &serve(1, spec(index))).unwrap();
+        let hnsw = IndexKind::Hnsw(HnswParams { m: 8, ef_construction: 32 });
+        let spec = match index {
+            0 => spec(IndexKind::Flat),
+            1 => spec(hnsw),
+            2 => quantized_spec(hnsw, Quantization::F16),
+            _ => quantized_spec(hnsw, Quantization::Int8),
+        };
+        sm.apply(1, &serve(1, spec)).unwrap();
         let mut model = BTreeMap::new();
         for (i, op) in ops.iter().enumerate() {
             let index = i as u64 + 2;
@@ -637,6 +652,8 @@ fn nearest(collection: &crate::shard::Collection, query: Vec<f32>) -> (PointId, 
         exact: false,
         with_payload: false,
         with_vector: false,
+        rescore: None,
+        oversampling: None,
     };
     let planner = PlannerConfig {
         exact_search_threshold: 0,
@@ -730,9 +747,90 @@ fn an_open_with_damaged_or_half_written_segment_files_searches_at_once_and_index
         nearest(&collection, vec![3000.0, 5.0]).0,
         PointId::Num(3000)
     );
-    wait_until(|| collection.indexed_vectors() == 3001);
+    // the points are indexed again: the 3,000 the open found, with the new one if it was written
+    // before the seal job began (else it waits in the appendable segment for the next seal)
+    wait_until(|| collection.indexed_vectors() >= 3000 && !collection.optimizing());
     assert_eq!(
         nearest(&collection, vec![2999.0, 0.0]),
         (PointId::Num(2999), "hnsw")
     );
+    assert_eq!(
+        nearest(&collection, vec![3000.0, 5.0]).0,
+        PointId::Num(3000)
+    );
+}
+
+#[test]
+fn a_quantized_collection_rescores_with_the_stored_vectors_and_returns_them_exactly() {
+    let graphs = tempfile::tempdir().unwrap();
+    let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::default());
+    let mut sm = open_sealing_at(storage.clone(), graphs.path(), 500, 10_000);
+    let hnsw = IndexKind::Hnsw(HnswParams {
+        m: 8,
+        ef_construction: 32,
+    });
+    sm.apply(1, &serve(1, quantized_spec(hnsw, Quantization::Int8)))
+        .unwrap();
+    // points on a curve, so near neighbours differ by less than an int8 step of the range
+    let point = |id: u64| {
+        let t = id as f32 / 100.0;
+        vec![t.sin() * 100.0, t.cos() * 37.0 + t]
+    };
+    let upsert = ShardCommand::Points(PointsCommand::Upsert {
+        collection: "m".into(),
+        collection_id: 1,
+        points: (0..2_000)
+            .map(|id| NewPoint {
+                id: PointId::Num(id),
+                vector: point(id),
+                payload: JsonMap::new(),
+            })
+            .collect(),
+    });
+    sm.apply(2, &upsert).unwrap();
+    let collection = sm.view().get("m").unwrap();
+    wait_until(|| collection.indexed_vectors() == 2_000 && !collection.optimizing());
+    let sealed = &collection.segments()[0];
+    assert_eq!(sealed.state, quiver_core::shard::SegmentState::Sealed);
+    assert_eq!(sealed.bytes_per_vector, 8, "one word of codes, one of bias");
+
+    let planner = PlannerConfig {
+        exact_search_threshold: 0,
+        default_ef: 64,
+        max_ef: 256,
+    };
+    let query = |rescore: Option<bool>, exact: bool| SearchQuery {
+        vector: vec![point(1_234)[0] + 0.01, point(1_234)[1]],
+        top_k: 5,
+        ef: Some(64),
+        filter: None,
+        exact,
+        with_payload: false,
+        with_vector: true,
+        rescore,
+        oversampling: Some(4.0),
+    };
+    for exact in [false, true] {
+        let (hits, _) = collection.search(&query(None, exact), &planner);
+        assert_eq!(hits[0].id, PointId::Num(1_234), "exact={exact}");
+        // rescored: the true distance, and the full-precision vector from the stored row
+        assert!((hits[0].score - 0.01).abs() < 1e-4, "{}", hits[0].score);
+        assert_eq!(hits[0].vector.as_deref(), Some(point(1_234).as_slice()));
+        assert!(hits.windows(2).all(|w| w[0].score <= w[1].score));
+    }
+    // without rescoring the scores are the codes' (one step of the range apart, not 0.01)
+    let (approximate, _) = collection.search(&query(Some(false), false), &planner);
+    assert!(approximate.iter().any(|h| (h.score - 0.01).abs() > 1e-3));
+    // get returns stored vectors exactly
+    let got = collection.get(&[PointId::Num(7)]);
+    assert_eq!(got[0].1, point(7));
+
+    // a reopened state loads the int8 segment from its file and still rescores
+    drop((sm, collection));
+    let reopened = open_sealing_at(storage, graphs.path(), 500, 10_000);
+    let collection = reopened.view().get("m").unwrap();
+    assert_eq!(collection.indexed_vectors(), 2_000);
+    let (hits, plan) = collection.search(&query(None, false), &planner);
+    assert_eq!((hits[0].id, plan.as_str()), (PointId::Num(1_234), "hnsw"));
+    assert!((hits[0].score - 0.01).abs() < 1e-4);
 }
