@@ -201,6 +201,27 @@ flat = client.query_points("qc_flat", query=[0.2, 0.0], limit=3).points
 check([p.id for p in flat] == [0, 1, 2] and flat[0].score <= flat[1].score, f"euclid {flat}")
 check(client.get_collection("qc_flat").config.hnsw_config.m == 0, "flat reported as m = 0")
 
+# scalar int8 quantization, as qdrant-client asks for it: reported back, searched with rescoring
+client.create_collection("qc_int8", vectors_config=models.VectorParams(size=8, distance=models.Distance.COSINE),
+                         quantization_config=models.ScalarQuantization(
+                             scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8, quantile=0.99,
+                                                                    always_ram=True)))
+q = client.get_collection("qc_int8").config.quantization_config
+check(q is not None and q.scalar.type == models.ScalarType.INT8, f"int8 reported: {q}")
+client.upsert("qc_int8", points=[models.PointStruct(id=i, vector=[float((i * 7 + j) % 11) + 1.0 for j in range(8)])
+                                 for i in range(60)], wait=True)
+params = models.SearchParams(quantization=models.QuantizationSearchParams(rescore=True, oversampling=2.0))
+hits = client.query_points("qc_int8", query=[float((5 * 7 + j) % 11) + 1.0 for j in range(8)], limit=3,
+                           search_params=params).points
+check(hits[0].id == 5 and abs(hits[0].score - 1.0) < 1e-5, f"int8 search {hits}")
+bad = http.put("/collections/qc_pq", json={"vectors": {"size": 8, "distance": "Dot"},
+                                          "quantization_config": {"product": {"compression": "x16"}}})
+check(bad.status_code == 400 and "quantization_config" in bad.text, f"product quantization refused: {bad.text}")
+bad = http.post("/collections/qc_int8/points/search",
+                json={"vector": [1.0] * 8, "limit": 3, "params": {"quantization": {"oversampling": 0.2}}})
+check(bad.status_code == 400 and "oversampling" in bad.text, f"oversampling refused: {bad.text}")
+check(client.delete_collection("qc_int8"), "delete int8 collection")
+
 # snapshots: created, listed, downloaded (quiver's own file: JSON lines), deleted
 snap = client.create_snapshot(name)
 check(snap.name.endswith(".snapshot") and snap.size > 0 and snap.creation_time, f"create_snapshot {snap}")

@@ -68,6 +68,23 @@ async fn bad_input_is_rejected_with_the_field_named_and_changes_nothing() {
         "metric",
     );
     must_reject(
+        collections.create(with(&|r| r.quantization = 9)).await,
+        Code::InvalidArgument,
+        "quantization",
+    );
+    must_reject(
+        collections
+            .create(with(&|r| {
+                r.quantization = pb::Quantization::Int8 as i32;
+                r.index = Some(pb::IndexConfig {
+                    kind: Some(pb::index_config::Kind::Flat(pb::FlatConfig {})),
+                });
+            }))
+            .await,
+        Code::InvalidArgument,
+        "quantization",
+    );
+    must_reject(
         collections
             .create(with(&|r| {
                 r.index = Some(pb::IndexConfig {
@@ -429,6 +446,15 @@ async fn bad_input_is_rejected_with_the_field_named_and_changes_nothing() {
         Code::InvalidArgument,
         "ef",
     );
+    for oversampling in [0.5, 17.0, f32::NAN, f32::INFINITY] {
+        must_reject(
+            points
+                .search(search(&|r| r.oversampling = Some(oversampling)))
+                .await,
+            Code::InvalidArgument,
+            "oversampling",
+        );
+    }
     must_reject(
         points.search(search(&|r| r.top_k = Some(101))).await,
         Code::InvalidArgument,

@@ -139,3 +139,67 @@ async fn hnsw_recall_unfiltered_and_filtered() {
     assert!(one_unindexed >= 0.95, "1% unindexed recall {one_unindexed}");
     server.stop().await;
 }
+
+/// A quantized collection (fp16, int8) keeps recall@10 ≥ 0.95 with its default rescoring,
+/// unfiltered and under a 10% filter, says how it stores vectors, and returns them exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quantized_collections_keep_recall_with_rescoring() {
+    const N: usize = 10_000;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    // a 10% filter (1,000 matches) walks the graph
+    config.search.exact_search_threshold = 500;
+    let server = TestServer::must_start(config).await;
+    let mut collections = server.must_collections().await;
+    let mut points = server.must_points().await;
+    let data = clustered(N + QUERIES, DIM, 40, 21);
+    let (base, queries) = data.split_at(N);
+    for (quantization, bytes_per_vector) in [
+        (pb::Quantization::Fp16, DIM * 2),
+        (pb::Quantization::Int8, DIM + 4),
+    ] {
+        let mut req = create_request("v", DIM as u32, pb::Metric::L2);
+        req.quantization = quantization as i32;
+        collections.create(req).await.unwrap();
+        let pts: Vec<pb::Point> = base
+            .iter()
+            .enumerate()
+            .map(|(i, v)| point(i as u64, v.clone(), json!({"bucket": i % 10})))
+            .collect();
+        must_upsert_all(&mut points, "v", pts, 1_000).await;
+        server.settle("v").await;
+        let info = collections
+            .get(pb::GetCollectionRequest { name: "v".into() })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(info.quantization, quantization as i32);
+        let sealed: Vec<&pb::SegmentInfo> = info.shards[0]
+            .segments
+            .iter()
+            .filter(|s| s.state == "sealed")
+            .collect();
+        assert!(!sealed.is_empty(), "{info:?}");
+        assert!(sealed
+            .iter()
+            .all(|s| s.bytes_per_vector as usize == bytes_per_vector));
+
+        let unfiltered = recall_at_10(&mut points, queries, "", "hnsw").await;
+        let filtered =
+            recall_at_10(&mut points, queries, r#"{"bucket": 3}"#, "hnsw-filtered").await;
+        eprintln!("{quantization:?} recall@10: unfiltered {unfiltered:.3}, 10% {filtered:.3}");
+        assert!(unfiltered >= 0.95, "{quantization:?} unfiltered recall {unfiltered}");
+        assert!(filtered >= 0.95, "{quantization:?} 10% filtered recall {filtered}");
+
+        let mut search = search_request("v", base[17].clone(), 1);
+        search.with_vector = true;
+        let hit = points.search(search).await.unwrap().into_inner();
+        assert_eq!(hit.results[0].vector, base[17], "{quantization:?}");
+        assert_eq!(hit.results[0].score, 0.0);
+        collections
+            .delete(pb::DeleteCollectionRequest { name: "v".into() })
+            .await
+            .unwrap();
+    }
+    server.stop().await;
+}
