@@ -2,7 +2,11 @@
 //! `.fvecs` base/query files and `.ivecs` ground truth.
 //!
 //! One build per run (exact [`VectorArena`], or an [`HnswGraph`] built on `--build-threads`
-//! threads, or the `hnsw_rs` crate's graph as a reference), then one measured pass over the queries per `--ef`. Each pass is preceded by an
+//! threads, or the `hnsw_rs` crate's graph as a reference), then one measured pass over the
+//! queries per `--ef`. With `--quantization fp16|int8` the graph stores encoded vectors and each
+//! search rescores its `10 × --oversampling` candidates with the full vectors (held in memory
+//! here; a server reads them from RocksDB), and `index MiB` is the graph with its encoded
+//! vectors, which is what a server holds in memory. Each pass is preceded by an
 //! unmeasured warm-up over the first 100 queries; every query is timed on its own, and QPS is
 //! queries over the wall time of the pass (aggregate over `--threads` threads). Output: one JSON
 //! object per setting with `--json`, a table otherwise; a header with the SIMD kernels and the
@@ -19,6 +23,7 @@ use quiver_benches::stats::{percentile_us, recall_at, rss_bytes};
 use quiver_index::distance::{simd_backend, Metric};
 use quiver_index::flat::VectorArena;
 use quiver_index::hnsw::{HnswGraph, HnswParams, MAX_EF_CONSTRUCTION, MAX_M};
+use quiver_index::quantize::{Encoding, Quantization};
 use quiver_index::Slot;
 
 /// Recall is reported at this depth.
@@ -67,6 +72,12 @@ struct Args {
     /// Threads building the graph.
     #[arg(long, default_value_t = 2)]
     build_threads: usize,
+    /// How the graph stores vectors: none (f32), fp16 or int8.
+    #[arg(long, default_value = "none")]
+    quantization: Quantization,
+    /// Candidates rescored per hit of a quantized graph.
+    #[arg(long, default_value_t = 2.0)]
+    oversampling: f32,
     /// Threads running queries (QPS is their aggregate).
     #[arg(long, default_value_t = 1)]
     threads: usize,
@@ -172,29 +183,57 @@ fn bench_hnsw(args: &Args, data: &Dataset) -> Vec<Row> {
     let rss_before = rss_bytes();
     let started = Instant::now();
     let vectors: Vec<f32> = data.base.iter().flatten().copied().collect();
-    let graph = HnswGraph::build(
+    let encoding = Encoding::train(args.quantization, &vectors, data.dim);
+    let graph = HnswGraph::build_encoded(
         args.metric,
         data.dim,
         params,
+        encoding,
         vectors,
         args.build_threads,
         1,
     );
     let build_s = started.elapsed().as_secs_f64();
     let what = format!(
-        "hnsw m={} ef_construction={} on {} thread(s)",
-        args.m, args.ef_construction, args.build_threads
+        "hnsw m={} ef_construction={} {} on {} thread(s), {} bytes per vector",
+        args.m,
+        args.ef_construction,
+        args.quantization,
+        args.build_threads,
+        graph.bytes_per_vector()
     );
     report_build(&what, build_s, rss_before);
+    let (index, candidates) = match args.quantization {
+        Quantization::None => ("hnsw", K),
+        Quantization::F16 => ("hnsw-fp16", rescored(args.oversampling)),
+        Quantization::Int8 => ("hnsw-int8", rescored(args.oversampling)),
+    };
     args.ef
         .iter()
         .map(|&ef| {
             let pass = measure(data, args.threads, |q| {
-                graph.search(q, K, ef).iter().map(|h| h.slot).collect()
+                let hits = graph.search(q, candidates, ef.max(candidates));
+                if candidates == K {
+                    return hits.iter().map(|h| h.slot).collect();
+                }
+                // rescored with the full vectors
+                let mut exact: Vec<(f32, Slot)> = hits
+                    .iter()
+                    .map(|h| (args.metric.score(q, &data.base[h.slot as usize]), h.slot))
+                    .collect();
+                exact.sort_by(|a, b| {
+                    let order = a.0.total_cmp(&b.0);
+                    if args.metric.higher_is_better() {
+                        order.reverse()
+                    } else {
+                        order
+                    }
+                });
+                exact.iter().take(K).map(|(_, slot)| *slot).collect()
             });
             row(
                 "quiver",
-                "hnsw",
+                index,
                 hnsw_params(args, ef),
                 &pass,
                 build_s,
@@ -202,6 +241,11 @@ fn bench_hnsw(args: &Args, data: &Dataset) -> Vec<Row> {
             )
         })
         .collect()
+}
+
+/// Candidates a quantized search rescores for its `K` hits.
+fn rescored(oversampling: f32) -> usize {
+    (K as f32 * oversampling.max(1.0)).ceil() as usize
 }
 
 /// A search of the reference graph: query and ef to slots.

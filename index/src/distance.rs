@@ -97,12 +97,12 @@ pub fn normalize(v: &mut [f32]) -> bool {
 pub type Kernel = fn(&[f32], &[f32]) -> f32;
 
 /// Four inner products of one row, sharing its loads.
-type Kernel4 = fn([&[f32]; 4], &[f32]) -> [f32; 4];
+type TileKernel = fn([&[f32]; 4], [&[f32]; 2]) -> [f32; 8];
 
 struct Kernels {
     dot: Kernel,
     l2_squared: Kernel,
-    dot4: Kernel4,
+    dot_tile: TileKernel,
     name: &'static str,
 }
 
@@ -114,14 +114,14 @@ fn kernels() -> &'static Kernels {
             return Kernels {
                 dot: avx2::dot,
                 l2_squared: avx2::l2_squared,
-                dot4: avx2::dot4,
+                dot_tile: avx2::dot_tile,
                 name: "avx2+fma",
             };
         }
         Kernels {
             dot: scalar::dot,
             l2_squared: scalar::l2_squared,
-            dot4: scalar::dot4,
+            dot_tile: scalar::dot_tile,
             name: "scalar",
         }
     })
@@ -142,11 +142,12 @@ pub fn l2_squared_kernel() -> Kernel {
     kernels().l2_squared
 }
 
-/// The inner products of four queries with one `row`, which is read once for all four (the
-/// micro-kernel of batched exact search). Each query must be as long as `row`.
+/// The inner products of four queries with two rows, `out[2·q + r]` (the micro-kernel of
+/// batched exact search: each load of a row or a query feeds several multiply-adds, and the
+/// eight sums stay in registers). All six slices must have one length.
 #[inline]
-pub fn dot4(queries: [&[f32]; 4], row: &[f32]) -> [f32; 4] {
-    (kernels().dot4)(queries, row)
+pub fn dot_tile(queries: [&[f32]; 4], rows: [&[f32]; 2]) -> [f32; 8] {
+    (kernels().dot_tile)(queries, rows)
 }
 
 /// Inner product. The slices must have the same length.
@@ -182,9 +183,15 @@ pub mod scalar {
         sum
     }
 
-    /// Four inner products with one row.
-    pub fn dot4(queries: [&[f32]; 4], row: &[f32]) -> [f32; 4] {
-        queries.map(|q| dot(q, row))
+    /// Eight inner products: four queries with two rows, `out[2·q + r]`.
+    pub fn dot_tile(queries: [&[f32]; 4], rows: [&[f32]; 2]) -> [f32; 8] {
+        let mut out = [0.0; 8];
+        for (i, q) in queries.iter().enumerate() {
+            for (j, r) in rows.iter().enumerate() {
+                out[2 * i + j] = dot(q, r);
+            }
+        }
+        out
     }
 
     /// Squared Euclidean distance.
@@ -221,40 +228,65 @@ mod avx2 {
         unsafe { l2_avx2(a, b) }
     }
 
-    pub fn dot4(queries: [&[f32]; 4], row: &[f32]) -> [f32; 4] {
+    pub fn dot_tile(queries: [&[f32]; 4], rows: [&[f32]; 2]) -> [f32; 8] {
         // SAFETY: only installed by `kernels()` after detecting avx2 and fma.
-        unsafe { dot4_avx2(queries, row) }
+        unsafe { dot_tile_avx2(queries, rows) }
     }
 
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn dot4_avx2(q: [&[f32]; 4], row: &[f32]) -> [f32; 4] {
-        let n = q.iter().map(|q| q.len()).fold(row.len(), usize::min);
+    unsafe fn dot_tile_avx2(q: [&[f32]; 4], r: [&[f32]; 2]) -> [f32; 8] {
+        let n = q.iter().chain(&r).map(|s| s.len()).min().unwrap_or(0);
         let (p0, p1, p2, p3) = (q[0].as_ptr(), q[1].as_ptr(), q[2].as_ptr(), q[3].as_ptr());
-        let pr = row.as_ptr();
-        let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-        let (mut a2, mut a3) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let (r0, r1) = (r[0].as_ptr(), r[1].as_ptr());
+        let mut acc = [_mm256_setzero_ps(); 8];
         let mut i = 0;
-        // SAFETY: every load reads 8 floats at i <= n - 8, inside all five slices.
+        // SAFETY: every load reads 8 floats at i <= n - 8, inside all six slices.
         unsafe {
             while i + 8 <= n {
-                let x = _mm256_loadu_ps(pr.add(i));
-                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(p0.add(i)), x, a0);
-                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(p1.add(i)), x, a1);
-                a2 = _mm256_fmadd_ps(_mm256_loadu_ps(p2.add(i)), x, a2);
-                a3 = _mm256_fmadd_ps(_mm256_loadu_ps(p3.add(i)), x, a3);
+                let x0 = _mm256_loadu_ps(r0.add(i));
+                let x1 = _mm256_loadu_ps(r1.add(i));
+                let y = _mm256_loadu_ps(p0.add(i));
+                acc[0] = _mm256_fmadd_ps(y, x0, acc[0]);
+                acc[1] = _mm256_fmadd_ps(y, x1, acc[1]);
+                let y = _mm256_loadu_ps(p1.add(i));
+                acc[2] = _mm256_fmadd_ps(y, x0, acc[2]);
+                acc[3] = _mm256_fmadd_ps(y, x1, acc[3]);
+                let y = _mm256_loadu_ps(p2.add(i));
+                acc[4] = _mm256_fmadd_ps(y, x0, acc[4]);
+                acc[5] = _mm256_fmadd_ps(y, x1, acc[5]);
+                let y = _mm256_loadu_ps(p3.add(i));
+                acc[6] = _mm256_fmadd_ps(y, x0, acc[6]);
+                acc[7] = _mm256_fmadd_ps(y, x1, acc[7]);
                 i += 8;
             }
-            let mut out = [hsum(a0), hsum(a1), hsum(a2), hsum(a3)];
+            let mut out = [0.0f32; 8];
+            _mm256_storeu_ps(out.as_mut_ptr(), hsum8(acc));
             while i < n {
-                let x = *pr.add(i);
-                out[0] += *p0.add(i) * x;
-                out[1] += *p1.add(i) * x;
-                out[2] += *p2.add(i) * x;
-                out[3] += *p3.add(i) * x;
+                let (x0, x1) = (*r0.add(i), *r1.add(i));
+                for (k, p) in [p0, p1, p2, p3].into_iter().enumerate() {
+                    out[2 * k] += *p.add(i) * x0;
+                    out[2 * k + 1] += *p.add(i) * x1;
+                }
                 i += 1;
             }
             out
         }
+    }
+
+    /// The sums of eight vectors' lanes, in order, in one vector.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn hsum8(a: [__m256; 8]) -> __m256 {
+        // pairwise adds leave [a0 a1 a0 a1 | a0 a1 a0 a1]-style partial sums per 128-bit half;
+        // the two halves are then added across
+        let t0 = _mm256_hadd_ps(a[0], a[1]);
+        let t1 = _mm256_hadd_ps(a[2], a[3]);
+        let t2 = _mm256_hadd_ps(a[4], a[5]);
+        let t3 = _mm256_hadd_ps(a[6], a[7]);
+        let u0 = _mm256_hadd_ps(t0, t1);
+        let u1 = _mm256_hadd_ps(t2, t3);
+        let low = _mm256_permute2f128_ps(u0, u1, 0x20);
+        let high = _mm256_permute2f128_ps(u0, u1, 0x31);
+        _mm256_add_ps(low, high)
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -359,16 +391,18 @@ mod tests {
     }
 
     #[test]
-    fn four_at_once_matches_one_at_a_time() {
+    fn a_tile_matches_one_product_at_a_time() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(8);
         for len in [0, 1, 7, 8, 9, 16, 33, 128, 130] {
-            let row: Vec<f32> = (0..len).map(|_| rng.gen_range(-1.0..1.0)).collect();
-            let qs: Vec<Vec<f32>> = (0..4)
-                .map(|_| (0..len).map(|_| rng.gen_range(-1.0..1.0)).collect())
-                .collect();
-            let four = dot4([&qs[0], &qs[1], &qs[2], &qs[3]], &row);
-            for (q, got) in qs.iter().zip(four) {
-                assert!(close(got, scalar::dot(q, &row)), "len {len}");
+            let mut vector =
+                || -> Vec<f32> { (0..len).map(|_| rng.gen_range(-1.0..1.0)).collect() };
+            let rows = [vector(), vector()];
+            let qs: Vec<Vec<f32>> = (0..4).map(|_| vector()).collect();
+            let tile = dot_tile([&qs[0], &qs[1], &qs[2], &qs[3]], [&rows[0], &rows[1]]);
+            for (i, q) in qs.iter().enumerate() {
+                for (j, row) in rows.iter().enumerate() {
+                    assert!(close(tile[2 * i + j], scalar::dot(q, row)), "len {len}");
+                }
             }
         }
     }

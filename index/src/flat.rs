@@ -1,5 +1,5 @@
 //! Exact search: a contiguous vector arena addressed by slot, and a bounded top-k; a batch of
-//! queries is scored a block at a time against each row ([`VectorArena::search_batch`]).
+//! queries is scored against blocks of rows held in cache ([`VectorArena::search_batch`]).
 //!
 //! [`VectorArena`] stores vectors back to back in rows (`row * dim`), so a scan is a linear walk
 //! through memory, and maps each slot to its row. A removed slot's row is reused by the next slot
@@ -10,7 +10,7 @@
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
-use crate::distance::{dot, dot4, Metric};
+use crate::distance::{dot, dot_tile, Metric};
 use crate::{ScoredSlot, Slot};
 
 /// The row of a slot that holds no vector.
@@ -117,67 +117,98 @@ impl VectorArena {
         top.into_sorted_vec()
     }
 
-    /// Exact top-k over `slots` of each of `queries` (answers in order, each best first). Rows
-    /// are read from memory once per block of [`QUERY_BLOCK`] queries and scored against all of
-    /// them while in cache, so a batch costs far less memory traffic than its queries one by one.
+    /// Exact top-k over `slots` of each of `queries` (answers in order, each best first), with
+    /// the scores [`search`](Self::search) gives one query at a time. The rows are taken a
+    /// block at a time (a block fits the CPU's L2 cache) and scored against every query while
+    /// they are in cache, four queries by two rows per [`dot_tile`] call; a score enters a
+    /// query's top only if it beats the worst one kept (one comparison per pair, no heap).
     pub fn search_batch(
         &self,
         metric: Metric,
         queries: &[&[f32]],
         k: usize,
-        slots: impl Iterator<Item = Slot> + Clone,
+        slots: impl Iterator<Item = Slot>,
     ) -> Vec<Vec<ScoredSlot>> {
+        if queries.is_empty() {
+            return Vec::new();
+        }
         // l2 ranks by |q|² + |x|² - 2 q·x (squared, so by the same order as the distance); the
         // square root is taken of the k kept
         let l2 = metric == Metric::L2;
-        let norms: Vec<f32> = queries
-            .iter()
-            .map(|q| if l2 { dot(q, q) } else { 0.0 })
+        let higher = metric.higher_is_better();
+        let rows: Vec<(Slot, &[f32])> = slots
+            .filter_map(|slot| Some((slot, self.get(slot)?)))
             .collect();
+        let norm = |v: &[f32]| if l2 { dot(v, v) } else { 0.0 };
+        let row_norms: Vec<f32> = rows.iter().map(|(_, r)| norm(r)).collect();
+        let query_norms: Vec<f32> = queries.iter().map(|q| norm(q)).collect();
         let mut tops: Vec<TopK> = queries.iter().map(|_| TopK::new(metric, k)).collect();
-        let mut scores = [0.0f32; QUERY_BLOCK];
-        for (at, block) in queries.chunks(QUERY_BLOCK).enumerate() {
-            let first = at * QUERY_BLOCK;
-            for slot in slots.clone() {
-                let Some(row) = self.get(slot) else {
-                    continue;
-                };
-                let mut quads = block.chunks_exact(4);
-                let mut j = 0;
-                for quad in quads.by_ref() {
-                    let four = dot4([quad[0], quad[1], quad[2], quad[3]], row);
-                    scores[j..j + 4].copy_from_slice(&four);
-                    j += 4;
-                }
-                for q in quads.remainder() {
-                    scores[j] = dot(q, row);
-                    j += 1;
-                }
-                let row_norm = if l2 { dot(row, row) } else { 0.0 };
-                for (i, &product) in scores[..block.len()].iter().enumerate() {
-                    let score = if l2 {
-                        (norms[first + i] + row_norm - 2.0 * product).max(0.0)
-                    } else {
-                        product
-                    };
-                    tops[first + i].push(ScoredSlot { slot, score });
+        // per query, the score a hit must reach to enter its top (any, until it holds k)
+        let mut bounds = vec![
+            if higher {
+                f32::NEG_INFINITY
+            } else {
+                f32::INFINITY
+            };
+            queries.len()
+        ];
+        let block_rows = (ROW_BLOCK_BYTES / (self.dim.max(1) * 4)).max(2);
+        for (b, block) in rows.chunks(block_rows).enumerate() {
+            let first_row = b * block_rows;
+            for (c, quad) in queries.chunks(4).enumerate() {
+                let first_query = c * 4;
+                let q = [0, 1, 2, 3].map(|i| *quad.get(i).unwrap_or(&quad[0]));
+                for (p, pair) in block.chunks(2).enumerate() {
+                    let r = [pair[0].1, pair.get(1).unwrap_or(&pair[0]).1];
+                    let tile = dot_tile(q, r);
+                    for i in 0..quad.len() {
+                        let query = first_query + i;
+                        for (j, &(slot, _)) in pair.iter().enumerate() {
+                            let product = tile[2 * i + j];
+                            let score = if l2 {
+                                let row = first_row + 2 * p + j;
+                                (query_norms[query] + row_norms[row] - 2.0 * product).max(0.0)
+                            } else {
+                                product
+                            };
+                            // (ties go to the heap, which breaks them by slot)
+                            let enters = if higher {
+                                score >= bounds[query]
+                            } else {
+                                score <= bounds[query]
+                            };
+                            if enters {
+                                let top = &mut tops[query];
+                                top.push(ScoredSlot { slot, score });
+                                if let Some(worst) = top.worst() {
+                                    bounds[query] = worst;
+                                }
+                            }
+                        }
+                    }
                 }
             }
         }
+        // the kept hits scored again as `search` scores them, so both give the same scores
         tops.into_iter()
-            .map(|top| {
-                let mut hits = top.into_sorted_vec();
-                if l2 {
-                    hits.iter_mut().for_each(|h| h.score = h.score.sqrt());
+            .zip(queries)
+            .map(|(top, query)| {
+                let mut again = TopK::new(metric, k);
+                for hit in top.into_sorted_vec() {
+                    if let Some(row) = self.get(hit.slot) {
+                        let score = metric.score(query, row);
+                        again.push(ScoredSlot { score, ..hit });
+                    }
                 }
-                hits
+                again.into_sorted_vec()
             })
             .collect()
     }
 }
 
-/// Queries [`VectorArena::search_batch`] scores against each row while it is in cache.
-pub const QUERY_BLOCK: usize = 16;
+/// Bytes of rows [`VectorArena::search_batch`] scores against all queries while they stay in
+/// cache.
+const ROW_BLOCK_BYTES: usize = 128 * 1024;
 
 /// The best `k` scored slots seen so far.
 pub struct TopK {
@@ -248,6 +279,14 @@ impl TopK {
         }
     }
 
+    /// The worst score kept, once `k` are kept.
+    pub fn worst(&self) -> Option<f32> {
+        if self.heap.len() < self.k {
+            return None;
+        }
+        self.heap.peek().map(|r| r.hit.score)
+    }
+
     /// The kept hits, best first.
     pub fn into_sorted_vec(self) -> Vec<ScoredSlot> {
         self.heap
@@ -278,31 +317,37 @@ mod tests {
 
     #[test]
     fn a_batch_answers_what_each_query_answers_alone() {
-        let dim = 8;
-        let mut arena = VectorArena::new(dim);
-        let row =
-            |i: usize| -> Vec<f32> { (0..dim).map(|d| ((i * 31 + d * 7) % 17) as f32).collect() };
-        for i in 0..500 {
-            arena.set(i as Slot, &row(i));
-        }
-        let queries: Vec<Vec<f32>> = (0..37).map(|i| row(i * 13 + 5)).collect();
-        let refs: Vec<&[f32]> = queries.iter().map(Vec::as_slice).collect();
-        for metric in [Metric::L2, Metric::Dot] {
-            let batch = arena.search_batch(metric, &refs, 7, 0..500);
-            assert_eq!(batch.len(), 37);
-            for (q, answer) in refs.iter().zip(&batch) {
-                let alone = arena.search(metric, q, 7, 0..500);
-                // (l2 is computed through norms in a batch: equal up to rounding)
-                let scores = |hits: &[ScoredSlot]| hits.iter().map(|h| h.score).collect::<Vec<_>>();
-                for (a, b) in scores(answer).iter().zip(scores(&alone)) {
-                    assert!(
-                        (a - b).abs() <= 1e-3 * (1.0 + b.abs()),
-                        "{metric}: {a} vs {b}"
-                    );
+        // (dimension 300: rows span several cache blocks; an odd row count: a half tile)
+        for (dim, n) in [(8, 500), (300, 499)] {
+            let mut arena = VectorArena::new(dim);
+            let row = |i: usize| -> Vec<f32> {
+                (0..dim).map(|d| ((i * 31 + d * 7) % 17) as f32).collect()
+            };
+            for i in 0..n {
+                arena.set(i as Slot, &row(i));
+            }
+            let queries: Vec<Vec<f32>> = (0..37).map(|i| row(i * 13 + 5)).collect();
+            let refs: Vec<&[f32]> = queries.iter().map(Vec::as_slice).collect();
+            for metric in [Metric::L2, Metric::Dot] {
+                let slots = 0..n as Slot;
+                let batch = arena.search_batch(metric, &refs, 7, slots.clone());
+                assert_eq!(batch.len(), 37);
+                for (q, answer) in refs.iter().zip(&batch) {
+                    let alone = arena.search(metric, q, 7, slots.clone());
+                    assert_eq!(answer, &alone, "{metric}");
                 }
-                assert_eq!(answer.len(), alone.len());
             }
         }
+        let mut arena = VectorArena::new(2);
+        arena.set(0, &[1.0, 0.0]);
+        let one = arena.search_batch(Metric::Dot, &[&[1.0, 1.0]], 5, 0..3);
+        assert_eq!(
+            one,
+            vec![vec![ScoredSlot {
+                slot: 0,
+                score: 1.0
+            }]]
+        );
         assert!(arena.search_batch(Metric::L2, &[], 3, 0..500).is_empty());
     }
 

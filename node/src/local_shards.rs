@@ -23,6 +23,7 @@ use tonic::Status;
 
 use crate::cluster::group::{blocking, ShardGroup};
 use crate::cluster::node::Node;
+use crate::shard::search::{Plan, SearchHit};
 use crate::shard::Collection;
 use crate::sm::ShardCommand;
 
@@ -114,19 +115,26 @@ impl LocalShards {
         let planner = group.planner_config();
         let (hits, plan) =
             blocking("search", move || Ok(collection.search(&params, &planner))).await?;
-        let results = hits
-            .into_iter()
-            .map(|h| pb::ScoredPoint {
-                id: Some(convert::point_id_to_proto(&h.id)),
-                score: h.score,
-                payload: h.payload.map(|p| convert::json_to_struct(&p)),
-                vector: h.vector.unwrap_or_default(),
-            })
-            .collect();
-        Ok(pb::SearchResponse {
-            results,
-            plan: plan.as_str().to_string(),
+        Ok(search_response(hits, plan))
+    }
+
+    /// Searches behind one read barrier, run together on one blocking thread.
+    async fn search_points_batch(
+        &self,
+        read: &ShardRead,
+        queries: &[SearchQuery],
+    ) -> Result<Vec<pb::SearchResponse>> {
+        let (group, collection) = self.read(read).await?;
+        let queries = queries.to_vec();
+        let planner = group.planner_config();
+        let answers = blocking("search", move || {
+            Ok(collection.search_batch(&queries, &planner))
         })
+        .await?;
+        Ok(answers
+            .into_iter()
+            .map(|(hits, plan)| search_response(hits, plan))
+            .collect())
     }
 
     async fn scroll_points(
@@ -237,6 +245,14 @@ impl ShardClient for LocalShards {
         Ok(self.search_points(read, query).await?)
     }
 
+    async fn search_batch(
+        &self,
+        read: &ShardRead,
+        queries: &[SearchQuery],
+    ) -> Result<Vec<pb::SearchResponse>, Status> {
+        Ok(self.search_points_batch(read, queries).await?)
+    }
+
     async fn scroll(
         &self,
         read: &ShardRead,
@@ -326,3 +342,20 @@ impl ShardClient for LocalShards {
 
 /// The longest a snapshot may hold a shard's writes.
 const MAX_FREEZE_MS: u64 = 600_000;
+
+/// A search's hits and plan as the wire carries them.
+fn search_response(hits: Vec<SearchHit>, plan: Plan) -> pb::SearchResponse {
+    let results = hits
+        .into_iter()
+        .map(|h| pb::ScoredPoint {
+            id: Some(convert::point_id_to_proto(&h.id)),
+            score: h.score,
+            payload: h.payload.map(|p| convert::json_to_struct(&p)),
+            vector: h.vector.unwrap_or_default(),
+        })
+        .collect();
+    pb::SearchResponse {
+        results,
+        plan: plan.as_str().to_string(),
+    }
+}

@@ -199,6 +199,63 @@ impl Collection {
     /// Runs a search and returns hits (best first) and the plan used.
     pub fn search(&self, params: &SearchQuery, config: &PlannerConfig) -> (Vec<SearchHit>, Plan) {
         let p = self.points.read();
+        let (hits, plan) = self.scored(&p, params, config);
+        (self.hits(&p, params, hits), plan)
+    }
+
+    /// Runs searches (answers in order), as [`search`](Self::search) runs each. Unfiltered exact
+    /// scans of points no sealed segment holds (a flat collection's, or one not indexed yet)
+    /// share one pass over the vectors ([`VectorArena::search_batch`]).
+    ///
+    /// [`VectorArena::search_batch`]: quiver_index::flat::VectorArena::search_batch
+    pub fn search_batch(
+        &self,
+        queries: &[SearchQuery],
+        config: &PlannerConfig,
+    ) -> Vec<(Vec<SearchHit>, Plan)> {
+        let p = self.points.read();
+        let shared: Vec<usize> = if p.sealed.is_empty() {
+            (0..queries.len())
+                .filter(|&i| queries[i].filter.is_none())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut answers: Vec<Option<(Vec<SearchHit>, Plan)>> = vec![None; queries.len()];
+        if shared.len() > 1 {
+            let vectors: Vec<&[f32]> = shared
+                .iter()
+                .map(|&i| queries[i].vector.as_slice())
+                .collect();
+            let k = shared.iter().map(|&i| queries[i].top_k).max().unwrap_or(0);
+            let metric = self.meta.spec.metric;
+            let found = p
+                .appendable
+                .search_batch(metric, &vectors, k, p.appendable_slots.iter());
+            for (&i, mut hits) in shared.iter().zip(found) {
+                hits.truncate(queries[i].top_k);
+                answers[i] = Some((self.hits(&p, &queries[i], hits), Plan::Exact));
+            }
+        }
+        answers
+            .into_iter()
+            .zip(queries)
+            .map(|(answer, params)| {
+                answer.unwrap_or_else(|| {
+                    let (hits, plan) = self.scored(&p, params, config);
+                    (self.hits(&p, params, hits), plan)
+                })
+            })
+            .collect()
+    }
+
+    /// The slots a search finds, best first, scored, and the plan it ran.
+    fn scored(
+        &self,
+        p: &Points,
+        params: &SearchQuery,
+        config: &PlannerConfig,
+    ) -> (Vec<ScoredSlot>, Plan) {
         let metric = self.meta.spec.metric;
         let query = params.vector.as_slice();
         let ef = params
@@ -264,13 +321,16 @@ impl Collection {
                 }
             }
         };
-        let hits = if rescoring {
-            self.rescore(&p, query, params.top_k, hits)
+        if rescoring {
+            (self.rescore(p, query, params.top_k, hits), plan)
         } else {
-            hits
-        };
-        let hits = hits
-            .into_iter()
+            (hits, plan)
+        }
+    }
+
+    /// Scored slots as the hits a search returns, with what it asked for.
+    fn hits(&self, p: &Points, params: &SearchQuery, hits: Vec<ScoredSlot>) -> Vec<SearchHit> {
+        hits.into_iter()
             .filter_map(|h| {
                 let id = p.id_of(h.slot)?;
                 Some(SearchHit {
@@ -282,12 +342,11 @@ impl Collection {
                         .flatten(),
                     vector: params
                         .with_vector
-                        .then(|| self.full_vector(&p, id, h.slot))
+                        .then(|| self.full_vector(p, id, h.slot))
                         .flatten(),
                 })
             })
-            .collect();
-        (hits, plan)
+            .collect()
     }
 
     /// The best `k` of `candidates`, those a quantized segment holds scored again with their

@@ -188,8 +188,14 @@ async fn quantized_collections_keep_recall_with_rescoring() {
         let filtered =
             recall_at_10(&mut points, queries, r#"{"bucket": 3}"#, "hnsw-filtered").await;
         eprintln!("{quantization:?} recall@10: unfiltered {unfiltered:.3}, 10% {filtered:.3}");
-        assert!(unfiltered >= 0.95, "{quantization:?} unfiltered recall {unfiltered}");
-        assert!(filtered >= 0.95, "{quantization:?} 10% filtered recall {filtered}");
+        assert!(
+            unfiltered >= 0.95,
+            "{quantization:?} unfiltered recall {unfiltered}"
+        );
+        assert!(
+            filtered >= 0.95,
+            "{quantization:?} 10% filtered recall {filtered}"
+        );
 
         let mut search = search_request("v", base[17].clone(), 1);
         search.with_vector = true;

@@ -64,6 +64,69 @@ async fn a_batch_answers_what_each_search_answers_alone() {
     }
 }
 
+/// A flat collection's unfiltered searches in a batch share one pass over the vectors; the
+/// answers are the ones each search gets alone, scores included, for every metric.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flat_batch_shares_one_scan_and_answers_as_searches_alone() {
+    let f = must_start().await;
+    let mut collections = f.server.must_collections().await;
+    let mut points = f.server.must_points().await;
+    let data = clustered(1_500, 24, 6, 31);
+    for metric in [pb::Metric::L2, pb::Metric::Cosine, pb::Metric::Dot] {
+        let mut create = create_request("flat", 24, metric);
+        create.index = Some(pb::IndexConfig {
+            kind: Some(pb::index_config::Kind::Flat(pb::FlatConfig {})),
+        });
+        collections.create(create).await.unwrap();
+        let pts: Vec<pb::Point> = data
+            .iter()
+            .enumerate()
+            .map(|(i, v)| point(i as u64, v.clone(), json!({"i": i})))
+            .collect();
+        must_upsert_all(&mut points, "flat", pts, 500).await;
+        let searches: Vec<pb::SearchRequest> = data
+            .iter()
+            .step_by(71)
+            .enumerate()
+            .map(|(i, v)| {
+                let mut s = search_request("", v.clone(), 1 + (i % 9) as u32);
+                s.with_payload = i % 2 == 1;
+                s.with_vector = i % 3 == 1;
+                if i == 4 {
+                    s.filter_json = r#"{"i": {"$lt": 700}}"#.into();
+                }
+                s
+            })
+            .collect();
+        let batch = points
+            .search_batch(pb::SearchBatchRequest {
+                collection: "flat".into(),
+                searches: searches.clone(),
+                consistency: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        for (search, answer) in searches.into_iter().zip(&batch.responses) {
+            let alone = points
+                .search(pb::SearchRequest {
+                    collection: "flat".into(),
+                    ..search.clone()
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(answer, &alone, "{metric:?} {search:?}");
+        }
+        collections
+            .delete(pb::DeleteCollectionRequest {
+                name: "flat".into(),
+            })
+            .await
+            .unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_search_in_a_batch_is_refused_by_its_place() {
     let f = must_start().await;
