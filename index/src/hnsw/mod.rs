@@ -337,6 +337,26 @@ impl HnswGraph {
         build::extend(self, words, threads, seed)
     }
 
+    /// A new graph holding this one's nodes (as [`extend`](Self::extend) keeps them) followed
+    /// by `nodes` of `other` (`len..`, in that order), inserted with `threads` threads. Their
+    /// stored vectors are copied when both graphs store them alike, else decoded and encoded as
+    /// this graph's.
+    pub fn absorb(&self, other: &HnswGraph, nodes: &[u32], threads: usize, seed: u64) -> Self {
+        let mut words = Vec::with_capacity(nodes.len() * self.layers.words);
+        let mut decoded = Vec::with_capacity(self.dim());
+        for &node in nodes {
+            if other.encoding == self.encoding {
+                words.extend_from_slice(other.layers.vector(node));
+            } else {
+                decoded.clear();
+                let stored = other.layers.vector(node);
+                other.encoding.decode(stored, other.dim(), &mut decoded);
+                self.encoding.encode(&decoded, &mut words);
+            }
+        }
+        build::extend(self, words, threads, seed)
+    }
+
     /// A new graph over the stored vectors of `nodes` (in that order: node `nodes[i]` becomes
     /// `i`), in this graph's encoding, built as [`build`](Self::build) would.
     pub fn subset(&self, nodes: &[u32], threads: usize, seed: u64) -> Self {

@@ -452,3 +452,35 @@ fn an_encoded_graph_writes_reads_extends_and_subsets_in_its_encoding() {
     assert_eq!(part.decoded(1), grown.decoded(3_210));
     assert_eq!(part.search(&data[3_210], 1, 8)[0].slot, 1);
 }
+
+#[test]
+fn a_graph_absorbs_another_graphs_nodes_in_its_own_encoding() {
+    use crate::quantize::Quantization;
+    let metric = Metric::L2;
+    let data = clustered(3_000, 16, 41, metric);
+    let params = HnswParams {
+        m: 8,
+        ef_construction: 64,
+    };
+    let first = HnswGraph::build(metric, 16, params, flatten(&data[..2_000]), 2, 1);
+    let second = HnswGraph::build(metric, 16, params, flatten(&data[2_000..]), 1, 2);
+    // the even nodes of the second graph join the first
+    let taken: Vec<u32> = (0..1_000).step_by(2).collect();
+    let merged = first.absorb(&second, &taken, 2, 3);
+    assert_eq!(merged.len(), 2_500);
+    assert_eq!(merged.vector(2_001), second.vector(2));
+    for (i, &node) in taken.iter().enumerate().step_by(50) {
+        let hit = merged.search(&data[2_000 + node as usize], 1, 32)[0];
+        assert_eq!(hit.slot as usize, 2_000 + i);
+    }
+    // an int8 graph absorbing f32 nodes encodes them as its own
+    let vectors = flatten(&data[..2_000]);
+    let encoding = Encoding::train(Quantization::Int8, &vectors, 16);
+    let coded = HnswGraph::build_encoded(metric, 16, params, encoding, vectors, 2, 4);
+    let grown = coded.absorb(&second, &[7, 8], 1, 5);
+    assert_eq!((grown.len(), grown.encoding()), (2_002, encoding));
+    let (mut words, mut expected) = (Vec::new(), Vec::new());
+    encoding.encode(&data[2_007], &mut words);
+    encoding.decode(&words, 16, &mut expected);
+    assert_eq!(grown.decoded(2_000), expected);
+}

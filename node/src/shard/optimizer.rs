@@ -4,6 +4,9 @@
 //! Jobs, looked for after every change the state machine installs and after each job:
 //! - **vacuum**: a sealed segment at least a fifth of whose nodes are retired is rebuilt from
 //!   its live nodes (one with none left is dropped). This is what frees retired slots' memory;
+//! - **merge**: the two smallest sealed segments become one when they fit in
+//!   `max_segment_points` together (vacuums shrink segments): the live nodes of the smaller are
+//!   inserted into a copy of the larger's graph;
 //! - **seal**: once the appendable segment holds `seal_points` points, the points it holds when
 //!   the job starts are indexed: appended to a copy of the newest sealed segment's graph while
 //!   that stays within `max_segment_points` (the copy costs a memory copy, the new points their
@@ -37,6 +40,8 @@ const VACUUM_SHARE: usize = 5;
 enum Job {
     /// Rebuild segment `number` from its live nodes.
     Vacuum(u64),
+    /// Insert the live nodes of segment `from` into a copy of segment `into`.
+    Merge { into: u64, from: u64 },
     /// Index the appendable segment's points.
     Seal,
 }
@@ -86,6 +91,7 @@ impl Collection {
                 while let Some(job) = self.due() {
                     match job {
                         Job::Vacuum(number) => self.vacuum(number),
+                        Job::Merge { into, from } => self.merge(into, from),
                         Job::Seal => self.seal(),
                     }
                 }
@@ -107,6 +113,17 @@ impl Collection {
             .find(|s| s.retired_count > 0 && s.retired_count * VACUUM_SHARE >= s.segment.len())
         {
             return Some(Job::Vacuum(s.segment.number));
+        }
+        let mut by_size: Vec<&InForce> = p.sealed.iter().collect();
+        by_size.sort_by_key(|s| s.live_count());
+        if let [small, large, ..] = by_size[..] {
+            // (the larger's graph is copied whole, its retired nodes too)
+            if large.segment.len() + small.live_count() <= self.config.max_segment_points {
+                return Some(Job::Merge {
+                    into: large.segment.number,
+                    from: small.segment.number,
+                });
+            }
         }
         (p.appendable_slots.len() as usize >= self.config.seal_points).then_some(Job::Seal)
     }
@@ -150,7 +167,8 @@ impl Collection {
         };
         all_slots.extend_from_slice(&slots);
         let sealed = Arc::new(Sealed::new(number, all_slots, graph));
-        self.install(sealed.clone(), base.map(|b| b.number), &slots);
+        let replaced: Vec<u64> = base.iter().map(|b| b.number).collect();
+        self.install(sealed.clone(), &replaced, &slots);
         info!(
             collection = %self.name(),
             segment = number,
@@ -180,7 +198,7 @@ impl Collection {
         };
         let slots: Vec<Slot> = live.iter().map(|n| source.slots[*n as usize]).collect();
         if slots.is_empty() {
-            self.install_replacing(None, Some(number), &[]);
+            self.install_replacing(None, &[number], &[]);
             return;
         }
         self.report_building(slots.len(), None);
@@ -189,7 +207,7 @@ impl Collection {
         let graph = source.graph.subset(&live, self.config.build_threads, fresh);
         drop(source);
         let sealed = Arc::new(Sealed::new(fresh, slots, graph));
-        self.install(sealed.clone(), Some(number), &[]);
+        self.install(sealed.clone(), &[number], &[]);
         info!(
             collection = %self.name(),
             segment = fresh,
@@ -197,6 +215,37 @@ impl Collection {
             nodes = sealed.len(),
             elapsed_ms = started.elapsed().as_millis() as u64,
             "segment vacuumed"
+        );
+    }
+
+    fn merge(&self, into: u64, from: u64) {
+        let started = Instant::now();
+        let (large, small, live) = {
+            let p = self.points.read();
+            let find = |number| p.sealed.iter().find(|s| s.segment.number == number);
+            let (Some(large), Some(small)) = (find(into), find(from)) else {
+                return;
+            };
+            let live: Vec<u32> = (0..small.segment.len() as u32)
+                .filter(|node| !small.is_retired(*node))
+                .collect();
+            (large.segment.clone(), small.segment.clone(), live)
+        };
+        self.report_building(live.len(), Some(&large));
+        let fresh = self.next_segment.fetch_add(1, Ordering::SeqCst);
+        let threads = self.config.build_threads;
+        let graph = large.graph.absorb(&small.graph, &live, threads, fresh);
+        let mut slots = large.slots.clone();
+        slots.extend(live.iter().map(|n| small.slots[*n as usize]));
+        let sealed = Arc::new(Sealed::new(fresh, slots, graph));
+        self.install(sealed.clone(), &[into, from], &[]);
+        info!(
+            collection = %self.name(),
+            segment = fresh,
+            merged = ?[into, from],
+            nodes = sealed.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "segments merged"
         );
     }
 
@@ -214,7 +263,7 @@ impl Collection {
     }
 
     /// Writes `sealed`'s file, then installs it (see [`install_replacing`](Self::install_replacing)).
-    fn install(&self, sealed: Arc<Sealed>, replaces: Option<u64>, taken: &[Slot]) {
+    fn install(&self, sealed: Arc<Sealed>, replaces: &[u64], taken: &[Slot]) {
         if self.is_closed() {
             return;
         }
@@ -225,16 +274,11 @@ impl Collection {
         self.install_replacing(Some(sealed), replaces, taken);
     }
 
-    /// In one step under the write lock: `sealed` (if any) takes the place of segment
-    /// `replaces` (if any), with its nodes whose slots are no longer live retired, and the
-    /// appendable copies of the `taken` slots are dropped. Then the manifest names the segments
-    /// in force and other segment files are removed.
-    fn install_replacing(
-        &self,
-        sealed: Option<Arc<Sealed>>,
-        replaces: Option<u64>,
-        taken: &[Slot],
-    ) {
+    /// In one step under the write lock: `sealed` (if any) takes the place of the segments
+    /// `replaces` (at the first one's place), with its nodes whose slots are no longer live
+    /// retired, and the appendable copies of the `taken` slots are dropped. Then the manifest
+    /// names the segments in force and other segment files are removed.
+    fn install_replacing(&self, sealed: Option<Arc<Sealed>>, replaces: &[u64], taken: &[Slot]) {
         let numbers: Vec<u64> = {
             let mut p = self.points.write();
             *self.building.lock() = None;
@@ -245,10 +289,8 @@ impl Collection {
             let position = p
                 .sealed
                 .iter()
-                .position(|s| Some(s.segment.number) == replaces);
-            if let Some(i) = position {
-                p.sealed.remove(i);
-            }
+                .position(|s| replaces.contains(&s.segment.number));
+            p.sealed.retain(|s| !replaces.contains(&s.segment.number));
             for &slot in taken {
                 if p.appendable_slots.remove(slot) {
                     p.appendable.remove(slot);

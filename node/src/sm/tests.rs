@@ -834,3 +834,50 @@ fn a_quantized_collection_rescores_with_the_stored_vectors_and_returns_them_exac
     assert_eq!((hits[0].id, plan.as_str()), (PointId::Num(1_234), "hnsw"));
     assert!((hits[0].score - 0.01).abs() < 1e-4);
 }
+
+#[test]
+fn segments_shrunk_by_vacuums_are_merged() {
+    let graphs = tempfile::tempdir().unwrap();
+    let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::default());
+    let mut sm = open_sealing_at(storage.clone(), graphs.path(), 100, 300);
+    let hnsw = spec(IndexKind::Hnsw(HnswParams {
+        m: 8,
+        ef_construction: 32,
+    }));
+    sm.apply(1, &serve(1, hnsw)).unwrap();
+    let collection = sm.view().get("m").unwrap();
+    let sealed = |c: &crate::shard::Collection| {
+        c.segments()
+            .into_iter()
+            .filter(|s| s.state == quiver_core::shard::SegmentState::Sealed)
+            .map(|s| (s.points, s.retired))
+            .collect::<Vec<_>>()
+    };
+    sm.apply(2, &upsert_round(0..250, 0)).unwrap();
+    wait_until(|| collection.indexed_vectors() == 250 && !collection.optimizing());
+    // 250 + 200 do not fit in 300: a second segment
+    sm.apply(3, &upsert_round(250..450, 0)).unwrap();
+    wait_until(|| collection.indexed_vectors() == 450 && !collection.optimizing());
+    assert_eq!(sealed(&collection), vec![(250, 0), (200, 0)]);
+    // most of the first deleted: vacuumed to 50 points, which then fit beside the 200
+    let delete = ShardCommand::Points(PointsCommand::Delete {
+        collection: "m".into(),
+        collection_id: 1,
+        ids: (0..200).map(PointId::Num).collect(),
+    });
+    sm.apply(4, &delete).unwrap();
+    wait_until(|| !collection.optimizing() && sealed(&collection).len() == 1);
+    assert_eq!(sealed(&collection), vec![(250, 0)]);
+    for id in [200, 333, 449] {
+        assert_eq!(
+            nearest(&collection, vec![id as f32, 0.0]),
+            (PointId::Num(id), "hnsw")
+        );
+    }
+    // the merged segment is what a restart loads
+    drop((sm, collection));
+    let reopened = open_sealing_at(storage, graphs.path(), 100, 300);
+    let collection = reopened.view().get("m").unwrap();
+    assert_eq!(sealed(&collection), vec![(250, 0)]);
+    assert_eq!(collection.points_count(), 250);
+}
