@@ -158,7 +158,7 @@ impl ChaosCluster {
             std::fs::write(
                 dir.path().join(format!("node{}.toml", i + 1)),
                 format!(
-                    "[node]\ndata_dir = {:?}\nlisten = {listen:?}\n\n[storage]\nsync_writes = true\nindex_build_threads = 1\n\n\
+                    "[node]\ndata_dir = {:?}\nlisten = {listen:?}\n\n[storage]\nsync_writes = true\nindex_build_threads = 1\nsegment_idle_seal_ms = 0\n\n\
                      [cluster]\nnode_id = {}\nbootstrap = false\nwrite_timeout_ms = 3000\n\
                      snapshot_every_entries = 200\nlog_entries_kept = 50\npeer_routes = {{ {} }}\n",
                     dir.path().join(format!("data{}", i + 1)),

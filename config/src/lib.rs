@@ -248,6 +248,10 @@ pub struct StorageConfig {
     /// `storage.index_build_threads`: threads one segment build uses; `0` uses every core.
     /// Default `0`.
     pub index_build_threads: usize,
+    /// `storage.segment_idle_seal_ms`: once a collection has had no write for this long, its
+    /// appendable segment is indexed however few points it holds (searches then walk graphs
+    /// instead of scanning them); `0` waits for `segment_seal_points`. Default `2000`.
+    pub segment_idle_seal_ms: u64,
     /// `storage.block_cache_mb`: RocksDB's block cache, in MiB, one for all of a node's replicas
     /// (the meta group's and every shard's; at least 1). Default `64`.
     pub block_cache_mb: usize,
@@ -265,6 +269,7 @@ impl Default for StorageConfig {
             segment_seal_points: 10_000,
             segment_max_points: 2_000_000,
             index_build_threads: 0,
+            segment_idle_seal_ms: 2_000,
             block_cache_mb: 64,
             write_buffer_mb: 8,
         }

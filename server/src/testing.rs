@@ -31,6 +31,8 @@ pub fn test_config(data_dir: &Path) -> Config {
     config.storage.sync_writes = false;
     // small segments, so tests of a few thousand points exercise sealed ones too
     config.storage.segment_seal_points = 500;
+    // (no sealing on idleness: what tests see indexed depends on what they wrote only)
+    config.storage.segment_idle_seal_ms = 0;
     config
 }
 

@@ -55,6 +55,9 @@ pub struct SegmentConfig {
     pub max_segment_points: usize,
     /// Threads one graph build uses.
     pub build_threads: usize,
+    /// After this long without a write, the appendable segment is sealed however few points it
+    /// holds (None: only at `seal_points`).
+    pub idle_seal: Option<std::time::Duration>,
 }
 
 impl Default for SegmentConfig {
@@ -63,6 +66,7 @@ impl Default for SegmentConfig {
             seal_points: 10_000,
             max_segment_points: 2_000_000,
             build_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            idle_seal: None,
         }
     }
 }
@@ -76,6 +80,8 @@ impl SegmentConfig {
                 0 => Self::default().build_threads,
                 n => n,
             },
+            idle_seal: (storage.segment_idle_seal_ms > 0)
+                .then(|| std::time::Duration::from_millis(storage.segment_idle_seal_ms)),
         }
     }
 }
@@ -295,6 +301,10 @@ pub struct Collection {
     closed: AtomicBool,
     /// What the running job is building: `(points, estimated bytes)`.
     building: Mutex<Option<(usize, usize)>>,
+    /// When points were last written (for the idle seal).
+    last_write: Mutex<std::time::Instant>,
+    /// A thread is waiting for the collection to be idle, to seal its appendable segment.
+    watching: AtomicBool,
     /// The full-precision vectors, for a quantized collection.
     source: Option<Arc<dyn VectorSource>>,
 }
@@ -311,6 +321,8 @@ impl Collection {
             busy: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             building: Mutex::new(None),
+            last_write: Mutex::new(std::time::Instant::now()),
+            watching: AtomicBool::new(false),
             source: None,
         }
     }
@@ -346,6 +358,7 @@ impl Collection {
     /// Installs written points: `(id, slot, prepared vector, payload)`. Called by the state
     /// machine after the batch is durable; the optimizer indexes them later.
     pub fn apply_upserts(&self, points: Vec<(PointId, Slot, Vec<f32>, JsonMap)>) {
+        *self.last_write.lock() = std::time::Instant::now();
         let mut p = self.points.write();
         for (id, slot, vector, payload) in points {
             p.put(id, slot, &vector, payload);

@@ -7,8 +7,9 @@
 //! - **merge**: the two smallest sealed segments become one when they fit in
 //!   `max_segment_points` together (vacuums shrink segments): the live nodes of the smaller are
 //!   inserted into a copy of the larger's graph;
-//! - **seal**: once the appendable segment holds `seal_points` points, the points it holds when
-//!   the job starts are indexed: appended to a copy of the newest sealed segment's graph while
+//! - **seal**: once the appendable segment holds `seal_points` points (or any, once the
+//!   collection has had no write for `idle_seal`: a watcher thread waits for that while points
+//!   wait), the points it holds when the job starts are indexed: appended to a copy of the newest sealed segment's graph while
 //!   that stays within `max_segment_points` (the copy costs a memory copy, the new points their
 //!   inserts only), else built into a new segment. A quantized collection's new segment
 //!   trains its encoding on the points it starts with; its extensions keep that encoding.
@@ -50,7 +51,11 @@ impl Collection {
     /// Starts the optimizer's background work when a job is due and none is running. Called by
     /// the state machine after it opens a collection and after each change it installs.
     pub fn optimize(this: &Arc<Self>) {
-        if this.graph_params().is_none() || this.due().is_none() {
+        if this.graph_params().is_none() {
+            return;
+        }
+        Self::watch_idle(this);
+        if this.due().is_none() {
             return;
         }
         if this.busy.swap(true, Ordering::SeqCst) {
@@ -125,7 +130,59 @@ impl Collection {
                 });
             }
         }
-        (p.appendable_slots.len() as usize >= self.config.seal_points).then_some(Job::Seal)
+        let waiting = p.appendable_slots.len() as usize;
+        (waiting >= self.config.seal_points || (waiting > 0 && self.is_idle())).then_some(Job::Seal)
+    }
+
+    /// Whether the collection has had no write for `idle_seal`.
+    fn is_idle(&self) -> bool {
+        self.config
+            .idle_seal
+            .is_some_and(|idle| self.last_write.lock().elapsed() >= idle)
+    }
+
+    /// Whether points wait in the appendable segment for an idle seal.
+    fn waits_for_idle(&self) -> bool {
+        self.config.idle_seal.is_some()
+            && !self.is_closed()
+            && !self.points.read().appendable_slots.is_empty()
+    }
+
+    /// Starts a thread, unless one runs, that waits until the collection is idle and then runs
+    /// the optimizer, while points wait in the appendable segment.
+    fn watch_idle(this: &Arc<Self>) {
+        let Some(idle) = this.config.idle_seal else {
+            return;
+        };
+        if !this.waits_for_idle() || this.watching.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let collection = this.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("idle {}", this.name()))
+            .spawn(move || loop {
+                let quiet = collection.last_write.lock().elapsed();
+                if quiet < idle && !collection.is_closed() {
+                    std::thread::sleep(idle - quiet);
+                    continue;
+                }
+                if collection.waits_for_idle() {
+                    // a seal, unless a job runs (its end looks for due jobs: this seal too)
+                    Collection::optimize(&collection);
+                    std::thread::sleep(idle);
+                    continue;
+                }
+                collection.watching.store(false, Ordering::SeqCst);
+                // (a write between the check and the flag found the flag set)
+                if !collection.waits_for_idle() || collection.watching.swap(true, Ordering::SeqCst)
+                {
+                    return;
+                }
+            });
+        if let Err(e) = spawned {
+            this.watching.store(false, Ordering::SeqCst);
+            warn!(error = %e, "cannot start the idle watcher; points wait for the next seal");
+        }
     }
 
     fn seal(&self) {

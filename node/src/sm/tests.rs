@@ -165,6 +165,7 @@ fn open_sealing_at(
         seal_points,
         max_segment_points,
         build_threads: 1,
+        idle_seal: None,
     };
     ShardMachine::open_with(storage, derived, Points::with_segments(segments)).unwrap()
 }
@@ -880,4 +881,42 @@ fn segments_shrunk_by_vacuums_are_merged() {
     let collection = reopened.view().get("m").unwrap();
     assert_eq!(sealed(&collection), vec![(250, 0)]);
     assert_eq!(collection.points_count(), 250);
+}
+
+#[test]
+fn an_idle_collection_indexes_the_few_points_it_holds() {
+    let graphs = tempfile::tempdir().unwrap();
+    let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::default());
+    let segments = SegmentConfig {
+        seal_points: 10_000,
+        max_segment_points: 100_000,
+        build_threads: 1,
+        idle_seal: Some(std::time::Duration::from_millis(300)),
+    };
+    let mut sm =
+        ShardMachine::open_with(storage, graphs.path(), Points::with_segments(segments)).unwrap();
+    let hnsw = spec(IndexKind::Hnsw(HnswParams {
+        m: 8,
+        ef_construction: 32,
+    }));
+    sm.apply(1, &serve(1, hnsw)).unwrap();
+    let collection = sm.view().get("m").unwrap();
+    // writes keep coming for a while: nothing is sealed meanwhile
+    let mut last_write = std::time::Instant::now();
+    for round in 0..5 {
+        sm.apply(2 + round, &upsert_round(0..40, round)).unwrap();
+        last_write = std::time::Instant::now();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert_eq!(collection.indexed_vectors(), 0);
+    }
+    // then quiet: the 40 points are indexed, well before 10,000 arrive
+    wait_until(|| collection.indexed_vectors() == 40 && !collection.optimizing());
+    assert!(last_write.elapsed() >= std::time::Duration::from_millis(300));
+    assert_eq!(
+        nearest(&collection, vec![17.0, 4.0]),
+        (PointId::Num(17), "hnsw")
+    );
+    // and again after more writes
+    sm.apply(7, &upsert_round(40..45, 0)).unwrap();
+    wait_until(|| collection.indexed_vectors() == 45 && !collection.optimizing());
 }
