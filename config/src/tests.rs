@@ -303,6 +303,7 @@ fn every_limit_must_be_at_least_one() {
             segment_seal_points: 0,
             segment_max_points: 0,
             index_build_threads: 0,
+            segment_idle_seal_ms: 0,
             block_cache_mb: 0,
             write_buffer_mb: 0,
         },
