@@ -8,6 +8,8 @@
 # faiss-cpu and hnswlib from PyPI, builds quiver-bench in release, then runs quiver, hnswlib and
 # faiss interleaved ROUNDS times (default 3) — HNSW with M=16, efConstruction=200 on 2 build
 # threads and one search thread, then flat search — and prints one table (peers/table.py).
+# quiver also runs with its quantized graphs (QUANTIZED, default "int8 fp16"; rescoring
+# 10 × OVERSAMPLING candidates, default 2), rows `hnsw-int8` and `hnsw-fp16`.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DATA=${1:?usage: vector_engine.sh DATA_DIR [metric] [flags...]}
@@ -17,6 +19,8 @@ VENV=${VENV:-/tmp/quiver-peers-venv}
 ROUNDS=${ROUNDS:-3}
 EF=${EF:-16,24,32,48,64,96,128}
 QUERIES=${QUERIES:-5000}
+QUANTIZED=${QUANTIZED:-int8 fp16}
+OVERSAMPLING=${OVERSAMPLING:-2}
 
 if ! "$VENV/bin/python" -c 'import numpy, faiss, hnswlib' 2>/dev/null; then
   python3 -m venv "$VENV"
@@ -33,6 +37,9 @@ for _ in $(seq "$ROUNDS"); do
   "$BENCH" "${COMMON[@]}" "${HNSW[@]}" >>"$OUT"
   "$VENV/bin/python" benches/peers/ann_peer.py --peer hnswlib "${COMMON[@]}" "${HNSW[@]}" >>"$OUT"
   "$VENV/bin/python" benches/peers/ann_peer.py --peer faiss "${COMMON[@]}" "${HNSW[@]}" >>"$OUT"
+  for q in $QUANTIZED; do
+    "$BENCH" "${COMMON[@]}" "${HNSW[@]}" --quantization "$q" --oversampling "$OVERSAMPLING" >>"$OUT"
+  done
 done
 "$BENCH" "${COMMON[@]}" --index flat >>"$OUT"
 "$VENV/bin/python" benches/peers/ann_peer.py --peer faiss "${COMMON[@]}" --index flat >>"$OUT"
