@@ -143,45 +143,62 @@ impl VectorArena {
         let row_norms: Vec<f32> = rows.iter().map(|(_, r)| norm(r)).collect();
         let query_norms: Vec<f32> = queries.iter().map(|q| norm(q)).collect();
         let mut tops: Vec<TopK> = queries.iter().map(|_| TopK::new(metric, k)).collect();
-        // per query, the score a hit must reach to enter its top (any, until it holds k)
-        let mut bounds = vec![
-            if higher {
-                f32::NEG_INFINITY
-            } else {
-                f32::INFINITY
-            };
-            queries.len()
-        ];
+        // Scores are compared as keys, lower is nearer: the squared l2 distance, or the negated
+        // inner product. Per query, the key a hit must reach to enter its top (any, until it
+        // holds k); a padding lane of a short last quad never enters.
+        let mut bounds = vec![f32::INFINITY; queries.len()];
+        let score_of = |key: f32| if higher { -key } else { key };
+        let key_of = |score: f32| if higher { -score } else { score };
         let block_rows = (ROW_BLOCK_BYTES / (self.dim.max(1) * 4)).max(2);
         for (b, block) in rows.chunks(block_rows).enumerate() {
             let first_row = b * block_rows;
             for (c, quad) in queries.chunks(4).enumerate() {
                 let first_query = c * 4;
                 let q = [0, 1, 2, 3].map(|i| *quad.get(i).unwrap_or(&quad[0]));
+                let qn =
+                    [0, 1, 2, 3].map(|i| query_norms.get(first_query + i).copied().unwrap_or(0.0));
                 for (p, pair) in block.chunks(2).enumerate() {
+                    let row = first_row + 2 * p;
                     let r = [pair[0].1, pair.get(1).unwrap_or(&pair[0]).1];
+                    let rn = [row_norms[row], row_norms[row + pair.len() - 1]];
                     let tile = dot_tile(q, r);
+                    let bound: [f32; 4] = [0, 1, 2, 3].map(|i| {
+                        if i < quad.len() {
+                            bounds[first_query + i]
+                        } else {
+                            f32::NEG_INFINITY
+                        }
+                    });
+                    let mut keys = [0.0f32; 8];
+                    if l2 {
+                        for x in 0..8 {
+                            keys[x] = (qn[x / 2] + rn[x % 2] - 2.0 * tile[x]).max(0.0);
+                        }
+                    } else {
+                        for x in 0..8 {
+                            keys[x] = -tile[x];
+                        }
+                    }
+                    // (ties go to the heap, which breaks them by slot)
+                    let mut enters = false;
+                    for x in 0..8 {
+                        enters |= keys[x] <= bound[x / 2];
+                    }
+                    if !enters {
+                        continue;
+                    }
                     for i in 0..quad.len() {
                         let query = first_query + i;
                         for (j, &(slot, _)) in pair.iter().enumerate() {
-                            let product = tile[2 * i + j];
-                            let score = if l2 {
-                                let row = first_row + 2 * p + j;
-                                (query_norms[query] + row_norms[row] - 2.0 * product).max(0.0)
-                            } else {
-                                product
-                            };
-                            // (ties go to the heap, which breaks them by slot)
-                            let enters = if higher {
-                                score >= bounds[query]
-                            } else {
-                                score <= bounds[query]
-                            };
-                            if enters {
+                            let key = keys[2 * i + j];
+                            if key <= bounds[query] {
                                 let top = &mut tops[query];
-                                top.push(ScoredSlot { slot, score });
+                                top.push(ScoredSlot {
+                                    slot,
+                                    score: score_of(key),
+                                });
                                 if let Some(worst) = top.worst() {
-                                    bounds[query] = worst;
+                                    bounds[query] = key_of(worst);
                                 }
                             }
                         }
