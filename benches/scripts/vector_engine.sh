@@ -9,7 +9,7 @@
 # faiss interleaved ROUNDS times (default 3) — HNSW with M=16, efConstruction=200 on 2 build
 # threads and one search thread, then flat search — and prints one table (peers/table.py).
 # quiver also runs with its quantized graphs (QUANTIZED, default "int8 fp16"; rescoring
-# 10 × OVERSAMPLING candidates, default 2), rows `hnsw-int8` and `hnsw-fp16`.
+# 10 × OVERSAMPLING candidates, default 3), rows `hnsw-int8` and `hnsw-fp16`.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DATA=${1:?usage: vector_engine.sh DATA_DIR [metric] [flags...]}
@@ -20,7 +20,7 @@ ROUNDS=${ROUNDS:-3}
 EF=${EF:-16,24,32,48,64,96,128}
 QUERIES=${QUERIES:-5000}
 QUANTIZED=${QUANTIZED:-int8 fp16}
-OVERSAMPLING=${OVERSAMPLING:-2}
+OVERSAMPLING=${OVERSAMPLING:-3}
 
 if ! "$VENV/bin/python" -c 'import numpy, faiss, hnswlib' 2>/dev/null; then
   python3 -m venv "$VENV"

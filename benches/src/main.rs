@@ -76,7 +76,7 @@ struct Args {
     #[arg(long, default_value = "none")]
     quantization: Quantization,
     /// Candidates rescored per hit of a quantized graph.
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = 3.0)]
     oversampling: f32,
     /// Threads running queries (QPS is their aggregate).
     #[arg(long, default_value_t = 1)]

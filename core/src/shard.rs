@@ -55,7 +55,7 @@ pub struct SearchQuery {
 }
 
 /// Candidates a quantized search rescores per hit it returns, when the query does not say.
-pub const DEFAULT_OVERSAMPLING: f32 = 2.0;
+pub const DEFAULT_OVERSAMPLING: f32 = 3.0;
 /// The most candidates per hit a query may ask to rescore.
 pub const MAX_OVERSAMPLING: f32 = 16.0;
 

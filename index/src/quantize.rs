@@ -6,8 +6,11 @@
 //!   1e-3 of a value, so results barely move);
 //! - `int8`: scalar quantization, one byte per dimension (a quarter of the memory) plus one word
 //!   per vector. A segment has one `lo` and `step`, trained on a sample of its vectors: the bounds
-//!   are the quantiles that leave [`TAIL`] of the values outside at each end (clamped), so a few
-//!   outliers do not widen the step for all. A value `x` is stored as the byte
+//!   are the quantiles that leave [`TAIL`] (one in 100,000) of the sample's values outside at
+//!   each end, so a stray extreme value does not widen the step for all; values beyond them are
+//!   clamped. (Clipping more costs recall: leaving 0.5% outside at each end, as a 0.99 quantile
+//!   does, took recall@10 with 20 rescored candidates from 0.97 to 0.77 on clustered 384-d
+//!   embeddings.) A value `x` is stored as the byte
 //!   `c = round((x − lo) / step)`, so `x ≈ lo + step·c`. Then, for vectors of `d` dimensions,
 //!   `|x − y|² ≈ step²·Σ(cx − cy)²` and `x·y ≈ step²·Σ cx·cy + bias(x) + bias(y)` with
 //!   `bias(x) = step·lo·Σcx + d·lo²/2`, which is the word stored after the codes. The sums are
@@ -73,8 +76,8 @@ impl std::str::FromStr for Quantization {
     }
 }
 
-/// The share of values left outside the int8 bounds at each end.
-pub const TAIL: f64 = 0.005;
+/// The share of a sample's values left outside the int8 bounds at each end.
+pub const TAIL: f64 = 1e-5;
 /// At most this many vectors are sampled to train the int8 bounds.
 const TRAINING_VECTORS: usize = 10_000;
 
@@ -444,10 +447,10 @@ mod tests {
     }
 
     #[test]
-    fn int8_bounds_leave_out_the_outliers_and_clamp_them() {
-        let mut data = vectors(1000, 8, 1);
+    fn int8_bounds_leave_out_a_stray_value_and_clamp_it() {
+        let mut data = vectors(10_000, 10, 1);
         data[5] = 1e6;
-        let Encoding::Int8 { lo, step } = Encoding::train(Quantization::Int8, &data, 8) else {
+        let Encoding::Int8 { lo, step } = Encoding::train(Quantization::Int8, &data, 10) else {
             panic!("int8");
         };
         assert!(lo > -1.01 && lo < -0.9, "{lo}");

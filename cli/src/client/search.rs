@@ -46,7 +46,7 @@ pub struct SearchArgs {
     /// default) or return the encoded vectors' approximate scores (false).
     #[arg(long)]
     rescore: Option<bool>,
-    /// For a quantized collection: candidates rescored per hit, 1..=16 [default: 2].
+    /// For a quantized collection: candidates rescored per hit, 1..=16 [default: 3].
     #[arg(long)]
     oversampling: Option<f32>,
     #[arg(long)]
