@@ -96,7 +96,7 @@ pub fn normalize(v: &mut [f32]) -> bool {
 /// A distance kernel over two slices of one length.
 pub type Kernel = fn(&[f32], &[f32]) -> f32;
 
-/// Four inner products of one row, sharing its loads.
+/// Eight inner products: four queries by two rows, sharing their loads.
 type TileKernel = fn([&[f32]; 4], [&[f32]; 2]) -> [f32; 8];
 
 struct Kernels {
@@ -276,8 +276,8 @@ mod avx2 {
     /// The sums of eight vectors' lanes, in order, in one vector.
     #[target_feature(enable = "avx2,fma")]
     unsafe fn hsum8(a: [__m256; 8]) -> __m256 {
-        // pairwise adds leave [a0 a1 a0 a1 | a0 a1 a0 a1]-style partial sums per 128-bit half;
-        // the two halves are then added across
+        // two rounds of pairwise adds leave, in each 128-bit half, one partial sum per input
+        // (a0..a3 in u0, a4..a7 in u1); the halves are then added across
         let t0 = _mm256_hadd_ps(a[0], a[1]);
         let t1 = _mm256_hadd_ps(a[2], a[3]);
         let t2 = _mm256_hadd_ps(a[4], a[5]);

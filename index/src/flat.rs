@@ -117,11 +117,12 @@ impl VectorArena {
         top.into_sorted_vec()
     }
 
-    /// Exact top-k over `slots` of each of `queries` (answers in order, each best first), with
-    /// the scores [`search`](Self::search) gives one query at a time. The rows are taken a
+    /// Exact top-k over `slots` of each of `queries` (answers in order, each best first). The rows are taken a
     /// block at a time (a block fits the CPU's L2 cache) and scored against every query while
-    /// they are in cache, four queries by two rows per [`dot_tile`] call; a score enters a
-    /// query's top only if it beats the worst one kept (one comparison per pair, no heap).
+    /// they are in cache, four queries by two rows per [`dot_tile`] call; a score goes to a
+    /// query's heap only if it is at least as good as the worst one kept (one comparison per
+    /// pair, eight at a time). The first pass ranks l2 through norms, so at near-ties the `k`
+    /// kept may differ from `search`'s; their scores are then computed as `search` computes them.
     pub fn search_batch(
         &self,
         metric: Metric,

@@ -29,6 +29,7 @@ pub enum Quantization {
     /// Full precision (`f32`).
     #[default]
     None,
+    #[serde(rename = "fp16")]
     F16,
     Int8,
 }
@@ -76,6 +77,9 @@ impl std::str::FromStr for Quantization {
     }
 }
 
+/// The largest finite f16.
+const F16_MAX: f32 = 65_504.0;
+
 /// The share of a sample's values left outside the int8 bounds at each end.
 pub const TAIL: f64 = 1e-5;
 /// At most this many vectors are sampled to train the int8 bounds.
@@ -97,8 +101,17 @@ impl Encoding {
             Quantization::F16 => Encoding::F16,
             Quantization::Int8 => {
                 let (lo, hi) = bounds(vectors, dim.max(1));
-                let step = if hi > lo { (hi - lo) / 255.0 } else { 1.0 };
-                Encoding::Int8 { lo, step }
+                let step = (hi - lo) / 255.0;
+                if step.is_finite() && step > f32::MIN_POSITIVE {
+                    Encoding::Int8 { lo, step }
+                } else {
+                    // (one value, or a range f32 cannot step through: a unit range around it)
+                    let lo = if lo.is_finite() { lo - 0.5 } else { -0.5 };
+                    Encoding::Int8 {
+                        lo,
+                        step: 1.0 / 255.0,
+                    }
+                }
             }
         }
     }
@@ -121,8 +134,10 @@ impl Encoding {
         match self {
             Encoding::F32 => out.extend(vector.iter().map(|x| x.to_bits())),
             Encoding::F16 => out.extend(vector.chunks(2).map(|pair| {
-                let lo = half::f16::from_f32(pair[0]).to_bits() as u32;
-                let hi = pair.get(1).map_or(0, |x| half::f16::from_f32(*x).to_bits()) as u32;
+                // (values beyond f16's range are clamped to it, never infinite)
+                let half = |x: f32| half::f16::from_f32(x.clamp(-F16_MAX, F16_MAX)).to_bits();
+                let lo = half(pair[0]) as u32;
+                let hi = pair.get(1).map_or(0, |x| half(*x)) as u32;
                 lo | hi << 16
             })),
             Encoding::Int8 { lo, step } => {
@@ -210,7 +225,8 @@ pub struct WordKernels {
     pub half_dot: WordKernel,
     /// Squared distance between two f16 vectors.
     pub half_l2: WordKernel,
-    /// `Σ a·b` over the bytes of two int8 code blocks (no scale, no bias).
+    /// `Σ a·b` over the bytes of two int8 code blocks (no scale, no bias; summed in `u32`,
+    /// which holds it for any dimension quiver accepts: 65,536 × 255²).
     pub byte_dot: WordKernel,
     /// `Σ (a − b)²` over the bytes of two int8 code blocks.
     pub byte_l2: WordKernel,
@@ -249,8 +265,8 @@ pub mod scalar {
             .map(|h| half::f16::from_bits(h).to_f32())
     }
 
-    fn bytes(words: &[u32]) -> impl Iterator<Item = i32> + '_ {
-        words.iter().flat_map(|w| w.to_le_bytes()).map(i32::from)
+    fn bytes(words: &[u32]) -> impl Iterator<Item = i64> + '_ {
+        words.iter().flat_map(|w| w.to_le_bytes()).map(i64::from)
     }
 
     pub fn half_dot(a: &[u32], b: &[u32]) -> f32 {
@@ -265,14 +281,14 @@ pub mod scalar {
     }
 
     pub fn byte_dot(a: &[u32], b: &[u32]) -> f32 {
-        bytes(a).zip(bytes(b)).map(|(x, y)| x * y).sum::<i32>() as f32
+        bytes(a).zip(bytes(b)).map(|(x, y)| x * y).sum::<i64>() as f32
     }
 
     pub fn byte_l2(a: &[u32], b: &[u32]) -> f32 {
         bytes(a)
             .zip(bytes(b))
             .map(|(x, y)| (x - y) * (x - y))
-            .sum::<i32>() as f32
+            .sum::<i64>() as f32
     }
 }
 
@@ -292,12 +308,12 @@ mod avx2 {
 
     pub fn byte_dot(a: &[u32], b: &[u32]) -> f32 {
         // SAFETY: chosen only when the CPU has AVX2.
-        unsafe { bytes_avx2::<false>(a, b) as f32 }
+        unsafe { bytes_avx2::<false>(a, b) }
     }
 
     pub fn byte_l2(a: &[u32], b: &[u32]) -> f32 {
         // SAFETY: as above.
-        unsafe { bytes_avx2::<true>(a, b) as f32 }
+        unsafe { bytes_avx2::<true>(a, b) }
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -308,7 +324,7 @@ mod avx2 {
         let mut acc1 = _mm256_setzero_ps();
         let mut i = 0;
         // 8 words = 16 halves per step.
-        // SAFETY: each load reads 4 words at i + 4 < n, inside both slices.
+        // SAFETY: the loads read words i..i + 8, and i + 8 <= n: inside both slices.
         unsafe {
             while i + 8 <= n {
                 let a0 = _mm256_cvtph_ps(_mm_loadu_si128(pa.add(i).cast()));
@@ -338,15 +354,17 @@ mod avx2 {
         sum
     }
 
+    /// The sum, in `u32` lanes: each term is at most 255², so a lane (`n / 8` steps of at most
+    /// 2 · 255²) and the total (at most 65,536 · 255² < 2³²) fit.
     #[target_feature(enable = "avx2")]
-    unsafe fn bytes_avx2<const L2: bool>(a: &[u32], b: &[u32]) -> i32 {
+    unsafe fn bytes_avx2<const L2: bool>(a: &[u32], b: &[u32]) -> f32 {
         let n = a.len().min(b.len());
         let (pa, pb) = (a.as_ptr(), b.as_ptr());
         let mut acc0 = _mm256_setzero_si256();
         let mut acc1 = _mm256_setzero_si256();
         let mut i = 0;
         // 8 words = 32 bytes per step, widened to two vectors of 16 i16.
-        // SAFETY: each load reads 4 words at i + 4 < n, inside both slices.
+        // SAFETY: the loads read words i..i + 8, and i + 8 <= n: inside both slices.
         unsafe {
             while i + 8 <= n {
                 let a0 = _mm256_cvtepu8_epi16(_mm_loadu_si128(pa.add(i).cast()));
@@ -372,14 +390,14 @@ mod avx2 {
         );
         let half = _mm_add_epi32(half, _mm_shuffle_epi32(half, 0b01_00_11_10));
         let half = _mm_add_epi32(half, _mm_shuffle_epi32(half, 0b10_11_00_01));
-        let mut sum = _mm_cvtsi128_si32(half);
+        // (the lanes' sums wrap as i32 but never as u32)
+        let sum = _mm_cvtsi128_si32(half) as u32;
         let tail = if L2 {
             super::scalar::byte_l2(&a[i..n], &b[i..n])
         } else {
             super::scalar::byte_dot(&a[i..n], &b[i..n])
         };
-        sum += tail as i32;
-        sum
+        sum as f32 + tail
     }
 
     #[target_feature(enable = "avx2")]
@@ -458,6 +476,36 @@ mod tests {
         let mut words = Vec::new();
         Encoding::Int8 { lo, step }.encode(&[1e6, f32::NAN, -1e6, 0.0], &mut words);
         assert_eq!(words[0].to_le_bytes()[..3], [255, 0, 0]);
+    }
+
+    #[test]
+    fn one_value_ranges_and_huge_values_still_encode() {
+        let same = vec![0.25f32; 64];
+        let encoding = Encoding::train(Quantization::Int8, &same, 8);
+        let Encoding::Int8 { step, .. } = encoding else {
+            panic!("int8");
+        };
+        assert!(step > 0.0 && step.is_finite());
+        let (mut words, mut back) = (Vec::new(), Vec::new());
+        encoding.encode(&same[..8], &mut words);
+        encoding.decode(&words, 8, &mut back);
+        assert!(back.iter().all(|x| (x - 0.25).abs() <= step));
+        // beyond f16's range: clamped, finite
+        let (mut words, mut back) = (Vec::new(), Vec::new());
+        Encoding::F16.encode(&[1e9, -1e9], &mut words);
+        Encoding::F16.decode(&words, 2, &mut back);
+        assert_eq!(back, vec![65_504.0, -65_504.0]);
+    }
+
+    #[test]
+    fn byte_sums_hold_the_largest_dimension() {
+        let k = word_kernels();
+        // 65,536 dimensions of 255 against 0: 65,536 · 255² overflows i32, not u32
+        let (full, zero) = (vec![u32::MAX; 16_384], vec![0u32; 16_384]);
+        let expected = 65_536.0 * 255.0 * 255.0;
+        assert_eq!((k.byte_l2)(&full, &zero), expected);
+        assert_eq!((k.byte_dot)(&full, &full), expected);
+        assert_eq!(scalar::byte_l2(&full, &zero), expected);
     }
 
     #[test]

@@ -340,8 +340,9 @@ impl HnswGraph {
     /// A new graph holding this one's nodes (as [`extend`](Self::extend) keeps them) followed
     /// by `nodes` of `other` (`len..`, in that order), inserted with `threads` threads. Their
     /// stored vectors are copied when both graphs store them alike, else decoded and encoded as
-    /// this graph's.
+    /// this graph's. Both graphs must have one dimension.
     pub fn absorb(&self, other: &HnswGraph, nodes: &[u32], threads: usize, seed: u64) -> Self {
+        assert_eq!(self.dim(), other.dim(), "graphs of one dimension");
         let mut words = Vec::with_capacity(nodes.len() * self.layers.words);
         let mut decoded = Vec::with_capacity(self.dim());
         for &node in nodes {
@@ -420,8 +421,11 @@ impl HnswGraph {
     }
 
     /// The score of node `id` for a query from [`encode_query`](Self::encode_query): exact for
-    /// f32, approximate otherwise.
+    /// f32, approximate otherwise; NaN for a query of another length.
     pub fn score(&self, encoded_query: &[u32], id: u32) -> f32 {
+        if encoded_query.len() != self.layers.words {
+            return f32::NAN;
+        }
         score_of(
             self.metric,
             self.distance.between(encoded_query, self.layers.vector(id)),

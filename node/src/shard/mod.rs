@@ -22,7 +22,7 @@
 //! Only the state machine mutates points, and only after the matching RocksDB batch has been
 //! written: memory never runs ahead of storage.
 
-mod optimizer;
+pub(crate) mod optimizer;
 pub mod persist;
 pub mod search;
 pub mod segment;

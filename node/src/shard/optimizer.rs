@@ -5,14 +5,19 @@
 //! - **vacuum**: a sealed segment at least a fifth of whose nodes are retired is rebuilt from
 //!   its live nodes (one with none left is dropped). This is what frees retired slots' memory;
 //! - **merge**: the two smallest sealed segments become one when they fit in
-//!   `max_segment_points` together (vacuums shrink segments): the live nodes of the smaller are
-//!   inserted into a copy of the larger's graph;
-//! - **seal**: once the appendable segment holds `seal_points` points (or any, once the
-//!   collection has had no write for `idle_seal`: a watcher thread waits for that while points
-//!   wait), the points it holds when the job starts are indexed: appended to a copy of the newest sealed segment's graph while
+//!   `max_segment_points` together and the larger is at most [`SIZE_RATIO`] times the smaller's
+//!   live points (vacuums and idle seals leave small segments): the live nodes of the smaller
+//!   are inserted into a copy of the larger's graph, a copy worth its cost only when the two are
+//!   of comparable size;
+//! - **seal**: once the appendable segment holds `seal_points` points (or at least
+//!   [`IDLE_SEAL_POINTS`], once the collection has had no write for `idle_seal`: a watcher thread
+//!   waits for that while points wait; fewer are scanned as fast as a graph walks), the points
+//!   it holds when the job starts are indexed: appended to a copy of the newest sealed segment's graph while
 //!   that stays within `max_segment_points` (the copy costs a memory copy, the new points their
-//!   inserts only), else built into a new segment. A quantized collection's new segment
-//!   trains its encoding on the points it starts with; its extensions keep that encoding.
+//!   inserts only; an idle seal extends only a segment at most [`SIZE_RATIO`] times its
+//!   points), else built into a new segment. A quantized collection's new segment trains its
+//!   encoding on the points it starts with (at least `IDLE_SEAL_POINTS` of them, but for a
+//!   collection that small); its extensions keep that encoding.
 //!
 //! A job reads its input under the read lock, builds without any lock (searches and writes go
 //! on; points retired meanwhile are marked when it installs), writes the segment's file, then
@@ -37,6 +42,10 @@ use quiver_core::point::IndexKind;
 
 /// A segment is vacuumed once this share of its nodes (1 / N) is retired.
 const VACUUM_SHARE: usize = 5;
+/// A graph is copied to take in points only when it holds at most this many times as many.
+pub const SIZE_RATIO: usize = 8;
+/// An idle seal waits for at least this many points.
+pub const IDLE_SEAL_POINTS: usize = 1_000;
 
 enum Job {
     /// Rebuild segment `number` from its live nodes.
@@ -123,7 +132,8 @@ impl Collection {
         by_size.sort_by_key(|s| s.live_count());
         if let [small, large, ..] = by_size[..] {
             // (the larger's graph is copied whole, its retired nodes too)
-            if large.segment.len() + small.live_count() <= self.config.max_segment_points {
+            let fits = large.segment.len() + small.live_count() <= self.config.max_segment_points;
+            if fits && large.segment.len() <= SIZE_RATIO * small.live_count() {
                 return Some(Job::Merge {
                     into: large.segment.number,
                     from: small.segment.number,
@@ -131,7 +141,8 @@ impl Collection {
             }
         }
         let waiting = p.appendable_slots.len() as usize;
-        (waiting >= self.config.seal_points || (waiting > 0 && self.is_idle())).then_some(Job::Seal)
+        let idle = waiting >= IDLE_SEAL_POINTS.min(self.config.seal_points) && self.is_idle();
+        (waiting >= self.config.seal_points || idle).then_some(Job::Seal)
     }
 
     /// Whether the collection has had no write for `idle_seal`.
@@ -141,11 +152,12 @@ impl Collection {
             .is_some_and(|idle| self.last_write.lock().elapsed() >= idle)
     }
 
-    /// Whether points wait in the appendable segment for an idle seal.
+    /// Whether enough points wait in the appendable segment for an idle seal.
     fn waits_for_idle(&self) -> bool {
+        let enough = IDLE_SEAL_POINTS.min(self.config.seal_points) as u64;
         self.config.idle_seal.is_some()
             && !self.is_closed()
-            && !self.points.read().appendable_slots.is_empty()
+            && self.points.read().appendable_slots.len() >= enough
     }
 
     /// Starts a thread, unless one runs, that waits until the collection is idle and then runs
@@ -200,10 +212,13 @@ impl Collection {
                     vectors.extend_from_slice(v);
                 }
             }
+            // (an idle seal of a few points does not copy a large graph)
+            let idle = slots.len() < self.config.seal_points;
             let base = p
                 .sealed
                 .last()
                 .filter(|s| s.segment.len() + slots.len() <= self.config.max_segment_points)
+                .filter(|s| !idle || s.segment.len() <= SIZE_RATIO * slots.len())
                 .map(|s| s.segment.clone());
             (slots, vectors, base)
         };

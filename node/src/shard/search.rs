@@ -19,7 +19,10 @@
 //! A quantized collection's segments score candidates approximately. Unless the query turns
 //! rescoring off, the plan then finds `k × oversampling` candidates (the walks' `ef` at least
 //! that), and those a quantized segment holds are scored again against their full-precision
-//! vectors, read from the points' stored rows; the best `k` of them are returned.
+//! vectors, read from the points' stored rows; the best `k` of them are returned. An exact
+//! search rescores every candidate (so it reads every matching stored vector) and never misses;
+//! the `exact` plan a small collection gets on its own scans the encoded vectors and rescores
+//! `k × oversampling` of them.
 
 use std::sync::Arc;
 
@@ -268,11 +271,15 @@ impl Collection {
             && p.sealed
                 .iter()
                 .any(|s| s.segment.graph.encoding() != Encoding::F32);
-        let k = if rescoring {
-            let oversampling = params.oversampling.unwrap_or(DEFAULT_OVERSAMPLING).max(1.0);
-            (params.top_k as f32 * oversampling).ceil() as usize
-        } else {
-            params.top_k
+        let k = match rescoring {
+            // an exact search of a quantized collection rescores every candidate: all its
+            // stored vectors are read
+            true if params.exact => p.live.len().max(params.top_k as u64) as usize,
+            true => {
+                let oversampling = params.oversampling.unwrap_or(DEFAULT_OVERSAMPLING).max(1.0);
+                (params.top_k as f32 * oversampling).ceil() as usize
+            }
+            false => params.top_k,
         };
         // whether there is a graph to walk
         let graphs = !params.exact && !p.sealed.is_empty();

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use parking_lot::RwLock;
 use quiver_core::point::{CollectionMeta, JsonMap, PointId, PointRecord};
@@ -98,9 +98,11 @@ pub enum PointsEffect {
     PayloadIndexes(Arc<Collection>, Vec<(String, FieldType)>),
 }
 
-/// The full-precision vectors of a collection's points: their stored rows.
+/// The full-precision vectors of a collection's points: their stored rows. It holds the group's
+/// storage weakly, so a collection kept alive by a background job does not keep a removed
+/// replica's RocksDB open.
 struct StoredVectors {
-    storage: Arc<dyn Storage>,
+    storage: Weak<dyn Storage>,
     collection_id: u64,
 }
 
@@ -115,7 +117,7 @@ impl std::fmt::Debug for StoredVectors {
 impl VectorSource for StoredVectors {
     fn vector(&self, id: &PointId) -> Option<Vec<f32>> {
         let key = point_key(self.collection_id, id);
-        match self.storage.get(Table::Points, &key) {
+        match self.storage.upgrade()?.get(Table::Points, &key) {
             Ok(Some(bytes)) => match decode::<PointRecord>(&bytes) {
                 Ok(record) => Some(record.vector),
                 Err(e) => {
@@ -158,7 +160,7 @@ impl Points {
             Some(storage) => {
                 let collection_id = collection.meta.id;
                 collection.with_vectors(Arc::new(StoredVectors {
-                    storage: storage.clone(),
+                    storage: Arc::downgrade(storage),
                     collection_id,
                 }))
             }

@@ -884,7 +884,7 @@ fn segments_shrunk_by_vacuums_are_merged() {
 }
 
 #[test]
-fn an_idle_collection_indexes_the_few_points_it_holds() {
+fn an_idle_collection_indexes_the_points_it_holds() {
     let graphs = tempfile::tempdir().unwrap();
     let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::default());
     let segments = SegmentConfig {
@@ -901,22 +901,31 @@ fn an_idle_collection_indexes_the_few_points_it_holds() {
     }));
     sm.apply(1, &serve(1, hnsw)).unwrap();
     let collection = sm.view().get("m").unwrap();
+    let idle_points = crate::shard::optimizer::IDLE_SEAL_POINTS as u64;
     // writes keep coming for a while: nothing is sealed meanwhile
     let mut last_write = std::time::Instant::now();
     for round in 0..5 {
-        sm.apply(2 + round, &upsert_round(0..40, round)).unwrap();
+        sm.apply(2 + round, &upsert_round(0..idle_points, round))
+            .unwrap();
         last_write = std::time::Instant::now();
         std::thread::sleep(std::time::Duration::from_millis(50));
         assert_eq!(collection.indexed_vectors(), 0);
     }
-    // then quiet: the 40 points are indexed, well before 10,000 arrive
-    wait_until(|| collection.indexed_vectors() == 40 && !collection.optimizing());
+    // then quiet: the points are indexed, well before 10,000 arrive
+    wait_until(|| collection.indexed_vectors() == idle_points as usize && !collection.optimizing());
     assert!(last_write.elapsed() >= std::time::Duration::from_millis(300));
     assert_eq!(
         nearest(&collection, vec![17.0, 4.0]),
         (PointId::Num(17), "hnsw")
     );
-    // and again after more writes
-    sm.apply(7, &upsert_round(40..45, 0)).unwrap();
-    wait_until(|| collection.indexed_vectors() == 45 && !collection.optimizing());
+    // a few more wait (they are scanned as fast); enough more are indexed again
+    sm.apply(7, &upsert_round(idle_points..idle_points + 5, 0))
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    assert_eq!(collection.indexed_vectors(), idle_points as usize);
+    let more = idle_points..2 * idle_points + 5;
+    sm.apply(8, &upsert_round(more, 0)).unwrap();
+    wait_until(|| {
+        collection.indexed_vectors() == 2 * idle_points as usize + 5 && !collection.optimizing()
+    });
 }
