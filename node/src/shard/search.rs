@@ -83,29 +83,49 @@ const MAX_EF_WIDENING: f64 = 8.0;
 enum Candidates {
     /// Exactly these slots (live, matching).
     Slots(RoaringBitmap),
+    /// The live slots of this bound (from the payload indexes) that match, an estimated
+    /// fraction of the live points.
+    Bounded(RoaringBitmap, f64),
     /// Any live slot that matches, with this estimated fraction.
     Estimated(f64),
 }
 
-fn candidates(seg: &Points, filter: &Filter) -> Candidates {
+/// The candidates of `filter`. A bound from the payload indexes of at most `materialize`
+/// slots is tested slot by slot into the exact set; a larger one is kept as a bound, tested
+/// inside the walk, its matching share estimated from a sample (so a search under a broad
+/// indexed filter does not test every point it bounds).
+fn candidates(seg: &Points, filter: &Filter, materialize: u64) -> Candidates {
     if let Some(bound) = seg.payload_index.candidates(filter) {
         let bound = bound & &seg.live;
+        if bound.len() > materialize {
+            let share = bound.len() as f64 / seg.live.len().max(1) as f64;
+            let fraction = share * sampled(&bound, seg, filter);
+            return Candidates::Bounded(bound, fraction);
+        }
         let slots = bound
             .iter()
             .filter(|slot| matches(seg, filter, *slot))
             .collect();
         return Candidates::Slots(slots);
     }
-    let live = seg.live.len();
-    if live == 0 {
+    if seg.live.is_empty() {
         return Candidates::Slots(RoaringBitmap::new());
     }
-    let sample = live.min(SAMPLE_SIZE);
-    let hits = (0..sample)
-        .filter_map(|i| seg.live.select((i * live / sample) as u32))
+    Candidates::Estimated(sampled(&seg.live, seg, filter))
+}
+
+/// The share of a sample of `slots` (every n-th, by iteration: a `select` per sample costs
+/// more) that matches `filter`.
+fn sampled(slots: &RoaringBitmap, seg: &Points, filter: &Filter) -> f64 {
+    let n = slots.len();
+    let sample = n.min(SAMPLE_SIZE).max(1);
+    let hits = slots
+        .iter()
+        .step_by((n / sample).max(1) as usize)
+        .take(sample as usize)
         .filter(|slot| matches(seg, filter, *slot))
         .count();
-    Candidates::Estimated(hits as f64 / sample as f64)
+    hits as f64 / sample as f64
 }
 
 /// The best `k` of `hits` (each slot appears in one segment only, so once).
@@ -294,11 +314,11 @@ impl Collection {
                 (best(metric, k, found.chain(rest)), Plan::Hnsw)
             }
             Some(filter) => {
-                let candidates = candidates(&p, filter);
+                let candidates = candidates(p, filter, config.exact_search_threshold as u64);
                 let live = p.live.len().max(1) as f64;
                 let fraction = match &candidates {
                     Candidates::Slots(s) => s.len() as f64 / live,
-                    Candidates::Estimated(f) => *f,
+                    Candidates::Bounded(_, f) | Candidates::Estimated(f) => *f,
                 };
                 if graphs && fraction * live > config.exact_search_threshold as f64 {
                     let widening = (1.0 / fraction.max(1e-9))
@@ -308,7 +328,8 @@ impl Collection {
                     // (walks see live nodes only; appendable slots are all live)
                     let accept = |slot: Slot| match &candidates {
                         Candidates::Slots(s) => s.contains(slot),
-                        Candidates::Estimated(_) => matches(&p, filter, slot),
+                        Candidates::Bounded(b, _) => b.contains(slot) && matches(p, filter, slot),
+                        Candidates::Estimated(_) => matches(p, filter, slot),
                     };
                     let found = p
                         .sealed
@@ -319,7 +340,11 @@ impl Collection {
                     (best(metric, k, found.chain(rest)), Plan::HnswFiltered)
                 } else {
                     let hits = match &candidates {
-                        Candidates::Slots(s) => score_slots(&p, metric, query, k, s.iter()),
+                        Candidates::Slots(s) => score_slots(p, metric, query, k, s.iter()),
+                        Candidates::Bounded(b, _) => {
+                            let matching = b.iter().filter(|slot| matches(p, filter, *slot));
+                            score_slots(p, metric, query, k, matching)
+                        }
                         Candidates::Estimated(_) => {
                             scan(&p, metric, query, k, |slot| matches(&p, filter, slot))
                         }
@@ -392,8 +417,10 @@ impl Collection {
     /// Ids of the live points matching `filter`, in no particular order.
     pub fn matching_ids(&self, filter: &Filter) -> Vec<PointId> {
         let p = self.points.read();
-        let slots: Vec<Slot> = match candidates(&p, filter) {
+        let slots: Vec<Slot> = match candidates(&p, filter, u64::MAX) {
             Candidates::Slots(s) => s.iter().collect(),
+            // (not made with no limit on the bound)
+            Candidates::Bounded(b, _) => b.iter().filter(|s| matches(&p, filter, *s)).collect(),
             Candidates::Estimated(_) => p.live.iter().filter(|s| matches(&p, filter, *s)).collect(),
         };
         slots.into_iter().filter_map(|s| p.id_of(s)).collect()
@@ -407,8 +434,13 @@ impl Collection {
         let Some(filter) = filter else {
             return (p.len(), true);
         };
-        match candidates(&p, filter) {
+        match candidates(&p, filter, u64::MAX) {
             Candidates::Slots(s) => (s.len() as usize, true),
+            // (not made with no limit on the bound)
+            Candidates::Bounded(b, _) => {
+                let n = b.iter().filter(|s| matches(&p, filter, *s)).count();
+                (n, true)
+            }
             Candidates::Estimated(fraction) if !exact => {
                 ((fraction * p.live.len() as f64).round() as usize, false)
             }
