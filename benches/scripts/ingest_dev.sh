@@ -5,7 +5,8 @@
 #   benches/scripts/ingest_dev.sh BIN DATA_DIR [BATCH] [--nodes N]
 #
 # BIN is the quiver binary; DATA_DIR holds base.fvecs, query.fvecs and groundtruth.ivecs (L2).
-# `quiver points import --batch-size BATCH` (default 256) sends the batches one after another;
+# `quiver points import --batch-size BATCH` (default 256) keeps PARALLEL batches in flight (default
+# 4, the CLI's default; PARALLEL=1 sends them one after another);
 # "indexed" is when `collection info` shows no segment building and fewer points pending than
 # storage.segment_seal_points (10,000: those stay in the appendable segment, searched exactly).
 # Recall is measured over the first 1,000 queries (`quiver search --query-file`, SearchBatch),
@@ -32,7 +33,7 @@ DIM=$(python3 -c "import struct,sys; print(struct.unpack('<i', open(sys.argv[1],
   --quantization "${QUANTIZATION:-none}" >/dev/null
 now() { date +%s.%N; }
 START=$(now)
-"$BIN" points import bench --file "$DATA/base.fvecs" --batch-size "$BATCH" >/dev/null 2>&1
+"$BIN" points import bench --file "$DATA/base.fvecs" --batch-size "$BATCH" --parallel "${PARALLEL:-4}" >/dev/null 2>&1
 ACKED=$(now)
 while :; do
   INFO=$("$BIN" collection info bench 2>/dev/null || true)

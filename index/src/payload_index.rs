@@ -254,24 +254,35 @@ impl FieldIndex {
         }
     }
 
-    /// Slots with a value in the range, or `None` when this index can't tell.
-    fn range_slots(&self, range: &Range) -> Option<RoaringBitmap> {
-        match self {
-            FieldIndex::Keyword(_) => None,
+    /// Slots with a value in the range, or `None` when this index can't tell; exact unless a
+    /// bound of the other kind was ignored.
+    fn range_slots(&self, range: &Range) -> Option<IndexBound> {
+        let (slots, edges) = match self {
+            FieldIndex::Keyword(_) => return None,
             FieldIndex::Integer { .. } | FieldIndex::Float(_) => {
-                self.number_range(range_edges(range, |bound| match bound {
+                let edges = range_edges(range, |bound| match bound {
                     Bound::Number(x) => Some(x),
                     Bound::DateTime(_) => None,
-                })?)
+                })?;
+                (self.number_range(edges)?, edges.iter().flatten().count())
             }
             FieldIndex::Datetime(map) => {
                 let edges = range_edges(range, |bound| match bound {
                     Bound::DateTime(micros) => Some(micros),
                     Bound::Number(_) => None,
                 })?;
-                Some(Interval::from_edges(edges).union_over(map))
+                let count = edges.iter().flatten().count();
+                (Interval::from_edges(edges).union_over(map), count)
             }
-        }
+        };
+        let present = [range.gt, range.gte, range.lt, range.lte]
+            .iter()
+            .flatten()
+            .count();
+        Some(IndexBound {
+            slots,
+            exact: edges == present,
+        })
     }
 
     /// Slots with a number satisfying the `[gt, gte, lt, lte]` bounds, on numeric indexes.
@@ -582,55 +593,90 @@ impl PayloadIndex {
     /// widens the result). `And` intersects the children that are bounded (`None` if none is),
     /// `Or` unites its children when all are bounded; everything else is `None`.
     pub fn candidates(&self, filter: &Filter) -> Option<RoaringBitmap> {
-        self.candidates_at(filter, 1)
+        self.bound(filter).map(|bound| bound.slots)
     }
 
-    fn candidates_at(&self, filter: &Filter, depth: usize) -> Option<RoaringBitmap> {
+    /// [`PayloadIndex::candidates`], and whether they are exactly the slots matching `filter`
+    /// (then the filter need not be tested on them). A bound is exact when every condition
+    /// under it is answered by an index with all its bounds, and no `And` child is left
+    /// unbounded.
+    pub fn bound(&self, filter: &Filter) -> Option<IndexBound> {
+        self.bound_at(filter, 1)
+    }
+
+    fn bound_at(&self, filter: &Filter, depth: usize) -> Option<IndexBound> {
         if depth > MAX_FILTER_DEPTH {
             return None;
         }
         match filter {
             Filter::And(children) => {
-                let mut slots: Option<RoaringBitmap> = None;
+                let mut bound: Option<IndexBound> = None;
+                let mut exact = true;
                 for child in children {
-                    if let Some(bound) = self.candidates_at(child, depth + 1) {
-                        slots = Some(match slots {
-                            Some(slots) => slots & bound,
-                            None => bound,
-                        });
+                    match self.bound_at(child, depth + 1) {
+                        Some(child) => {
+                            bound = Some(match bound {
+                                Some(b) => IndexBound {
+                                    slots: b.slots & child.slots,
+                                    exact: b.exact && child.exact,
+                                },
+                                None => child,
+                            })
+                        }
+                        None => exact = false,
                     }
                 }
-                slots
+                bound.map(|b| IndexBound {
+                    exact: b.exact && exact,
+                    ..b
+                })
             }
             Filter::Or(children) => {
                 let mut slots = RoaringBitmap::new();
+                let mut exact = true;
                 for child in children {
-                    slots |= self.candidates_at(child, depth + 1)?;
+                    let child = self.bound_at(child, depth + 1)?;
+                    slots |= child.slots;
+                    exact &= child.exact;
                 }
-                Some(slots)
+                Some(IndexBound { slots, exact })
             }
             Filter::Not(_) => None,
-            Filter::Condition(condition) => self.condition_candidates(condition),
+            Filter::Condition(condition) => self.condition_bound(condition),
         }
     }
 
-    fn condition_candidates(&self, condition: &Condition) -> Option<RoaringBitmap> {
+    fn condition_bound(&self, condition: &Condition) -> Option<IndexBound> {
         if self.is_building(&condition.key) {
             return None;
         }
         let (_, field) = self.fields.iter().find(|(n, _)| *n == condition.key)?;
         match &condition.op {
-            Op::Eq(scalar) => field.eq_slots(scalar),
+            Op::Eq(scalar) => field.eq_slots(scalar).map(IndexBound::exact),
             Op::In(scalars) => {
                 let mut slots = RoaringBitmap::new();
                 for scalar in scalars {
                     slots |= field.eq_slots(scalar)?;
                 }
-                Some(slots)
+                Some(IndexBound::exact(slots))
             }
             Op::Range(range) => field.range_slots(range),
             Op::Ne(_) | Op::Nin(_) | Op::Exists(_) => None,
         }
+    }
+}
+
+/// Slots that may match a filter, from the payload indexes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexBound {
+    pub slots: RoaringBitmap,
+    /// Whether these are exactly the slots that match.
+    pub exact: bool,
+}
+
+impl IndexBound {
+    fn exact(slots: RoaringBitmap) -> Self {
+        IndexBound { slots, exact: true }
     }
 }
 
@@ -681,6 +727,40 @@ mod tests {
 
     fn candidates(index: &PayloadIndex, f: Value) -> Option<RoaringBitmap> {
         index.candidates(&filter(f))
+    }
+
+    #[test]
+    fn bounds_are_exact_when_indexes_answer_every_condition_whole() {
+        let index = index_of(&[
+            json!({"kw": "a", "int": 1, "dt": "2024-01-15", "free": 1}),
+            json!({"kw": ["a", "b"], "int": 5, "free": 2}),
+            json!({"kw": "c", "flt": 2.5}),
+        ]);
+        let exact = |f: Value| index.bound(&filter(f)).map(|b| b.exact);
+        assert_eq!(exact(json!({"kw": "a"})), Some(true));
+        assert_eq!(exact(json!({"kw": {"$in": ["a", "c"]}})), Some(true));
+        assert_eq!(exact(json!({"int": {"$gte": 1, "$lt": 5}})), Some(true));
+        assert_eq!(exact(json!({"dt": {"$gte": "2024-01-01"}})), Some(true));
+        assert_eq!(
+            exact(json!({"$or": [{"kw": "c"}, {"flt": {"$gt": 2}}]})),
+            Some(true)
+        );
+        assert_eq!(exact(json!({"kw": "a", "int": 5})), Some(true));
+        // a bound of the other kind is ignored by the index, so the filter must still be tested
+        assert_eq!(
+            exact(json!({"int": {"$gte": 1, "$lt": "2024-01-01"}})),
+            Some(false)
+        );
+        // an unindexed child of an `And` leaves its part to the filter
+        assert_eq!(exact(json!({"kw": "a", "free": 1})), Some(false));
+        assert_eq!(exact(json!({"free": 1})), None);
+        assert_eq!(exact(json!({"$or": [{"kw": "a"}, {"free": 1}]})), None);
+        assert_eq!(
+            index
+                .bound(&filter(json!({"kw": "a", "int": 5})))
+                .map(|b| b.slots),
+            Some(bitmap(&[1]))
+        );
     }
 
     #[test]
@@ -1152,7 +1232,7 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(512))]
 
         #[test]
-        fn candidates_contain_every_match(
+        fn candidates_contain_every_match_and_exact_ones_no_other(
             payloads in proptest::collection::vec(payload_strategy(), 0..24),
             removed in proptest::collection::vec(any::<bool>(), 24),
             filters in proptest::collection::vec(filter_strategy(), 1..8),
@@ -1170,8 +1250,17 @@ mod tests {
                 }
             }
             for f in &filters {
-                let Some(found) = index.candidates(f) else { continue };
+                let Some(IndexBound { slots: found, exact }) = index.bound(f) else { continue };
                 prop_assert!(found.is_subset(&live), "{f:?}: {found:?} has removed slots");
+                if exact {
+                    for slot in &found {
+                        prop_assert!(
+                            f.matches(&payloads[slot as usize]),
+                            "{f:?} is bounded exactly by {found:?}, but slot {slot} ({:?}) does not match",
+                            payloads[slot as usize]
+                        );
+                    }
+                }
                 for slot in &live {
                     if f.matches(&payloads[slot as usize]) {
                         prop_assert!(

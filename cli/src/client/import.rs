@@ -7,7 +7,7 @@
 //! id, so a re-run rewrites the same points. A collection snapshot is restored the same way
 //! ([`read_snapshot`], then [`upload`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::time::Instant;
@@ -52,13 +52,17 @@ pub async fn import(
     collection: String,
     path: &Path,
     batch_size: usize,
+    parallel: usize,
     endpoint: Endpoint,
 ) -> anyhow::Result<()> {
     if batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
+    if parallel == 0 {
+        bail!("--parallel must be at least 1");
+    }
     let file = read_points(path)?;
-    upload(collection, &file, batch_size, endpoint).await
+    upload(collection, &file, batch_size, parallel, endpoint).await
 }
 
 /// Reads a collection snapshot file: its header, and its points (refused whole if the file was
@@ -106,18 +110,29 @@ pub fn read_snapshot(path: &Path) -> anyhow::Result<(Header, PointsFile<'_>)> {
     ))
 }
 
-/// Upserts the points of `file` into `collection`, `batch_size` at a time, with a progress bar.
+/// Batches an import keeps in flight unless told otherwise: a replicated cluster commits the
+/// batches that arrive together in one round of its log, so a client that waits for each
+/// batch before sending the next leaves most of that round idle.
+pub const DEFAULT_PARALLEL: usize = 4;
+
+/// Upserts the points of `file` into `collection`, `batch_size` at a time and up to `parallel`
+/// batches in flight, with a progress bar. Batches are acknowledged in file order, so on a
+/// failure every batch before the failing one is known stored. (A file names each id once, so
+/// batches sent together cannot race on a point.)
 pub async fn upload(
     collection: String,
     file: &PointsFile<'_>,
     batch_size: usize,
+    parallel: usize,
     endpoint: Endpoint,
 ) -> anyhow::Result<()> {
     if batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
-    let mut client =
-        PointsClient::new(endpoint.channel().await?).max_encoding_message_size(usize::MAX);
+    if parallel == 0 {
+        bail!("--parallel must be at least 1");
+    }
+    let client = PointsClient::new(endpoint.channel().await?).max_encoding_message_size(usize::MAX);
     let bar = ProgressBar::new(file.points.len() as u64);
     bar.set_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} points ({per_sec}, eta {eta})")
@@ -125,15 +140,34 @@ pub async fn upload(
     );
     let started = Instant::now();
     let mut stored = 0usize;
-    for batch in file.points.chunks(batch_size) {
-        let request = pb::UpsertRequest {
-            collection: collection.clone(),
-            points: batch.iter().map(|p| p.point.clone()).collect(),
-            // A retry of the same batch (by the router, after a lost answer) is applied once.
-            request_id: uuid::Uuid::new_v4().to_string(),
+    let mut batches = file.points.chunks(batch_size);
+    let mut in_flight = VecDeque::new();
+    loop {
+        while in_flight.len() < parallel {
+            let Some(batch) = batches.next() else { break };
+            let request = pb::UpsertRequest {
+                collection: collection.clone(),
+                points: batch.iter().map(|p| p.point.clone()).collect(),
+                // A retry of the same batch (by the router, after a lost answer) is applied once.
+                request_id: uuid::Uuid::new_v4().to_string(),
+            };
+            let mut client = client.clone();
+            let sent = tokio::spawn(async move { client.upsert(request).await.map(drop) });
+            in_flight.push_back((batch, sent));
+        }
+        let Some((batch, sent)) = in_flight.pop_front() else {
+            break;
         };
-        if let Err(e) = client.upsert(request).await {
+        let outcome = sent.await.unwrap_or_else(|e| {
+            Err(tonic::Status::unknown(format!(
+                "the upsert task ended: {e}"
+            )))
+        });
+        if let Err(e) = outcome {
             bar.finish_and_clear();
+            for (_, later) in &in_flight {
+                later.abort();
+            }
             let outcome_unknown =
                 quiver_proto::wire::classify(&e) == quiver_proto::wire::Failure::Unknown;
             let place = failed_point(&e)
@@ -142,13 +176,17 @@ pub async fn upload(
                 .unwrap_or_else(|| {
                     format!("{}..{}", file.place(batch[0].at), batch[batch.len() - 1].at)
                 });
-            let batch_fate = if outcome_unknown {
-                format!(
-                    "the batch from {} on may or may not have been stored",
-                    file.place(batch[0].at)
-                )
-            } else {
-                "the rest were not".to_string()
+            // the first batch whose fate is not known: this one, or the first sent after it
+            let unsure = match outcome_unknown {
+                true => Some(batch),
+                false => in_flight.front().map(|(later, _)| *later),
+            };
+            let batch_fate = match unsure {
+                Some(from) => format!(
+                    "the batches from {} on may or may not have been stored",
+                    file.place(from[0].at)
+                ),
+                None => "the rest were not".to_string(),
             };
             return Err(status(e).context(format!(
                 "{place}\n{stored} of {} points were stored before the failure; {batch_fate}. \

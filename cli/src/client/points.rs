@@ -25,6 +25,9 @@ pub enum PointsCommand {
         /// Points per upsert request.
         #[arg(long, default_value_t = 500)]
         batch_size: usize,
+        /// Upsert requests in flight at once.
+        #[arg(long, default_value_t = super::import::DEFAULT_PARALLEL)]
+        parallel: usize,
         #[command(flatten)]
         endpoint: Endpoint,
     },
@@ -184,8 +187,9 @@ pub async fn points(cmd: PointsCommand) -> anyhow::Result<()> {
             collection,
             file,
             batch_size,
+            parallel,
             endpoint,
-        } => super::import::import(collection, &file, batch_size, endpoint).await?,
+        } => super::import::import(collection, &file, batch_size, parallel, endpoint).await?,
         PointsCommand::Get {
             collection,
             ids,

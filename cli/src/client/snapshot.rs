@@ -14,7 +14,7 @@ use quiver_proto::v1::collections_client::CollectionsClient;
 use quiver_proto::v1::snapshots_client::SnapshotsClient;
 use serde_json::json;
 
-use super::import::{read_snapshot, upload};
+use super::import::{read_snapshot, upload, DEFAULT_PARALLEL};
 use super::{print_line, status, Endpoint};
 
 #[derive(Subcommand)]
@@ -217,7 +217,14 @@ async fn restore(
         Err(e) => return Err(status(e)),
         Ok(_) => {}
     }
-    upload(name.clone(), &points, batch_size, endpoint).await?;
+    upload(
+        name.clone(),
+        &points,
+        batch_size,
+        DEFAULT_PARALLEL,
+        endpoint,
+    )
+    .await?;
     print_line(format!(
         "restored collection {name} from {}",
         file.display()

@@ -147,6 +147,30 @@ fn import_names_the_file_line_and_says_what_was_stored() {
     assert!(err.contains("4 of 6 points were stored"), "{err}");
     assert!(err.contains("again is safe"), "{err}");
     assert_eq!(count(&dev, "c"), 4);
+
+    // With batches in flight after the refused one, the message says those may have been
+    // stored; the batches before it were.
+    let lines: String = (11..19)
+        .map(|id| match id {
+            13 => format!("{{\"id\": {id}, \"vector\": [1]}}\n"),
+            _ => format!("{{\"id\": {id}, \"vector\": [1, 2]}}\n"),
+        })
+        .collect();
+    let bad = write(dir.path(), "bad2.jsonl", &lines);
+    let args = ["points", "import", "c", "--file", &bad, "--batch-size", "2"];
+    let (ok, _, err) = dev.cli(&[&args[..], &["--parallel", "4"]].concat());
+    assert!(!ok);
+    assert!(err.contains("bad2.jsonl:3"), "{err}");
+    assert!(err.contains("2 of 8 points were stored"), "{err}");
+    assert!(
+        err.contains("bad2.jsonl:5 on may or may not have been stored"),
+        "{err}"
+    );
+    let (ok, _, err) = dev.cli(&[&args[..], &["--parallel", "0"]].concat());
+    assert!(
+        !ok && err.contains("--parallel must be at least 1"),
+        "{err}"
+    );
 }
 
 #[test]

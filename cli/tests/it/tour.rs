@@ -106,6 +106,45 @@ fn tour_create_import_search_with_filter() {
     assert_eq!(list.lines().count(), 1);
     let got = node.must_cli(&["points", "get", "docs", "3", "4"]);
     assert_eq!(got.lines().count(), 2);
+    let table = node.must_cli(&["points", "get", "docs", "3", "--format", "table"]);
+    let rows: Vec<&str> = table.lines().collect();
+    assert!(rows.len() == 2 && rows[0].starts_with("id"), "{table}");
+    assert!(
+        rows[1].starts_with('3') && rows[1].contains(r#""category":"ml""#),
+        "{table}"
+    );
+    let out = node.must_cli(&[
+        "search",
+        "docs",
+        "--vector",
+        "[0.0, 1.0, 0.0, 1.0]",
+        "--top-k",
+        "2",
+        "--format",
+        "json",
+        "--with-vector",
+    ]);
+    let line: Value = serde_json::from_str(out.trim()).unwrap();
+    for r in line["results"].as_array().unwrap() {
+        assert_eq!(r["vector"].as_array().map(Vec::len), Some(4), "{out}");
+    }
+
+    // a payload index created on the collection as it is, then dropped
+    let indexed = |info: &str| -> Vec<Value> {
+        let info: Value = serde_json::from_str(info).unwrap();
+        info["payload_indexes"].as_array().unwrap().clone()
+    };
+    let created = node.must_cli(&["collection", "index", "create", "docs", "year:integer"]);
+    assert!(
+        indexed(&created).contains(&serde_json::json!({"key": "year", "type": "integer"})),
+        "{created}"
+    );
+    let dropped = node.must_cli(&["collection", "index", "drop", "docs", "year"]);
+    assert_eq!(
+        indexed(&dropped),
+        vec![serde_json::json!({"key": "category", "type": "keyword"})],
+        "{dropped}"
+    );
     let deleted = node.must_cli(&[
         "points",
         "delete",

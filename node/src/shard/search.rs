@@ -30,6 +30,7 @@ use quiver_core::shard::{SearchQuery, DEFAULT_OVERSAMPLING};
 use quiver_index::distance::Metric;
 use quiver_index::filter::Filter;
 use quiver_index::flat::TopK;
+use quiver_index::payload_index::IndexBound;
 use quiver_index::quantize::Encoding;
 use quiver_index::{ScoredSlot, Slot};
 use roaring::RoaringBitmap;
@@ -90,13 +91,16 @@ enum Candidates {
     Estimated(f64),
 }
 
-/// The candidates of `filter`. A bound from the payload indexes of at most `materialize`
-/// slots is tested slot by slot into the exact set; a larger one is kept as a bound, tested
-/// inside the walk, its matching share estimated from a sample (so a search under a broad
-/// indexed filter does not test every point it bounds).
+/// The candidates of `filter`. A bound from the payload indexes that is exact is the set
+/// itself; one of at most `materialize` slots is tested slot by slot into the exact set; a
+/// larger one is kept as a bound, tested inside the walk, its matching share estimated from a
+/// sample (so a search under a broad indexed filter does not test every point it bounds).
 fn candidates(seg: &Points, filter: &Filter, materialize: u64) -> Candidates {
-    if let Some(bound) = seg.payload_index.candidates(filter) {
-        let bound = bound & &seg.live;
+    if let Some(IndexBound { slots, exact }) = seg.payload_index.bound(filter) {
+        let bound = slots & &seg.live;
+        if exact {
+            return Candidates::Slots(bound);
+        }
         if bound.len() > materialize {
             let share = bound.len() as f64 / seg.live.len().max(1) as f64;
             let fraction = share * sampled(&bound, seg, filter);
