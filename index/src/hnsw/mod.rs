@@ -40,6 +40,7 @@ use crate::ScoredSlot;
 pub use crate::params::{HnswParams, MAX_EF_CONSTRUCTION, MAX_M};
 pub use format::FormatError;
 
+pub use search::Rejected;
 use search::ScratchPool;
 
 /// Highest layer a node may reach (levels above it are clamped; with M ≥ 2 a level of 16 has
@@ -432,6 +433,13 @@ impl HnswGraph {
         )
     }
 
+    /// Asks the CPU to start loading node `id`'s vector, for a [`score`](Self::score) of it
+    /// a little later.
+    #[inline]
+    pub fn prefetch(&self, id: u32) {
+        search::prefetch_vector(&self.layers, id);
+    }
+
     /// The neighbours of `id` on layer 0 (for tests and diagnostics).
     pub fn neighbours(&self, id: u32) -> Vec<u32> {
         let mut out = Vec::new();
@@ -454,6 +462,19 @@ impl HnswGraph {
         ef: usize,
         accept: impl Fn(u32) -> bool,
     ) -> Vec<ScoredSlot> {
+        self.search_with(query, k, ef, accept, Rejected::Expanded)
+    }
+
+    /// [`search_accepting`](Self::search_accepting), with the walk treating the nodes `accept`
+    /// rejects as `rejected` says (bridging them suits a selective filter).
+    pub fn search_with(
+        &self,
+        query: &[f32],
+        k: usize,
+        ef: usize,
+        accept: impl Fn(u32) -> bool,
+        rejected: Rejected,
+    ) -> Vec<ScoredSlot> {
         let Some(entry) = self.entry else {
             return Vec::new();
         };
@@ -473,6 +494,7 @@ impl HnswGraph {
             self.top_level,
             ef.max(k),
             &accept,
+            rejected,
         );
         scratch.query = encoded;
         self.scratch.give_back(scratch);

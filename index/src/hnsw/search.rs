@@ -13,6 +13,18 @@ use super::{Distance, Layers};
 /// How many vectors ahead of the one being scored are being loaded.
 const PREFETCH_AHEAD: usize = 3;
 
+/// What the walk does with a neighbour the predicate rejects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejected {
+    /// Score it and expand it like any other node, never returning it: best when most nodes
+    /// are accepted (retired nodes, broad filters).
+    Expanded,
+    /// Do not score it: take its accepted neighbours in its place (up to a full neighbour
+    /// list per node), as ACORN does. Under a selective predicate the walk then scores only
+    /// nodes it may return and still moves through the rejected ones' neighbourhoods.
+    Bridged,
+}
+
 /// A node and its distance to the query (lower is nearer); ordered by distance, then id.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(super) struct Near {
@@ -131,9 +143,9 @@ fn prefetch<T>(p: *const T) {
     let _ = p;
 }
 
-/// Prefetches the first cache lines of a node's vector.
+/// Prefetches the cache lines of a node's vector.
 #[inline(always)]
-fn prefetch_vector(layers: &Layers, id: u32) {
+pub(super) fn prefetch_vector(layers: &Layers, id: u32) {
     if (id as usize) < layers.len() {
         for line in layers.vector(id).chunks(16) {
             prefetch(line.as_ptr());
@@ -153,6 +165,7 @@ pub(super) fn search(
     top_level: u8,
     ef: usize,
     accept: &impl Fn(u32) -> bool,
+    rejected: Rejected,
 ) -> Vec<(f32, u32)> {
     let mut nearest = Near {
         d: distance.between(query, layers.vector(entry)),
@@ -161,7 +174,17 @@ pub(super) fn search(
     for level in (1..=top_level).rev() {
         nearest = greedy(layers, distance, &mut scratch.links, query, nearest, level);
     }
-    search_layer(layers, distance, scratch, query, &[nearest], ef, 0, accept);
+    search_layer(
+        layers,
+        distance,
+        scratch,
+        query,
+        &[nearest],
+        ef,
+        0,
+        accept,
+        rejected,
+    );
     let mut found: Vec<(f32, u32)> = scratch.results.drain().map(|n| (n.d, n.id)).collect();
     found.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
     found
@@ -193,8 +216,9 @@ pub(super) fn greedy(
 }
 
 /// Best-first search of `level` from `entries`, leaving up to `ef` accepted nodes in
-/// `scratch.results` (a max-heap: the farthest on top). Rejected nodes are expanded like the
-/// others, so the walk goes on through them until `ef` accepted nodes are held.
+/// `scratch.results` (a max-heap: the farthest on top). The walk goes on through rejected
+/// nodes (expanding them, or bridging them: see [`Rejected`]) until `ef` accepted nodes are
+/// held.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn search_layer(
     layers: &Layers,
@@ -205,7 +229,9 @@ pub(super) fn search_layer(
     ef: usize,
     level: u8,
     accept: &impl Fn(u32) -> bool,
+    rejected: Rejected,
 ) {
+    let bridged = rejected == Rejected::Bridged;
     let Scratch {
         visited,
         candidates,
@@ -244,8 +270,25 @@ pub(super) fn search_layer(
         fresh.clear();
         for link in links {
             let id = link.load(Ordering::Relaxed);
-            if visited.insert(id) {
+            if !visited.insert(id) {
+                continue;
+            }
+            if !bridged || accept(id) {
                 fresh.push(id);
+                continue;
+            }
+            // a rejected neighbour is bridged: its accepted neighbours are taken instead (those
+            // rejected stay unvisited, to be bridged in their turn when reached as neighbours)
+            let block = layers.block(id, level);
+            let count = (block[0].load(Ordering::Acquire) as usize).min(block.len() - 1);
+            for link in &block[1..=count] {
+                if fresh.len() >= links.len().max(1) {
+                    break;
+                }
+                let id = link.load(Ordering::Relaxed);
+                if accept(id) && visited.insert(id) {
+                    fresh.push(id);
+                }
             }
         }
         for &id in fresh.iter().take(PREFETCH_AHEAD) {
@@ -258,7 +301,7 @@ pub(super) fn search_layer(
             let d = distance.between(query, layers.vector(id));
             if results.len() < ef || d < bound {
                 candidates.push(Reverse(Near { d, id }));
-                if accept(id) {
+                if bridged || accept(id) {
                     results.push(Near { d, id });
                     if results.len() > ef {
                         results.pop();

@@ -6,10 +6,13 @@
 //!   exact search;
 //! - `exact-filtered`: a filter whose estimated matches are at most the configured threshold (or
 //!   an exact request): score exactly the points that match. The estimate is exact when payload
-//!   indexes bound the filter, otherwise a sample of live points is tested;
+//!   indexes bound the filter, otherwise a sample of live points is tested. When the indexes
+//!   give exactly the matching set, it is scored whole up to threshold / (its share of the
+//!   points), where a walk would pass over more nodes than the set holds;
 //! - `hnsw`: no filter: walk each sealed segment's graph, skipping retired nodes inside the walk;
 //! - `hnsw-filtered`: walk the graphs accepting only live points that match the filter, with `ef`
-//!   widened as the filter gets more selective so enough matches are found.
+//!   widened as the filter gets more selective so enough matches are found. Under an exact set
+//!   of at most half the points, the walk bridges the nodes it rejects instead of scoring them.
 //!
 //! Retired nodes and filters are always tested inside the search, so a search returns `top_k`
 //! hits whenever that many live points match. The appendable segment (points no graph holds
@@ -30,6 +33,7 @@ use quiver_core::shard::{SearchQuery, DEFAULT_OVERSAMPLING};
 use quiver_index::distance::Metric;
 use quiver_index::filter::Filter;
 use quiver_index::flat::TopK;
+use quiver_index::hnsw::Rejected;
 use quiver_index::payload_index::IndexBound;
 use quiver_index::quantize::Encoding;
 use quiver_index::{ScoredSlot, Slot};
@@ -77,6 +81,9 @@ impl Plan {
 
 /// Live points tested to estimate an unindexed filter's selectivity.
 const SAMPLE_SIZE: u64 = 512;
+/// Filters keeping at most this share of the points walk the graph bridging the nodes they
+/// reject (see [`Rejected::Bridged`]) instead of scoring them.
+const BRIDGE_BELOW: f64 = 0.5;
 /// Upper bound on how much a selective filter widens `ef`.
 const MAX_EF_WIDENING: f64 = 8.0;
 
@@ -154,7 +161,7 @@ fn walk(
     query: &[f32],
     k: usize,
     ef: usize,
-    accept: Option<&dyn Fn(Slot) -> bool>,
+    accept: Option<(&dyn Fn(Slot) -> bool, Rejected)>,
 ) -> Vec<ScoredSlot> {
     let segment = &s.segment;
     let hits = match accept {
@@ -162,9 +169,13 @@ fn walk(
         None => segment
             .graph
             .search_accepting(query, k, ef, |node| !s.is_retired(node)),
-        Some(accept) => segment.graph.search_accepting(query, k, ef, |node| {
-            !s.is_retired(node) && accept(segment.slots[node as usize])
-        }),
+        Some((accept, rejected)) => segment.graph.search_with(
+            query,
+            k,
+            ef,
+            |node| !s.is_retired(node) && accept(segment.slots[node as usize]),
+            rejected,
+        ),
     };
     hits.into_iter()
         .map(|h| ScoredSlot {
@@ -202,24 +213,45 @@ fn scan(
     top.into_sorted_vec()
 }
 
-/// Exactly these live slots, scored.
+/// How many vectors ahead of the one being scored [`score_slots`] loads.
+const SCORE_AHEAD: usize = 4;
+
+/// Exactly these live slots, scored: segment by segment, each finding its nodes of `slots`
+/// in one pass (so a large set costs about a scan, a small one a few lookups per slot).
 fn score_slots(
     p: &Points,
     metric: Metric,
     query: &[f32],
     k: usize,
-    slots: impl Iterator<Item = Slot>,
+    slots: &RoaringBitmap,
 ) -> Vec<ScoredSlot> {
-    best(
-        metric,
-        k,
-        slots.filter_map(|slot| {
-            Some(ScoredSlot {
+    let mut top = TopK::new(metric, k);
+    let mut nodes = Vec::new();
+    for s in &p.sealed {
+        let graph = &s.segment.graph;
+        let encoded = graph.encode_query(query);
+        nodes.clear();
+        s.segment.for_each_node_of(slots, |node, slot| {
+            if !s.is_retired(node) {
+                nodes.push((node, slot));
+            }
+        });
+        // (the vectors are loaded a few ahead of their scoring: they are scattered in memory)
+        for (i, &(node, slot)) in nodes.iter().enumerate() {
+            if let Some(&(ahead, _)) = nodes.get(i + SCORE_AHEAD) {
+                graph.prefetch(ahead);
+            }
+            top.push(ScoredSlot {
                 slot,
-                score: p.score(metric, query, slot)?,
-            })
-        }),
-    )
+                score: graph.score(&encoded, node),
+            });
+        }
+    }
+    let appendable = slots & &p.appendable_slots;
+    for hit in p.appendable.search(metric, query, k, appendable.iter()) {
+        top.push(hit);
+    }
+    top.into_sorted_vec()
 }
 
 impl Collection {
@@ -324,7 +356,16 @@ impl Collection {
                     Candidates::Slots(s) => s.len() as f64 / live,
                     Candidates::Bounded(_, f) | Candidates::Estimated(f) => *f,
                 };
-                if graphs && fraction * live > config.exact_search_threshold as f64 {
+                // An exact set is scored whole unless walking is cheaper: a walk passes over
+                // about 1/fraction nodes per match it keeps, so its cost grows as the filter
+                // narrows while a scan's shrinks; the two meet where the set holds
+                // threshold/fraction points (the unfiltered crossover is the threshold).
+                let threshold = config.exact_search_threshold as f64;
+                let scan_below = match &candidates {
+                    Candidates::Slots(_) => threshold / fraction.max(1e-9),
+                    _ => threshold,
+                };
+                if graphs && fraction * live > scan_below {
                     let widening = (1.0 / fraction.max(1e-9))
                         .sqrt()
                         .clamp(1.0, MAX_EF_WIDENING);
@@ -335,19 +376,25 @@ impl Collection {
                         Candidates::Bounded(b, _) => b.contains(slot) && matches(p, filter, slot),
                         Candidates::Estimated(_) => matches(p, filter, slot),
                     };
+                    // Bridging rejected nodes tests the filter several times per node: worth
+                    // it for an exact set (a bitmap lookup), not for a payload test.
+                    let rejected = match &candidates {
+                        Candidates::Slots(_) if fraction <= BRIDGE_BELOW => Rejected::Bridged,
+                        _ => Rejected::Expanded,
+                    };
                     let found = p
                         .sealed
                         .iter()
-                        .flat_map(|s| walk(s, query, k, ef, Some(&accept)));
+                        .flat_map(|s| walk(s, query, k, ef, Some((&accept, rejected))));
                     let rest = appendable().filter(|slot| accept(*slot));
                     let rest = p.appendable.search(metric, query, k, rest);
                     (best(metric, k, found.chain(rest)), Plan::HnswFiltered)
                 } else {
                     let hits = match &candidates {
-                        Candidates::Slots(s) => score_slots(p, metric, query, k, s.iter()),
+                        Candidates::Slots(s) => score_slots(p, metric, query, k, s),
                         Candidates::Bounded(b, _) => {
                             let matching = b.iter().filter(|slot| matches(p, filter, *slot));
-                            score_slots(p, metric, query, k, matching)
+                            score_slots(p, metric, query, k, &matching.collect())
                         }
                         Candidates::Estimated(_) => {
                             scan(&p, metric, query, k, |slot| matches(&p, filter, slot))

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use quiver_index::hnsw::HnswGraph;
 use quiver_index::Slot;
+use roaring::RoaringBitmap;
 
 use quiver_core::{Error, Result};
 
@@ -73,6 +74,38 @@ impl Sealed {
             .binary_search_by_key(&slot, |(s, _)| *s)
             .ok()
             .map(|i| self.by_slot[i].1)
+    }
+
+    /// Calls `f(node, slot)` for each slot of `slots` this segment holds, in slot order: one
+    /// forward pass over the slot map, galloping from each slot to the next, for the slots of
+    /// `slots` within this segment's range.
+    pub fn for_each_node_of(&self, slots: &RoaringBitmap, mut f: impl FnMut(u32, Slot)) {
+        let by_slot = &self.by_slot;
+        let (Some(&(first, _)), Some(&(last, _))) = (by_slot.first(), by_slot.last()) else {
+            return;
+        };
+        let mut at = 0;
+        let mut within = slots.iter();
+        within.advance_to(first);
+        for slot in within.take_while(|slot| *slot <= last) {
+            let rest = &by_slot[at..];
+            // the first entry at or after `slot` lies in (bound / 2, bound]
+            let mut bound = 1;
+            while bound < rest.len() && rest[bound].0 < slot {
+                bound *= 2;
+            }
+            let lo = bound / 2;
+            let hi = (bound + 1).min(rest.len());
+            at += lo + rest[lo..hi].partition_point(|(s, _)| *s < slot);
+            match by_slot.get(at) {
+                Some(&(s, node)) if s == slot => {
+                    f(node, slot);
+                    at += 1;
+                }
+                Some(_) => {}
+                None => break,
+            }
+        }
     }
 
     /// Bytes held in memory: the graph (vectors and links) and the slot maps.
@@ -145,5 +178,36 @@ impl Sealed {
             return Err(damaged("slot count differs from the graph's"));
         }
         Ok(Self::new(number, slots, graph))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quiver_index::distance::Metric;
+    use quiver_index::hnsw::HnswParams;
+
+    #[test]
+    fn each_node_of_a_set_is_found_once_in_slot_order() {
+        // slots 0, 3, 6, ... in a shuffled node order
+        let slots: Vec<Slot> = (0..300u32).map(|i| (i * 7 % 300) * 3).collect();
+        let vectors = (0..300).map(|i| i as f32).collect();
+        let graph = HnswGraph::build(Metric::L2, 1, HnswParams::default(), vectors, 1, 7);
+        let segment = Sealed::new(1, slots, graph);
+        for set in [
+            RoaringBitmap::new(),
+            (0..1000).collect::<RoaringBitmap>(),
+            [0u32, 1, 3, 4, 897, 900, 5000].into_iter().collect(),
+            (0..1000).step_by(97).collect(),
+            (600..=897).collect(),
+        ] {
+            let mut found = Vec::new();
+            segment.for_each_node_of(&set, |node, slot| found.push((slot, node)));
+            let expected: Vec<(Slot, u32)> = set
+                .iter()
+                .filter_map(|slot| Some((slot, segment.node_of(slot)?)))
+                .collect();
+            assert_eq!(found, expected, "{set:?}");
+        }
     }
 }
