@@ -20,7 +20,8 @@ pub enum Rejected {
     /// are accepted (retired nodes, broad filters).
     Expanded,
     /// Do not score it: take its accepted neighbours in its place (up to a full neighbour
-    /// list per node), as ACORN does. Under a selective predicate the walk then scores only
+    /// list per node), as ACORN does; only when none of them is accepted is the node itself
+    /// scored and walked through. Under a selective predicate the walk then scores mostly
     /// nodes it may return and still moves through the rejected ones' neighbourhoods.
     Bridged,
 }
@@ -75,6 +76,11 @@ impl Visited {
             *mark = self.epoch;
             true
         }
+    }
+
+    #[inline(always)]
+    fn contains(&self, id: u32) -> bool {
+        self.marks[id as usize] == self.epoch
     }
 
     #[inline(always)]
@@ -268,25 +274,41 @@ pub(super) fn search_layer(
             visited.prefetch(link.load(Ordering::Relaxed));
         }
         fresh.clear();
+        // (a bridged expansion takes at most a full neighbour list of bridged nodes)
+        let room = block.len() - 1;
         for link in links {
             let id = link.load(Ordering::Relaxed);
-            if !visited.insert(id) {
-                continue;
-            }
             if !bridged || accept(id) {
-                fresh.push(id);
+                if visited.insert(id) {
+                    fresh.push(id);
+                }
                 continue;
             }
-            // a rejected neighbour is bridged: its accepted neighbours are taken instead (those
-            // rejected stay unvisited, to be bridged in their turn when reached as neighbours)
+            // A rejected neighbour is bridged: its accepted neighbours are taken instead. It is
+            // marked visited only once all of them were looked at, so one left for lack of room
+            // is bridged again when reached from another node.
+            if fresh.len() >= room || visited.contains(id) {
+                continue;
+            }
             let block = layers.block(id, level);
             let count = (block[0].load(Ordering::Acquire) as usize).min(block.len() - 1);
+            let (mut whole, mut bridged_to) = (true, 0);
             for link in &block[1..=count] {
-                if fresh.len() >= links.len().max(1) {
+                if fresh.len() >= room {
+                    whole = false;
                     break;
                 }
                 let id = link.load(Ordering::Relaxed);
                 if accept(id) && visited.insert(id) {
+                    fresh.push(id);
+                    bridged_to += 1;
+                }
+            }
+            if whole {
+                visited.insert(id);
+                // Where no accepted node is near (a filter that follows the data's clusters),
+                // the walk goes on through the rejected node itself, scored as a candidate.
+                if bridged_to == 0 {
                     fresh.push(id);
                 }
             }
@@ -301,7 +323,7 @@ pub(super) fn search_layer(
             let d = distance.between(query, layers.vector(id));
             if results.len() < ef || d < bound {
                 candidates.push(Reverse(Near { d, id }));
-                if bridged || accept(id) {
+                if accept(id) {
                     results.push(Near { d, id });
                     if results.len() > ef {
                         results.pop();

@@ -197,6 +197,35 @@ fn the_predicate_is_applied_inside_the_walk() {
 }
 
 #[test]
+fn a_walk_bridging_rejected_nodes_finds_the_nearest_accepted_ones() {
+    let data = clustered(4_000, 8, 10, Metric::L2);
+    let graph = HnswGraph::build(Metric::L2, 8, HnswParams::default(), flatten(&data), 1, 3);
+    let accepted_ids: Vec<u32> = (0..data.len() as u32).filter(|i| i % 10 == 3).collect();
+    let accept = |id: u32| id % 10 == 3;
+    let accepted: Vec<Vec<f32>> = accepted_ids
+        .iter()
+        .map(|&i| data[i as usize].clone())
+        .collect();
+    let (mut found, mut wanted) = (0, 0);
+    for query in data.iter().step_by(97) {
+        let hits = graph.search_with(query, 10, 64, accept, Rejected::Bridged);
+        assert_eq!(hits.len(), 10);
+        assert!(hits.iter().all(|h| accept(h.slot)));
+        let truth: Vec<u32> = exact(Metric::L2, &accepted, query, 10)
+            .into_iter()
+            .map(|i| accepted_ids[i as usize])
+            .collect();
+        found += hits.iter().filter(|h| truth.contains(&h.slot)).count();
+        wanted += truth.len();
+    }
+    let recall = found as f64 / wanted as f64;
+    assert!(recall >= 0.95, "bridged recall at 10% accepted: {recall}");
+    assert!(graph
+        .search_with(&data[1], 10, 64, |_| false, Rejected::Bridged)
+        .is_empty());
+}
+
+#[test]
 fn small_and_empty_graphs() {
     let empty = HnswGraph::build(Metric::Dot, 4, HnswParams::default(), Vec::new(), 2, 0);
     assert!(empty.is_empty());

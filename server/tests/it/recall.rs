@@ -40,7 +40,9 @@ async fn recall_at_10(
 async fn hnsw_recall_unfiltered_and_filtered() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path());
-    // 1% of 20k (200 matches) is searched exactly; 10% (2,000) walks the graph.
+    // Unindexed, 1% of 20k (200 matches) is searched exactly and 10% (2,000) walks the graph;
+    // an indexed field's exact sets are scored whole up to 1,000 / share (10%: 2,000 of 10,000),
+    // and walked above (30%: 6,000 of 3,333), bridging the points they leave out.
     config.search.exact_search_threshold = 1_000;
     let server = TestServer::must_start(config).await;
     let mut collections = server.must_collections().await;
@@ -84,6 +86,13 @@ async fn hnsw_recall_unfiltered_and_filtered() {
         &mut points,
         queries,
         r#"{"bucket": {"$lt": 10}}"#,
+        "exact-filtered",
+    )
+    .await;
+    let thirty_percent = recall_at_10(
+        &mut points,
+        queries,
+        r#"{"bucket": {"$gte": 70}}"#,
         "hnsw-filtered",
     )
     .await;
@@ -120,7 +129,8 @@ async fn hnsw_recall_unfiltered_and_filtered() {
     .await;
     eprintln!(
         "recall@10: unfiltered {unfiltered:.3}, 1% {one_percent:.3}, 10% {ten_percent:.3}, \
-         10% unindexed {ten_unindexed:.3}, 1% unindexed {one_unindexed:.3}, 50% {half:.3}, \
+         30% {thirty_percent:.3}, 10% unindexed {ten_unindexed:.3}, \
+         1% unindexed {one_unindexed:.3}, 50% {half:.3}, \
          two fields 15% {two_fields:.3}, two fields 5% {two_fields_narrow:.3}"
     );
     assert!(half >= 0.95, "50% filtered recall {half}");
@@ -132,6 +142,10 @@ async fn hnsw_recall_unfiltered_and_filtered() {
     assert!(unfiltered >= 0.95, "unfiltered recall {unfiltered}");
     assert!(one_percent >= 0.95, "1% filtered recall {one_percent}");
     assert!(ten_percent >= 0.95, "10% filtered recall {ten_percent}");
+    assert!(
+        thirty_percent >= 0.95,
+        "30% filtered recall {thirty_percent}"
+    );
     assert!(
         ten_unindexed >= 0.95,
         "10% unindexed recall {ten_unindexed}"
