@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 
-use super::search::{greedy, search_layer, Near, Rejected, Scratch, ScratchPool};
+use super::search::{greedy, search_layer, Near, Scratch, ScratchPool};
 use super::{Distance, HnswGraph, HnswParams, Layers, MAX_EF_CONSTRUCTION, MAX_LEVEL, MAX_M};
 use crate::distance::Metric;
 use crate::quantize::Encoding;
@@ -194,7 +194,6 @@ impl Builder<'_> {
                 self.ef_construction,
                 lc,
                 &|_| true,
-                Rejected::Expanded,
             );
             entries.clear();
             // (the node itself is found when an insert meanwhile linked back to it)

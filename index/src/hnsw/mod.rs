@@ -40,7 +40,6 @@ use crate::ScoredSlot;
 pub use crate::params::{HnswParams, MAX_EF_CONSTRUCTION, MAX_M};
 pub use format::FormatError;
 
-pub use search::Rejected;
 use search::ScratchPool;
 
 /// Highest layer a node may reach (levels above it are clamped; with M ≥ 2 a level of 16 has
@@ -462,19 +461,6 @@ impl HnswGraph {
         ef: usize,
         accept: impl Fn(u32) -> bool,
     ) -> Vec<ScoredSlot> {
-        self.search_with(query, k, ef, accept, Rejected::Expanded)
-    }
-
-    /// [`search_accepting`](Self::search_accepting), with the walk treating the nodes `accept`
-    /// rejects as `rejected` says (bridging them suits a selective filter).
-    pub fn search_with(
-        &self,
-        query: &[f32],
-        k: usize,
-        ef: usize,
-        accept: impl Fn(u32) -> bool,
-        rejected: Rejected,
-    ) -> Vec<ScoredSlot> {
         let Some(entry) = self.entry else {
             return Vec::new();
         };
@@ -494,7 +480,6 @@ impl HnswGraph {
             self.top_level,
             ef.max(k),
             &accept,
-            rejected,
         );
         scratch.query = encoded;
         self.scratch.give_back(scratch);

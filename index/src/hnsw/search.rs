@@ -13,19 +13,6 @@ use super::{Distance, Layers};
 /// How many vectors ahead of the one being scored are being loaded.
 const PREFETCH_AHEAD: usize = 3;
 
-/// What the walk does with a neighbour the predicate rejects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rejected {
-    /// Score it and expand it like any other node, never returning it: best when most nodes
-    /// are accepted (retired nodes, broad filters).
-    Expanded,
-    /// Do not score it: take its accepted neighbours in its place (up to a full neighbour
-    /// list per node), as ACORN does; only when none of them is accepted is the node itself
-    /// scored and walked through. Under a selective predicate the walk then scores mostly
-    /// nodes it may return and still moves through the rejected ones' neighbourhoods.
-    Bridged,
-}
-
 /// A node and its distance to the query (lower is nearer); ordered by distance, then id.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(super) struct Near {
@@ -76,11 +63,6 @@ impl Visited {
             *mark = self.epoch;
             true
         }
-    }
-
-    #[inline(always)]
-    fn contains(&self, id: u32) -> bool {
-        self.marks[id as usize] == self.epoch
     }
 
     #[inline(always)]
@@ -171,7 +153,6 @@ pub(super) fn search(
     top_level: u8,
     ef: usize,
     accept: &impl Fn(u32) -> bool,
-    rejected: Rejected,
 ) -> Vec<(f32, u32)> {
     let mut nearest = Near {
         d: distance.between(query, layers.vector(entry)),
@@ -180,17 +161,7 @@ pub(super) fn search(
     for level in (1..=top_level).rev() {
         nearest = greedy(layers, distance, &mut scratch.links, query, nearest, level);
     }
-    search_layer(
-        layers,
-        distance,
-        scratch,
-        query,
-        &[nearest],
-        ef,
-        0,
-        accept,
-        rejected,
-    );
+    search_layer(layers, distance, scratch, query, &[nearest], ef, 0, accept);
     let mut found: Vec<(f32, u32)> = scratch.results.drain().map(|n| (n.d, n.id)).collect();
     found.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
     found
@@ -222,9 +193,8 @@ pub(super) fn greedy(
 }
 
 /// Best-first search of `level` from `entries`, leaving up to `ef` accepted nodes in
-/// `scratch.results` (a max-heap: the farthest on top). The walk goes on through rejected
-/// nodes (expanding them, or bridging them: see [`Rejected`]) until `ef` accepted nodes are
-/// held.
+/// `scratch.results` (a max-heap: the farthest on top). Rejected nodes are expanded like the
+/// others, so the walk goes on through them until `ef` accepted nodes are held.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn search_layer(
     layers: &Layers,
@@ -235,9 +205,7 @@ pub(super) fn search_layer(
     ef: usize,
     level: u8,
     accept: &impl Fn(u32) -> bool,
-    rejected: Rejected,
 ) {
-    let bridged = rejected == Rejected::Bridged;
     let Scratch {
         visited,
         candidates,
@@ -274,43 +242,10 @@ pub(super) fn search_layer(
             visited.prefetch(link.load(Ordering::Relaxed));
         }
         fresh.clear();
-        // (a bridged expansion takes at most a full neighbour list of bridged nodes)
-        let room = block.len() - 1;
         for link in links {
             let id = link.load(Ordering::Relaxed);
-            if !bridged || accept(id) {
-                if visited.insert(id) {
-                    fresh.push(id);
-                }
-                continue;
-            }
-            // A rejected neighbour is bridged: its accepted neighbours are taken instead. It is
-            // marked visited only once all of them were looked at, so one left for lack of room
-            // is bridged again when reached from another node.
-            if fresh.len() >= room || visited.contains(id) {
-                continue;
-            }
-            let block = layers.block(id, level);
-            let count = (block[0].load(Ordering::Acquire) as usize).min(block.len() - 1);
-            let (mut whole, mut bridged_to) = (true, 0);
-            for link in &block[1..=count] {
-                if fresh.len() >= room {
-                    whole = false;
-                    break;
-                }
-                let id = link.load(Ordering::Relaxed);
-                if accept(id) && visited.insert(id) {
-                    fresh.push(id);
-                    bridged_to += 1;
-                }
-            }
-            if whole {
-                visited.insert(id);
-                // Where no accepted node is near (a filter that follows the data's clusters),
-                // the walk goes on through the rejected node itself, scored as a candidate.
-                if bridged_to == 0 {
-                    fresh.push(id);
-                }
+            if visited.insert(id) {
+                fresh.push(id);
             }
         }
         for &id in fresh.iter().take(PREFETCH_AHEAD) {

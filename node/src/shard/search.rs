@@ -11,8 +11,7 @@
 //!   points), where a walk would pass over more nodes than the set holds;
 //! - `hnsw`: no filter: walk each sealed segment's graph, skipping retired nodes inside the walk;
 //! - `hnsw-filtered`: walk the graphs accepting only live points that match the filter, with `ef`
-//!   widened as the filter gets more selective so enough matches are found. Under an exact set
-//!   of at most half the points, the walk bridges the nodes it rejects instead of scoring them.
+//!   widened as the filter gets more selective so enough matches are found.
 //!
 //! Retired nodes and filters are always tested inside the search, so a search returns `top_k`
 //! hits whenever that many live points match. The appendable segment (points no graph holds
@@ -33,7 +32,6 @@ use quiver_core::shard::{SearchQuery, DEFAULT_OVERSAMPLING};
 use quiver_index::distance::Metric;
 use quiver_index::filter::Filter;
 use quiver_index::flat::TopK;
-use quiver_index::hnsw::Rejected;
 use quiver_index::payload_index::IndexBound;
 use quiver_index::quantize::Encoding;
 use quiver_index::{ScoredSlot, Slot};
@@ -81,9 +79,6 @@ impl Plan {
 
 /// Live points tested to estimate an unindexed filter's selectivity.
 const SAMPLE_SIZE: u64 = 512;
-/// Filters keeping at most this share of the points walk the graph bridging the nodes they
-/// reject (see [`Rejected::Bridged`]) instead of scoring them.
-const BRIDGE_BELOW: f64 = 0.5;
 /// Upper bound on how much a selective filter widens `ef`.
 const MAX_EF_WIDENING: f64 = 8.0;
 
@@ -161,7 +156,7 @@ fn walk(
     query: &[f32],
     k: usize,
     ef: usize,
-    accept: Option<(&dyn Fn(Slot) -> bool, Rejected)>,
+    accept: Option<&dyn Fn(Slot) -> bool>,
 ) -> Vec<ScoredSlot> {
     let segment = &s.segment;
     let hits = match accept {
@@ -169,13 +164,9 @@ fn walk(
         None => segment
             .graph
             .search_accepting(query, k, ef, |node| !s.is_retired(node)),
-        Some((accept, rejected)) => segment.graph.search_with(
-            query,
-            k,
-            ef,
-            |node| !s.is_retired(node) && accept(segment.slots[node as usize]),
-            rejected,
-        ),
+        Some(accept) => segment.graph.search_accepting(query, k, ef, |node| {
+            !s.is_retired(node) && accept(segment.slots[node as usize])
+        }),
     };
     hits.into_iter()
         .map(|h| ScoredSlot {
@@ -376,16 +367,10 @@ impl Collection {
                         Candidates::Bounded(b, _) => b.contains(slot) && matches(p, filter, slot),
                         Candidates::Estimated(_) => matches(p, filter, slot),
                     };
-                    // Bridging rejected nodes tests the filter several times per node: worth
-                    // it for an exact set (a bitmap lookup), not for a payload test.
-                    let rejected = match &candidates {
-                        Candidates::Slots(_) if fraction <= BRIDGE_BELOW => Rejected::Bridged,
-                        _ => Rejected::Expanded,
-                    };
                     let found = p
                         .sealed
                         .iter()
-                        .flat_map(|s| walk(s, query, k, ef, Some((&accept, rejected))));
+                        .flat_map(|s| walk(s, query, k, ef, Some(&accept)));
                     let rest = appendable().filter(|slot| accept(*slot));
                     let rest = p.appendable.search(metric, query, k, rest);
                     (best(metric, k, found.chain(rest)), Plan::HnswFiltered)

@@ -42,7 +42,7 @@ async fn hnsw_recall_unfiltered_and_filtered() {
     let mut config = test_config(dir.path());
     // Unindexed, 1% of 20k (200 matches) is searched exactly and 10% (2,000) walks the graph;
     // an indexed field's exact sets are scored whole up to 1,000 / share (10%: 2,000 of 10,000),
-    // and walked above (30%: 6,000 of 3,333), bridging the points they leave out.
+    // and walked above (30%: 6,000 of 3,333).
     config.search.exact_search_threshold = 1_000;
     let server = TestServer::must_start(config).await;
     let mut collections = server.must_collections().await;
