@@ -237,6 +237,7 @@ pub struct StorageConfig {
     /// this covers the Raft log and votes too. `false` survives a killed process but not a power
     /// loss: the last acknowledged writes can be lost and, in a cluster, a node can forget its
     /// vote, which breaks Raft's safety. Only for tests and throwaway data. Default `true`.
+    /// (Applying a committed entry is not synced on its own either way: the synced log replays it.)
     pub sync_writes: bool,
     /// `storage.segment_seal_points`: a collection's appendable segment (new points, searched
     /// exactly) is indexed into a sealed segment in the background once it holds this many

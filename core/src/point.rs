@@ -127,6 +127,16 @@ pub struct PointRecord {
     pub payload: JsonMap,
 }
 
+/// A stored [`PointRecord`] read for its vector alone: the payload is skipped, not parsed.
+#[derive(Debug, Deserialize)]
+pub struct StoredVector {
+    pub slot: Slot,
+    #[serde(with = "crate::encoding::f32s")]
+    pub vector: Vec<f32>,
+    #[serde(rename = "payload")]
+    _payload: serde::de::IgnoredAny,
+}
+
 /// How a collection's vectors are indexed.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub enum IndexKind {

@@ -133,8 +133,14 @@ impl InForce {
 /// Where the full-precision vectors of a collection's points are kept (the shard's stored
 /// rows), for the rescoring of quantized segments' candidates and for returning their vectors.
 pub trait VectorSource: Send + Sync + std::fmt::Debug {
-    /// The stored (prepared) vector of point `id`, if it is stored.
-    fn vector(&self, id: &PointId) -> Option<Vec<f32>>;
+    /// The stored (prepared) vectors of points `ids`, in their order (None where a point is
+    /// not stored), read in one batch.
+    fn vectors(&self, ids: &[PointId]) -> Vec<Option<Vec<f32>>>;
+
+    /// The stored vector of point `id`, if it is stored.
+    fn vector(&self, id: &PointId) -> Option<Vec<f32>> {
+        self.vectors(std::slice::from_ref(id)).pop().flatten()
+    }
 }
 
 /// Where a slot's vector is.

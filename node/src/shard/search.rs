@@ -398,28 +398,38 @@ impl Collection {
 
     /// Scored slots as the hits a search returns, with what it asked for.
     fn hits(&self, p: &Points, params: &SearchQuery, hits: Vec<ScoredSlot>) -> Vec<SearchHit> {
-        hits.into_iter()
-            .filter_map(|h| {
-                let id = p.id_of(h.slot)?;
+        let found: Vec<(PointId, Slot, f32)> = hits
+            .into_iter()
+            .filter_map(|h| Some((p.id_of(h.slot)?, h.slot, h.score)))
+            .collect();
+        let mut vectors = match params.with_vector {
+            true => {
+                let points: Vec<_> = found.iter().map(|(id, slot, _)| (*id, *slot)).collect();
+                self.full_vectors(p, &points).into_iter()
+            }
+            false => Vec::new().into_iter(),
+        };
+        found
+            .into_iter()
+            .filter_map(|(id, slot, score)| {
+                let vector = vectors.next().flatten();
                 Some(SearchHit {
                     id,
-                    score: h.score,
+                    score,
                     payload: params
                         .with_payload
-                        .then(|| p.payloads.get(&h.slot).cloned())
+                        .then(|| p.payloads.get(&slot).cloned())
                         .flatten(),
-                    vector: params
-                        .with_vector
-                        .then(|| self.full_vector(p, id, h.slot))
-                        .flatten(),
+                    vector,
                 })
             })
             .collect()
     }
 
     /// The best `k` of `candidates`, those a quantized segment holds scored again with their
-    /// full-precision vectors. (A stored row may be a newer version of the point than the one
-    /// memory holds, written but not yet installed: its vector is then the newer one.)
+    /// full-precision vectors, read in one batch. (A stored row may be a newer version of the
+    /// point than the one memory holds, written but not yet installed: its vector is then the
+    /// newer one.)
     fn rescore(
         &self,
         p: &Points,
@@ -428,26 +438,40 @@ impl Collection {
         candidates: Vec<ScoredSlot>,
     ) -> Vec<ScoredSlot> {
         let metric = self.meta.spec.metric;
-        let rescored = candidates.into_iter().filter_map(|h| {
-            if !p.is_encoded(h.slot) {
-                return Some(h);
-            }
-            let vector = self.full_vector(p, p.id_of(h.slot)?, h.slot)?;
-            Some(ScoredSlot {
-                slot: h.slot,
-                score: metric.score(query, &vector),
-            })
-        });
-        best(metric, k, rescored)
+        let (encoded, exact): (Vec<_>, Vec<_>) =
+            candidates.into_iter().partition(|h| p.is_encoded(h.slot));
+        let points: Vec<(PointId, Slot)> = encoded
+            .iter()
+            .filter_map(|h| Some((p.id_of(h.slot)?, h.slot)))
+            .collect();
+        let vectors = self.full_vectors(p, &points);
+        let rescored = points
+            .iter()
+            .zip(vectors)
+            .filter_map(|((_, slot), vector)| {
+                Some(ScoredSlot {
+                    slot: *slot,
+                    score: metric.score(query, &vector?),
+                })
+            });
+        best(metric, k, exact.into_iter().chain(rescored))
     }
 
-    /// The full-precision vector of live `slot` (point `id`): from memory, or from the stored
-    /// row when a quantized segment holds it.
-    fn full_vector(&self, p: &Points, id: PointId, slot: Slot) -> Option<Vec<f32>> {
-        match p.vector(slot) {
-            Some(v) => Some(v.to_vec()),
-            None => self.source.as_ref()?.vector(&id),
+    /// The full-precision vectors of live `points` (`(id, slot)`), in their order: from memory,
+    /// or, for those a quantized segment holds, from their stored rows in one batched read.
+    fn full_vectors(&self, p: &Points, points: &[(PointId, Slot)]) -> Vec<Option<Vec<f32>>> {
+        let mut out: Vec<Option<Vec<f32>>> = points
+            .iter()
+            .map(|(_, slot)| p.vector(*slot).map(<[f32]>::to_vec))
+            .collect();
+        let stored: Vec<usize> = (0..points.len()).filter(|i| out[*i].is_none()).collect();
+        if let (Some(source), false) = (&self.source, stored.is_empty()) {
+            let ids: Vec<PointId> = stored.iter().map(|i| points[*i].0).collect();
+            for (i, vector) in stored.into_iter().zip(source.vectors(&ids)) {
+                out[i] = vector;
+            }
         }
+        out
     }
 
     /// Ids of the live points matching `filter`, in no particular order.
@@ -490,15 +514,15 @@ impl Collection {
     /// Points by id (missing ids skipped), as `(id, vector, payload)`.
     pub fn get(&self, ids: &[PointId]) -> Vec<(PointId, Vec<f32>, Arc<JsonMap>)> {
         let p = self.points.read();
-        ids.iter()
-            .filter_map(|id| {
-                let slot = p.slot_of(id)?;
-                Some((
-                    *id,
-                    self.full_vector(&p, *id, slot)?,
-                    p.payloads.get(&slot)?.clone(),
-                ))
-            })
+        let points: Vec<(PointId, Slot)> = ids
+            .iter()
+            .filter_map(|id| Some((*id, p.slot_of(id)?)))
+            .collect();
+        let vectors = self.full_vectors(&p, &points);
+        points
+            .into_iter()
+            .zip(vectors)
+            .filter_map(|((id, slot), vector)| Some((id, vector?, p.payloads.get(&slot)?.clone())))
             .collect()
     }
 }

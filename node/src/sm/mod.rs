@@ -355,7 +355,8 @@ impl<N: Namespace> StateMachine<N> {
 
     /// Applies a log entry: a proposal, or nothing (a Raft blank or membership entry, which only
     /// advances the position). `raft_state`, when given, replaces the stored replication state in
-    /// the same batch.
+    /// the same batch. The batch is not synced on its own ([`WriteBatch::replayable`]): the entry
+    /// is in the synced Raft log, which replays it if a power loss drops the batch.
     pub fn apply_entry(
         &mut self,
         index: u64,
@@ -374,7 +375,7 @@ impl<N: Namespace> StateMachine<N> {
             raft_state: raft_state.unwrap_or_else(|| self.applied.raft_state.clone()),
         };
         let once = proposal.and_then(|p| p.key.as_deref());
-        let mut batch = WriteBatch::default();
+        let mut batch = WriteBatch::replayable();
         if let Some(key) = once {
             if let Some(first) = self.storage.get(Table::Meta, &once_key(key))? {
                 // Applied before under this key: consume the index, repeat the first outcome.
@@ -400,7 +401,7 @@ impl<N: Namespace> StateMachine<N> {
             Err(e @ Error::Storage(_)) | Err(e @ Error::Internal(_)) => return Err(e),
             Err(rejected) => {
                 // Consume the index so the log and the state stay in step; change nothing else.
-                let mut only_index = WriteBatch::default();
+                let mut only_index = WriteBatch::replayable();
                 only_index.put(Table::Meta, APPLIED_KEY, encode(&applied)?);
                 if let Some(key) = once {
                     self.remember(&mut only_index, key, index, &Err(rejected.clone()))?;

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
 
 use parking_lot::RwLock;
-use quiver_core::point::{CollectionMeta, JsonMap, PointId, PointRecord};
+use quiver_core::point::{CollectionMeta, JsonMap, PointId, PointRecord, StoredVector};
 use quiver_core::shard::{PointsCommand, Selection};
 use quiver_core::{Error, Result};
 use quiver_index::payload_index::FieldType;
@@ -115,22 +115,30 @@ impl std::fmt::Debug for StoredVectors {
 }
 
 impl VectorSource for StoredVectors {
-    fn vector(&self, id: &PointId) -> Option<Vec<f32>> {
-        let key = point_key(self.collection_id, id);
-        match self.storage.upgrade()?.get(Table::Points, &key) {
-            Ok(Some(bytes)) => match decode::<PointRecord>(&bytes) {
-                Ok(record) => Some(record.vector),
+    fn vectors(&self, ids: &[PointId]) -> Vec<Option<Vec<f32>>> {
+        let Some(storage) = self.storage.upgrade() else {
+            return vec![None; ids.len()];
+        };
+        let keys: Vec<Vec<u8>> = ids
+            .iter()
+            .map(|id| point_key(self.collection_id, id))
+            .collect();
+        let rows = match storage.multi_get(Table::Points, &keys) {
+            Ok(rows) => rows,
+            Err(e) => {
+                warn!(error = %e, "stored points cannot be read");
+                return vec![None; ids.len()];
+            }
+        };
+        rows.into_iter()
+            .map(|row| match decode::<StoredVector>(&row?) {
+                Ok(stored) => Some(stored.vector),
                 Err(e) => {
                     warn!(error = %e, "a stored point does not decode");
                     None
                 }
-            },
-            Ok(None) => None,
-            Err(e) => {
-                warn!(error = %e, "a stored point cannot be read");
-                None
-            }
-        }
+            })
+            .collect()
     }
 }
 

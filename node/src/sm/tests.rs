@@ -268,6 +268,31 @@ fn rejected_commands_consume_their_index_and_change_nothing() {
     assert_eq!(reopened.last_applied(), Some(7));
 }
 
+#[test]
+fn applying_leaves_durability_to_the_synced_raft_log() {
+    let memory = Arc::new(MemoryStorage::default());
+    let storage: Arc<dyn Storage> = memory.clone();
+    let graphs = tempfile::tempdir().unwrap();
+    let mut sm = ShardMachine::open(storage.clone(), graphs.path()).unwrap();
+    let opened = memory.synced_writes();
+    sm.apply(1, &serve(1, spec(IndexKind::Flat))).unwrap();
+    sm.apply(2, &upsert_one(1, 0.5)).unwrap();
+    let missing = ShardCommand::Points(PointsCommand::Delete {
+        collection: "nope".into(),
+        collection_id: 1,
+        ids: vec![PointId::Num(1)],
+    });
+    assert!(sm.apply(3, &missing).is_err());
+    apply_once(&mut sm, 4, &once("k", upsert_one(2, 0.5))).unwrap();
+    apply_once(&mut sm, 5, &once("k", upsert_one(2, 0.5))).unwrap();
+    sm.apply_entry(6, None, Some(b"raft".to_vec())).unwrap();
+    // applied, rejected, repeated and blank entries alike: none syncs on its own
+    assert_eq!(memory.synced_writes(), opened);
+    let reopened = ShardMachine::open(storage, graphs.path()).unwrap();
+    assert_eq!(reopened.last_applied(), Some(6));
+    assert_eq!(reopened.view().get("m").unwrap().points_count(), 2);
+}
+
 /// Every row of the state-machine tables of `storage`.
 fn rows(storage: &dyn Storage) -> Vec<(Table, Vec<u8>, Vec<u8>)> {
     let mut rows = Vec::new();
@@ -406,6 +431,8 @@ fn a_snapshot_carries_the_segments_and_the_follower_indexes_only_what_came_after
     sm.apply(2, &upsert(0..200)).unwrap();
     let collection = sm.view().get("m").unwrap();
     wait_until(|| collection.indexed_vectors() == 200);
+    // (the manifest naming the segment is written just after the segment is installed)
+    wait_until(|| graph_dir(&derived, 1).join("segments.json").exists());
     sm.apply(3, &upsert(200..220)).unwrap();
     // deleted after the segment was sealed: still in its graph, never found
     sm.apply(

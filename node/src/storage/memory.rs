@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
@@ -15,12 +16,23 @@ type Entries = BTreeMap<Vec<u8>, Vec<u8>>;
 #[derive(Debug, Default)]
 pub struct MemoryStorage {
     tables: RwLock<BTreeMap<Table, Entries>>,
+    /// How many batches were written that a store syncing its writes would have synced.
+    synced_writes: AtomicU64,
+}
+
+impl MemoryStorage {
+    /// How many batches written were not [`WriteBatch::replayable`] (each a sync, on a store
+    /// that syncs its writes).
+    pub fn synced_writes(&self) -> u64 {
+        self.synced_writes.load(Ordering::Relaxed)
+    }
 }
 
 impl Storage for MemoryStorage {
     fn checkpoint(&self, _dir: &Path) -> Result<Arc<dyn Storage>> {
         Ok(Arc::new(MemoryStorage {
             tables: RwLock::new(self.tables.read().clone()),
+            synced_writes: AtomicU64::new(0),
         }))
     }
 
@@ -33,6 +45,9 @@ impl Storage for MemoryStorage {
     }
 
     fn write(&self, batch: WriteBatch) -> Result<()> {
+        if !batch.replayable {
+            self.synced_writes.fetch_add(1, Ordering::Relaxed);
+        }
         let mut tables = self.tables.write();
         for op in batch.ops {
             match op {

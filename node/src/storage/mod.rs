@@ -85,9 +85,22 @@ pub enum WriteOp {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct WriteBatch {
     pub ops: Vec<WriteOp>,
+    /// Whether the batch may skip its own sync: what it writes is rebuilt from something already
+    /// durable if it is lost (a state machine's apply, from the synced Raft log), and the next
+    /// synced write to the same store makes it durable in any case (one write-ahead log, written
+    /// in order). A process killed keeps it either way: only a power loss can drop it.
+    pub replayable: bool,
 }
 
 impl WriteBatch {
+    /// An empty batch that may skip its own sync (see [`WriteBatch::replayable`]).
+    pub fn replayable() -> Self {
+        Self {
+            ops: Vec::new(),
+            replayable: true,
+        }
+    }
+
     pub fn put(&mut self, table: Table, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
         self.ops.push(WriteOp::Put {
             table,
@@ -115,8 +128,14 @@ pub type Visitor<'a> = dyn FnMut(&[u8], &[u8]) -> Result<bool> + 'a;
 pub trait Storage: Send + Sync + 'static {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>>;
 
+    /// The values of `keys` in `table`, in the order of `keys` (None where a key is absent):
+    /// one lookup for all of them where the store can batch it.
+    fn multi_get(&self, table: Table, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
+        keys.iter().map(|key| self.get(table, key)).collect()
+    }
+
     /// Applies every op of `batch` atomically; durable before returning when the store was
-    /// opened with synchronous writes.
+    /// opened with synchronous writes and the batch is not [`WriteBatch::replayable`].
     fn write(&self, batch: WriteBatch) -> Result<()>;
 
     /// Up to `limit` entries with keys starting with `prefix`, in key order, beginning strictly

@@ -127,6 +127,14 @@ impl Storage for RocksStorage {
         self.db.get_cf(self.cf(table)?, key).map_err(storage_err)
     }
 
+    fn multi_get(&self, table: Table, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
+        self.db
+            .batched_multi_get_cf(self.cf(table)?, keys, false)
+            .into_iter()
+            .map(|value| Ok(value.map_err(storage_err)?.map(|v| v.to_vec())))
+            .collect()
+    }
+
     fn write(&self, batch: WriteBatch) -> Result<()> {
         let mut wb = rocksdb::WriteBatch::default();
         for op in &batch.ops {
@@ -139,7 +147,7 @@ impl Storage for RocksStorage {
             }
         }
         let mut wo = WriteOptions::default();
-        wo.set_sync(self.env.sync_writes);
+        wo.set_sync(self.env.sync_writes && !batch.replayable);
         self.db.write_opt(wb, &wo).map_err(storage_err)
     }
 
