@@ -1,0 +1,293 @@
+//! One text index: the text fields of a collection's points on one shard replica, each point a
+//! document keyed by its slot, BM25-scored.
+//!
+//! Documents are added and deleted as points are written; they become searchable when
+//! [`TextIndex::commit`] publishes them, which the caller batches off its write path. A commit
+//! carries a payload (the caller's position: what it has indexed up to), read back with
+//! [`TextIndex::committed_payload`] after a restart so the caller re-adds only what came after.
+//! A search scores with the statistics it is given — those of every shard, merged — so shards
+//! rank as one index would.
+
+use std::collections::BTreeSet;
+
+use parking_lot::RwLock;
+use tantivy::collector::TopDocs;
+use tantivy::query::{Bm25StatisticsProvider, BooleanQuery, Occur, Query, TermQuery};
+use tantivy::schema::{
+    Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, FAST, INDEXED,
+};
+use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyDocument, Term};
+
+use crate::analyzer::Analyzer;
+use crate::directory::BlobDirectory;
+use crate::stats::CorpusStats;
+use crate::TextError;
+
+/// The field holding a document's slot.
+const SLOT: &str = "_slot";
+
+/// Memory the index writer may buffer before it writes a segment (tantivy's floor is 15 MB).
+const WRITER_BYTES: usize = 32 << 20;
+
+/// A text field of a collection and how its text is analyzed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TextField {
+    pub name: String,
+    pub analyzer: Analyzer,
+}
+
+/// One BM25 hit: a document's slot and its score.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TextHit {
+    pub slot: u64,
+    pub score: f32,
+}
+
+/// A tantivy index over a collection's text fields.
+pub struct TextIndex {
+    index: Index,
+    writer: RwLock<IndexWriter>,
+    reader: IndexReader,
+    slot: Field,
+    fields: Vec<(TextField, Field)>,
+}
+
+impl std::fmt::Debug for TextIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TextIndex")
+            .field("fields", &self.fields)
+            .finish()
+    }
+}
+
+impl TextIndex {
+    /// Opens the index in `directory`, creating it when there is none. An index made with other
+    /// fields is refused.
+    pub fn open(directory: BlobDirectory, fields: &[TextField]) -> Result<Self, TextError> {
+        if fields.is_empty() {
+            return Err(TextError::NoFields);
+        }
+        let mut builder = Schema::builder();
+        let slot = builder.add_u64_field(SLOT, INDEXED | FAST);
+        let mut declared = Vec::new();
+        for field in fields {
+            if field.name == SLOT
+                || declared
+                    .iter()
+                    .any(|(f, _): &(TextField, _)| f.name == field.name)
+            {
+                return Err(TextError::FieldName(field.name.clone()));
+            }
+            let options = TextOptions::default().set_indexing_options(
+                TextFieldIndexing::default()
+                    .set_tokenizer(field.analyzer.name())
+                    .set_index_option(IndexRecordOption::WithFreqs),
+            );
+            declared.push((field.clone(), builder.add_text_field(&field.name, options)));
+        }
+        let index = Index::open_or_create(directory, builder.build())?;
+        for analyzer in Analyzer::ALL {
+            index
+                .tokenizers()
+                .register(analyzer.name(), analyzer.text_analyzer());
+        }
+        let writer = index.writer_with_num_threads(1, WRITER_BYTES)?;
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()?;
+        Ok(Self {
+            index,
+            writer: RwLock::new(writer),
+            reader,
+            slot,
+            fields: declared,
+        })
+    }
+
+    /// The fields it indexes.
+    pub fn fields(&self) -> impl Iterator<Item = &TextField> {
+        self.fields.iter().map(|(f, _)| f)
+    }
+
+    fn field(&self, name: &str) -> Result<&(TextField, Field), TextError> {
+        self.fields
+            .iter()
+            .find(|(f, _)| f.name == name)
+            .ok_or_else(|| TextError::UnknownField(name.to_owned()))
+    }
+
+    /// Adds the document of `slot`: `texts` as `(field, text)`. Fields not declared are
+    /// refused, and nothing is added.
+    pub fn add(&self, slot: u64, texts: &[(&str, &str)]) -> Result<(), TextError> {
+        let mut doc = TantivyDocument::default();
+        doc.add_u64(self.slot, slot);
+        for (name, text) in texts {
+            doc.add_text(self.field(name)?.1, text);
+        }
+        self.writer.read().add_document(doc)?;
+        Ok(())
+    }
+
+    /// Deletes the document of `slot` (if there is one).
+    pub fn delete(&self, slot: u64) {
+        self.writer
+            .read()
+            .delete_term(Term::from_field_u64(self.slot, slot));
+    }
+
+    /// Publishes what was added and deleted since the last commit, with `payload` as the
+    /// commit's payload, and makes it searchable.
+    pub fn commit(&self, payload: &str) -> Result<(), TextError> {
+        {
+            let mut writer = self.writer.write();
+            let mut prepared = writer.prepare_commit()?;
+            prepared.set_payload(payload);
+            prepared.commit()?;
+        }
+        self.reader.reload()?;
+        Ok(())
+    }
+
+    /// The payload of the last commit (None before the first).
+    pub fn committed_payload(&self) -> Result<Option<String>, TextError> {
+        Ok(self.index.load_metas()?.payload)
+    }
+
+    /// Documents searchable now.
+    pub fn docs(&self) -> u64 {
+        self.reader.searcher().num_docs()
+    }
+
+    /// The terms of `query` in each of `fields` (all fields when None), deduplicated.
+    fn terms(&self, query: &str, fields: Option<&[&str]>) -> Result<Vec<Term>, TextError> {
+        let chosen: Vec<&(TextField, Field)> = match fields {
+            None => self.fields.iter().collect(),
+            Some(names) => names
+                .iter()
+                .map(|n| self.field(n))
+                .collect::<Result<_, _>>()?,
+        };
+        let mut terms = BTreeSet::new();
+        for (field, handle) in chosen {
+            for text in field.analyzer.terms(query) {
+                terms.insert(Term::from_field_text(*handle, &text));
+            }
+        }
+        if terms.is_empty() {
+            return Err(TextError::EmptyQuery);
+        }
+        Ok(terms.into_iter().collect())
+    }
+
+    /// This index's statistics for the terms of `query` in `fields` (all when None): merged
+    /// across shards, they are what [`TextIndex::search`] scores with.
+    pub fn stats(&self, query: &str, fields: Option<&[&str]>) -> Result<CorpusStats, TextError> {
+        let terms = self.terms(query, fields)?;
+        let searcher = self.reader.searcher();
+        let mut stats = CorpusStats {
+            docs: searcher.total_num_docs()?,
+            ..CorpusStats::default()
+        };
+        for term in &terms {
+            let name = self.name_of(term.field());
+            if !stats.tokens.contains_key(name) {
+                let tokens = searcher.total_num_tokens(term.field())?;
+                stats.tokens.insert(name.to_owned(), tokens);
+            }
+            let value = term.value();
+            let text = value.as_str().unwrap_or_default().to_owned();
+            let df = searcher.doc_freq(term)?;
+            stats
+                .doc_freq
+                .entry(name.to_owned())
+                .or_default()
+                .insert(text, df);
+        }
+        Ok(stats)
+    }
+
+    fn name_of(&self, field: Field) -> &str {
+        self.fields
+            .iter()
+            .find(|(_, f)| *f == field)
+            .map_or("", |(f, _)| f.name.as_str())
+    }
+
+    /// The best `limit` documents for `query` (any of its terms, in `fields`, all when None),
+    /// BM25-scored with `stats` (this index's own when None), best first.
+    pub fn search(
+        &self,
+        query: &str,
+        fields: Option<&[&str]>,
+        limit: usize,
+        stats: Option<&CorpusStats>,
+    ) -> Result<Vec<TextHit>, TextError> {
+        let terms = self.terms(query, fields)?;
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let clauses: Vec<(Occur, Box<dyn Query>)> = terms
+            .into_iter()
+            .map(|t| {
+                let q: Box<dyn Query> = Box::new(TermQuery::new(t, IndexRecordOption::WithFreqs));
+                (Occur::Should, q)
+            })
+            .collect();
+        let query = BooleanQuery::new(clauses);
+        let searcher = self.reader.searcher();
+        let collector = TopDocs::with_limit(limit).order_by_score();
+        let found = match stats {
+            None => searcher.search(&query, &collector)?,
+            Some(stats) => {
+                let provider = Merged {
+                    index: self,
+                    stats,
+                    searcher: &searcher,
+                };
+                searcher.search_with_statistics_provider(&query, &collector, &provider)?
+            }
+        };
+        let mut hits = Vec::with_capacity(found.len());
+        for (score, address) in found {
+            let slots = searcher
+                .segment_reader(address.segment_ord)
+                .fast_fields()
+                .u64(SLOT)?;
+            if let Some(slot) = slots.first(address.doc_id) {
+                hits.push(TextHit { slot, score });
+            }
+        }
+        Ok(hits)
+    }
+}
+
+/// BM25 statistics from merged [`CorpusStats`]; a term they do not hold is this index's own.
+struct Merged<'a> {
+    index: &'a TextIndex,
+    stats: &'a CorpusStats,
+    searcher: &'a Searcher,
+}
+
+impl Bm25StatisticsProvider for Merged<'_> {
+    fn total_num_tokens(&self, field: Field) -> tantivy::Result<u64> {
+        match self.stats.tokens.get(self.index.name_of(field)) {
+            Some(n) => Ok(*n),
+            None => self.searcher.total_num_tokens(field),
+        }
+    }
+
+    fn total_num_docs(&self) -> tantivy::Result<u64> {
+        Ok(self.stats.docs)
+    }
+
+    fn doc_freq(&self, term: &Term) -> tantivy::Result<u64> {
+        let field = self.index.name_of(term.field());
+        let value = term.value();
+        let text = value.as_str().unwrap_or_default();
+        match self.stats.doc_freq.get(field).and_then(|t| t.get(text)) {
+            Some(n) => Ok(*n),
+            None => self.searcher.doc_freq(term),
+        }
+    }
+}
