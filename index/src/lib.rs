@@ -4,6 +4,7 @@
 //! - [`filter`]: the payload filter language (Mongo/Pinecone-style JSON) and its evaluation;
 //! - [`payload_index`]: per-field payload indexes that bound the candidates of a filter;
 //! - [`flat`]: exact top-k search;
+//! - [`fusion`]: reciprocal-rank and weighted fusion of ranked lists (vector and text), explained;
 //! - [`hnsw`]: quiver's HNSW graph over a fixed set of vectors: parallel build, extension,
 //!   search with a predicate inside the walk, and its file format; [`params`]: its parameters;
 //! - [`quantize`]: the f16 and int8 encodings of a segment's vectors, and their kernels;
@@ -12,6 +13,7 @@
 pub mod distance;
 pub mod filter;
 pub mod flat;
+pub mod fusion;
 pub mod hnsw;
 pub mod params;
 pub mod payload_index;
