@@ -248,12 +248,19 @@ impl TextIndex {
                 searcher.search_with_statistics_provider(&query, &collector, &provider)?
             }
         };
+        // each segment's slot column, opened once
+        let mut columns = std::collections::HashMap::new();
         let mut hits = Vec::with_capacity(found.len());
         for (score, address) in found {
-            let slots = searcher
-                .segment_reader(address.segment_ord)
-                .fast_fields()
-                .u64(SLOT)?;
+            let slots = match columns.entry(address.segment_ord) {
+                std::collections::hash_map::Entry::Occupied(c) => c.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) => v.insert(
+                    searcher
+                        .segment_reader(address.segment_ord)
+                        .fast_fields()
+                        .u64(SLOT)?,
+                ),
+            };
             if let Some(slot) = slots.first(address.doc_id) {
                 hits.push(TextHit { slot, score });
             }
