@@ -128,6 +128,7 @@ pub struct PointRecord {
 }
 
 /// A stored [`PointRecord`] read for its vector alone: the payload is skipped, not parsed.
+/// (Records are encoded as arrays, so the fields keep [`PointRecord`]'s order, slot included.)
 #[derive(Debug, Deserialize)]
 pub struct StoredVector {
     pub slot: Slot,

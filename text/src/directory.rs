@@ -105,27 +105,25 @@ impl Shared {
         key
     }
 
-    /// The stored chunks of `path`, in order (none when it does not exist).
+    /// The stored chunks of `path`, in order (none when it does not exist). (No other file's
+    /// key starts with `path ++ 0x00`: paths hold no NUL.)
     fn stored_chunks(&self, path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let prefix = self.file_prefix(path)?;
-        Ok(self
-            .store
-            .scan(&prefix)?
-            .into_iter()
-            .filter(|(k, _)| k.len() == prefix.len() + 4)
-            .collect())
+        self.store.scan(&self.file_prefix(path)?)
     }
 
     /// `path` read whole from the store, if it is there.
     fn load(&self, path: &Path) -> io::Result<Option<Vec<u8>>> {
+        let prefix = self.file_prefix(path)?.len();
         let chunks = self.stored_chunks(path)?;
         if chunks.is_empty() {
             return Ok(None);
         }
         let mut bytes = Vec::with_capacity(chunks.iter().map(|(_, v)| v.len()).sum());
         for (i, (key, value)) in chunks.iter().enumerate() {
-            let number = u32::from_be_bytes(key[key.len() - 4..].try_into().expect("4 bytes"));
-            if number as usize != i {
+            let number = <[u8; 4]>::try_from(&key[prefix..])
+                .ok()
+                .map(u32::from_be_bytes);
+            if number != Some(i as u32) {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     format!("{path:?} is missing its chunk {i}"),
@@ -136,8 +134,9 @@ impl Shared {
         Ok(Some(bytes))
     }
 
-    /// Replaces whatever `path` held with `data`, in one store write.
-    fn store(&self, path: &Path, data: &[u8]) -> io::Result<()> {
+    /// Stores `data` as `path` in one store write, removing the chunks `stale` (those of an
+    /// older, longer version that `data`'s chunks do not overwrite).
+    fn store(&self, path: &Path, data: Vec<u8>, stale: Vec<Vec<u8>>) -> io::Result<()> {
         let prefix = self.file_prefix(path)?;
         let chunks: Vec<&[u8]> = match data.is_empty() {
             true => vec![&[]],
@@ -148,16 +147,10 @@ impl Shared {
             .enumerate()
             .map(|(i, c)| (Self::chunk_key(&prefix, i as u32), c.to_vec()))
             .collect();
-        let stale: Vec<Vec<u8>> = self
-            .stored_chunks(path)?
-            .into_iter()
-            .skip(puts.len())
-            .map(|(k, _)| k)
-            .collect();
         self.store.write(puts, stale)?;
         self.files
             .write()
-            .insert(path.to_path_buf(), FileSlice::from(data.to_vec()));
+            .insert(path.to_path_buf(), FileSlice::from(data));
         Ok(())
     }
 }
@@ -249,7 +242,15 @@ impl Directory for BlobDirectory {
     }
 
     fn atomic_write(&self, path: &Path, data: &[u8]) -> io::Result<()> {
-        self.shared.store(path, data)?;
+        let chunks = data.len().div_ceil(CHUNK_BYTES).max(1);
+        let stale: Vec<Vec<u8>> = self
+            .shared
+            .stored_chunks(path)?
+            .into_iter()
+            .skip(chunks)
+            .map(|(k, _)| k)
+            .collect();
+        self.shared.store(path, data.to_vec(), stale)?;
         if path == Path::new(META_FILE) {
             // the receiver of the callbacks' outcome is dropped: nobody waits for them
             drop(self.shared.watchers.broadcast());
@@ -309,8 +310,9 @@ impl Write for BlobWriter {
 
 impl TerminatingWrite for BlobWriter {
     fn terminate_ref(&mut self, _: AntiCallToken) -> io::Result<()> {
+        // a new file (open_write refuses one that exists): no older chunks to remove
         let data = std::mem::take(&mut self.data);
-        self.directory.shared.store(&self.path, &data)
+        self.directory.shared.store(&self.path, data, Vec::new())
     }
 }
 

@@ -8,7 +8,8 @@
 //! A search scores with the statistics it is given — those of every shard, merged — so shards
 //! rank as one index would.
 
-use std::collections::BTreeSet;
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeSet, HashMap};
 
 use parking_lot::RwLock;
 use tantivy::collector::TopDocs;
@@ -249,12 +250,12 @@ impl TextIndex {
             }
         };
         // each segment's slot column, opened once
-        let mut columns = std::collections::HashMap::new();
+        let mut columns = HashMap::new();
         let mut hits = Vec::with_capacity(found.len());
         for (score, address) in found {
             let slots = match columns.entry(address.segment_ord) {
-                std::collections::hash_map::Entry::Occupied(c) => c.into_mut(),
-                std::collections::hash_map::Entry::Vacant(v) => v.insert(
+                Entry::Occupied(c) => c.into_mut(),
+                Entry::Vacant(v) => v.insert(
                     searcher
                         .segment_reader(address.segment_ord)
                         .fast_fields()

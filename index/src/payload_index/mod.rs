@@ -193,6 +193,20 @@ impl FieldIndex {
         }
     }
 
+    /// Adds (`insert`) or removes the slot under the value(s) `payload` holds at `name`: each
+    /// element of an array, or the one value.
+    fn update_from(&mut self, name: &str, slot: Slot, payload: &Map<String, Value>, insert: bool) {
+        match filter::lookup(payload, name) {
+            Some(Value::Array(items)) => {
+                for item in items {
+                    self.update(item, slot, insert);
+                }
+            }
+            Some(value) => self.update(value, slot, insert),
+            None => {}
+        }
+    }
+
     /// Adds (`insert`) or removes the slot under one scalar value; values of the wrong type are
     /// ignored.
     fn update(&mut self, value: &Value, slot: Slot, insert: bool) {
@@ -513,17 +527,8 @@ impl PayloadIndex {
 
     /// Indexes one slot's payload under field `name` only (inserting a slot twice is harmless).
     pub fn insert_field(&mut self, name: &str, slot: Slot, payload: &Map<String, Value>) {
-        let Some((_, field)) = self.fields.iter_mut().find(|(n, _)| n == name) else {
-            return;
-        };
-        match filter::lookup(payload, name) {
-            Some(Value::Array(items)) => {
-                for item in items {
-                    field.update(item, slot, true);
-                }
-            }
-            Some(value) => field.update(value, slot, true),
-            None => {}
+        if let Some((name, field)) = self.fields.iter_mut().find(|(n, _)| n == name) {
+            field.update_from(name, slot, payload, true);
         }
     }
 
@@ -572,15 +577,7 @@ impl PayloadIndex {
 
     fn update(&mut self, slot: Slot, payload: &Map<String, Value>, insert: bool) {
         for (name, field) in &mut self.fields {
-            match filter::lookup(payload, name) {
-                Some(Value::Array(items)) => {
-                    for item in items {
-                        field.update(item, slot, insert);
-                    }
-                }
-                Some(value) => field.update(value, slot, insert),
-                None => {}
-            }
+            field.update_from(name, slot, payload, insert);
         }
     }
 

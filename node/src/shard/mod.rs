@@ -136,11 +136,6 @@ pub trait VectorSource: Send + Sync + std::fmt::Debug {
     /// The stored (prepared) vectors of points `ids`, in their order (None where a point is
     /// not stored), read in one batch.
     fn vectors(&self, ids: &[PointId]) -> Vec<Option<Vec<f32>>>;
-
-    /// The stored vector of point `id`, if it is stored.
-    fn vector(&self, id: &PointId) -> Option<Vec<f32>> {
-        self.vectors(std::slice::from_ref(id)).pop().flatten()
-    }
 }
 
 /// Where a slot's vector is.

@@ -402,26 +402,24 @@ impl Collection {
             .into_iter()
             .filter_map(|h| Some((p.id_of(h.slot)?, h.slot, h.score)))
             .collect();
-        let mut vectors = match params.with_vector {
+        let vectors = match params.with_vector {
             true => {
                 let points: Vec<_> = found.iter().map(|(id, slot, _)| (*id, *slot)).collect();
-                self.full_vectors(p, &points).into_iter()
+                self.full_vectors(p, &points)
             }
-            false => Vec::new().into_iter(),
+            false => vec![None; found.len()],
         };
         found
             .into_iter()
-            .filter_map(|(id, slot, score)| {
-                let vector = vectors.next().flatten();
-                Some(SearchHit {
-                    id,
-                    score,
-                    payload: params
-                        .with_payload
-                        .then(|| p.payloads.get(&slot).cloned())
-                        .flatten(),
-                    vector,
-                })
+            .zip(vectors)
+            .map(|((id, slot, score), vector)| SearchHit {
+                id,
+                score,
+                payload: params
+                    .with_payload
+                    .then(|| p.payloads.get(&slot).cloned())
+                    .flatten(),
+                vector,
             })
             .collect()
     }
@@ -465,11 +463,12 @@ impl Collection {
             .map(|(_, slot)| p.vector(*slot).map(<[f32]>::to_vec))
             .collect();
         let stored: Vec<usize> = (0..points.len()).filter(|i| out[*i].is_none()).collect();
-        if let (Some(source), false) = (&self.source, stored.is_empty()) {
-            let ids: Vec<PointId> = stored.iter().map(|i| points[*i].0).collect();
-            for (i, vector) in stored.into_iter().zip(source.vectors(&ids)) {
-                out[i] = vector;
-            }
+        let Some(source) = self.source.as_ref().filter(|_| !stored.is_empty()) else {
+            return out;
+        };
+        let ids: Vec<PointId> = stored.iter().map(|i| points[*i].0).collect();
+        for (i, vector) in stored.into_iter().zip(source.vectors(&ids)) {
+            out[i] = vector;
         }
         out
     }
