@@ -9,7 +9,8 @@
 //!   normalised value (it ranked below everything the list returned).
 //!
 //! Lists come best first; each says whether its scores are better higher (BM25, cosine) or
-//! lower (l2 distances). Ties in the fused score go to the key that sorts first.
+//! lower (l2 distances); a score that is not a finite number is refused. Ties in the fused
+//! score go to the key that sorts first.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -55,7 +56,9 @@ pub struct Contribution {
     pub fused: f32,
 }
 
-/// A key with its fused score and where it stood in each list (None where it was absent).
+/// A key with its fused score and where it stood in each list (None where it was absent). The
+/// score is the sum of the lists' shares, where an absent key's share is that list's floor
+/// (0, except under `zscore`: the list's lowest normalised value, weighted).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Fused<K> {
     pub key: K,
@@ -72,6 +75,8 @@ pub enum FusionError {
     Weights(Vec<f32>),
     #[error("{weights} weights for {lists} lists")]
     WeightCount { weights: usize, lists: usize },
+    #[error("list {list} holds a score that is not a finite number")]
+    NotFinite { list: usize },
 }
 
 impl Fusion {
@@ -143,6 +148,12 @@ pub fn fuse<K: Copy + Eq + Hash + Ord>(
     limit: usize,
 ) -> Result<Vec<Fused<K>>, FusionError> {
     fusion.check(lists.len())?;
+    if let Some(list) = lists
+        .iter()
+        .position(|l| l.hits.iter().any(|(_, s)| !s.is_finite()))
+    {
+        return Err(FusionError::NotFinite { list });
+    }
     let mut fused: HashMap<K, Fused<K>> = HashMap::new();
     let mut floors = vec![0.0f32; lists.len()];
     for (i, list) in lists.iter().enumerate() {
@@ -298,6 +309,11 @@ mod tests {
                 weights: 1,
                 lists: 2
             })
+        );
+        let nan = [list(&[(1, 1.0)], true), list(&[(2, f32::NAN)], true)];
+        assert_eq!(
+            fuse(&nan, &Fusion::Rrf { k: 60.0 }, 10),
+            Err(FusionError::NotFinite { list: 1 })
         );
         // an empty list is fine: the other one ranks alone
         let fusion = Fusion::Weighted {

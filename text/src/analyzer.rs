@@ -9,8 +9,8 @@ use tantivy::tokenizer::{
     WhitespaceTokenizer,
 };
 
-/// Tokens longer than this many bytes are dropped (encoded blobs, not words).
-const LONGEST_TOKEN: usize = 40;
+/// Tokens of this many bytes or more are dropped (encoded blobs, not words).
+const TOKEN_LIMIT_BYTES: usize = 40;
 
 /// How a text field's text becomes terms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -42,31 +42,36 @@ impl Analyzer {
     pub fn text_analyzer(self) -> TextAnalyzer {
         match self {
             Analyzer::English => TextAnalyzer::builder(SimpleTokenizer::default())
-                .filter(RemoveLongFilter::limit(LONGEST_TOKEN))
+                .filter(RemoveLongFilter::limit(TOKEN_LIMIT_BYTES))
                 .filter(LowerCaser)
                 .filter(StopWordFilter::new(Language::English).expect("English stop words"))
                 .filter(Stemmer::new(Language::English))
                 .build(),
             Analyzer::Simple => TextAnalyzer::builder(SimpleTokenizer::default())
-                .filter(RemoveLongFilter::limit(LONGEST_TOKEN))
+                .filter(RemoveLongFilter::limit(TOKEN_LIMIT_BYTES))
                 .filter(LowerCaser)
                 .build(),
             Analyzer::Whitespace => TextAnalyzer::builder(WhitespaceTokenizer::default())
-                .filter(RemoveLongFilter::limit(LONGEST_TOKEN))
+                .filter(RemoveLongFilter::limit(TOKEN_LIMIT_BYTES))
                 .build(),
         }
     }
 
-    /// The terms of `text`, in order (repeats kept).
+    /// The terms of `text`, in order (repeats kept). (Builds the chain each call: an index keeps
+    /// its analyzers built.)
     pub fn terms(self, text: &str) -> Vec<String> {
-        let mut analyzer = self.text_analyzer();
-        let mut stream = analyzer.token_stream(text);
-        let mut terms = Vec::new();
-        while let Some(token) = stream.next() {
-            terms.push(token.text.clone());
-        }
-        terms
+        tokens(&mut self.text_analyzer(), text)
     }
+}
+
+/// The terms `analyzer` makes of `text`, in order.
+pub(crate) fn tokens(analyzer: &mut TextAnalyzer, text: &str) -> Vec<String> {
+    let mut stream = analyzer.token_stream(text);
+    let mut terms = Vec::new();
+    while let Some(token) = stream.next() {
+        terms.push(token.text.clone());
+    }
+    terms
 }
 
 impl fmt::Display for Analyzer {

@@ -5,15 +5,17 @@
 //! segment's files once and never changes them (only `meta.json` and `.managed.json` are
 //! replaced, through `atomic_write`), so a file is read from the store once, whole, and then
 //! served from memory; a file written is written in one atomic store write when tantivy
-//! terminates its writer. The index writer's lock is held in memory, not in the store, so a
-//! crashed process leaves no lock behind.
+//! terminates its writer. Locks are held in memory, not in the store, so a crashed process
+//! leaves none behind; a blocking one (tantivy's meta lock, taken by a reader's reload and by
+//! the writer's file cleanup) waits for its holder, as tantivy's own directories do.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Condvar, Mutex, RwLock};
 use tantivy::directory::error::{DeleteError, LockError, OpenReadError, OpenWriteError};
 use tantivy::directory::{
     AntiCallToken, DirectoryLock, FileHandle, FileSlice, Lock, TerminatingWrite, WatchCallback,
@@ -29,6 +31,9 @@ pub const CHUNK_BYTES: usize = 256 << 10;
 /// The file tantivy replaces to publish a commit.
 const META_FILE: &str = "meta.json";
 
+/// How long a blocking lock waits for its holder (tantivy's own directories retry for 10 s).
+const LOCK_WAIT: Duration = Duration::from_secs(10);
+
 /// A tantivy directory in a blob store. Clones share their state.
 #[derive(Clone, Debug)]
 pub struct BlobDirectory {
@@ -42,8 +47,9 @@ struct Shared {
     files: RwLock<HashMap<PathBuf, FileSlice>>,
     /// Files being written.
     writing: Mutex<HashSet<PathBuf>>,
-    /// Locks held (by this process: they are not stored).
+    /// Locks held (by this process: they are not stored), and the signal that one was released.
     locks: Mutex<HashSet<PathBuf>>,
+    released: Condvar,
     watchers: WatchCallbackList,
 }
 
@@ -58,7 +64,9 @@ impl std::fmt::Debug for Shared {
 }
 
 impl BlobDirectory {
-    /// The directory of the files under `prefix` in `store`.
+    /// The directory of the files under `prefix` in `store`. No other directory in the store
+    /// may have a prefix that starts with this one (give each a terminated prefix, such as a
+    /// fixed-width id).
     pub fn new(store: Arc<dyn BlobStore>, prefix: impl Into<Vec<u8>>) -> Self {
         Self {
             shared: Arc::new(Shared {
@@ -67,6 +75,7 @@ impl BlobDirectory {
                 files: RwLock::default(),
                 writing: Mutex::default(),
                 locks: Mutex::default(),
+                released: Condvar::new(),
                 watchers: WatchCallbackList::default(),
             }),
         }
@@ -109,6 +118,23 @@ impl Shared {
     /// key starts with `path ++ 0x00`: paths hold no NUL.)
     fn stored_chunks(&self, path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
         self.store.scan(&self.file_prefix(path)?)
+    }
+
+    /// The keys of `path`'s stored chunks: from its length when it is in memory, else from the
+    /// store.
+    fn chunk_keys(&self, path: &Path) -> io::Result<Vec<Vec<u8>>> {
+        if let Some(file) = self.files.read().get(path) {
+            let prefix = self.file_prefix(path)?;
+            let chunks = file.len().div_ceil(CHUNK_BYTES).max(1);
+            return Ok((0..chunks as u32)
+                .map(|i| Self::chunk_key(&prefix, i))
+                .collect());
+        }
+        Ok(self
+            .stored_chunks(path)?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect())
     }
 
     /// `path` read whole from the store, if it is there.
@@ -189,13 +215,7 @@ impl Directory for BlobDirectory {
             io_error: Arc::new(e),
             filepath: path.to_path_buf(),
         };
-        let keys: Vec<Vec<u8>> = self
-            .shared
-            .stored_chunks(path)
-            .map_err(io_error)?
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect();
+        let keys = self.shared.chunk_keys(path).map_err(io_error)?;
         let cached = self.shared.files.write().remove(path).is_some();
         if keys.is_empty() && !cached {
             return Err(DeleteError::FileDoesNotExist(path.to_path_buf()));
@@ -243,12 +263,12 @@ impl Directory for BlobDirectory {
 
     fn atomic_write(&self, path: &Path, data: &[u8]) -> io::Result<()> {
         let chunks = data.len().div_ceil(CHUNK_BYTES).max(1);
-        let stale: Vec<Vec<u8>> = self
+        // the older version's chunks past the new one's
+        let stale = self
             .shared
-            .stored_chunks(path)?
+            .chunk_keys(path)?
             .into_iter()
             .skip(chunks)
-            .map(|(k, _)| k)
             .collect();
         self.shared.store(path, data.to_vec(), stale)?;
         if path == Path::new(META_FILE) {
@@ -264,9 +284,21 @@ impl Directory for BlobDirectory {
     }
 
     fn acquire_lock(&self, lock: &Lock) -> Result<DirectoryLock, LockError> {
-        if !self.shared.locks.lock().insert(lock.filepath.clone()) {
-            return Err(LockError::LockBusy);
+        let deadline = Instant::now() + LOCK_WAIT;
+        let mut held = self.shared.locks.lock();
+        while held.contains(&lock.filepath) {
+            let gave_up = !lock.is_blocking
+                || self
+                    .shared
+                    .released
+                    .wait_until(&mut held, deadline)
+                    .timed_out();
+            if gave_up && held.contains(&lock.filepath) {
+                return Err(LockError::LockBusy);
+            }
         }
+        held.insert(lock.filepath.clone());
+        drop(held);
         Ok(DirectoryLock::from(Box::new(HeldLock {
             directory: self.clone(),
             path: lock.filepath.clone(),
@@ -287,6 +319,7 @@ struct HeldLock {
 impl Drop for HeldLock {
     fn drop(&mut self) {
         self.directory.shared.locks.lock().remove(&self.path);
+        self.directory.shared.released.notify_all();
     }
 }
 

@@ -17,9 +17,9 @@ use tantivy::query::{Bm25StatisticsProvider, BooleanQuery, Occur, Query, TermQue
 use tantivy::schema::{
     Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, FAST, INDEXED,
 };
-use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyDocument, Term};
+use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 
-use crate::analyzer::Analyzer;
+use crate::analyzer::{tokens, Analyzer};
 use crate::directory::BlobDirectory;
 use crate::stats::CorpusStats;
 use crate::TextError;
@@ -171,7 +171,13 @@ impl TextIndex {
         };
         let mut terms = BTreeSet::new();
         for (field, handle) in chosen {
-            for text in field.analyzer.terms(query) {
+            // the analyzer registered at open (a clone: built once, not per query)
+            let mut analyzer = self
+                .index
+                .tokenizers()
+                .get(field.analyzer.name())
+                .expect("every analyzer is registered at open");
+            for text in tokens(&mut analyzer, query) {
                 terms.insert(Term::from_field_text(*handle, &text));
             }
         }
@@ -196,8 +202,7 @@ impl TextIndex {
                 let tokens = searcher.total_num_tokens(term.field())?;
                 stats.tokens.insert(name.to_owned(), tokens);
             }
-            let value = term.value();
-            let text = value.as_str().unwrap_or_default().to_owned();
+            let text = term_text(term);
             let df = searcher.doc_freq(term)?;
             stats
                 .doc_freq
@@ -216,7 +221,8 @@ impl TextIndex {
     }
 
     /// The best `limit` documents for `query` (any of its terms, in `fields`, all when None),
-    /// BM25-scored with `stats` (this index's own when None), best first.
+    /// BM25-scored with `stats` (this index's own when None), best first. Statistics that do not
+    /// cover every term of the query are refused ([`TextError::Statistics`]).
     pub fn search(
         &self,
         query: &str,
@@ -225,6 +231,9 @@ impl TextIndex {
         stats: Option<&CorpusStats>,
     ) -> Result<Vec<TextHit>, TextError> {
         let terms = self.terms(query, fields)?;
+        let merged = stats
+            .map(|stats| Merged::new(self, stats, &terms))
+            .transpose()?;
         if limit == 0 {
             return Ok(Vec::new());
         }
@@ -238,16 +247,9 @@ impl TextIndex {
         let query = BooleanQuery::new(clauses);
         let searcher = self.reader.searcher();
         let collector = TopDocs::with_limit(limit).order_by_score();
-        let found = match stats {
+        let found = match &merged {
             None => searcher.search(&query, &collector)?,
-            Some(stats) => {
-                let provider = Merged {
-                    index: self,
-                    stats,
-                    searcher: &searcher,
-                };
-                searcher.search_with_statistics_provider(&query, &collector, &provider)?
-            }
+            Some(merged) => searcher.search_with_statistics_provider(&query, &collector, merged)?,
         };
         // each segment's slot column, opened once
         let mut columns = HashMap::new();
@@ -270,19 +272,55 @@ impl TextIndex {
     }
 }
 
-/// BM25 statistics from merged [`CorpusStats`]; a term they do not hold is this index's own.
+/// The text of a term of a text field.
+fn term_text(term: &Term) -> String {
+    term.value().as_str().unwrap_or_default().to_owned()
+}
+
+/// BM25 statistics from merged [`CorpusStats`], checked to cover a query's terms.
 struct Merged<'a> {
     index: &'a TextIndex,
     stats: &'a CorpusStats,
-    searcher: &'a Searcher,
+}
+
+impl<'a> Merged<'a> {
+    /// `stats` for scoring `terms`: refused unless they hold every term's field and document
+    /// frequency (at most their document count), as merging every shard's [`TextIndex::stats`]
+    /// for the same query does.
+    fn new(
+        index: &'a TextIndex,
+        stats: &'a CorpusStats,
+        terms: &[Term],
+    ) -> Result<Self, TextError> {
+        for term in terms {
+            let field = index.name_of(term.field());
+            let text = term_text(term);
+            let df = stats.doc_freq.get(field).and_then(|t| t.get(&text));
+            let problem = match (stats.tokens.get(field), df) {
+                (None, _) => format!("no token count for field {field:?}"),
+                (_, None) => format!("no document frequency for {text:?} in field {field:?}"),
+                (_, Some(df)) if *df > stats.docs => {
+                    format!(
+                        "{df} documents hold {text:?} but only {} are counted",
+                        stats.docs
+                    )
+                }
+                _ => continue,
+            };
+            return Err(TextError::Statistics(problem));
+        }
+        Ok(Self { index, stats })
+    }
 }
 
 impl Bm25StatisticsProvider for Merged<'_> {
     fn total_num_tokens(&self, field: Field) -> tantivy::Result<u64> {
-        match self.stats.tokens.get(self.index.name_of(field)) {
-            Some(n) => Ok(*n),
-            None => self.searcher.total_num_tokens(field),
-        }
+        Ok(self
+            .stats
+            .tokens
+            .get(self.index.name_of(field))
+            .copied()
+            .unwrap_or(0))
     }
 
     fn total_num_docs(&self) -> tantivy::Result<u64> {
@@ -290,12 +328,8 @@ impl Bm25StatisticsProvider for Merged<'_> {
     }
 
     fn doc_freq(&self, term: &Term) -> tantivy::Result<u64> {
-        let field = self.index.name_of(term.field());
-        let value = term.value();
-        let text = value.as_str().unwrap_or_default();
-        match self.stats.doc_freq.get(field).and_then(|t| t.get(text)) {
-            Some(n) => Ok(*n),
-            None => self.searcher.doc_freq(term),
-        }
+        Ok(self
+            .stats
+            .doc_freq(self.index.name_of(term.field()), &term_text(term)))
     }
 }

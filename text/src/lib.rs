@@ -31,6 +31,8 @@ pub enum TextError {
     UnknownField(String),
     #[error("the query has no terms to search for")]
     EmptyQuery,
+    #[error("corpus statistics do not cover the query: {0}")]
+    Statistics(String),
     #[error("text index: {0}")]
     Tantivy(#[from] tantivy::TantivyError),
 }

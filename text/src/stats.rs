@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 /// The BM25 statistics of a corpus for a set of terms.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CorpusStats {
-    /// Documents (live ones).
+    /// Documents, as tantivy counts them for BM25 (a deleted one until its segment is merged).
     pub docs: u64,
     /// Tokens indexed per field, over every document.
     pub tokens: BTreeMap<String, u64>,

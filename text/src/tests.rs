@@ -97,6 +97,25 @@ fn the_writer_lock_is_held_in_memory_only() {
     dir.acquire_lock(&lock).unwrap();
 }
 
+#[test]
+fn a_blocking_lock_waits_for_its_holder() {
+    let store = Arc::new(MemoryBlobStore::default());
+    let dir = directory(&store, "");
+    let lock = Lock {
+        filepath: "meta.lock".into(),
+        is_blocking: true,
+    };
+    let held = dir.acquire_lock(&lock).unwrap();
+    let releaser = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        drop(held);
+    });
+    let started = std::time::Instant::now();
+    dir.acquire_lock(&lock).unwrap();
+    assert!(started.elapsed() >= std::time::Duration::from_millis(40));
+    releaser.join().unwrap();
+}
+
 fn body() -> Vec<TextField> {
     vec![
         TextField {
@@ -207,6 +226,27 @@ fn bad_fields_and_empty_queries_are_refused() {
     assert!(matches!(
         index.search("cell", Some(&["nope"]), 10, None),
         Err(TextError::UnknownField(_))
+    ));
+    // statistics that do not cover the query are refused, not half used
+    let mut partial = index.stats("cell gene", None).unwrap();
+    assert!(index.search("cell gene", None, 10, Some(&partial)).is_ok());
+    assert!(matches!(
+        index.search("cell gene mitochondria", None, 10, Some(&partial)),
+        Err(TextError::Statistics(s)) if s.contains("mitochondria")
+    ));
+    partial.docs = 0;
+    partial
+        .doc_freq
+        .get_mut("body")
+        .unwrap()
+        .insert("cell".into(), 3);
+    assert!(matches!(
+        index.search("cell", Some(&["body"]), 10, Some(&partial)),
+        Err(TextError::Statistics(_))
+    ));
+    assert!(matches!(
+        index.search("cell", None, 10, Some(&CorpusStats::default())),
+        Err(TextError::Statistics(_))
     ));
     // an index with other fields is not opened over this one
     let other = [TextField {

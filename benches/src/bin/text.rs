@@ -35,8 +35,8 @@ struct Args {
     #[arg(long)]
     model_dir: Option<PathBuf>,
     /// Rounds of BM25 searches per engine.
-    #[arg(long, default_value_t = 3)]
-    rounds: usize,
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..))]
+    rounds: u16,
     /// Documents embedded for the document throughput.
     #[arg(long, default_value_t = 96)]
     embed_docs: usize,
@@ -156,7 +156,13 @@ fn main() -> Result<()> {
     let searcher = reader.searcher();
 
     let direct_search = |text: &str| -> Result<usize> {
-        let terms: HashSet<String> = Analyzer::English.terms(text).into_iter().collect();
+        // the registered analyzer, as quiver's layer takes it
+        let mut analyzer = direct.tokenizers().get("english").expect("registered");
+        let mut stream = analyzer.token_stream(text);
+        let mut terms = HashSet::new();
+        while let Some(token) = stream.next() {
+            terms.insert(token.text.clone());
+        }
         let clauses: Vec<(Occur, Box<dyn Query>)> = terms
             .iter()
             .map(|t| {
@@ -176,7 +182,7 @@ fn main() -> Result<()> {
     };
     let mut ours_qps = Vec::new();
     let mut direct_qps = Vec::new();
-    for round in 0..args.rounds {
+    for round in 0..args.rounds as usize {
         let started = Instant::now();
         for (_, text) in &claims {
             std::hint::black_box(ours.search(text, None, 100, None)?);
