@@ -124,7 +124,7 @@ fn candidates(seg: &Points, filter: &Filter, materialize: u64) -> Candidates {
 /// more) that matches `filter`.
 fn sampled(slots: &RoaringBitmap, seg: &Points, filter: &Filter) -> f64 {
     let n = slots.len();
-    let sample = n.min(SAMPLE_SIZE).max(1);
+    let sample = n.clamp(1, SAMPLE_SIZE);
     let hits = slots
         .iter()
         .step_by((n / sample).max(1) as usize)
@@ -333,7 +333,7 @@ impl Collection {
         let appendable = || p.appendable_slots.iter();
         let (hits, plan): (Vec<ScoredSlot>, Plan) = match &params.filter {
             None if !graphs || p.live.len() as usize <= config.exact_search_threshold => {
-                (scan(&p, metric, query, k, |_| true), Plan::Exact)
+                (scan(p, metric, query, k, |_| true), Plan::Exact)
             }
             None => {
                 let found = p.sealed.iter().flat_map(|s| walk(s, query, k, ef, None));
@@ -382,7 +382,7 @@ impl Collection {
                             score_slots(p, metric, query, k, &matching.collect())
                         }
                         Candidates::Estimated(_) => {
-                            scan(&p, metric, query, k, |slot| matches(&p, filter, slot))
+                            scan(p, metric, query, k, |slot| matches(p, filter, slot))
                         }
                     };
                     (hits, Plan::ExactFiltered)
