@@ -118,6 +118,11 @@ impl<N: Namespace> Group<N> {
         self.id
     }
 
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
     pub fn raft(&self) -> &Raft {
         &self.raft
     }

@@ -5,10 +5,12 @@
 //! - [`node`]: the meta group's replica and the shard replicas placed here, kept in line with the
 //!   shard map (`node/reconcile.rs`), and the cluster operations (create, drop; move and remove
 //!   in `node/moves.rs`);
+//! - [`membership`]: a group's voters and learners changed, each step bounded in time;
 //! - [`placement`]: where a new collection's replicas go;
 //! - [`fence`]: a leader's hold on its group's writes, the cut of a snapshot.
 
 pub mod fence;
 pub mod group;
+pub mod membership;
 pub mod node;
 pub mod placement;

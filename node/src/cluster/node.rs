@@ -60,8 +60,9 @@ const RECONCILE_EVERY: Duration = Duration::from_secs(2);
 const PEER_RPC_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a node may take to answer the ping that tells whether it is up.
 const PING_TIMEOUT: Duration = Duration::from_secs(1);
-/// How long a moved replica may take to catch up before the move is given up.
-const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long a new replica (a moved shard's, a joining node's) may take to catch up before the
+/// change is given up.
+pub(crate) const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// A storage node.
 pub struct Node {

@@ -9,8 +9,6 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{ClientWriteError, RaftError};
-use openraft::BasicNode;
 use quiver_proto::v1 as pb;
 use quiver_proto::v1::cluster_client::ClusterClient;
 use quiver_proto::v1::cluster_server::Cluster;
@@ -19,7 +17,7 @@ use tonic::{Request, Response, Status};
 use quiver_core::convert::{self, Limits};
 
 use super::{forwarded, meta_leader_for};
-use crate::cluster::node::Node;
+use crate::cluster::node::{Node, CATCH_UP_TIMEOUT};
 use crate::raft::NodeId;
 use quiver_core::Error;
 
@@ -59,20 +57,6 @@ impl ClusterService {
             node: Some(self.node_info(true)),
             members,
             groups,
-        }
-    }
-
-    fn membership_error<E: std::fmt::Display>(
-        e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>,
-        what: E,
-    ) -> Status {
-        match e {
-            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => Error::NotLeader {
-                leader: f.leader_id,
-                address: f.leader_node.map(|n| n.addr),
-            }
-            .into(),
-            other => Error::Unavailable(format!("{what}: {other}")).into(),
         }
     }
 }
@@ -148,16 +132,11 @@ impl Cluster for ClusterService {
                 .into());
             }
         }
-        meta.raft()
-            .add_learner(info.id, BasicNode::new(address.clone()), true)
-            .await
-            .map_err(|e| Self::membership_error(e, "add learner"))?;
+        meta.add_caught_up_learner(info.id, &address, CATCH_UP_TIMEOUT)
+            .await?;
         let mut voters: BTreeSet<NodeId> = membership.voter_ids().collect();
         voters.insert(info.id);
-        meta.raft()
-            .change_membership(voters, false)
-            .await
-            .map_err(|e| Self::membership_error(e, "change membership"))?;
+        meta.set_voters(voters).await?;
         Ok(Response::new(self.status()))
     }
 

@@ -6,7 +6,6 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use openraft::BasicNode;
 use quiver_core::placement::NodeId;
 use quiver_core::{Error, Result};
 use quiver_proto::v1 as pb;
@@ -14,6 +13,7 @@ use quiver_proto::v1::cluster_client::ClusterClient;
 use tracing::info;
 
 use super::{unanswered, Node, CATCH_UP_TIMEOUT};
+use crate::cluster::membership::MEMBERSHIP_STEP_TIMEOUT;
 use crate::sm::MetaCommand;
 
 impl Node {
@@ -116,8 +116,9 @@ impl Node {
                         continue;
                     };
                     let channel = self.peer(&address)?;
+                    // the leader bounds its catch-up wait and each membership step
                     match tokio::time::timeout(
-                        CATCH_UP_TIMEOUT,
+                        CATCH_UP_TIMEOUT + 3 * MEMBERSHIP_STEP_TIMEOUT,
                         ClusterClient::new(channel).change_shard_replicas(request),
                     )
                     .await
@@ -153,20 +154,14 @@ impl Node {
         if !replica.is_leader() {
             return Err(replica.not_leader(replica.leader()));
         }
-        let membership = replica.membership();
-        let mut voters: BTreeSet<NodeId> = membership.voter_ids().collect();
-        let raft_error = |e: openraft::error::RaftError<NodeId, _>| {
-            Error::Unavailable(format!("shard group {group}: {e}"))
-        };
+        let mut voters: BTreeSet<NodeId> = replica.membership().voter_ids().collect();
         if add != 0 && !voters.contains(&add) {
             let address = self
                 .address_of(add)
                 .ok_or_else(|| Error::invalid("add", format!("node {add} is not a member")))?;
             replica
-                .raft()
-                .add_learner(add, BasicNode::new(address), true)
-                .await
-                .map_err(raft_error)?;
+                .add_caught_up_learner(add, &address, CATCH_UP_TIMEOUT)
+                .await?;
             voters.insert(add);
         }
         if remove != 0 {
@@ -175,11 +170,7 @@ impl Node {
         if voters.is_empty() {
             return Err(Error::invalid("remove", "a shard needs one voter"));
         }
-        replica
-            .raft()
-            .change_membership(voters, false)
-            .await
-            .map_err(raft_error)?;
+        replica.set_voters(voters).await?;
         Ok(replica.status())
     }
 
@@ -236,11 +227,6 @@ impl Node {
                 }
             }
         }
-        self.meta
-            .raft()
-            .change_membership(voters, false)
-            .await
-            .map_err(|e| Error::Unavailable(format!("change membership: {e}")))?;
-        Ok(())
+        self.meta.set_voters(voters).await
     }
 }
