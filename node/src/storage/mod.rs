@@ -7,9 +7,11 @@
 
 mod memory;
 mod rocks;
+mod text;
 
 pub use memory::MemoryStorage;
 pub use rocks::{RocksEnv, RocksStorage};
+pub use text::TextStore;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -29,12 +31,21 @@ pub enum Table {
     RaftLog,
     /// Raft's own durable state: vote, committed and last purged log ids.
     RaftMeta,
+    /// Full-text index files, chunked, keyed by collection id then file path
+    /// ([`TextStore`]).
+    Text,
 }
 
 impl Table {
-    pub const ALL: [Table; 4] = [Table::Meta, Table::Points, Table::RaftLog, Table::RaftMeta];
+    pub const ALL: [Table; 5] = [
+        Table::Meta,
+        Table::Points,
+        Table::RaftLog,
+        Table::RaftMeta,
+        Table::Text,
+    ];
     /// The tables the state machine owns, which a Raft snapshot carries.
-    pub const STATE_MACHINE: [Table; 2] = [Table::Meta, Table::Points];
+    pub const STATE_MACHINE: [Table; 3] = [Table::Meta, Table::Points, Table::Text];
 
     /// The table's byte in a snapshot file: fixed per table, never reused, whatever the order
     /// of the variants.
@@ -44,6 +55,7 @@ impl Table {
             Table::Points => 2,
             Table::RaftLog => 3,
             Table::RaftMeta => 4,
+            Table::Text => 5,
         }
     }
 
@@ -57,6 +69,7 @@ impl Table {
             Table::Points => "points",
             Table::RaftLog => "raft_log",
             Table::RaftMeta => "raft_meta",
+            Table::Text => "text",
         }
     }
 }
