@@ -160,6 +160,28 @@ pub struct CollectionSpec {
     /// How sealed segments store vectors (the full-precision ones stay in the points' rows).
     #[serde(default)]
     pub quantization: Quantization,
+    /// Payload keys whose string values are indexed for full-text search.
+    #[serde(default)]
+    pub text_fields: Vec<TextFieldSpec>,
+}
+
+/// How a text field's text is split into terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum TextAnalyzer {
+    /// Words, lowercased, English stop words dropped, stemmed.
+    #[default]
+    English,
+    /// Words, lowercased.
+    Simple,
+    /// Split on whitespace only, case kept.
+    Whitespace,
+}
+
+/// A payload key whose string value is indexed for full-text (BM25) search.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TextFieldSpec {
+    pub name: String,
+    pub analyzer: TextAnalyzer,
 }
 
 /// A collection as stored: its spec and the id its points are keyed under. The id is the log

@@ -100,6 +100,7 @@ impl Header {
             replication_factor: Some(self.replication_factor),
             request_id: String::new(),
             quantization: info.quantization,
+            text_fields: info.text_fields,
         }
     }
 }
@@ -150,6 +151,10 @@ mod tests {
             payload_indexes: vec![("tag".into(), FieldType::Keyword)],
             default_ef: Some(40),
             quantization: quiver_index::quantize::Quantization::Int8,
+            text_fields: vec![crate::point::TextFieldSpec {
+                name: "body".into(),
+                analyzer: crate::point::TextAnalyzer::Simple,
+            }],
         }
     }
 

@@ -70,8 +70,9 @@ fn spec() -> CollectionSpec {
             ("created_at".into(), FieldType::Datetime),
         ],
         default_ef: Some(48),
-        // (written before quantization existed: its absence reads as none)
+        // (written before quantization and text fields existed: their absence reads as none)
         quantization: Default::default(),
+        text_fields: Vec::new(),
     }
 }
 

@@ -302,6 +302,7 @@ pub async fn create(State(api): State<Services>, Path(name): Path<String>, bytes
         replication_factor: count_field(&body, "replication_factor", "replication_factor")?,
         request_id: String::new(),
         quantization: quantization(&body, vectors)? as i32,
+        text_fields: Vec::new(),
     };
     api.collections.create(Request::new(request)).await?;
     ok(json!(true), started)

@@ -126,6 +126,7 @@ fn main() -> Result<()> {
         payload_indexes: Vec::new(),
         default_ef: None,
         quantization: Default::default(),
+        text_fields: Vec::new(),
     };
     runtime
         .block_on(node.create_collection(spec, 1, Some(1), ""))

@@ -57,6 +57,11 @@ pub enum CollectionCommand {
         /// Payload index, FIELD:TYPE with TYPE keyword|integer|float|datetime (repeatable).
         #[arg(long = "payload-index", value_name = "FIELD:TYPE")]
         payload_indexes: Vec<String>,
+        /// Payload key whose text is indexed for full-text search, FIELD or FIELD:ANALYZER with
+        /// ANALYZER english (the default: lowercased, stemmed, stop words dropped), simple
+        /// (lowercased words) or whitespace (repeatable).
+        #[arg(long = "text-field", value_name = "FIELD[:ANALYZER]")]
+        text_fields: Vec<String>,
         /// Shards (Raft groups) the points are spread over by id [default: 1].
         #[arg(long)]
         shards: Option<u32>,
@@ -226,6 +231,23 @@ fn payload_index(spec: &str) -> anyhow::Result<pb::PayloadIndexField> {
     })
 }
 
+fn text_field(spec: &str) -> anyhow::Result<pb::TextField> {
+    let (name, analyzer) = match spec.rsplit_once(':') {
+        Some((name, analyzer)) => (name, analyzer),
+        None => (spec, "english"),
+    };
+    let analyzer = match analyzer {
+        "english" => pb::TextAnalyzer::English,
+        "simple" => pb::TextAnalyzer::Simple,
+        "whitespace" => pb::TextAnalyzer::Whitespace,
+        other => bail!("`{spec}`: unknown analyzer `{other}` (english, simple, whitespace)"),
+    };
+    Ok(pb::TextField {
+        name: name.to_string(),
+        analyzer: analyzer as i32,
+    })
+}
+
 fn info_json(c: &pb::CollectionInfo) -> Value {
     let metric = match pb::Metric::try_from(c.metric) {
         Ok(pb::Metric::Cosine) => "cosine",
@@ -292,6 +314,12 @@ fn info_json(c: &pb::CollectionInfo) -> Value {
             _ => "none",
         },
         "payload_indexes": payload_indexes,
+        "text_fields": c.text_fields.iter().map(|f| json!({
+            "name": f.name,
+            "analyzer": pb::TextAnalyzer::try_from(f.analyzer)
+                .map(|a| a.as_str_name().trim_start_matches("TEXT_ANALYZER_").to_lowercase())
+                .unwrap_or_default(),
+        })).collect::<Vec<_>>(),
         "points": c.points_count,
         "indexed_vectors": c.indexed_vectors,
         "pending_vectors": c.pending_vectors,
@@ -313,6 +341,7 @@ pub async fn collection(cmd: CollectionCommand) -> anyhow::Result<()> {
             ef,
             quantization,
             payload_indexes,
+            text_fields,
             shards,
             replication_factor,
             endpoint,
@@ -348,6 +377,10 @@ pub async fn collection(cmd: CollectionCommand) -> anyhow::Result<()> {
                 // A retry of this command after a lost answer returns the same outcome.
                 request_id: uuid::Uuid::new_v4().to_string(),
                 quantization: quantization as i32,
+                text_fields: text_fields
+                    .iter()
+                    .map(|s| text_field(s))
+                    .collect::<anyhow::Result<_>>()?,
             };
             let mut client = CollectionsClient::new(endpoint.channel().await?);
             let info = client.create(req).await.map_err(status)?.into_inner();

@@ -19,7 +19,9 @@ pub use quiver_proto::wire::json_to_struct;
 
 use crate::error::{Error, Result};
 use crate::placement::{AliasAction, NodeId, Placement, MAX_SHARDS};
-use crate::point::{CollectionSpec, IndexKind, JsonMap, NewPoint, PointId};
+use crate::point::{
+    CollectionSpec, IndexKind, JsonMap, NewPoint, PointId, TextAnalyzer, TextFieldSpec,
+};
 use crate::shard::{
     CountQuery, NewVector, PayloadChange, ReadConsistency, ScrollQuery, SearchQuery, Selection,
     MAX_OVERSAMPLING,
@@ -249,6 +251,7 @@ pub fn collection_spec(
         Some(ef) => Some(ef),
     };
     let quantization = quantization_from_proto(req.quantization, &index)?;
+    let text_fields = text_fields_from_proto(&req.text_fields)?;
     Ok(CollectionSpec {
         name,
         dim: req.dim,
@@ -257,7 +260,67 @@ pub fn collection_spec(
         payload_indexes,
         default_ef,
         quantization,
+        text_fields,
     })
+}
+
+/// Most text fields a collection may declare.
+pub const MAX_TEXT_FIELDS: usize = 16;
+
+/// A create's text fields: named once each, with a known analyzer (unset: english).
+pub fn text_fields_from_proto(fields: &[pb::TextField]) -> Result<Vec<TextFieldSpec>> {
+    if fields.len() > MAX_TEXT_FIELDS {
+        return Err(invalid(
+            "text_fields",
+            format!("{} fields; at most {MAX_TEXT_FIELDS}", fields.len()),
+        ));
+    }
+    let mut specs: Vec<TextFieldSpec> = Vec::new();
+    for (i, f) in fields.iter().enumerate() {
+        if f.name.trim().is_empty() {
+            return Err(invalid(format!("text_fields[{i}].name"), "must not be empty"));
+        }
+        if specs.iter().any(|s| s.name == f.name) {
+            return Err(invalid(
+                format!("text_fields[{i}].name"),
+                format!("`{}` is declared twice", f.name),
+            ));
+        }
+        let analyzer = match pb::TextAnalyzer::try_from(f.analyzer) {
+            Ok(pb::TextAnalyzer::Unspecified | pb::TextAnalyzer::English) => TextAnalyzer::English,
+            Ok(pb::TextAnalyzer::Simple) => TextAnalyzer::Simple,
+            Ok(pb::TextAnalyzer::Whitespace) => TextAnalyzer::Whitespace,
+            Err(_) => {
+                return Err(invalid(
+                    format!("text_fields[{i}].analyzer"),
+                    format!(
+                        "unknown analyzer {}: expected english, simple or whitespace",
+                        f.analyzer
+                    ),
+                ))
+            }
+        };
+        specs.push(TextFieldSpec {
+            name: f.name.clone(),
+            analyzer,
+        });
+    }
+    Ok(specs)
+}
+
+/// A collection's text fields on the wire.
+pub fn text_fields_to_proto(fields: &[TextFieldSpec]) -> Vec<pb::TextField> {
+    fields
+        .iter()
+        .map(|f| pb::TextField {
+            name: f.name.clone(),
+            analyzer: match f.analyzer {
+                TextAnalyzer::English => pb::TextAnalyzer::English,
+                TextAnalyzer::Simple => pb::TextAnalyzer::Simple,
+                TextAnalyzer::Whitespace => pb::TextAnalyzer::Whitespace,
+            } as i32,
+        })
+        .collect()
 }
 
 /// The shard count a create asks for (unset: one shard).
@@ -356,6 +419,7 @@ pub fn spec_from_info(info: &pb::CollectionInfo) -> Result<CollectionSpec> {
         payload_indexes: info.payload_indexes.clone(),
         search_defaults: info.search_defaults,
         quantization: info.quantization,
+        text_fields: info.text_fields.clone(),
         ..Default::default()
     };
     let unlimited = LimitsConfig {
@@ -402,6 +466,7 @@ pub fn collection_info(
         collection_id: 0,
         pending_vectors: 0,
         quantization: quantization_to_proto(spec.quantization) as i32,
+        text_fields: text_fields_to_proto(&spec.text_fields),
     }
 }
 

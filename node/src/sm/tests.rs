@@ -53,6 +53,7 @@ fn quantized_spec(index: IndexKind, quantization: Quantization) -> CollectionSpe
         payload_indexes: vec![("tag".into(), FieldType::Integer)],
         default_ef: None,
         quantization,
+        text_fields: Vec::new(),
     }
 }
 

@@ -67,6 +67,40 @@ async fn bad_input_is_rejected_with_the_field_named_and_changes_nothing() {
         Code::InvalidArgument,
         "metric",
     );
+    let text = |name: &str, analyzer: i32| pb::TextField {
+        name: name.into(),
+        analyzer,
+    };
+    must_reject(
+        collections
+            .create(with(&|r| r.text_fields = vec![text(" ", 0)]))
+            .await,
+        Code::InvalidArgument,
+        "text_fields[0].name",
+    );
+    must_reject(
+        collections
+            .create(with(&|r| r.text_fields = vec![text("body", 0), text("body", 2)]))
+            .await,
+        Code::InvalidArgument,
+        "text_fields[1].name",
+    );
+    must_reject(
+        collections
+            .create(with(&|r| r.text_fields = vec![text("body", 0), text("title", 7)]))
+            .await,
+        Code::InvalidArgument,
+        "text_fields[1].analyzer",
+    );
+    must_reject(
+        collections
+            .create(with(&|r| {
+                r.text_fields = (0..17).map(|i| text(&format!("f{i}"), 0)).collect()
+            }))
+            .await,
+        Code::InvalidArgument,
+        "text_fields",
+    );
     must_reject(
         collections.create(with(&|r| r.quantization = 9)).await,
         Code::InvalidArgument,

@@ -51,12 +51,34 @@ async fn collection_and_points_lifecycle() {
         .unwrap()
         .into_inner();
     assert_eq!(status.status, 1, "SERVING");
-    let req = keyword_and_year_indexes(create_request("docs", 4, pb::Metric::Cosine));
+    let mut req = keyword_and_year_indexes(create_request("docs", 4, pb::Metric::Cosine));
+    let text_field = |name: &str, analyzer: pb::TextAnalyzer| pb::TextField {
+        name: name.into(),
+        analyzer: analyzer as i32,
+    };
+    req.text_fields = vec![
+        text_field("body", pb::TextAnalyzer::Unspecified),
+        text_field("sku", pb::TextAnalyzer::Whitespace),
+    ];
     let info = collections.create(req.clone()).await.unwrap().into_inner();
     assert_eq!(
         (info.name.as_str(), info.dim, info.points_count),
         ("docs", 4, 0)
     );
+    // text fields as declared, an unset analyzer read as english; the same when asked again
+    let declared = vec![
+        text_field("body", pb::TextAnalyzer::English),
+        text_field("sku", pb::TextAnalyzer::Whitespace),
+    ];
+    assert_eq!(info.text_fields, declared);
+    let got = collections
+        .get(pb::GetCollectionRequest {
+            name: "docs".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.text_fields, declared);
     let again = collections.create(req).await.unwrap_err();
     assert_eq!(again.code(), Code::AlreadyExists);
     let list = collections
