@@ -19,17 +19,17 @@ pub use quiver_proto::wire::json_to_struct;
 
 use crate::error::{Error, Result};
 use crate::placement::{AliasAction, NodeId, Placement, MAX_SHARDS};
-use crate::point::{
-    CollectionSpec, IndexKind, JsonMap, NewPoint, PointId, TextAnalyzer, TextFieldSpec,
-};
+use crate::point::{CollectionSpec, IndexKind, JsonMap, NewPoint, PointId};
 use crate::shard::{
     CountQuery, NewVector, PayloadChange, ReadConsistency, ScrollQuery, SearchQuery, Selection,
     MAX_OVERSAMPLING,
 };
 
 mod filter;
+mod text;
 
 pub use filter::request_filter;
+pub use text::{text_fields_from_proto, text_fields_to_proto, MAX_TEXT_FIELDS};
 
 /// Longest collection name.
 pub const MAX_NAME_LEN: usize = 64;
@@ -262,65 +262,6 @@ pub fn collection_spec(
         quantization,
         text_fields,
     })
-}
-
-/// Most text fields a collection may declare.
-pub const MAX_TEXT_FIELDS: usize = 16;
-
-/// A create's text fields: named once each, with a known analyzer (unset: english).
-pub fn text_fields_from_proto(fields: &[pb::TextField]) -> Result<Vec<TextFieldSpec>> {
-    if fields.len() > MAX_TEXT_FIELDS {
-        return Err(invalid(
-            "text_fields",
-            format!("{} fields; at most {MAX_TEXT_FIELDS}", fields.len()),
-        ));
-    }
-    let mut specs: Vec<TextFieldSpec> = Vec::new();
-    for (i, f) in fields.iter().enumerate() {
-        if f.name.trim().is_empty() {
-            return Err(invalid(format!("text_fields[{i}].name"), "must not be empty"));
-        }
-        if specs.iter().any(|s| s.name == f.name) {
-            return Err(invalid(
-                format!("text_fields[{i}].name"),
-                format!("`{}` is declared twice", f.name),
-            ));
-        }
-        let analyzer = match pb::TextAnalyzer::try_from(f.analyzer) {
-            Ok(pb::TextAnalyzer::Unspecified | pb::TextAnalyzer::English) => TextAnalyzer::English,
-            Ok(pb::TextAnalyzer::Simple) => TextAnalyzer::Simple,
-            Ok(pb::TextAnalyzer::Whitespace) => TextAnalyzer::Whitespace,
-            Err(_) => {
-                return Err(invalid(
-                    format!("text_fields[{i}].analyzer"),
-                    format!(
-                        "unknown analyzer {}: expected english, simple or whitespace",
-                        f.analyzer
-                    ),
-                ))
-            }
-        };
-        specs.push(TextFieldSpec {
-            name: f.name.clone(),
-            analyzer,
-        });
-    }
-    Ok(specs)
-}
-
-/// A collection's text fields on the wire.
-pub fn text_fields_to_proto(fields: &[TextFieldSpec]) -> Vec<pb::TextField> {
-    fields
-        .iter()
-        .map(|f| pb::TextField {
-            name: f.name.clone(),
-            analyzer: match f.analyzer {
-                TextAnalyzer::English => pb::TextAnalyzer::English,
-                TextAnalyzer::Simple => pb::TextAnalyzer::Simple,
-                TextAnalyzer::Whitespace => pb::TextAnalyzer::Whitespace,
-            } as i32,
-        })
-        .collect()
 }
 
 /// The shard count a create asks for (unset: one shard).

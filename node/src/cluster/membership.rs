@@ -57,7 +57,9 @@ impl<N: Namespace> Group<N> {
             }
             match tokio::time::timeout_at(deadline, metrics.changed()).await {
                 Ok(Ok(())) => {}
-                Ok(Err(_)) => return Err(Error::Unavailable(format!("group {}: stopped", self.id()))),
+                Ok(Err(_)) => {
+                    return Err(Error::Unavailable(format!("group {}: stopped", self.id())))
+                }
                 Err(_) => {
                     return Err(Error::Unavailable(format!(
                         "group {}: node {node} did not catch up within {} s",

@@ -105,7 +105,9 @@ mod tests {
             }
             index.commit("applied=3").unwrap();
             let other = open(&storage, 8);
-            other.add(1, &[("body", "nothing about cancer here, or is it")]).unwrap();
+            other
+                .add(1, &[("body", "nothing about cancer here, or is it")])
+                .unwrap();
             other.commit("applied=1").unwrap();
             storage.checkpoint(&dir.path().join("copy")).unwrap();
         }
@@ -113,7 +115,10 @@ mod tests {
             let storage: Arc<dyn Storage> =
                 Arc::new(RocksStorage::open(&dir.path().join(db), &env).unwrap());
             let index = open(&storage, 7);
-            assert_eq!(index.committed_payload().unwrap().as_deref(), Some("applied=3"));
+            assert_eq!(
+                index.committed_payload().unwrap().as_deref(),
+                Some("applied=3")
+            );
             assert_eq!(index.docs(), 3, "{db}");
             let hits = index.search("cancer genes", None, 10, None).unwrap();
             let slots: Vec<u64> = hits.iter().map(|h| h.slot).collect();

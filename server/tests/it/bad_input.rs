@@ -80,14 +80,18 @@ async fn bad_input_is_rejected_with_the_field_named_and_changes_nothing() {
     );
     must_reject(
         collections
-            .create(with(&|r| r.text_fields = vec![text("body", 0), text("body", 2)]))
+            .create(with(&|r| {
+                r.text_fields = vec![text("body", 0), text("body", 2)]
+            }))
             .await,
         Code::InvalidArgument,
         "text_fields[1].name",
     );
     must_reject(
         collections
-            .create(with(&|r| r.text_fields = vec![text("body", 0), text("title", 7)]))
+            .create(with(&|r| {
+                r.text_fields = vec![text("body", 0), text("title", 7)]
+            }))
             .await,
         Code::InvalidArgument,
         "text_fields[1].analyzer",
