@@ -166,6 +166,7 @@ async fn register_client(
                 collection: REGISTERS.into(),
                 points: vec![point(key, v)],
                 request_id: format!("register-{client}-{seq}"),
+                wait_indexed: false,
             };
             let result = tokio::time::timeout(OP_TIMEOUT, points.upsert(request)).await;
             let outcome = match &result {
@@ -222,6 +223,7 @@ async fn ingest_client(
             collection: INGEST.into(),
             points: ids.iter().map(|id| point(*id, *id as i64)).collect(),
             request_id: format!("ingest-{client}-{batch}"),
+            wait_indexed: false,
         };
         let invoked = recorder.now();
         let ok = matches!(

@@ -261,6 +261,10 @@ pub struct StorageConfig {
     /// write-ahead log file is given in advance, so a node with many small replicas stays small on
     /// disk. Default `8`.
     pub write_buffer_mb: usize,
+    /// `storage.text_commit_ms`: a point written is searchable by text within about this long:
+    /// a shard replica publishes what its text index gathered at most this often, off the
+    /// write path (1..=60000). A write may wait for it (`wait_indexed`). Default `1000`.
+    pub text_commit_ms: u64,
 }
 
 impl Default for StorageConfig {
@@ -273,6 +277,7 @@ impl Default for StorageConfig {
             segment_idle_seal_ms: 2_000,
             block_cache_mb: 64,
             write_buffer_mb: 8,
+            text_commit_ms: 1_000,
         }
     }
 }
@@ -473,6 +478,12 @@ impl Config {
         }
         if storage.block_cache_mb < 1 {
             problem("storage.block_cache_mb", "must be at least 1".to_owned());
+        }
+        if !(1..=60_000).contains(&storage.text_commit_ms) {
+            problem(
+                "storage.text_commit_ms",
+                format!("must be within 1..=60000, got {}", storage.text_commit_ms),
+            );
         }
         if storage.write_buffer_mb < 1 {
             problem("storage.write_buffer_mb", "must be at least 1".to_owned());

@@ -306,6 +306,7 @@ fn every_limit_must_be_at_least_one() {
             segment_idle_seal_ms: 0,
             block_cache_mb: 0,
             write_buffer_mb: 0,
+            text_commit_ms: 0,
         },
         ..Config::default()
     };
@@ -324,6 +325,7 @@ fn every_limit_must_be_at_least_one() {
         "storage.segment_max_points",
         "storage.block_cache_mb",
         "storage.write_buffer_mb",
+        "storage.text_commit_ms",
     ] {
         assert!(
             problems

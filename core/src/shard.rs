@@ -6,6 +6,7 @@
 //! another node (the router's), and a node's own replicas in its process (no network hop).
 //! Failures are gRPC statuses either way, read with [`quiver_proto::wire::classify`].
 
+use quiver_index::bm25::{CorpusStats, QueryTerm, TextMatch};
 use quiver_index::filter::Filter;
 use quiver_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
@@ -58,6 +59,54 @@ pub struct SearchQuery {
 pub const DEFAULT_OVERSAMPLING: f32 = 3.0;
 /// The most candidates per hit a query may ask to rescore.
 pub const MAX_OVERSAMPLING: f32 = 16.0;
+
+/// A full-text (BM25) search of a collection's text fields, validated: `text` has terms, the
+/// `fields` are the collection's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TextQuery {
+    pub text: String,
+    /// The text fields searched (empty: every one the collection declares).
+    pub fields: Vec<String>,
+    /// Candidates wanted.
+    pub limit: usize,
+    pub filter: Option<Filter>,
+    pub with_payload: bool,
+    pub with_vector: bool,
+}
+
+/// What one shard is asked for a query: its candidates per modality.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShardQuery {
+    pub vector: Option<SearchQuery>,
+    pub text: Option<TextQuery>,
+}
+
+/// One shard's candidates for a [`ShardQuery`], per modality (None where it asked for none).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShardQueryAnswer {
+    pub vector: Option<pb::SearchResponse>,
+    pub text: Option<TextAnswer>,
+}
+
+/// One shard's text candidates: the query's terms, the shard's statistics for them, and what
+/// scores each candidate with every shard's statistics merged ([`quiver_index::bm25`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TextAnswer {
+    pub terms: Vec<QueryTerm>,
+    pub stats: CorpusStats,
+    /// Best first by the shard's own statistics.
+    pub hits: Vec<TextCandidate>,
+}
+
+/// A point matching a text query, with its terms' frequencies and its fields' lengths.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TextCandidate {
+    pub id: PointId,
+    pub matched: TextMatch,
+    pub payload: Option<JsonMap>,
+    #[serde(with = "crate::encoding::f32s")]
+    pub vector: Vec<f32>,
+}
 
 /// A page of points in id order, validated.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -255,12 +304,14 @@ pub struct SegmentInfo {
 /// A client of shard replicas: another node's, over gRPC, or this process's own.
 #[tonic::async_trait]
 pub trait ShardClient: Send + Sync {
-    /// Applies `command` through group `group`'s log, once per `idempotency_key`.
+    /// Applies `command` through group `group`'s log, once per `idempotency_key`; with
+    /// `wait_indexed`, answers once its text changes are searchable.
     async fn write(
         &self,
         group: u64,
         idempotency_key: &str,
         command: &PointsCommand,
+        wait_indexed: bool,
     ) -> Result<pb::WriteResponse, Status>;
 
     async fn get(
@@ -289,6 +340,13 @@ pub trait ShardClient: Send + Sync {
         }
         Ok(answers)
     }
+
+    /// Queries' candidates per modality, answers in order (one round trip to a remote replica).
+    async fn query(
+        &self,
+        read: &ShardRead,
+        queries: &[ShardQuery],
+    ) -> Result<Vec<ShardQueryAnswer>, Status>;
 
     async fn scroll(
         &self,
@@ -326,5 +384,29 @@ pub fn consistency_to_proto(c: ReadConsistency) -> pb::ReadConsistency {
         ReadConsistency::Linearizable => pb::ReadConsistency::Linearizable,
         ReadConsistency::Leader => pb::ReadConsistency::Leader,
         ReadConsistency::Any => pb::ReadConsistency::Any,
+    }
+}
+
+impl ShardQueryAnswer {
+    /// Its wire form (the text part in its versioned encoding).
+    pub fn to_proto(&self) -> crate::Result<pb::ShardQueryAnswer> {
+        Ok(pb::ShardQueryAnswer {
+            vector: self.vector.clone(),
+            text: match &self.text {
+                Some(text) => crate::encoding::encode(text)?,
+                None => Vec::new(),
+            },
+        })
+    }
+
+    /// Reads its wire form.
+    pub fn from_proto(answer: pb::ShardQueryAnswer) -> crate::Result<Self> {
+        Ok(Self {
+            vector: answer.vector,
+            text: match answer.text.is_empty() {
+                true => None,
+                false => Some(crate::encoding::decode("text candidates", &answer.text)?),
+            },
+        })
     }
 }

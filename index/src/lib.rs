@@ -1,5 +1,6 @@
 //! quiver's index algorithms: pure, synchronous code with no I/O.
 //!
+//! - [`bm25`]: BM25's corpus statistics, merged across shards, and the score of a match from them;
 //! - [`distance`]: metrics and SIMD distance kernels (AVX2/FMA detected at run time, scalar fallback);
 //! - [`filter`]: the payload filter language (Mongo/Pinecone-style JSON) and its evaluation;
 //! - [`payload_index`]: per-field payload indexes that bound the candidates of a filter;
@@ -10,6 +11,7 @@
 //! - [`quantize`]: the f16 and int8 encodings of a segment's vectors, and their kernels;
 //! - [`vecs`]: the `.fvecs` / `.ivecs` formats of benchmark data, parsed from bytes.
 
+pub mod bm25;
 pub mod distance;
 pub mod filter;
 pub mod flat;

@@ -15,7 +15,8 @@ use std::time::Duration;
 use quiver_core::convert;
 use quiver_core::point::PointId;
 use quiver_core::shard::{
-    CountQuery, PointsCommand, ScrollQuery, SearchQuery, ShardClient, ShardCounts, ShardRead,
+    CountQuery, PointsCommand, ScrollQuery, SearchQuery, ShardClient, ShardCounts, ShardQuery,
+    ShardQueryAnswer, ShardRead,
 };
 use quiver_core::{Error, Result};
 use quiver_proto::v1 as pb;
@@ -64,6 +65,7 @@ impl LocalShards {
         group: u64,
         idempotency_key: &str,
         command: &PointsCommand,
+        wait_indexed: bool,
     ) -> Result<pb::WriteResponse> {
         let replica = self.replica(group)?;
         replica.check_writable()?;
@@ -76,8 +78,17 @@ impl LocalShards {
             .fence()
             .pass(tokio::time::Instant::now() + timeout)
             .await?;
-        let command = ShardCommand::Points(command.clone());
-        let applied = replica.write(idempotency_key, command).await?;
+        let shard_command = ShardCommand::Points(command.clone());
+        let applied = replica.write(idempotency_key, shard_command).await?;
+        if wait_indexed {
+            let text = serving(&replica, command.collection())?.text().cloned();
+            if let Some(text) = text {
+                let config = &self.node.config().storage;
+                let wait = Duration::from_millis(config.text_commit_ms) + timeout;
+                let index = applied.index;
+                blocking("wait_indexed", move || text.wait_indexed(index, wait)).await?;
+            }
+        }
         Ok(pb::WriteResponse {
             applied_index: applied.index,
             affected: applied.affected,
@@ -135,6 +146,35 @@ impl LocalShards {
             .into_iter()
             .map(|(hits, plan)| search_response(hits, plan))
             .collect())
+    }
+
+    /// Queries' candidates per modality, behind one read barrier, run together on one blocking
+    /// thread.
+    async fn query_points(
+        &self,
+        read: &ShardRead,
+        queries: &[ShardQuery],
+    ) -> Result<Vec<ShardQueryAnswer>> {
+        let (group, collection) = self.read(read).await?;
+        let queries = queries.to_vec();
+        let planner = group.planner_config();
+        blocking("query", move || {
+            queries
+                .iter()
+                .map(|query| {
+                    let vector = query.vector.as_ref().map(|q| {
+                        let (hits, plan) = collection.search(q, &planner);
+                        search_response(hits, plan)
+                    });
+                    let text = match &query.text {
+                        Some(q) => Some(collection.text_candidates(q)?),
+                        None => None,
+                    };
+                    Ok(ShardQueryAnswer { vector, text })
+                })
+                .collect()
+        })
+        .await
     }
 
     async fn scroll_points(
@@ -221,8 +261,11 @@ impl ShardClient for LocalShards {
         group: u64,
         idempotency_key: &str,
         command: &PointsCommand,
+        wait_indexed: bool,
     ) -> Result<pb::WriteResponse, Status> {
-        Ok(self.write_command(group, idempotency_key, command).await?)
+        Ok(self
+            .write_command(group, idempotency_key, command, wait_indexed)
+            .await?)
     }
 
     async fn get(
@@ -251,6 +294,14 @@ impl ShardClient for LocalShards {
         queries: &[SearchQuery],
     ) -> Result<Vec<pb::SearchResponse>, Status> {
         Ok(self.search_points_batch(read, queries).await?)
+    }
+
+    async fn query(
+        &self,
+        read: &ShardRead,
+        queries: &[ShardQuery],
+    ) -> Result<Vec<ShardQueryAnswer>, Status> {
+        Ok(self.query_points(read, queries).await?)
     }
 
     async fn scroll(
@@ -352,6 +403,7 @@ fn search_response(hits: Vec<SearchHit>, plan: Plan) -> pb::SearchResponse {
             score: h.score,
             payload: h.payload.map(|p| convert::json_to_struct(&p)),
             vector: h.vector.unwrap_or_default(),
+            explain: None,
         })
         .collect();
     pb::SearchResponse {

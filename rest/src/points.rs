@@ -314,6 +314,7 @@ pub async fn upsert(State(api): State<Services>, Path(name): Path<String>, bytes
             collection: name,
             points,
             request_id: String::new(),
+            wait_indexed: false,
         }))
         .await?
         .into_inner();
@@ -421,6 +422,7 @@ pub async fn delete(State(api): State<Services>, Path(name): Path<String>, bytes
             filter,
             filter_json: String::new(),
             request_id: String::new(),
+            wait_indexed: false,
         }))
         .await?
         .into_inner();
@@ -531,6 +533,7 @@ async fn update_payload(
             filter_json: String::new(),
             change: Some(change),
             request_id: String::new(),
+            wait_indexed: false,
         }))
         .await?
         .into_inner();
@@ -645,6 +648,7 @@ pub async fn update_vectors(
             collection: name,
             points,
             request_id: String::new(),
+            wait_indexed: false,
         }))
         .await?
         .into_inner();

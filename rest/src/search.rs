@@ -339,6 +339,7 @@ async fn first_points(api: &Services, name: &str, body: &Body) -> Result<Vec<Val
                 score: 0.0,
                 payload: p.payload.clone(),
                 vector: p.vector.clone(),
+                explain: None,
             };
             scored_json(&scored, &keys, vectors)
         })

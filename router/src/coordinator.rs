@@ -58,7 +58,7 @@ pub(crate) enum Route {
     Nearest,
 }
 
-fn route(consistency: ReadConsistency) -> Route {
+pub(crate) fn route(consistency: ReadConsistency) -> Route {
     match consistency {
         ReadConsistency::Any => Route::Nearest,
         _ => Route::Leader,
@@ -277,13 +277,16 @@ impl Coordinator {
         shard: usize,
         key: String,
         command: PointsCommand,
+        wait_indexed: bool,
     ) -> Result<pb::WriteResponse, Status> {
         let (key, command) = (&key, &command);
         self.on_shard(
             placement,
             shard,
             Route::Leader,
-            move |group, client| async move { client.write(group, key, command).await },
+            move |group, client| async move {
+                client.write(group, key, command, wait_indexed).await
+            },
         )
         .await
     }
@@ -323,7 +326,8 @@ impl Coordinator {
                 (shard, command)
             })
             .collect();
-        self.write_parts(&placement, &req.request_id, parts).await
+        self.write_parts(&placement, &req.request_id, parts, req.wait_indexed)
+            .await
     }
 
     /// Sends each shard's part of a write (built by `command` from the shard and its group),
@@ -333,10 +337,12 @@ impl Coordinator {
         placement: &Placement,
         request_id: &str,
         parts: BTreeMap<usize, PointsCommand>,
+        wait_indexed: bool,
     ) -> Result<pb::WriteResponse, Status> {
         let request_id = request_id_or_new(request_id);
         let calls = parts.into_iter().map(|(shard, command)| {
-            self.write_part(placement, shard, format!("{request_id}/{shard}"), command)
+            let key = format!("{request_id}/{shard}");
+            self.write_part(placement, shard, key, command, wait_indexed)
         });
         merge_writes(join_all(calls).await)
     }
@@ -365,7 +371,8 @@ impl Coordinator {
                 (shard, command)
             })
             .collect();
-        self.write_parts(&placement, &req.request_id, parts).await
+        self.write_parts(&placement, &req.request_id, parts, req.wait_indexed)
+            .await
     }
 
     pub async fn update_payload(
@@ -388,7 +395,8 @@ impl Coordinator {
                 (shard, command)
             })
             .collect();
-        self.write_parts(&placement, &req.request_id, parts).await
+        self.write_parts(&placement, &req.request_id, parts, req.wait_indexed)
+            .await
     }
 
     pub async fn update_vectors(
@@ -412,7 +420,8 @@ impl Coordinator {
                 points.push(vector);
             }
         }
-        self.write_parts(&placement, &req.request_id, parts).await
+        self.write_parts(&placement, &req.request_id, parts, req.wait_indexed)
+            .await
     }
 
     pub async fn count(&self, req: pb::CountRequest) -> Result<pb::CountResponse, Status> {
@@ -505,6 +514,9 @@ impl Coordinator {
         &self,
         req: pb::SearchBatchRequest,
     ) -> Result<pb::SearchBatchResponse, Status> {
+        if !req.queries.is_empty() {
+            return self.query_batch(req).await;
+        }
         let placement = self.placement("collection", &req.collection).await?;
         let consistency = convert::read_consistency(req.consistency)?;
         let queries = Arc::new(convert::search_batch_queries(

@@ -375,6 +375,13 @@ impl Points for PointsFront {
         self.0.search_batch(r.into_inner()).await.map(Response::new)
     }
 
+    async fn query(
+        &self,
+        r: Request<pb::QueryRequest>,
+    ) -> Result<Response<pb::SearchResponse>, Status> {
+        self.0.query(r.into_inner()).await.map(Response::new)
+    }
+
     async fn scroll(
         &self,
         r: Request<pb::ScrollRequest>,

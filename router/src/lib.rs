@@ -20,6 +20,7 @@ pub mod coordinator;
 pub mod directory;
 mod export;
 pub mod front;
+mod query;
 pub mod remote_shards;
 pub mod snapshots;
 pub mod upstream;

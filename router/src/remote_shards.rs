@@ -5,7 +5,7 @@ use quiver_core::encoding;
 use quiver_core::point::PointId;
 use quiver_core::shard::{
     consistency_to_proto, CountQuery, PointsCommand, ScrollQuery, SearchQuery, ShardClient,
-    ShardCounts, ShardRead,
+    ShardCounts, ShardQuery, ShardQueryAnswer, ShardRead,
 };
 use quiver_proto::v1 as pb;
 use quiver_proto::v1::shard_client::ShardClient as ShardGrpc;
@@ -47,11 +47,13 @@ impl ShardClient for RemoteShards {
         group: u64,
         idempotency_key: &str,
         command: &PointsCommand,
+        wait_indexed: bool,
     ) -> Result<pb::WriteResponse, Status> {
         let request = pb::ShardWriteRequest {
             group,
             idempotency_key: idempotency_key.to_string(),
             command: encode(command)?,
+            wait_indexed,
         };
         Ok(self.client.clone().write(request).await?.into_inner())
     }
@@ -107,6 +109,30 @@ impl ShardClient for RemoteShards {
             )));
         }
         Ok(answer.responses)
+    }
+
+    async fn query(
+        &self,
+        read: &ShardRead,
+        queries: &[ShardQuery],
+    ) -> Result<Vec<ShardQueryAnswer>, Status> {
+        let request = pb::ShardQueryRequest {
+            read: Some(read_to_proto(read)),
+            queries: queries.iter().map(encode).collect::<Result<_, _>>()?,
+        };
+        let answer = self.client.clone().query(request).await?.into_inner();
+        if answer.answers.len() != queries.len() {
+            return Err(Status::internal(format!(
+                "a replica answered {} of {} queries",
+                answer.answers.len(),
+                queries.len()
+            )));
+        }
+        answer
+            .answers
+            .into_iter()
+            .map(|a| ShardQueryAnswer::from_proto(a).map_err(Status::from))
+            .collect()
     }
 
     async fn scroll(

@@ -17,12 +17,12 @@ use tantivy::query::{Bm25StatisticsProvider, BooleanQuery, Occur, Query, TermQue
 use tantivy::schema::{
     Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, FAST, INDEXED,
 };
-use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
+use tantivy::{DocSet, Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 
 use crate::analyzer::{tokens, Analyzer};
 use crate::directory::BlobDirectory;
-use crate::stats::CorpusStats;
 use crate::TextError;
+use quiver_index::bm25::{CorpusStats, QueryTerm, TextMatch, TextMatches};
 
 /// The field holding a document's slot.
 const SLOT: &str = "_slot";
@@ -47,7 +47,8 @@ pub struct TextHit {
 /// A tantivy index over a collection's text fields.
 pub struct TextIndex {
     index: Index,
-    writer: RwLock<IndexWriter>,
+    /// None once [`TextIndex::close`]d.
+    writer: RwLock<Option<IndexWriter>>,
     reader: IndexReader,
     slot: Field,
     fields: Vec<(TextField, Field)>,
@@ -99,7 +100,7 @@ impl TextIndex {
             .try_into()?;
         Ok(Self {
             index,
-            writer: RwLock::new(writer),
+            writer: RwLock::new(Some(writer)),
             reader,
             slot,
             fields: declared,
@@ -126,28 +127,58 @@ impl TextIndex {
         for (name, text) in texts {
             doc.add_text(self.field(name)?.1, text);
         }
-        self.writer.read().add_document(doc)?;
+        self.writer
+            .read()
+            .as_ref()
+            .ok_or(TextError::Closed)?
+            .add_document(doc)?;
         Ok(())
     }
 
     /// Deletes the document of `slot` (if there is one).
     pub fn delete(&self, slot: u64) {
-        self.writer
-            .read()
-            .delete_term(Term::from_field_u64(self.slot, slot));
+        if let Some(writer) = self.writer.read().as_ref() {
+            writer.delete_term(Term::from_field_u64(self.slot, slot));
+        }
     }
 
     /// Publishes what was added and deleted since the last commit, with `payload` as the
     /// commit's payload, and makes it searchable.
     pub fn commit(&self, payload: &str) -> Result<(), TextError> {
         {
-            let mut writer = self.writer.write();
+            let mut guard = self.writer.write();
+            let writer = guard.as_mut().ok_or(TextError::Closed)?;
             let mut prepared = writer.prepare_commit()?;
             prepared.set_payload(payload);
             prepared.commit()?;
         }
         self.reader.reload()?;
         Ok(())
+    }
+
+    /// Stops writing: what was not committed is dropped, and the writer's merges are waited for,
+    /// so nothing writes to the directory after this returns. Searches go on over what was
+    /// committed; adds and commits are refused ([`TextError::Closed`]).
+    pub fn close(&self) {
+        let writer = self.writer.write().take();
+        if let Some(mut writer) = writer {
+            let _ = writer.rollback();
+            let _ = writer.wait_merging_threads();
+        }
+    }
+
+    /// The slots of the documents committed and not deleted, in no order: what a restart
+    /// compares with the stored points to index only what the last commit missed.
+    pub fn slots(&self) -> Result<Vec<u64>, TextError> {
+        let searcher = self.reader.searcher();
+        let mut out = Vec::with_capacity(searcher.num_docs() as usize);
+        for segment in searcher.segment_readers() {
+            let column = segment.fast_fields().u64(SLOT)?;
+            for doc in segment.doc_ids_alive() {
+                out.extend(column.first(doc));
+            }
+        }
+        Ok(out)
     }
 
     /// The payload of the last commit (None before the first).
@@ -269,6 +300,109 @@ impl TextIndex {
             }
         }
         Ok(hits)
+    }
+}
+
+impl TextIndex {
+    /// The best `limit` documents for `query` whose slot `accept` takes (scored here with this
+    /// index's own statistics), as [`TextMatches`]: scored again, with every shard's
+    /// statistics, by whoever merges them.
+    pub fn matches(
+        &self,
+        query: &str,
+        fields: Option<&[&str]>,
+        limit: usize,
+        accept: std::sync::Arc<dyn Fn(u64) -> bool + Send + Sync>,
+    ) -> Result<TextMatches, TextError> {
+        let terms = self.terms(query, fields)?;
+        let stats = self.stats(query, fields)?;
+        let named: Vec<QueryTerm> = terms
+            .iter()
+            .map(|t| QueryTerm {
+                field: self.name_of(t.field()).to_owned(),
+                text: term_text(t),
+            })
+            .collect();
+        if limit == 0 {
+            return Ok(TextMatches {
+                terms: named,
+                stats,
+                matches: Vec::new(),
+            });
+        }
+        let clauses: Vec<(Occur, Box<dyn Query>)> = terms
+            .iter()
+            .map(|t| {
+                let q: Box<dyn Query> =
+                    Box::new(TermQuery::new(t.clone(), IndexRecordOption::WithFreqs));
+                (Occur::Should, q)
+            })
+            .collect();
+        let searcher = self.reader.searcher();
+        let collector = tantivy::collector::FilterCollector::new(
+            SLOT.to_owned(),
+            move |slot: u64| accept(slot),
+            TopDocs::with_limit(limit).order_by_score(),
+        );
+        let mut found = searcher.search(&BooleanQuery::new(clauses), &collector)?;
+        // each segment's documents in order, so its postings are read forward once
+        found.sort_by_key(|(_, a)| (a.segment_ord, a.doc_id));
+        let mut matches = Vec::with_capacity(found.len());
+        let mut scores = Vec::with_capacity(found.len());
+        let mut i = 0;
+        while i < found.len() {
+            let ord = found[i].1.segment_ord;
+            let segment = searcher.segment_reader(ord);
+            let slots = segment.fast_fields().u64(SLOT)?;
+            let mut postings = Vec::with_capacity(terms.len());
+            let mut norms = Vec::with_capacity(terms.len());
+            for term in &terms {
+                postings.push(
+                    segment
+                        .inverted_index(term.field())?
+                        .read_postings(term, IndexRecordOption::WithFreqs)
+                        .map_err(tantivy::TantivyError::from)?,
+                );
+                norms.push(segment.get_fieldnorms_reader(term.field())?);
+            }
+            while i < found.len() && found[i].1.segment_ord == ord {
+                let (score, address) = found[i];
+                i += 1;
+                let Some(slot) = slots.first(address.doc_id) else {
+                    continue;
+                };
+                let mut freqs = Vec::with_capacity(terms.len());
+                for p in postings.iter_mut() {
+                    let freq = match p {
+                        // (seek only forward: past the document, the term is not in it)
+                        Some(p) if p.doc() > address.doc_id => 0,
+                        Some(p) => match p.seek(address.doc_id) == address.doc_id {
+                            true => tantivy::postings::Postings::term_freq(p),
+                            false => 0,
+                        },
+                        None => 0,
+                    };
+                    freqs.push(freq);
+                }
+                let lengths = norms.iter().map(|n| n.fieldnorm(address.doc_id)).collect();
+                matches.push(TextMatch {
+                    slot,
+                    freqs,
+                    lengths,
+                });
+                scores.push(score);
+            }
+        }
+        // best first again, as tantivy ranked them here
+        let mut order: Vec<usize> = (0..matches.len()).collect();
+        order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+        let mut ranked: Vec<Option<TextMatch>> = matches.into_iter().map(Some).collect();
+        let matches = order.into_iter().filter_map(|i| ranked[i].take()).collect();
+        Ok(TextMatches {
+            terms: named,
+            stats,
+            matches,
+        })
     }
 }
 

@@ -6,18 +6,18 @@
 //! - [`analyzer`]: the analyzers a text field may declare (`english`, `simple`, `whitespace`);
 //! - [`index`]: one index of a collection's text fields, documents keyed by slot, commits
 //!   that carry the caller's position;
-//! - [`stats`]: corpus statistics merged across shards, so every shard scores as one index.
+//! - BM25's corpus statistics and cross-shard scoring are [`quiver_index::bm25`]'s (re-exported),
+//!   pure, for coordinators that hold no index.
 
 pub mod analyzer;
 pub mod directory;
 pub mod index;
-pub mod stats;
 pub mod store;
 
 pub use analyzer::Analyzer;
 pub use directory::BlobDirectory;
 pub use index::{TextField, TextHit, TextIndex};
-pub use stats::CorpusStats;
+pub use quiver_index::bm25::{bm25, CorpusStats, QueryTerm, TextMatch, TextMatches};
 pub use store::{BlobStore, MemoryBlobStore};
 
 /// What can go wrong with a text index.
@@ -33,6 +33,8 @@ pub enum TextError {
     EmptyQuery,
     #[error("corpus statistics do not cover the query: {0}")]
     Statistics(String),
+    #[error("the text index is closed")]
+    Closed,
     #[error("text index: {0}")]
     Tantivy(#[from] tantivy::TantivyError),
 }

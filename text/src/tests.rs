@@ -352,3 +352,107 @@ fn shards_scored_with_merged_statistics_rank_as_one_index() {
     // (each shard's own statistics would not do)
     assert!(differ_locally > 0);
 }
+
+fn accept_all() -> Arc<dyn Fn(u64) -> bool + Send + Sync> {
+    Arc::new(|_| true)
+}
+
+#[test]
+fn matches_scored_with_merged_statistics_are_tantivy_scores_of_one_index() {
+    let fields = [TextField {
+        name: "body".into(),
+        analyzer: Analyzer::Simple,
+    }];
+    let docs = corpus(800);
+    let store = Arc::new(MemoryBlobStore::default());
+    let whole = TextIndex::open(directory(&store, "whole/"), &fields).unwrap();
+    let shards: Vec<TextIndex> = (0..4)
+        .map(|s| TextIndex::open(directory(&store, &format!("shard{s}/")), &fields).unwrap())
+        .collect();
+    for (i, doc) in docs.iter().enumerate() {
+        whole.add(i as u64, &[("body", doc)]).unwrap();
+        shards[i % 4].add(i as u64, &[("body", doc)]).unwrap();
+    }
+    whole.commit("").unwrap();
+    shards.iter().for_each(|s| s.commit("").unwrap());
+    for query in ["w3x w40x", "w120x", "w7x w8x w250x", "w0x w1x w2x w299x"] {
+        let expected = whole.search(query, None, 10, None).unwrap();
+        // one index: bm25 over its own matches is tantivy's score, in tantivy's order
+        let own = whole.matches(query, None, 10, accept_all()).unwrap();
+        assert_eq!(own.matches.len(), 10);
+        for (m, e) in own.matches.iter().zip(&expected) {
+            assert_eq!(m.slot, e.slot, "{query}");
+            let score = bm25(&own.stats, &own.terms, m);
+            assert!(
+                (score - e.score).abs() < 1e-5,
+                "{query}: {score} vs {}",
+                e.score
+            );
+        }
+        // four shards, one round trip each: their statistics merged, their matches rescored
+        let answers: Vec<TextMatches> = shards
+            .iter()
+            .map(|s| s.matches(query, None, 30, accept_all()).unwrap())
+            .collect();
+        let mut merged = CorpusStats::default();
+        answers.iter().for_each(|a| merged.merge(&a.stats));
+        let mut scored: Vec<(u64, f32)> = answers
+            .iter()
+            .flat_map(|a| {
+                let merged = &merged;
+                a.matches
+                    .iter()
+                    .map(move |m| (m.slot, bm25(merged, &a.terms, m)))
+            })
+            .collect();
+        scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        for ((slot, score), e) in scored.iter().zip(&expected) {
+            assert!((score - e.score).abs() < 1e-4, "{query}: {scored:?}");
+            let tied = expected
+                .iter()
+                .filter(|x| (x.score - e.score).abs() < 1e-4)
+                .count();
+            if tied == 1 {
+                assert_eq!(*slot, e.slot, "{query}");
+            }
+        }
+    }
+    // only what `accept` takes
+    let even = whole
+        .matches("w3x w40x", None, 10, Arc::new(|slot| slot % 2 == 0))
+        .unwrap();
+    assert_eq!(even.matches.len(), 10);
+    assert!(even.matches.iter().all(|m| m.slot % 2 == 0));
+}
+
+#[test]
+fn slots_are_what_is_committed_and_a_closed_index_writes_nothing() {
+    let store = Arc::new(MemoryBlobStore::default());
+    let index = TextIndex::open(directory(&store, "t/"), &body()).unwrap();
+    for slot in 0..5 {
+        index.add(slot, &[("body", "some cells")]).unwrap();
+    }
+    index.commit("").unwrap();
+    index.delete(3);
+    index.add(9, &[("body", "more cells")]).unwrap();
+    let mut slots = index.slots().unwrap();
+    slots.sort();
+    assert_eq!(slots, [0, 1, 2, 3, 4]);
+    index.commit("").unwrap();
+    let mut slots = index.slots().unwrap();
+    slots.sort();
+    assert_eq!(slots, [0, 1, 2, 4, 9]);
+
+    index.add(10, &[("body", "lost cells")]).unwrap();
+    index.close();
+    let bytes = store.bytes();
+    assert!(matches!(
+        index.add(11, &[("body", "x")]),
+        Err(TextError::Closed)
+    ));
+    assert!(matches!(index.commit(""), Err(TextError::Closed)));
+    index.delete(0);
+    assert_eq!(store.bytes(), bytes);
+    // searches go on over what was committed
+    assert_eq!(index.search("cells", None, 10, None).unwrap().len(), 5);
+}

@@ -150,6 +150,7 @@ pub async fn upload(
                 points: batch.iter().map(|p| p.point.clone()).collect(),
                 // A retry of the same batch (by the router, after a lost answer) is applied once.
                 request_id: uuid::Uuid::new_v4().to_string(),
+                wait_indexed: false,
             };
             let mut client = client.clone();
             let sent = tokio::spawn(async move { client.upsert(request).await.map(drop) });

@@ -167,6 +167,7 @@ async fn update_payload(
             filter_json: parse_filter(select.filter)?,
             change: Some(change),
             request_id: uuid::Uuid::new_v4().to_string(),
+            wait_indexed: false,
         })
         .await
         .map_err(status)?
@@ -249,6 +250,7 @@ pub async fn points(cmd: PointsCommand) -> anyhow::Result<()> {
                     filter: None,
                     filter_json: parse_filter(filter)?,
                     request_id: uuid::Uuid::new_v4().to_string(),
+                    wait_indexed: false,
                 })
                 .await
                 .map_err(status)?
@@ -336,6 +338,7 @@ pub async fn points(cmd: PointsCommand) -> anyhow::Result<()> {
                         vector,
                     }],
                     request_id: uuid::Uuid::new_v4().to_string(),
+                    wait_indexed: false,
                 })
                 .await
                 .map_err(status)?

@@ -157,6 +157,7 @@ async fn sharded_collection_spreads_merges_and_moves() {
                 collection: "s".into(),
                 points: chunk.iter().map(|n| point(*n, "a")).collect(),
                 request_id: format!("load-{b}"),
+                wait_indexed: false,
             })
             .await
             .unwrap();
@@ -244,6 +245,7 @@ async fn sharded_collection_spreads_merges_and_moves() {
         collection: "s".into(),
         points: (0..40).map(|n| point(n, tag)).collect(),
         request_id: "retag-1".into(),
+        wait_indexed: false,
     };
     let mut client = points(&nodes[2].endpoint).await;
     client.upsert(retag("b")).await.unwrap();

@@ -26,9 +26,11 @@ use crate::shard::{
 };
 
 mod filter;
+mod query;
 mod text;
 
 pub use filter::request_filter;
+pub use query::{query, query_batch, Query, DEFAULT_DEPTH, DEFAULT_QUERY_LIMIT};
 pub use text::{text_fields_from_proto, text_fields_to_proto, MAX_TEXT_FIELDS};
 
 /// Longest collection name.

@@ -44,7 +44,7 @@ impl Shard for ShardService {
         let command = decode("command", &req.command)?;
         let answer = self
             .shards
-            .write(req.group, &req.idempotency_key, &command)
+            .write(req.group, &req.idempotency_key, &command, req.wait_indexed)
             .await?;
         Ok(Response::new(answer))
     }
@@ -84,6 +84,24 @@ impl Shard for ShardService {
             .collect::<Result<Vec<_>, _>>()?;
         let responses = self.shards.search_batch(&read(req.read)?, &queries).await?;
         Ok(Response::new(pb::SearchBatchResponse { responses }))
+    }
+
+    async fn query(
+        &self,
+        request: Request<pb::ShardQueryRequest>,
+    ) -> Result<Response<pb::ShardQueryResponse>, Status> {
+        let req = request.into_inner();
+        let queries = req
+            .queries
+            .iter()
+            .map(|q| decode("queries", q))
+            .collect::<Result<Vec<_>, _>>()?;
+        let answers = self.shards.query(&read(req.read)?, &queries).await?;
+        let answers = answers
+            .iter()
+            .map(|a| a.to_proto())
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Response::new(pb::ShardQueryResponse { answers }))
     }
 
     async fn scroll(

@@ -26,6 +26,7 @@ pub(crate) mod optimizer;
 pub mod persist;
 pub mod search;
 pub mod segment;
+pub mod text;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -44,6 +45,7 @@ use quiver_core::point::{CollectionMeta, JsonMap, PointId};
 use quiver_core::shard::{SegmentInfo, SegmentState};
 
 use segment::Sealed;
+use text::CollectionText;
 
 /// How segments are sealed and built (from the `[storage]` configuration).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +60,8 @@ pub struct SegmentConfig {
     /// After this long without a write, the appendable segment is sealed however few points it
     /// holds (None: only at `seal_points`).
     pub idle_seal: Option<std::time::Duration>,
+    /// The longest a point written waits to be searchable by text.
+    pub text_commit: std::time::Duration,
 }
 
 impl Default for SegmentConfig {
@@ -67,6 +71,7 @@ impl Default for SegmentConfig {
             max_segment_points: 2_000_000,
             build_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             idle_seal: None,
+            text_commit: std::time::Duration::from_millis(1_000),
         }
     }
 }
@@ -82,6 +87,7 @@ impl SegmentConfig {
             },
             idle_seal: (storage.segment_idle_seal_ms > 0)
                 .then(|| std::time::Duration::from_millis(storage.segment_idle_seal_ms)),
+            text_commit: std::time::Duration::from_millis(storage.text_commit_ms.max(1)),
         }
     }
 }
@@ -308,6 +314,8 @@ pub struct Collection {
     watching: AtomicBool,
     /// The full-precision vectors, for a quantized collection.
     source: Option<Arc<dyn VectorSource>>,
+    /// The text index, for a collection that declares text fields.
+    text: Option<Arc<CollectionText>>,
 }
 
 impl Collection {
@@ -325,7 +333,19 @@ impl Collection {
             last_write: Mutex::new(std::time::Instant::now()),
             watching: AtomicBool::new(false),
             source: None,
+            text: None,
         }
+    }
+
+    /// Indexes its text fields' values in `text` as points are written.
+    pub fn with_text(mut self, text: Option<Arc<CollectionText>>) -> Self {
+        self.text = text;
+        self
+    }
+
+    /// Its text index, if it declares text fields.
+    pub fn text(&self) -> Option<&Arc<CollectionText>> {
+        self.text.as_ref()
     }
 
     /// Reads full-precision vectors from `source` (a quantized collection needs one to rescore
@@ -356,40 +376,74 @@ impl Collection {
         self.points.read().len()
     }
 
-    /// Installs written points: `(id, slot, prepared vector, payload)`. Called by the state
-    /// machine after the batch is durable; the optimizer indexes them later.
-    pub fn apply_upserts(&self, points: Vec<(PointId, Slot, Vec<f32>, JsonMap)>) {
+    /// Installs written points: `(id, slot, prepared vector, payload)`, from the command
+    /// applied at log position `index`. Called by the state machine after the batch is durable;
+    /// the optimizer indexes their vectors later, the text index commits their text soon.
+    pub fn apply_upserts(&self, index: u64, points: Vec<(PointId, Slot, Vec<f32>, JsonMap)>) {
         *self.last_write.lock() = std::time::Instant::now();
         let mut p = self.points.write();
         for (id, slot, vector, payload) in points {
+            if let Some(text) = &self.text {
+                text.upsert(p.slot_of(&id), slot, &payload);
+            }
             p.put(id, slot, &vector, payload);
+        }
+        drop(p);
+        if let Some(text) = &self.text {
+            text.changed(index);
         }
     }
 
-    /// Deletes points; returns how many existed.
-    pub fn apply_deletes(&self, ids: &[PointId]) -> usize {
+    /// Deletes points (the command applied at log position `index`); returns how many existed.
+    pub fn apply_deletes(&self, index: u64, ids: &[PointId]) -> usize {
         let mut p = self.points.write();
-        ids.iter().filter(|id| p.remove(id)).count()
+        let mut deleted = 0;
+        for id in ids {
+            let slot = p.slot_of(id);
+            if p.remove(id) {
+                deleted += 1;
+                if let (Some(text), Some(slot)) = (&self.text, slot) {
+                    text.delete(slot);
+                }
+            }
+        }
+        drop(p);
+        if let Some(text) = &self.text {
+            text.changed(index);
+        }
+        deleted
     }
 
-    /// Replaces the payloads of live points (their slots and vectors stay).
-    pub fn apply_payloads(&self, payloads: Vec<(PointId, JsonMap)>) {
+    /// Replaces the payloads of live points (their slots and vectors stay), from the command
+    /// applied at log position `index`.
+    pub fn apply_payloads(&self, index: u64, payloads: Vec<(PointId, JsonMap)>) {
         let mut p = self.points.write();
         for (id, payload) in payloads {
             let Some(slot) = p.slot_of(&id) else {
                 continue;
             };
+            if let Some(text) = &self.text {
+                text.upsert(Some(slot), slot, &payload);
+            }
             if let Some(old) = p.payloads.remove(&slot) {
                 p.payload_index.remove(slot, &old);
             }
             p.payload_index.insert(slot, &payload);
             p.payloads.insert(slot, Arc::new(payload));
         }
+        drop(p);
+        if let Some(text) = &self.text {
+            text.changed(index);
+        }
     }
 
-    /// Stops the optimizer's work on this collection (a job running ends without installing).
+    /// Stops the optimizer's and the text index's work on this collection (a job running ends
+    /// without installing); once this returns, the text index writes nothing more.
     pub fn close(&self) {
         self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(text) = &self.text {
+            text.close();
+        }
     }
 
     fn is_closed(&self) -> bool {

@@ -1,4 +1,4 @@
-//! Search and its planner.
+//! Search and its planner, and the text candidates of a query ([`Collection::text_candidates`]).
 //!
 //! The planner picks one of four plans (reported back to the caller):
 //! - `exact`: no filter, and the collection is flat, holds no more live points than the
@@ -28,7 +28,8 @@
 
 use std::sync::Arc;
 
-use quiver_core::shard::{SearchQuery, DEFAULT_OVERSAMPLING};
+use quiver_core::shard::{SearchQuery, TextAnswer, TextCandidate, TextQuery, DEFAULT_OVERSAMPLING};
+use quiver_index::bm25::TextMatch;
 use quiver_index::distance::Metric;
 use quiver_index::filter::Filter;
 use quiver_index::flat::TopK;
@@ -132,6 +133,16 @@ fn sampled(slots: &RoaringBitmap, seg: &Points, filter: &Filter) -> f64 {
         .filter(|slot| matches(seg, filter, *slot))
         .count();
     hits as f64 / sample as f64
+}
+
+/// The live slots matching `filter`.
+fn matching_slots(p: &Points, filter: &Filter) -> RoaringBitmap {
+    match candidates(p, filter, u64::MAX) {
+        Candidates::Slots(s) => s,
+        // (not made with no limit on the bound)
+        Candidates::Bounded(b, _) => b.iter().filter(|s| matches(p, filter, *s)).collect(),
+        Candidates::Estimated(_) => p.live.iter().filter(|s| matches(p, filter, *s)).collect(),
+    }
 }
 
 /// The best `k` of `hits` (each slot appears in one segment only, so once).
@@ -476,13 +487,67 @@ impl Collection {
     /// Ids of the live points matching `filter`, in no particular order.
     pub fn matching_ids(&self, filter: &Filter) -> Vec<PointId> {
         let p = self.points.read();
-        let slots: Vec<Slot> = match candidates(&p, filter, u64::MAX) {
-            Candidates::Slots(s) => s.iter().collect(),
-            // (not made with no limit on the bound)
-            Candidates::Bounded(b, _) => b.iter().filter(|s| matches(&p, filter, *s)).collect(),
-            Candidates::Estimated(_) => p.live.iter().filter(|s| matches(&p, filter, *s)).collect(),
-        };
+        let slots = matching_slots(&p, filter);
         slots.into_iter().filter_map(|s| p.id_of(s)).collect()
+    }
+
+    /// The best `query.limit` live points for a text query (BM25 with this replica's own
+    /// statistics), with what scores them with every shard's ([`TextAnswer`]). Only what the
+    /// last text commit published is found.
+    pub fn text_candidates(&self, query: &TextQuery) -> quiver_core::Result<TextAnswer> {
+        let text = self.text.as_ref().ok_or_else(|| {
+            quiver_core::Error::invalid(
+                "text",
+                format!("collection `{}` declares no text fields", self.name()),
+            )
+        })?;
+        let allowed = {
+            let p = self.points.read();
+            match &query.filter {
+                None => p.live.clone(),
+                Some(filter) => matching_slots(&p, filter),
+            }
+        };
+        // (a document of a slot retired since the last commit is passed over)
+        let accept =
+            Arc::new(move |slot: u64| u32::try_from(slot).is_ok_and(|slot| allowed.contains(slot)));
+        let found = text.matches(&query.text, &query.fields, query.limit, accept)?;
+        let p = self.points.read();
+        let live: Vec<(PointId, Slot, TextMatch)> = found
+            .matches
+            .into_iter()
+            .filter_map(|m| {
+                let slot = Slot::try_from(m.slot).ok()?;
+                let id = p.id_of(slot).filter(|id| p.slot_of(id) == Some(slot))?;
+                Some((id, slot, m))
+            })
+            .collect();
+        let mut vectors = match query.with_vector {
+            true => {
+                let points: Vec<(PointId, Slot)> =
+                    live.iter().map(|(id, s, _)| (*id, *s)).collect();
+                self.full_vectors(&p, &points)
+            }
+            false => Vec::new(),
+        }
+        .into_iter();
+        let hits = live
+            .into_iter()
+            .map(|(id, slot, matched)| TextCandidate {
+                id,
+                matched,
+                payload: query
+                    .with_payload
+                    .then(|| p.payloads.get(&slot).map(|x| JsonMap::clone(x)))
+                    .flatten(),
+                vector: vectors.next().flatten().unwrap_or_default(),
+            })
+            .collect();
+        Ok(TextAnswer {
+            terms: found.terms,
+            stats: found.stats,
+            hits,
+        })
     }
 
     /// Points matching `filter` (all live points without one), and whether the count is exact.

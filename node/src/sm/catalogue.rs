@@ -395,7 +395,7 @@ impl Namespace for Catalogue {
         }
     }
 
-    fn install(&mut self, effect: CatalogueEffect, _derived: &Path) {
+    fn install(&mut self, _index: u64, effect: CatalogueEffect, _derived: &Path) {
         match effect {
             CatalogueEffect::Place(placement) => self.placements.put(placement),
             CatalogueEffect::Unplace(name) => self.placements.remove(&name),

@@ -102,8 +102,13 @@ pub trait Namespace: Default + Send + 'static {
         batch: &mut WriteBatch,
     ) -> Result<(Self::Effect, u64)>;
 
-    /// Applies `effect` to memory (and to the derived files under `derived`).
-    fn install(&mut self, effect: Self::Effect, derived: &Path);
+    /// Applies `effect`, of the command at log position `index`, to memory (and to the derived
+    /// files under `derived`).
+    fn install(&mut self, index: u64, effect: Self::Effect, derived: &Path);
+
+    /// Stops whatever writes the state-machine tables off the apply path (the text index's
+    /// commits), before a snapshot replaces them; [`load`](Self::load) starts afresh after.
+    fn suspend(&mut self) {}
 
     /// Puts a consistent copy of the derived files under `derived` at `into` (hard links), for a
     /// snapshot taken at the current state.
@@ -423,7 +428,7 @@ impl<N: Namespace> StateMachine<N> {
         self.storage.write(batch)?;
         self.applied = applied;
         if let Some(effect) = effect {
-            self.namespace.install(effect, &self.derived);
+            self.namespace.install(index, effect, &self.derived);
         }
         Ok(outcome)
     }
@@ -475,6 +480,7 @@ impl<N: Namespace> StateMachine<N> {
     /// whole changes nothing; an install cut short by a crash is finished when the state is next
     /// opened, so the file must stay until this returns.
     pub fn import(&mut self, snapshot: &Path, applied: AppliedRecord) -> Result<()> {
+        self.namespace.suspend();
         install_snapshot(self.storage.as_ref(), snapshot, &applied, &self.derived)?;
         self.load()
     }
@@ -486,3 +492,5 @@ fn once_key(key: &str) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod text_tests;

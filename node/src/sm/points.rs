@@ -20,7 +20,9 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use super::{decode, encode, MachineKind, Namespace};
+use crate::shard::text::CollectionText;
 use crate::shard::{persist, Collection, SegmentConfig, VectorSource};
+use crate::storage::text::TextStore;
 use crate::storage::{Storage, Table, WriteBatch};
 
 const COLLECTION_PREFIX: &[u8] = b"collection/";
@@ -174,6 +176,35 @@ impl Points {
             }
             None => collection,
         }
+    }
+
+    /// The text index of the collection of `meta`, caught up with its stored points `records`.
+    fn open_text(
+        &self,
+        meta: &CollectionMeta,
+        records: &[(PointId, PointRecord)],
+    ) -> Result<Option<Arc<CollectionText>>> {
+        let Some(storage) = &self.storage else {
+            return Ok(None);
+        };
+        CollectionText::open(
+            TextStore::new(storage),
+            meta.id,
+            &meta.spec.text_fields,
+            records,
+            self.segments.text_commit,
+        )
+    }
+
+    /// A new `collection` as the group's storage serves it: reading its full-precision vectors
+    /// and indexing its text there.
+    fn attach(
+        &self,
+        collection: Collection,
+        records: &[(PointId, PointRecord)],
+    ) -> Result<Collection> {
+        let text = self.open_text(&collection.meta, records)?;
+        Ok(self.reading_vectors(collection).with_text(text))
     }
 
     /// The collection a points command was validated against, if it is still this one.
@@ -438,8 +469,9 @@ impl Namespace for Points {
                 Ok(true)
             })?;
             let dir = graph_dir(derived, meta.id);
+            let text = self.open_text(&meta, &records)?;
             let (collection, report) = Collection::open(meta, records, &dir, self.segments)?;
-            let collection = self.reading_vectors(collection);
+            let collection = self.reading_vectors(collection).with_text(text);
             info!(
                 collection = %collection.name(),
                 points = report.points,
@@ -504,7 +536,11 @@ impl Namespace for Points {
         }
     }
 
-    fn install(&mut self, effect: PointsEffect, derived: &Path) {
+    fn suspend(&mut self) {
+        self.catalog.list().iter().for_each(|c| c.close());
+    }
+
+    fn install(&mut self, index: u64, effect: PointsEffect, derived: &Path) {
         match effect {
             PointsEffect::None => {}
             PointsEffect::Serve(meta) => {
@@ -512,21 +548,30 @@ impl Namespace for Points {
                 // Leftover segment files of an id can only be stale.
                 let dir = graph_dir(derived, meta.id);
                 let _ = std::fs::remove_dir_all(&dir);
-                let collection = self.reading_vectors(Collection::new(meta, dir, self.segments));
+                let collection = match self.attach(Collection::new(meta, dir, self.segments), &[]) {
+                    Ok(collection) => collection,
+                    Err(e) => {
+                        // (a new text index in a store that works does not fail to open)
+                        tracing::error!(error = %e, "the collection's text index cannot be made");
+                        return;
+                    }
+                };
                 self.catalog
                     .collections
                     .write()
                     .insert(name, Arc::new(collection));
             }
             PointsEffect::Upsert(collection, points) => {
-                collection.apply_upserts(points);
+                collection.apply_upserts(index, points);
                 Collection::optimize(&collection);
             }
             PointsEffect::Delete(collection, ids) => {
-                collection.apply_deletes(&ids);
+                collection.apply_deletes(index, &ids);
                 Collection::optimize(&collection);
             }
-            PointsEffect::Payloads(collection, payloads) => collection.apply_payloads(payloads),
+            PointsEffect::Payloads(collection, payloads) => {
+                collection.apply_payloads(index, payloads)
+            }
             PointsEffect::PayloadIndexes(collection, indexes) => {
                 Collection::set_payload_indexes(&collection, &indexes)
             }

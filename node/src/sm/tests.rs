@@ -167,6 +167,7 @@ fn open_sealing_at(
         max_segment_points,
         build_threads: 1,
         idle_seal: None,
+        ..SegmentConfig::default()
     };
     ShardMachine::open_with(storage, derived, Points::with_segments(segments)).unwrap()
 }
@@ -920,6 +921,7 @@ fn an_idle_collection_indexes_the_points_it_holds() {
         max_segment_points: 100_000,
         build_threads: 1,
         idle_seal: Some(std::time::Duration::from_millis(300)),
+        ..SegmentConfig::default()
     };
     let mut sm =
         ShardMachine::open_with(storage, graphs.path(), Points::with_segments(segments)).unwrap();

@@ -7,7 +7,7 @@
 
 mod memory;
 mod rocks;
-mod text;
+pub mod text;
 
 pub use memory::MemoryStorage;
 pub use rocks::{RocksEnv, RocksStorage};

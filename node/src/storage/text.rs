@@ -9,21 +9,43 @@
 
 use std::fmt;
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use quiver_text::BlobStore;
 
 use super::{Storage, Table, WriteBatch};
 
-/// [`Table::Text`] of one replica's store, as a [`BlobStore`].
+/// [`Table::Text`] of one replica's store, as a [`BlobStore`]. It holds the store weakly, so an
+/// index still open somewhere (a search under way, a merge finishing) does not keep a removed
+/// replica's RocksDB open; once the store is gone, reads and writes fail.
 #[derive(Clone)]
 pub struct TextStore {
-    storage: Arc<dyn Storage>,
+    storage: Weak<dyn Storage>,
 }
 
 impl TextStore {
-    pub fn new(storage: Arc<dyn Storage>) -> Self {
-        Self { storage }
+    pub fn new(storage: &Arc<dyn Storage>) -> Self {
+        Self {
+            storage: Arc::downgrade(storage),
+        }
+    }
+
+    fn storage(&self) -> io::Result<Arc<dyn Storage>> {
+        self.storage
+            .upgrade()
+            .ok_or_else(|| io::Error::other("the replica's store is closed"))
+    }
+
+    /// Removes every row under `prefix` (an index's files, to rebuild it).
+    pub fn clear(&self, prefix: &[u8]) -> quiver_core::Result<()> {
+        let gone = |e: io::Error| quiver_core::Error::Storage(e.to_string());
+        let storage = self.storage().map_err(gone)?;
+        let mut batch = WriteBatch::replayable();
+        storage.for_each(Table::Text, prefix, &mut |k, _| {
+            batch.delete(Table::Text, k.to_vec());
+            Ok(true)
+        })?;
+        storage.write(batch)
     }
 }
 
@@ -39,12 +61,12 @@ fn io_error(e: quiver_core::Error) -> io::Error {
 
 impl BlobStore for TextStore {
     fn get(&self, key: &[u8]) -> io::Result<Option<Vec<u8>>> {
-        self.storage.get(Table::Text, key).map_err(io_error)
+        self.storage()?.get(Table::Text, key).map_err(io_error)
     }
 
     fn scan(&self, prefix: &[u8]) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let mut out = Vec::new();
-        self.storage
+        self.storage()?
             .for_each(Table::Text, prefix, &mut |k, v| {
                 out.push((k.to_vec(), v.to_vec()));
                 Ok(true)
@@ -61,7 +83,7 @@ impl BlobStore for TextStore {
         for (key, value) in puts {
             batch.put(Table::Text, key, value);
         }
-        self.storage.write(batch).map_err(io_error)
+        self.storage()?.write(batch).map_err(io_error)
     }
 }
 
@@ -79,7 +101,7 @@ mod tests {
     }
 
     fn open(storage: &Arc<dyn Storage>, collection: u64) -> TextIndex {
-        let store: Arc<dyn BlobStore> = Arc::new(TextStore::new(storage.clone()));
+        let store: Arc<dyn BlobStore> = Arc::new(TextStore::new(storage));
         let directory = BlobDirectory::new(store, collection.to_be_bytes().to_vec());
         TextIndex::open(directory, &fields()).unwrap()
     }

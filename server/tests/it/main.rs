@@ -4,6 +4,7 @@
 mod bad_input;
 mod lifecycle;
 mod persistence;
+mod query;
 mod recall;
 mod rest;
 mod search_batch;

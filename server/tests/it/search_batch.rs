@@ -45,6 +45,7 @@ async fn a_batch_answers_what_each_search_answers_alone() {
             collection: "b".into(),
             searches: searches.clone(),
             consistency: 0,
+            queries: Vec::new(),
         })
         .await
         .unwrap()
@@ -103,6 +104,7 @@ async fn a_flat_batch_shares_one_scan_and_answers_as_searches_alone() {
                 collection: "flat".into(),
                 searches: searches.clone(),
                 consistency: 0,
+                queries: Vec::new(),
             })
             .await
             .unwrap()
@@ -145,6 +147,7 @@ async fn a_bad_search_in_a_batch_is_refused_by_its_place() {
         collection: "b".into(),
         searches,
         consistency: 0,
+        queries: Vec::new(),
     };
 
     let empty = refused(batch(vec![])).await;
