@@ -3,4 +3,5 @@
 
 pub mod data;
 pub mod report;
+pub mod scifact;
 pub mod stats;

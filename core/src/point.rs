@@ -163,6 +163,10 @@ pub struct CollectionSpec {
     /// Payload keys whose string values are indexed for full-text search.
     #[serde(default)]
     pub text_fields: Vec<TextFieldSpec>,
+    /// The payload key whose text the server embeds into a point's vector, and a query's text
+    /// into its vector (None: vectors come from the client).
+    #[serde(default)]
+    pub embed: Option<String>,
 }
 
 /// How a text field's text is split into terms.

@@ -101,6 +101,7 @@ impl Header {
             request_id: String::new(),
             quantization: info.quantization,
             text_fields: info.text_fields,
+            embed: info.embed,
         }
     }
 }
@@ -155,6 +156,7 @@ mod tests {
                 name: "body".into(),
                 analyzer: crate::point::TextAnalyzer::Simple,
             }],
+            embed: Some("body".into()),
         }
     }
 

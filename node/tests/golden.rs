@@ -73,6 +73,7 @@ fn spec() -> CollectionSpec {
         // (written before quantization and text fields existed: their absence reads as none)
         quantization: Default::default(),
         text_fields: Vec::new(),
+        embed: None,
     }
 }
 

@@ -303,6 +303,7 @@ pub async fn create(State(api): State<Services>, Path(name): Path<String>, bytes
         request_id: String::new(),
         quantization: quantization(&body, vectors)? as i32,
         text_fields: Vec::new(),
+        embed: String::new(),
     };
     api.collections.create(Request::new(request)).await?;
     ok(json!(true), started)

@@ -29,6 +29,7 @@ use quiver_core::shard::{
     PointsCommand, ReadConsistency, SegmentState, Selection, ShardClient, ShardRead,
 };
 use quiver_core::Error;
+use quiver_embed::{EmbedError, LazyEmbedder};
 use quiver_index::distance::Metric;
 use quiver_proto::v1 as pb;
 use quiver_proto::wire::{classify, Channels, Failure};
@@ -77,6 +78,20 @@ pub struct Coordinator {
     channels: Channels,
     /// Last known leader address per shard group.
     leaders: Mutex<HashMap<u64, String>>,
+    /// Embeds query text for collections that declare `embed`, and checks such collections'
+    /// dimension when they are created.
+    embedder: Arc<LazyEmbedder>,
+}
+
+/// The status of an embedding failure.
+fn embed_status(e: EmbedError) -> Status {
+    match e {
+        EmbedError::NoModel(_) | EmbedError::ModelDir { .. } => {
+            Status::failed_precondition(format!("embed: {e}"))
+        }
+        EmbedError::Busy => Status::resource_exhausted(e.to_string()),
+        other => Status::internal(other.to_string()),
+    }
 }
 
 /// Merges the answers of a write's parts: the first failure, or the affected counts summed.
@@ -103,6 +118,7 @@ impl Coordinator {
         limits: Limits,
         channels: Channels,
         timeout: Duration,
+        embedder: Arc<LazyEmbedder>,
     ) -> Self {
         Self {
             directory,
@@ -111,7 +127,24 @@ impl Coordinator {
             timeout,
             channels,
             leaders: Mutex::default(),
+            embedder,
         }
+    }
+
+    /// The vectors of `texts` by the embedding model: FAILED_PRECONDITION when there is none,
+    /// RESOURCE_EXHAUSTED when it is busy.
+    pub async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, Status> {
+        let pool = self.embedding_pool().await?;
+        pool.embed(texts).await.map_err(embed_status)
+    }
+
+    /// The embedding model, loaded on first use (FAILED_PRECONDITION when there is none).
+    pub async fn embedding_pool(&self) -> Result<Arc<quiver_embed::EmbedPool>, Status> {
+        let embedder = self.embedder.clone();
+        tokio::task::spawn_blocking(move || embedder.get())
+            .await
+            .map_err(|e| Status::internal(format!("loading the embedding model: {e}")))?
+            .map_err(embed_status)
     }
 
     pub fn directory(&self) -> &Arc<dyn Directory> {

@@ -218,6 +218,17 @@ impl Collections for CollectionsFront {
         };
         let limits = self.coordinator.limits();
         let spec = convert::collection_spec(request.get_ref(), &limits.request, limits.max_ef)?;
+        if spec.embed.is_some() {
+            let model = self.coordinator.embedding_pool().await?;
+            if model.dim() != spec.dim as usize {
+                return Err(Status::invalid_argument(format!(
+                    "dim: {} differs from the embedding model's {} (embed needs vectors of the \
+                     model's length)",
+                    spec.dim,
+                    model.dim()
+                )));
+            }
+        }
         let shard_count = convert::shard_count(request.get_ref().shard_count)?;
         let replication_factor = convert::replication_factor(request.get_ref().replication_factor)?;
         let name = spec.name.clone();

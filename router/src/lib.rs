@@ -63,6 +63,18 @@ pub enum RouterError {
     NoMembers,
 }
 
+/// The embedding model `config` names, loaded when first used.
+pub fn embedder_from(config: &quiver_config::EmbedderConfig) -> quiver_embed::LazyEmbedder {
+    let dir = (!config.model_dir.as_os_str().is_empty()).then(|| config.model_dir.clone());
+    quiver_embed::LazyEmbedder::new(
+        dir,
+        config.python.clone(),
+        config.threads,
+        config.batch,
+        config.queue,
+    )
+}
+
 /// The public services, sharing one coordinator.
 pub struct Front {
     coordinator: Arc<Coordinator>,
@@ -84,9 +96,16 @@ impl Front {
         limits: Limits,
         channels: Channels,
         timeout: Duration,
+        embedder: Arc<quiver_embed::LazyEmbedder>,
     ) -> Self {
-        let coordinator =
-            Coordinator::new(directory, Some(local), limits, channels.clone(), timeout);
+        let coordinator = Coordinator::new(
+            directory,
+            Some(local),
+            limits,
+            channels.clone(),
+            timeout,
+            embedder,
+        );
         Self {
             coordinator: Arc::new(coordinator),
             route: Arc::new(CatalogueRoute::Local {
@@ -118,7 +137,9 @@ impl Front {
             request: quiver_config::LimitsConfig::default(),
             max_ef: quiver_config::SearchConfig::default().max_ef,
         };
-        let coordinator = Coordinator::new(directory, None, limits, channels, timeout);
+        // (the model a router alone finds: the Python package's, asked of python3)
+        let embedder = Arc::new(embedder_from(&quiver_config::EmbedderConfig::default()));
+        let coordinator = Coordinator::new(directory, None, limits, channels, timeout, embedder);
         Self {
             coordinator: Arc::new(coordinator),
             route: Arc::new(CatalogueRoute::Upstream(upstream.clone())),

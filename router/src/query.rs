@@ -22,7 +22,9 @@ impl Coordinator {
     pub async fn query(&self, req: pb::QueryRequest) -> Result<pb::SearchResponse, Status> {
         let placement = self.placement("collection", &req.collection).await?;
         let consistency = convert::read_consistency(req.consistency)?;
-        let query = convert::query(&req, &placement.spec, &self.limits())?;
+        let mut req = [req];
+        self.embed_texts(&mut req, &placement.spec).await?;
+        let query = convert::query(&req[0], &placement.spec, &self.limits())?;
         let mut answers = self
             .query_shards(&placement, consistency, vec![query.shard.clone()])
             .await?;
@@ -36,8 +38,10 @@ impl Coordinator {
         &self,
         req: pb::SearchBatchRequest,
     ) -> Result<pb::SearchBatchResponse, Status> {
+        let mut req = req;
         let placement = self.placement("collection", &req.collection).await?;
         let consistency = convert::read_consistency(req.consistency)?;
+        self.embed_texts(&mut req.queries, &placement.spec).await?;
         let queries = convert::query_batch(&req, &placement.spec, &self.limits())?;
         let shard_queries = queries.iter().map(|q| q.shard.clone()).collect();
         let answers = self
@@ -52,6 +56,40 @@ impl Coordinator {
             })
             .collect::<Result<_, _>>()?;
         Ok(pb::SearchBatchResponse { responses })
+    }
+
+    /// Gives the queries that have a text and no vector, of a collection that embeds, their
+    /// text's vector (all in one call to the model), unless their mode is bm25. Such a query
+    /// of a collection without text fields is dense.
+    async fn embed_texts(
+        &self,
+        queries: &mut [pb::QueryRequest],
+        spec: &quiver_core::point::CollectionSpec,
+    ) -> Result<(), Status> {
+        if spec.embed.is_none() {
+            return Ok(());
+        }
+        let wanting: Vec<usize> = (0..queries.len())
+            .filter(|&i| {
+                let q = &queries[i];
+                q.vector.is_empty()
+                    && !q.text.trim().is_empty()
+                    && q.mode != pb::QueryMode::Bm25 as i32
+            })
+            .collect();
+        if wanting.is_empty() {
+            return Ok(());
+        }
+        let texts = wanting.iter().map(|&i| queries[i].text.clone()).collect();
+        let vectors = self.embed(texts).await?;
+        for (i, vector) in wanting.into_iter().zip(vectors) {
+            let q = &mut queries[i];
+            q.vector = vector;
+            if q.mode == pb::QueryMode::Unspecified as i32 && spec.text_fields.is_empty() {
+                q.mode = pb::QueryMode::Dense as i32;
+            }
+        }
+        Ok(())
     }
 
     /// Every shard's answers to `queries`, shard by shard.

@@ -127,6 +127,7 @@ fn main() -> Result<()> {
         default_ef: None,
         quantization: Default::default(),
         text_fields: Vec::new(),
+        embed: None,
     };
     runtime
         .block_on(node.create_collection(spec, 1, Some(1), ""))

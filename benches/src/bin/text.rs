@@ -11,15 +11,16 @@
 //!
 //! Prints one JSON line; progress goes to stderr.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Parser;
+use quiver_benches::scifact::{quality, SciFact};
 use quiver_text::{Analyzer, BlobDirectory, BlobStore, MemoryBlobStore, TextField, TextIndex};
-use serde_json::{json, Value};
+use serde_json::json;
 use tantivy::collector::TopDocs;
 use tantivy::query::{BooleanQuery, Occur, Query, TermQuery};
 use tantivy::schema::{IndexRecordOption, Schema, TextFieldIndexing, TextOptions};
@@ -42,72 +43,14 @@ struct Args {
     embed_docs: usize,
 }
 
-fn jsonl(path: &PathBuf) -> Result<Vec<Value>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("{path:?}"))?;
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| Ok(serde_json::from_str(l)?))
-        .collect()
-}
-
-/// nDCG@10 and recall@100 of `ranked` (document ids, best first) against binary judgments.
-fn quality(ranked: &[String], relevant: &HashSet<String>) -> (f64, f64) {
-    let dcg: f64 = ranked
-        .iter()
-        .take(10)
-        .enumerate()
-        .filter(|(_, d)| relevant.contains(*d))
-        .map(|(i, _)| 1.0 / ((i + 2) as f64).log2())
-        .sum();
-    let ideal: f64 = (0..relevant.len().min(10))
-        .map(|i| 1.0 / ((i + 2) as f64).log2())
-        .sum();
-    let found = ranked
-        .iter()
-        .take(100)
-        .filter(|d| relevant.contains(*d))
-        .count();
-    (dcg / ideal, found as f64 / relevant.len() as f64)
-}
-
 fn main() -> Result<()> {
     let args = Args::parse();
-    let corpus = jsonl(&args.scifact.join("corpus.jsonl"))?;
-    let queries = jsonl(&args.scifact.join("queries.jsonl"))?;
-    let mut judged: HashMap<String, HashSet<String>> = HashMap::new();
-    let qrels = std::fs::read_to_string(args.scifact.join("qrels/train.tsv"))?;
-    for line in qrels.lines().skip(1) {
-        let cols: Vec<&str> = line.split('\t').collect();
-        if cols.len() >= 3 && cols[2].trim() != "0" {
-            judged
-                .entry(cols[0].to_owned())
-                .or_default()
-                .insert(cols[1].to_owned());
-        }
-    }
-    let docs: Vec<(String, String)> = corpus
-        .iter()
-        .map(|d| {
-            let text = format!(
-                "{} {}",
-                d["title"].as_str().unwrap_or(""),
-                d["text"].as_str().unwrap_or("")
-            );
-            (
-                d["_id"].as_str().unwrap_or("").to_owned(),
-                text.trim().to_owned(),
-            )
-        })
-        .collect();
-    let claims: Vec<(String, String)> = queries
-        .iter()
-        .map(|q| {
-            (
-                q["_id"].as_str().unwrap_or("").to_owned(),
-                q["text"].as_str().unwrap_or("").to_owned(),
-            )
-        })
-        .collect();
+    let SciFact {
+        docs,
+        claims,
+        test_claims,
+        judged,
+    } = SciFact::load(&args.scifact)?;
     eprintln!(
         "{} documents, {} claims, {} judged",
         docs.len(),
@@ -231,11 +174,7 @@ fn main() -> Result<()> {
                 }
                 Ok(texts.len() as f64 / started.elapsed().as_secs_f64())
             };
-            let test_claims: Vec<&str> = queries
-                .iter()
-                .filter(|q| q["metadata"]["split"] == "test")
-                .filter_map(|q| q["text"].as_str())
-                .collect();
+            let test_claims: Vec<&str> = test_claims.iter().map(String::as_str).collect();
             let claims_rate = rate(test_claims.clone())?;
             let docs_rate = rate(
                 docs.iter()

@@ -62,6 +62,10 @@ pub enum CollectionCommand {
         /// (lowercased words) or whitespace (repeatable).
         #[arg(long = "text-field", value_name = "FIELD[:ANALYZER]")]
         text_fields: Vec<String>,
+        /// Payload key whose text the server embeds (embedder.model_dir, all-MiniLM-L6-v2:
+        /// --dim 384) into a query's vector when the query has text and no vector.
+        #[arg(long, value_name = "FIELD")]
+        embed: Option<String>,
         /// Shards (Raft groups) the points are spread over by id [default: 1].
         #[arg(long)]
         shards: Option<u32>,
@@ -320,6 +324,7 @@ fn info_json(c: &pb::CollectionInfo) -> Value {
                 .map(|a| a.as_str_name().trim_start_matches("TEXT_ANALYZER_").to_lowercase())
                 .unwrap_or_default(),
         })).collect::<Vec<_>>(),
+        "embed": (!c.embed.is_empty()).then_some(&c.embed),
         "points": c.points_count,
         "indexed_vectors": c.indexed_vectors,
         "pending_vectors": c.pending_vectors,
@@ -342,6 +347,7 @@ pub async fn collection(cmd: CollectionCommand) -> anyhow::Result<()> {
             quantization,
             payload_indexes,
             text_fields,
+            embed,
             shards,
             replication_factor,
             endpoint,
@@ -381,6 +387,7 @@ pub async fn collection(cmd: CollectionCommand) -> anyhow::Result<()> {
                     .iter()
                     .map(|s| text_field(s))
                     .collect::<anyhow::Result<_>>()?,
+                embed: embed.unwrap_or_default(),
             };
             let mut client = CollectionsClient::new(endpoint.channel().await?);
             let info = client.create(req).await.map_err(status)?.into_inner();

@@ -254,6 +254,18 @@ pub fn collection_spec(
     };
     let quantization = quantization_from_proto(req.quantization, &index)?;
     let text_fields = text_fields_from_proto(&req.text_fields)?;
+    let embed = match req.embed.trim() {
+        "" if req.embed.is_empty() => None,
+        "" => return Err(invalid("embed", "is blank: name the payload key to embed")),
+        key if key.len() > MAX_NAME_LEN || key != req.embed => return Err(invalid(
+            "embed",
+            format!(
+                "`{}` is not a payload key (at most {MAX_NAME_LEN} bytes, no surrounding spaces)",
+                req.embed
+            ),
+        )),
+        key => Some(key.to_owned()),
+    };
     Ok(CollectionSpec {
         name,
         dim: req.dim,
@@ -263,6 +275,7 @@ pub fn collection_spec(
         default_ef,
         quantization,
         text_fields,
+        embed,
     })
 }
 
@@ -363,6 +376,7 @@ pub fn spec_from_info(info: &pb::CollectionInfo) -> Result<CollectionSpec> {
         search_defaults: info.search_defaults,
         quantization: info.quantization,
         text_fields: info.text_fields.clone(),
+        embed: info.embed.clone(),
         ..Default::default()
     };
     let unlimited = LimitsConfig {
@@ -410,6 +424,7 @@ pub fn collection_info(
         pending_vectors: 0,
         quantization: quantization_to_proto(spec.quantization) as i32,
         text_fields: text_fields_to_proto(&spec.text_fields),
+        embed: spec.embed.clone().unwrap_or_default(),
     }
 }
 

@@ -54,6 +54,7 @@ fn quantized_spec(index: IndexKind, quantization: Quantization) -> CollectionSpe
         default_ef: None,
         quantization,
         text_fields: Vec::new(),
+        embed: None,
     }
 }
 

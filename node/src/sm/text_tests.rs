@@ -36,6 +36,7 @@ fn spec() -> CollectionSpec {
                 analyzer: TextAnalyzer::Whitespace,
             },
         ],
+        embed: None,
     }
 }
 
