@@ -250,13 +250,15 @@ impl PointsCommand {
 }
 
 /// One replica's counts of its collection and the leader it knows.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ShardCounts {
     /// 0: none known.
     pub leader: u64,
     pub points_count: u64,
     pub indexed_vectors: u64,
     pub segments: Vec<SegmentInfo>,
+    /// For a collection with `embed`.
+    pub embedding: Option<pb::EmbeddingStatus>,
 }
 
 /// What a segment of a replica is doing.

@@ -149,17 +149,18 @@ impl std::fmt::Debug for LazyEmbedder {
 }
 
 impl LazyEmbedder {
-    /// The model in `model_dir`, or (None) the one the Python package ships for `python`.
+    /// The model in `model_dir`, or (when it is empty) the one the Python package ships for
+    /// `python`; run by `threads` threads, `batch` texts a pass, `queue` requests waiting.
     pub fn new(
-        model_dir: Option<std::path::PathBuf>,
-        python: std::path::PathBuf,
+        model_dir: &std::path::Path,
+        python: &std::path::Path,
         threads: usize,
         batch: usize,
         queue: usize,
     ) -> Self {
         Self {
-            model_dir,
-            python,
+            model_dir: (!model_dir.as_os_str().is_empty()).then(|| model_dir.to_path_buf()),
+            python: python.to_path_buf(),
             threads,
             batch,
             queue,

@@ -237,6 +237,16 @@ impl LocalShards {
             points_count: c.points_count() as u64,
             indexed_vectors: c.indexed_vectors() as u64,
             segments: c.segments(),
+            embedding: c.meta.spec.embed.is_some().then(|| {
+                let counts = c.embedding().counts();
+                pb::EmbeddingStatus {
+                    pending: c.unembedded_count(),
+                    embedded: counts.embedded,
+                    failed: counts.failed,
+                    per_second: counts.per_second,
+                    last_error: counts.last_error.unwrap_or_default(),
+                }
+            }),
         })
     }
 }

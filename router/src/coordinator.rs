@@ -630,8 +630,22 @@ impl Coordinator {
         });
         let answers = join_all(calls).await;
         let mut info = convert::placement_info(&placement, |n| self.directory.address(n));
+        let mut embedding = placement
+            .spec
+            .embed
+            .is_some()
+            .then(pb::EmbeddingStatus::default);
         for (shard, answer) in info.shards.iter_mut().zip(answers) {
             if let Ok(Ok(counts)) = answer {
+                if let (Some(sum), Some(part)) = (embedding.as_mut(), counts.embedding) {
+                    sum.pending += part.pending;
+                    sum.embedded += part.embedded;
+                    sum.failed += part.failed;
+                    sum.per_second += part.per_second;
+                    if sum.last_error.is_empty() {
+                        sum.last_error = part.last_error;
+                    }
+                }
                 shard.leader = counts.leader;
                 shard.points_count = counts.points_count;
                 shard.indexed_vectors = counts.indexed_vectors;
@@ -647,6 +661,7 @@ impl Coordinator {
             .filter(|s| s.state == SegmentState::Appendable.as_str())
             .map(|s| s.points)
             .sum();
+        info.embedding = embedding;
         Ok(info)
     }
 }

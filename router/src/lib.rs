@@ -63,18 +63,6 @@ pub enum RouterError {
     NoMembers,
 }
 
-/// The embedding model `config` names, loaded when first used.
-pub fn embedder_from(config: &quiver_config::EmbedderConfig) -> quiver_embed::LazyEmbedder {
-    let dir = (!config.model_dir.as_os_str().is_empty()).then(|| config.model_dir.clone());
-    quiver_embed::LazyEmbedder::new(
-        dir,
-        config.python.clone(),
-        config.threads,
-        config.batch,
-        config.queue,
-    )
-}
-
 /// The public services, sharing one coordinator.
 pub struct Front {
     coordinator: Arc<Coordinator>,
@@ -138,7 +126,14 @@ impl Front {
             max_ef: quiver_config::SearchConfig::default().max_ef,
         };
         // (the model a router alone finds: the Python package's, asked of python3)
-        let embedder = Arc::new(embedder_from(&quiver_config::EmbedderConfig::default()));
+        let c = quiver_config::EmbedderConfig::default();
+        let embedder = Arc::new(quiver_embed::LazyEmbedder::new(
+            &c.model_dir,
+            &c.python,
+            c.threads,
+            c.batch,
+            c.queue,
+        ));
         let coordinator = Coordinator::new(directory, None, limits, channels, timeout, embedder);
         Self {
             coordinator: Arc::new(coordinator),

@@ -170,6 +170,7 @@ impl ShardClient for RemoteShards {
             points_count: answer.points_count,
             indexed_vectors: answer.indexed_vectors,
             segments: quiver_core::convert::segments_from_proto(&answer.segments),
+            embedding: answer.embedding,
         })
     }
 

@@ -77,7 +77,7 @@ pub fn front(node: &Arc<Node>) -> Front {
         },
         node.peers().clone(),
         Duration::from_millis(config.cluster.write_timeout_ms),
-        Arc::new(quiver_router::embedder_from(&config.embedder)),
+        node.embedder().clone(),
     )
     .keep_snapshots_in(config.node.data_dir.join("snapshots"))
 }

@@ -325,6 +325,13 @@ fn info_json(c: &pb::CollectionInfo) -> Value {
                 .unwrap_or_default(),
         })).collect::<Vec<_>>(),
         "embed": (!c.embed.is_empty()).then_some(&c.embed),
+        "embedding": c.embedding.as_ref().map(|e| json!({
+            "pending": e.pending,
+            "embedded": e.embedded,
+            "failed": e.failed,
+            "per_second": (e.per_second * 10.0).round() / 10.0,
+            "last_error": (!e.last_error.is_empty()).then_some(&e.last_error),
+        })),
         "points": c.points_count,
         "indexed_vectors": c.indexed_vectors,
         "pending_vectors": c.pending_vectors,

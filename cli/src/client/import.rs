@@ -16,6 +16,7 @@ use anyhow::{anyhow, bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
 use quiver_core::snapshot_file::{self, Header};
 use quiver_proto::v1 as pb;
+use quiver_proto::v1::collections_client::CollectionsClient;
 use quiver_proto::v1::points_client::PointsClient;
 use quiver_proto::wire::{headers, json_to_struct};
 use serde_json::Value;
@@ -53,6 +54,7 @@ pub async fn import(
     path: &Path,
     batch_size: usize,
     parallel: usize,
+    wait: bool,
     endpoint: Endpoint,
 ) -> anyhow::Result<()> {
     if batch_size == 0 {
@@ -62,7 +64,66 @@ pub async fn import(
         bail!("--parallel must be at least 1");
     }
     let file = read_points(path)?;
-    upload(collection, &file, batch_size, parallel, endpoint).await
+    upload(
+        collection.clone(),
+        &file,
+        batch_size,
+        parallel,
+        endpoint.clone(),
+    )
+    .await?;
+    if wait {
+        wait_embedded(&collection, &endpoint).await?;
+    }
+    Ok(())
+}
+
+/// How long embedding may make no progress while it reports an error before a wait gives up.
+const EMBED_STALL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Waits, with a progress bar, until no point of `collection` waits for the server to embed
+/// its text (at once for a collection without `embed`).
+async fn wait_embedded(collection: &str, endpoint: &Endpoint) -> anyhow::Result<()> {
+    let mut client = CollectionsClient::new(endpoint.channel().await?);
+    let status_of = |info: pb::CollectionInfo| info.embedding;
+    let get = pb::GetCollectionRequest {
+        name: collection.to_owned(),
+    };
+    let Some(mut embedding) =
+        status_of(client.get(get.clone()).await.map_err(status)?.into_inner())
+    else {
+        return Ok(());
+    };
+    let total = embedding.pending;
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("embedding {bar:40} {pos}/{len} points ({per_sec}, {eta})")
+            .expect("a valid template"),
+    );
+    let (mut pending, mut progressed) = (embedding.pending, Instant::now());
+    while embedding.pending > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        let info = client.get(get.clone()).await.map_err(status)?.into_inner();
+        embedding = info.embedding.unwrap_or_default();
+        bar.set_position(total.saturating_sub(embedding.pending));
+        if embedding.pending < pending {
+            (pending, progressed) = (embedding.pending, Instant::now());
+        } else if progressed.elapsed() > EMBED_STALL && !embedding.last_error.is_empty() {
+            bar.abandon();
+            bail!(
+                "embedding makes no progress: {}; {} points still wait (the stored points keep \
+                 waiting and are embedded once it works)",
+                embedding.last_error,
+                embedding.pending
+            );
+        }
+    }
+    bar.finish_and_clear();
+    print_line(format!(
+        "embedded: {} points waited for their vectors, none waits now ({} failed)",
+        total, embedding.failed
+    ))?;
+    Ok(())
 }
 
 /// Reads a collection snapshot file: its header, and its points (refused whole if the file was
@@ -290,15 +351,14 @@ fn id_key(id: Option<&pb::PointId>) -> String {
     }
 }
 
-/// One JSON line: `{"id": 1 | "uuid", "vector": [...], "payload": {...}}`, nothing else.
+/// One JSON line: `{"id": 1 | "uuid", "vector": [...], "payload": {...}}`. Other keys are
+/// payload fields too (`{"id": 1, "text": "..."}`); without a vector the collection must embed
+/// one of them (`--embed`).
 fn parse_line(line: &str) -> anyhow::Result<pb::Point> {
     let v: Value = serde_json::from_str(line)?;
     let Value::Object(object) = v else {
         bail!("expected a JSON object with id, vector and payload");
     };
-    if let Some(unknown) = object.keys().find(|k| !KEYS.contains(&k.as_str())) {
-        bail!("unknown key `{unknown}` (a point has id, vector and payload)");
-    }
     let id = match object.get("id") {
         Some(Value::Number(x)) => x.as_u64().map(pb::point_id::Kind::Num),
         Some(Value::String(s)) => Some(pb::point_id::Kind::Uuid(s.clone())),
@@ -307,13 +367,20 @@ fn parse_line(line: &str) -> anyhow::Result<pb::Point> {
     .ok_or_else(|| anyhow!("`id` must be an unsigned integer or a UUID"))?;
     let vector = match object.get("vector") {
         Some(Value::Array(values)) => super::vector_from_json("vector", values)?,
-        _ => bail!("`vector` must be an array of numbers"),
+        None => Vec::new(),
+        Some(_) => bail!("`vector` must be an array of numbers"),
     };
-    let payload = match object.get("payload") {
-        Some(Value::Object(m)) => Some(json_to_struct(m)),
-        None | Some(Value::Null) => None,
+    let mut fields = match object.get("payload") {
+        Some(Value::Object(m)) => m.clone(),
+        None | Some(Value::Null) => serde_json::Map::new(),
         Some(_) => bail!("`payload` must be an object"),
     };
+    for (key, value) in object.iter().filter(|(k, _)| !KEYS.contains(&k.as_str())) {
+        if fields.insert(key.clone(), value.clone()).is_some() {
+            bail!("`{key}` is given twice: beside the payload and in it");
+        }
+    }
+    let payload = (!fields.is_empty()).then(|| json_to_struct(&fields));
     Ok(pb::Point {
         id: Some(pb::PointId { kind: Some(id) }),
         vector,

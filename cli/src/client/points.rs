@@ -28,6 +28,10 @@ pub enum PointsCommand {
         /// Upsert requests in flight at once.
         #[arg(long, default_value_t = super::import::DEFAULT_PARALLEL)]
         parallel: usize,
+        /// Then wait (with a progress bar) until the server has embedded every point that came
+        /// without a vector (a collection with --embed).
+        #[arg(long)]
+        wait: bool,
         #[command(flatten)]
         endpoint: Endpoint,
     },
@@ -189,8 +193,9 @@ pub async fn points(cmd: PointsCommand) -> anyhow::Result<()> {
             file,
             batch_size,
             parallel,
+            wait,
             endpoint,
-        } => super::import::import(collection, &file, batch_size, parallel, endpoint).await?,
+        } => super::import::import(collection, &file, batch_size, parallel, wait, endpoint).await?,
         PointsCommand::Get {
             collection,
             ids,

@@ -257,13 +257,15 @@ pub fn collection_spec(
     let embed = match req.embed.trim() {
         "" if req.embed.is_empty() => None,
         "" => return Err(invalid("embed", "is blank: name the payload key to embed")),
-        key if key.len() > MAX_NAME_LEN || key != req.embed => return Err(invalid(
-            "embed",
-            format!(
+        key if key.len() > MAX_NAME_LEN || key != req.embed => {
+            return Err(invalid(
+                "embed",
+                format!(
                 "`{}` is not a payload key (at most {MAX_NAME_LEN} bytes, no surrounding spaces)",
                 req.embed
             ),
-        )),
+            ))
+        }
         key => Some(key.to_owned()),
     };
     Ok(CollectionSpec {
@@ -425,6 +427,7 @@ pub fn collection_info(
         quantization: quantization_to_proto(spec.quantization) as i32,
         text_fields: text_fields_to_proto(&spec.text_fields),
         embed: spec.embed.clone().unwrap_or_default(),
+        embedding: None,
     }
 }
 
@@ -575,12 +578,37 @@ pub fn upsert_points(
     let mut seen: HashMap<PointId, usize> = HashMap::with_capacity(points.len());
     let mut out = Vec::with_capacity(points.len());
     for (i, p) in points.iter().enumerate() {
-        let (id, vector) = batch_entry(i, p.id.as_ref(), &p.vector, spec, &mut seen)?;
         let payload = match &p.payload {
             Some(s) => struct_to_json(&format!("points[{i}].payload"), s)?,
             None => JsonMap::new(),
         };
         payload_size(&format!("points[{i}].payload"), &payload, limits)?;
+        let (id, vector) = match (&spec.embed, p.vector.is_empty()) {
+            // no vector: the server embeds the point's text in the background
+            (Some(key), true) => {
+                let id = point_id(&format!("points[{i}].id"), p.id.as_ref())?;
+                if let Some(first) = seen.insert(id, i) {
+                    return Err(invalid(
+                        format!("points[{i}].id"),
+                        format!("id {id} appears twice in the batch (also at points[{first}])"),
+                    ));
+                }
+                match payload.get(key) {
+                    Some(serde_json::Value::String(text)) if !text.trim().is_empty() => {}
+                    _ => {
+                        return Err(invalid(
+                            format!("points[{i}].vector"),
+                            format!(
+                                "missing: give a vector, or a non-empty string `{key}` in the \
+                                 payload for the server to embed"
+                            ),
+                        ))
+                    }
+                }
+                (id, Vec::new())
+            }
+            _ => batch_entry(i, p.id.as_ref(), &p.vector, spec, &mut seen)?,
+        };
         out.push(NewPoint {
             id,
             vector,

@@ -13,10 +13,12 @@
 //! has each shard's first replica form the group and serve the collection, then marks the
 //! collection ready. If the leader fails half-way, whichever node leads next finishes the job.
 
+mod embedding;
 mod leadership;
 mod moves;
 mod reconcile;
 
+use embedding::spawn_embedding;
 use reconcile::spawn_reconciler;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -31,6 +33,7 @@ use futures::future::join_all;
 use openraft::BasicNode;
 use parking_lot::RwLock;
 use quiver_config::Config;
+use quiver_embed::LazyEmbedder;
 use quiver_proto::v1 as pb;
 use quiver_proto::v1::cluster_client::ClusterClient;
 use tracing::{info, warn};
@@ -87,6 +90,8 @@ pub struct Node {
     /// another node (see `leadership`).
     following_since: parking_lot::Mutex<BTreeMap<u64, std::time::Instant>>,
     stopped: AtomicBool,
+    /// The text embedding model (loaded when first needed), shared with the process's front.
+    embedder: Arc<LazyEmbedder>,
 }
 
 impl Node {
@@ -106,6 +111,14 @@ impl Node {
             &rocks,
         )
         .await?;
+        let e = &config.embedder;
+        let embedder = Arc::new(LazyEmbedder::new(
+            &e.model_dir,
+            &e.python,
+            e.threads,
+            e.batch,
+            e.queue,
+        ));
         let node = Arc::new(Self {
             id: config.cluster.node_id,
             address: config.cluster.advertised(config.node.listen),
@@ -121,13 +134,20 @@ impl Node {
             finishing: AtomicBool::new(false),
             following_since: parking_lot::Mutex::default(),
             stopped: AtomicBool::new(false),
+            embedder,
         });
         if node.config.cluster.bootstrap {
             node.bootstrap().await?;
         }
         node.reconcile().await?;
         spawn_reconciler(Arc::downgrade(&node), node.placements().subscribe());
+        spawn_embedding(Arc::downgrade(&node));
         Ok(node)
+    }
+
+    /// The text embedding model.
+    pub fn embedder(&self) -> &Arc<LazyEmbedder> {
+        &self.embedder
     }
 
     pub fn id(&self) -> NodeId {

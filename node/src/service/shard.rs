@@ -135,6 +135,7 @@ impl Shard for ShardService {
             points_count: counts.points_count,
             indexed_vectors: counts.indexed_vectors,
             segments: quiver_core::convert::segments_to_proto(&counts.segments),
+            embedding: counts.embedding,
         }))
     }
 

@@ -22,6 +22,7 @@
 //! Only the state machine mutates points, and only after the matching RocksDB batch has been
 //! written: memory never runs ahead of storage.
 
+pub mod embedding;
 pub(crate) mod optimizer;
 pub mod persist;
 pub mod search;
@@ -167,6 +168,9 @@ pub struct Points {
     pub ids: HashMap<PointId, Slot>,
     pub live: RoaringBitmap,
     pub payload_index: PayloadIndex,
+    /// Live slots written without a vector, waiting for the leader to embed their text (in no
+    /// segment: vector searches do not find them yet).
+    pub unembedded: RoaringBitmap,
 }
 
 impl Points {
@@ -180,6 +184,7 @@ impl Points {
             ids: HashMap::new(),
             live: RoaringBitmap::new(),
             payload_index: PayloadIndex::new(&meta.spec.payload_indexes),
+            unembedded: RoaringBitmap::new(),
         }
     }
 
@@ -187,8 +192,12 @@ impl Points {
     /// slot.
     fn put(&mut self, id: PointId, slot: Slot, vector: &[f32], payload: JsonMap) {
         self.remove(&id);
-        self.appendable.set(slot, vector);
-        self.appendable_slots.insert(slot);
+        if vector.is_empty() {
+            self.unembedded.insert(slot);
+        } else {
+            self.appendable.set(slot, vector);
+            self.appendable_slots.insert(slot);
+        }
         self.record(id, slot, payload);
     }
 
@@ -211,7 +220,9 @@ impl Points {
             return false;
         };
         self.live.remove(slot);
-        if self.appendable_slots.remove(slot) {
+        if self.unembedded.remove(slot) {
+            // (no vector anywhere)
+        } else if self.appendable_slots.remove(slot) {
             self.appendable.remove(slot);
         } else if let Some((i, node)) = self.sealed_node(slot) {
             self.sealed[i].retire(node);
@@ -316,6 +327,8 @@ pub struct Collection {
     source: Option<Arc<dyn VectorSource>>,
     /// The text index, for a collection that declares text fields.
     text: Option<Arc<CollectionText>>,
+    /// Counts of the points embedded here (for a collection that embeds).
+    embedding: embedding::EmbeddingProgress,
 }
 
 impl Collection {
@@ -334,6 +347,7 @@ impl Collection {
             watching: AtomicBool::new(false),
             source: None,
             text: None,
+            embedding: embedding::EmbeddingProgress::default(),
         }
     }
 
@@ -392,6 +406,54 @@ impl Collection {
         if let Some(text) = &self.text {
             text.changed(index);
         }
+    }
+
+    /// Gives points written without a vector the vectors embedded for them: each `(id, slot,
+    /// vector)` where `slot` is still the point's and waits for one.
+    pub fn apply_embedded(&self, vectors: Vec<(PointId, Slot, Vec<f32>)>) {
+        *self.last_write.lock() = std::time::Instant::now();
+        let mut p = self.points.write();
+        let mut embedded = 0;
+        for (id, slot, vector) in vectors {
+            if p.slot_of(&id) == Some(slot) && p.unembedded.remove(slot) {
+                p.appendable.set(slot, &vector);
+                p.appendable_slots.insert(slot);
+                embedded += 1;
+            }
+        }
+        drop(p);
+        self.embedding.embedded(embedded);
+    }
+
+    /// Up to `limit` points waiting for their text to be embedded, as `(id, slot, text)`,
+    /// passing over `skip`.
+    pub fn unembedded(&self, limit: usize, skip: &RoaringBitmap) -> Vec<(PointId, Slot, String)> {
+        let Some(key) = &self.meta.spec.embed else {
+            return Vec::new();
+        };
+        let p = self.points.read();
+        let mut out = Vec::new();
+        for slot in p.unembedded.iter().filter(|s| !skip.contains(*s)) {
+            if out.len() == limit {
+                break;
+            }
+            let (Some(id), Some(payload)) = (p.id_of(slot), p.payloads.get(&slot)) else {
+                continue;
+            };
+            let text = payload.get(key).and_then(|v| v.as_str()).unwrap_or("");
+            out.push((id, slot, text.to_owned()));
+        }
+        out
+    }
+
+    /// Points waiting for their text to be embedded.
+    pub fn unembedded_count(&self) -> u64 {
+        self.points.read().unembedded.len()
+    }
+
+    /// How the embedding of this collection's points goes.
+    pub fn embedding(&self) -> &embedding::EmbeddingProgress {
+        &self.embedding
     }
 
     /// Deletes points (the command applied at log position `index`); returns how many existed.

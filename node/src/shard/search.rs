@@ -586,7 +586,14 @@ impl Collection {
         points
             .into_iter()
             .zip(vectors)
-            .filter_map(|((id, slot), vector)| Some((id, vector?, p.payloads.get(&slot)?.clone())))
+            .filter_map(|((id, slot), vector)| {
+                // (a point waiting for its embedding has no vector yet)
+                let vector = match p.unembedded.contains(slot) {
+                    true => Vec::new(),
+                    false => vector?,
+                };
+                Some((id, vector, p.payloads.get(&slot)?.clone()))
+            })
             .collect()
     }
 }

@@ -41,7 +41,18 @@ pub enum ShardCommand {
         collection_id: u64,
         indexes: Vec<(String, FieldType)>,
     },
+    /// Vectors the shard's leader embedded for points written without one: each `(id, slot,
+    /// vector)` is set only while `slot` is still the point's and it has no vector, so a late or
+    /// repeated one changes nothing.
+    SetEmbedded {
+        collection_id: u64,
+        points: Vec<(PointId, Slot, EmbeddedVector)>,
+    },
 }
+
+/// A vector in the log's compact encoding.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EmbeddedVector(#[serde(with = "quiver_core::encoding::f32s")] pub Vec<f32>);
 
 fn collection_key(name: &str) -> Vec<u8> {
     [COLLECTION_PREFIX, name.as_bytes()].concat()
@@ -97,6 +108,7 @@ pub enum PointsEffect {
     Upsert(Arc<Collection>, Vec<(PointId, Slot, Vec<f32>, JsonMap)>),
     Delete(Arc<Collection>, Vec<PointId>),
     Payloads(Arc<Collection>, Vec<(PointId, JsonMap)>),
+    Embedded(Arc<Collection>, Vec<(PointId, Slot, Vec<f32>)>),
     PayloadIndexes(Arc<Collection>, Vec<(String, FieldType)>),
 }
 
@@ -358,11 +370,13 @@ fn stored(
     Ok(out)
 }
 
-/// Refuses vectors of the wrong length (a coordinator checked them; this guards the log).
+/// Refuses vectors of the wrong length (a coordinator checked them; this guards the log). A
+/// collection that embeds takes points with no vector (the leader embeds them).
 fn check_dimensions(collection: &Collection, lengths: impl Iterator<Item = usize>) -> Result<()> {
     let dim = collection.meta.spec.dim as usize;
+    let embeds = collection.meta.spec.embed.is_some();
     for (i, len) in lengths.enumerate() {
-        if len != dim {
+        if len != dim && !(embeds && len == 0) {
             return Err(Error::invalid(
                 format!("points[{i}].vector"),
                 format!("expected {dim} dimensions, got {len}"),
@@ -514,6 +528,43 @@ impl Namespace for Points {
                 }
             }
             ShardCommand::Points(command) => self.plan_points(storage, command, batch),
+            ShardCommand::SetEmbedded {
+                collection_id,
+                points,
+            } => {
+                let collection = self
+                    .catalog
+                    .list()
+                    .into_iter()
+                    .find(|c| c.meta.id == *collection_id)
+                    .ok_or_else(|| Error::NotFound(format!("collection {collection_id}")))?;
+                let dim = collection.meta.spec.dim as usize;
+                let mut set = Vec::new();
+                for (id, slot, vector) in points {
+                    if vector.0.len() != dim {
+                        return Err(Error::invalid(
+                            "vector",
+                            format!("expected {dim} dimensions, got {}", vector.0.len()),
+                        ));
+                    }
+                    let key = point_key(collection.meta.id, id);
+                    let Some(bytes) = storage.get(Table::Points, &key)? else {
+                        continue;
+                    };
+                    let record: PointRecord = decode(&bytes)?;
+                    if record.slot != *slot || !record.vector.is_empty() {
+                        continue;
+                    }
+                    let record = PointRecord {
+                        vector: vector.0.clone(),
+                        ..record
+                    };
+                    batch.put(Table::Points, key, encode(&record)?);
+                    set.push((*id, *slot, record.vector));
+                }
+                let n = set.len() as u64;
+                Ok((PointsEffect::Embedded(collection, set), n))
+            }
             ShardCommand::SetPayloadIndexes {
                 collection_id,
                 indexes,
@@ -571,6 +622,10 @@ impl Namespace for Points {
             }
             PointsEffect::Payloads(collection, payloads) => {
                 collection.apply_payloads(index, payloads)
+            }
+            PointsEffect::Embedded(collection, vectors) => {
+                collection.apply_embedded(vectors);
+                Collection::optimize(&collection);
             }
             PointsEffect::PayloadIndexes(collection, indexes) => {
                 Collection::set_payload_indexes(&collection, &indexes)

@@ -2,6 +2,7 @@
 //! generated client.
 
 mod bad_input;
+mod embed;
 mod lifecycle;
 mod persistence;
 mod query;

@@ -6,45 +6,18 @@
 //! already instead.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use crate::support::*;
 
 /// The qdrant-client version the compatibility claims are made against.
 const QDRANT_CLIENT: &str = "qdrant-client==1.20.0";
 
-fn has_qdrant_client(python: &Path) -> bool {
-    Command::new(python)
-        .args(["-c", "import qdrant_client"])
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 /// A Python with qdrant-client, installing it into a virtual environment the first time.
 fn qdrant_python() -> PathBuf {
     if let Ok(python) = std::env::var("QUIVER_QDRANT_PYTHON") {
         return PathBuf::from(python);
     }
-    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("qdrant-client-venv");
-    let python = venv.join("bin").join("python");
-    if has_qdrant_client(&python) {
-        return python;
-    }
-    let created = Command::new("python3")
-        .args(["-m", "venv"])
-        .arg(&venv)
-        .status()
-        .expect("python3 -m venv (Debian: apt-get install python3-venv)");
-    assert!(
-        created.success(),
-        "cannot create a virtual environment at {venv:?}"
-    );
-    let installed = Command::new(&python)
-        .args(["-m", "pip", "install", "--quiet", QDRANT_CLIENT])
-        .status()
-        .expect("pip");
-    assert!(installed.success(), "pip install {QDRANT_CLIENT} failed");
-    python
+    python_with("qdrant_client", QDRANT_CLIENT, "qdrant-client-venv", &[])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

