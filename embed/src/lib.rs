@@ -57,6 +57,7 @@ pub struct Embedder {
     device: Device,
     dim: usize,
     max_tokens: usize,
+    id: String,
 }
 
 impl std::fmt::Debug for Embedder {
@@ -105,9 +106,16 @@ impl Embedder {
             }))
             .map_err(|e| EmbedError::Tokenizer(e.to_string()))?;
         let weights = dir.join("model.safetensors");
-        if !weights.is_file() {
-            return Err(bad("model.safetensors is missing".into()));
-        }
+        let weights_bytes = std::fs::metadata(&weights)
+            .ok()
+            .filter(|m| m.is_file())
+            .ok_or_else(|| bad("model.safetensors is missing".into()))?
+            .len();
+        let name = serde_json::from_str::<serde_json::Value>(&read(dir, "config.json")?)
+            .ok()
+            .and_then(|c| Some(c.get("_name_or_path")?.as_str()?.to_owned()))
+            .unwrap_or_else(|| "model".into());
+        let id = format!("{name}/{dim}d/{max_tokens}t/{weights_bytes}b");
         let device = Device::Cpu;
         // SAFETY: the weights file is mapped read-only and not changed while the model lives
         // (a model directory is installed once and only read).
@@ -119,10 +127,17 @@ impl Embedder {
             device,
             dim,
             max_tokens,
+            id,
         })
     }
 
     /// The length of its vectors.
+    /// What names this model's vectors (its name, shape and weights' size), so vectors cached
+    /// from one model are not taken for another's.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
     pub fn dim(&self) -> usize {
         self.dim
     }

@@ -20,6 +20,7 @@ pub struct EmbedPool {
     queue: SyncSender<Job>,
     dim: usize,
     batch: usize,
+    model_id: String,
 }
 
 impl std::fmt::Debug for EmbedPool {
@@ -33,6 +34,7 @@ impl EmbedPool {
     /// `queue` requests waiting.
     pub fn start(model: Embedder, threads: usize, batch: usize, queue: usize) -> Self {
         let dim = model.dim();
+        let model_id = model.id().to_owned();
         let model = Arc::new(model);
         let (sender, receiver) = sync_channel::<Job>(queue.max(1));
         let receiver = Arc::new(Mutex::new(receiver));
@@ -50,7 +52,13 @@ impl EmbedPool {
             queue: sender,
             dim,
             batch: batch.max(1),
+            model_id,
         }
+    }
+
+    /// What names the model's vectors (see [`Embedder::id`]).
+    pub fn model_id(&self) -> &str {
+        &self.model_id
     }
 
     /// The length of the vectors it makes.

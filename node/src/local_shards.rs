@@ -245,6 +245,7 @@ impl LocalShards {
                     failed: counts.failed,
                     per_second: counts.per_second,
                     last_error: counts.last_error.unwrap_or_default(),
+                    from_cache: counts.from_cache,
                 }
             }),
         })

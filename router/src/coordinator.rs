@@ -641,6 +641,7 @@ impl Coordinator {
                     sum.pending += part.pending;
                     sum.embedded += part.embedded;
                     sum.failed += part.failed;
+                    sum.from_cache += part.from_cache;
                     sum.per_second += part.per_second;
                     if sum.last_error.is_empty() {
                         sum.last_error = part.last_error;

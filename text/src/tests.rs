@@ -281,26 +281,30 @@ fn corpus(n: usize) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn shards_scored_with_merged_statistics_rank_as_one_index() {
+/// The generated corpus of `n` documents in one index and, dealt round, in four, all committed
+/// (with the store they are in).
+fn whole_and_four_shards(n: usize) -> (Arc<MemoryBlobStore>, TextIndex, Vec<TextIndex>) {
     let fields = [TextField {
         name: "body".into(),
         analyzer: Analyzer::Simple,
     }];
-    let docs = corpus(800);
     let store = Arc::new(MemoryBlobStore::default());
     let whole = TextIndex::open(directory(&store, "whole/"), &fields).unwrap();
     let shards: Vec<TextIndex> = (0..4)
         .map(|s| TextIndex::open(directory(&store, &format!("shard{s}/")), &fields).unwrap())
         .collect();
-    for (i, doc) in docs.iter().enumerate() {
+    for (i, doc) in corpus(n).iter().enumerate() {
         whole.add(i as u64, &[("body", doc)]).unwrap();
         shards[i % 4].add(i as u64, &[("body", doc)]).unwrap();
     }
     whole.commit("").unwrap();
-    for shard in &shards {
-        shard.commit("").unwrap();
-    }
+    shards.iter().for_each(|s| s.commit("").unwrap());
+    (store, whole, shards)
+}
+
+#[test]
+fn shards_scored_with_merged_statistics_rank_as_one_index() {
+    let (_store, whole, shards) = whole_and_four_shards(800);
     let mut differ_locally = 0;
     for query in [
         "w3x w40x",
@@ -359,22 +363,7 @@ fn accept_all() -> Arc<dyn Fn(u64) -> bool + Send + Sync> {
 
 #[test]
 fn matches_scored_with_merged_statistics_are_tantivy_scores_of_one_index() {
-    let fields = [TextField {
-        name: "body".into(),
-        analyzer: Analyzer::Simple,
-    }];
-    let docs = corpus(800);
-    let store = Arc::new(MemoryBlobStore::default());
-    let whole = TextIndex::open(directory(&store, "whole/"), &fields).unwrap();
-    let shards: Vec<TextIndex> = (0..4)
-        .map(|s| TextIndex::open(directory(&store, &format!("shard{s}/")), &fields).unwrap())
-        .collect();
-    for (i, doc) in docs.iter().enumerate() {
-        whole.add(i as u64, &[("body", doc)]).unwrap();
-        shards[i % 4].add(i as u64, &[("body", doc)]).unwrap();
-    }
-    whole.commit("").unwrap();
-    shards.iter().for_each(|s| s.commit("").unwrap());
+    let (_store, whole, shards) = whole_and_four_shards(800);
     for query in ["w3x w40x", "w120x", "w7x w8x w250x", "w0x w1x w2x w299x"] {
         let expected = whole.search(query, None, 10, None).unwrap();
         // one index: bm25 over its own matches is tantivy's score, in tantivy's order

@@ -328,6 +328,7 @@ fn info_json(c: &pb::CollectionInfo) -> Value {
         "embedding": c.embedding.as_ref().map(|e| json!({
             "pending": e.pending,
             "embedded": e.embedded,
+            "from_cache": e.from_cache,
             "failed": e.failed,
             "per_second": (e.per_second * 10.0).round() / 10.0,
             "last_error": (!e.last_error.is_empty()).then_some(&e.last_error),

@@ -710,46 +710,69 @@ pub fn search_batch_queries(
     spec: &CollectionSpec,
     limits: &Limits,
 ) -> Result<Vec<SearchQuery>> {
-    if req.searches.is_empty() {
-        return Err(invalid("searches", "empty batch"));
+    batch_items(
+        "searches",
+        &req.searches,
+        req,
+        limits,
+        |s| (s.collection.as_str(), s.consistency),
+        |s| search_query(s, spec, limits),
+    )
+}
+
+/// Validates the items of a batch's list `list` (`searches` or `queries`): at least one and at
+/// most `limits.max_batch_points`, each of the batch's collection and consistency (`parts`
+/// gives an item's; empty and unset mean the batch's), each by `validate`, its errors named by
+/// place (`searches[3].top_k`).
+fn batch_items<R, T>(
+    list: &str,
+    items: &[R],
+    batch: &pb::SearchBatchRequest,
+    limits: &Limits,
+    parts: impl Fn(&R) -> (&str, i32),
+    validate: impl Fn(&R) -> Result<T>,
+) -> Result<Vec<T>> {
+    if items.is_empty() {
+        return Err(invalid(list, "empty batch"));
     }
-    if req.searches.len() > limits.request.max_batch_points {
+    if items.len() > limits.request.max_batch_points {
         return Err(invalid(
-            "searches",
+            list,
             format!(
-                "{} searches exceed the limit of {} per batch (limits.max_batch_points)",
-                req.searches.len(),
+                "{} {list} exceed the limit of {} per batch (limits.max_batch_points)",
+                items.len(),
                 limits.request.max_batch_points
             ),
         ));
     }
-    req.searches
+    items
         .iter()
         .enumerate()
-        .map(|(i, search)| {
+        .map(|(i, item)| {
             let at = |e: Error| match e {
                 Error::InvalidArgument { field, message } => Error::InvalidArgument {
-                    field: format!("searches[{i}].{field}"),
+                    field: format!("{list}[{i}].{field}"),
                     message,
                 },
                 other => other,
             };
-            if !search.collection.is_empty() && search.collection != req.collection {
+            let (collection, consistency) = parts(item);
+            if !collection.is_empty() && collection != batch.collection {
                 return Err(invalid(
-                    format!("searches[{i}].collection"),
+                    format!("{list}[{i}].collection"),
                     format!(
-                        "`{}` differs from the batch's collection `{}`",
-                        search.collection, req.collection
+                        "`{collection}` differs from the batch's collection `{}`",
+                        batch.collection
                     ),
                 ));
             }
-            if search.consistency != 0 && search.consistency != req.consistency {
+            if consistency != 0 && consistency != batch.consistency {
                 return Err(invalid(
-                    format!("searches[{i}].consistency"),
+                    format!("{list}[{i}].consistency"),
                     "differs from the batch's (set it on the batch)",
                 ));
             }
-            search_query(search, spec, limits).map_err(at)
+            validate(item).map_err(at)
         })
         .collect()
 }

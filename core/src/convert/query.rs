@@ -4,8 +4,8 @@
 use quiver_index::fusion::{Fusion, Normalization};
 use quiver_proto::v1 as pb;
 
-use super::{at_least_one, invalid, request_filter, search_query, Limits};
-use crate::error::{Error, Result};
+use super::{at_least_one, batch_items, invalid, request_filter, search_query, Limits};
+use crate::error::Result;
 use crate::point::CollectionSpec;
 use crate::shard::{SearchQuery, ShardQuery, TextQuery};
 
@@ -277,43 +277,12 @@ pub fn query_batch(
             "a batch holds searches or queries, not both",
         ));
     }
-    if req.queries.len() > limits.request.max_batch_points {
-        return Err(invalid(
-            "queries",
-            format!(
-                "{} queries exceed the limit of {} per batch (limits.max_batch_points)",
-                req.queries.len(),
-                limits.request.max_batch_points
-            ),
-        ));
-    }
-    req.queries
-        .iter()
-        .enumerate()
-        .map(|(i, q)| {
-            let at = |e: Error| match e {
-                Error::InvalidArgument { field, message } => Error::InvalidArgument {
-                    field: format!("queries[{i}].{field}"),
-                    message,
-                },
-                other => other,
-            };
-            if !q.collection.is_empty() && q.collection != req.collection {
-                return Err(invalid(
-                    format!("queries[{i}].collection"),
-                    format!(
-                        "`{}` differs from the batch's collection `{}`",
-                        q.collection, req.collection
-                    ),
-                ));
-            }
-            if q.consistency != 0 && q.consistency != req.consistency {
-                return Err(invalid(
-                    format!("queries[{i}].consistency"),
-                    "differs from the batch's (set it on the batch)",
-                ));
-            }
-            query(q, spec, limits).map_err(at)
-        })
-        .collect()
+    batch_items(
+        "queries",
+        &req.queries,
+        req,
+        limits,
+        |q| (q.collection.as_str(), q.consistency),
+        |q| query(q, spec, limits),
+    )
 }

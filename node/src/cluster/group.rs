@@ -363,6 +363,11 @@ impl ShardGroup {
         self.view.list()
     }
 
+    /// The replica's store (for reads outside the state machine: the embedding cache).
+    pub(crate) fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
+
     /// Up to `limit` points of `collection` in id order after `after`, keeping those that
     /// match `filter`. Blocking: call from a blocking thread.
     pub fn scroll(

@@ -15,6 +15,7 @@ const RATE_WINDOW: Duration = Duration::from_secs(10);
 #[derive(Debug, Default)]
 pub struct EmbeddingProgress {
     embedded: AtomicU64,
+    from_cache: AtomicU64,
     failed: AtomicU64,
     /// When points were embedded lately, and how many.
     recent: Mutex<VecDeque<(Instant, u64)>>,
@@ -25,6 +26,8 @@ pub struct EmbeddingProgress {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct EmbeddingCounts {
     pub embedded: u64,
+    /// Of those, points whose vector the embedding cache held (counted by the leader).
+    pub from_cache: u64,
     pub failed: u64,
     /// Points embedded per second over the last ten seconds.
     pub per_second: f64,
@@ -49,6 +52,11 @@ impl EmbeddingProgress {
         }
     }
 
+    /// The vectors of `n` points the leader is writing came from the cache.
+    pub fn from_cache(&self, n: u64) {
+        self.from_cache.fetch_add(n, Ordering::Relaxed);
+    }
+
     /// `n` points' text could not be embedded, for `error`.
     pub fn failed(&self, n: u64, error: String) {
         self.failed.fetch_add(n, Ordering::Relaxed);
@@ -71,6 +79,7 @@ impl EmbeddingProgress {
             .sum();
         EmbeddingCounts {
             embedded: self.embedded.load(Ordering::Relaxed),
+            from_cache: self.from_cache.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
             per_second: recent as f64 / RATE_WINDOW.as_secs_f64(),
             last_error: self.last_error.lock().clone(),

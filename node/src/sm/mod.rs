@@ -4,7 +4,8 @@
 //! the group's [`Namespace`], which owns one table's rows (its own key prefixes or column
 //! family) and what is derived from them in memory and in files:
 //! - [`points`]: a shard group's collection and its points ([`ShardMachine`]);
-//! - [`catalogue`]: the meta group's collections and shard map ([`MetaMachine`]).
+//! - [`catalogue`]: the meta group's collections and shard map ([`MetaMachine`]);
+//! - [`embedding_cache`]: a shard group's cached embeddings, written with the vectors they set.
 //!
 //! The two are distinct machine types, so a meta command cannot be proposed to a shard, and a
 //! log entry carries the kind of machine it was proposed to ([`Proposal`]), so one that reaches
@@ -28,6 +29,7 @@
 //! versioned encoding of [`quiver_core::encoding`], and the format is recorded with the state.
 
 pub mod catalogue;
+pub mod embedding_cache;
 pub mod points;
 pub mod snapshot;
 

@@ -19,6 +19,7 @@ use quiver_index::Slot;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
+use super::embedding_cache::{self, ContentHash};
 use super::{decode, encode, MachineKind, Namespace};
 use crate::shard::text::CollectionText;
 use crate::shard::{persist, Collection, SegmentConfig, VectorSource};
@@ -41,13 +42,25 @@ pub enum ShardCommand {
         collection_id: u64,
         indexes: Vec<(String, FieldType)>,
     },
-    /// Vectors the shard's leader embedded for points written without one: each `(id, slot,
-    /// vector)` is set only while `slot` is still the point's and it has no vector, so a late or
-    /// repeated one changes nothing.
+    /// Vectors the shard's leader embedded (or found in the cache) for points written without
+    /// one: each is set only while its slot is still the point's and it has no vector, so a
+    /// late or repeated one changes nothing. Every vector is cached under `model` and its
+    /// text's hash, aged from `at_ms` (the leader's clock when it proposed this).
     SetEmbedded {
         collection_id: u64,
-        points: Vec<(PointId, Slot, EmbeddedVector)>,
+        model: String,
+        at_ms: u64,
+        points: Vec<EmbeddedPoint>,
     },
+}
+
+/// A point's embedded vector, for the slot it was embedded for, and its text's hash.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EmbeddedPoint {
+    pub id: PointId,
+    pub slot: Slot,
+    pub hash: ContentHash,
+    pub vector: EmbeddedVector,
 }
 
 /// A vector in the log's compact encoding.
@@ -219,6 +232,15 @@ impl Points {
         Ok(self.reading_vectors(collection).with_text(text))
     }
 
+    /// The collection of id `collection_id`, if the group serves it.
+    fn served(&self, collection_id: u64) -> Result<Arc<Collection>> {
+        self.catalog
+            .list()
+            .into_iter()
+            .find(|c| c.meta.id == collection_id)
+            .ok_or_else(|| Error::NotFound(format!("collection {collection_id}")))
+    }
+
     /// The collection a points command was validated against, if it is still this one.
     fn target(&self, name: &str, id: u64) -> Result<Arc<Collection>> {
         let collection = self.catalog.get(name)?;
@@ -352,6 +374,54 @@ impl Points {
             }
         }
     }
+}
+
+/// Sets the vectors of the points of `embedded` still waiting for them, and caches every vector.
+fn plan_embedded(
+    storage: &dyn Storage,
+    collection: &Arc<Collection>,
+    model: &str,
+    at_ms: u64,
+    embedded: &[EmbeddedPoint],
+    batch: &mut WriteBatch,
+) -> Result<(PointsEffect, u64)> {
+    let dim = collection.meta.spec.dim as usize;
+    if let Some(p) = embedded.iter().find(|p| p.vector.0.len() != dim) {
+        return Err(Error::invalid(
+            "vector",
+            format!(
+                "point {}: expected {dim} dimensions, got {}",
+                p.id,
+                p.vector.0.len()
+            ),
+        ));
+    }
+    let mut set = Vec::new();
+    for p in embedded {
+        let key = point_key(collection.meta.id, &p.id);
+        let Some(bytes) = storage.get(Table::Points, &key)? else {
+            continue;
+        };
+        let record: PointRecord = decode(&bytes)?;
+        if record.slot != p.slot || !record.vector.is_empty() {
+            continue;
+        }
+        let record = PointRecord {
+            vector: p.vector.0.clone(),
+            ..record
+        };
+        batch.put(Table::Points, key, encode(&record)?);
+        set.push((p.id, p.slot, record.vector));
+    }
+    let mut cached: Vec<(ContentHash, &[f32])> = Vec::new();
+    for p in embedded {
+        if !cached.iter().any(|(h, _)| *h == p.hash) {
+            cached.push((p.hash, &p.vector.0));
+        }
+    }
+    embedding_cache::plan_put(storage, batch, model, at_ms, &cached)?;
+    let n = set.len() as u64;
+    Ok((PointsEffect::Embedded(collection.clone(), set), n))
 }
 
 /// The stored records of those of `ids` that exist, each once, in id order.
@@ -530,51 +600,18 @@ impl Namespace for Points {
             ShardCommand::Points(command) => self.plan_points(storage, command, batch),
             ShardCommand::SetEmbedded {
                 collection_id,
+                model,
+                at_ms,
                 points,
             } => {
-                let collection = self
-                    .catalog
-                    .list()
-                    .into_iter()
-                    .find(|c| c.meta.id == *collection_id)
-                    .ok_or_else(|| Error::NotFound(format!("collection {collection_id}")))?;
-                let dim = collection.meta.spec.dim as usize;
-                let mut set = Vec::new();
-                for (id, slot, vector) in points {
-                    if vector.0.len() != dim {
-                        return Err(Error::invalid(
-                            "vector",
-                            format!("expected {dim} dimensions, got {}", vector.0.len()),
-                        ));
-                    }
-                    let key = point_key(collection.meta.id, id);
-                    let Some(bytes) = storage.get(Table::Points, &key)? else {
-                        continue;
-                    };
-                    let record: PointRecord = decode(&bytes)?;
-                    if record.slot != *slot || !record.vector.is_empty() {
-                        continue;
-                    }
-                    let record = PointRecord {
-                        vector: vector.0.clone(),
-                        ..record
-                    };
-                    batch.put(Table::Points, key, encode(&record)?);
-                    set.push((*id, *slot, record.vector));
-                }
-                let n = set.len() as u64;
-                Ok((PointsEffect::Embedded(collection, set), n))
+                let collection = self.served(*collection_id)?;
+                plan_embedded(storage, &collection, model, *at_ms, points, batch)
             }
             ShardCommand::SetPayloadIndexes {
                 collection_id,
                 indexes,
             } => {
-                let collection = self
-                    .catalog
-                    .list()
-                    .into_iter()
-                    .find(|c| c.meta.id == *collection_id)
-                    .ok_or_else(|| Error::NotFound(format!("collection {collection_id}")))?;
+                let collection = self.served(*collection_id)?;
                 let key = collection_key(collection.name());
                 let mut meta: CollectionMeta = match storage.get(Table::Meta, &key)? {
                     Some(bytes) => decode(&bytes)?,

@@ -53,6 +53,25 @@ async fn embedding_status(
         .expect("a collection with embed reports its embedding")
 }
 
+/// The best `limit` points for `text` by its embedding alone.
+async fn dense(
+    points: &mut pb::points_client::PointsClient<tonic::transport::Channel>,
+    text: &str,
+    limit: u32,
+) -> pb::SearchResponse {
+    points
+        .query(pb::QueryRequest {
+            collection: "notes".into(),
+            text: text.into(),
+            mode: pb::QueryMode::Dense as i32,
+            limit: Some(limit),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 /// Waits until no point of `name` waits for its vector.
 async fn wait_embedded(
     collections: &mut pb::collections_client::CollectionsClient<tonic::transport::Channel>,
@@ -99,7 +118,29 @@ async fn points_without_vectors_are_embedded_in_the_background_and_queries_are_e
     assert_eq!(written.affected, SENTENCES.len() as u64);
     let status = wait_embedded(&mut collections, "notes").await;
     assert_eq!(status.failed, 0, "{status:?}");
+    assert_eq!(status.from_cache, 0, "{status:?}");
     assert!(status.last_error.is_empty(), "{status:?}");
+
+    // the same texts in another collection come from the embedding cache
+    collections
+        .create(embedding_collection("copy", 384, 1))
+        .await
+        .unwrap();
+    let copies: Vec<pb::Point> = SENTENCES
+        .iter()
+        .enumerate()
+        .map(|(i, s)| point(i as u64, vec![], json!({ "text": s })))
+        .collect();
+    points
+        .upsert(pb::UpsertRequest {
+            collection: "copy".into(),
+            points: copies,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let copied = wait_embedded(&mut collections, "copy").await;
+    assert_eq!(copied.from_cache, SENTENCES.len() as u64, "{copied:?}");
 
     // each point has a unit vector now, and its own text's embedding finds it first
     let got = points
@@ -117,19 +158,9 @@ async fn points_without_vectors_are_embedded_in_the_background_and_queries_are_e
     let norm: f32 = v.iter().map(|x| x * x).sum::<f32>().sqrt();
     assert!((norm - 1.0).abs() < 1e-4, "{norm}");
     for (i, sentence) in SENTENCES.iter().enumerate() {
-        let dense = points
-            .query(pb::QueryRequest {
-                collection: "notes".into(),
-                text: sentence.to_string(),
-                mode: pb::QueryMode::Dense as i32,
-                limit: Some(3),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(ids(&dense)[0], i as u64, "{sentence}");
-        assert!(dense.results[0].score > 0.999, "{}", dense.results[0].score);
+        let found = dense(&mut points, sentence, 3).await;
+        assert_eq!(ids(&found)[0], i as u64, "{sentence}");
+        assert!(found.results[0].score > 0.999, "{}", found.results[0].score);
     }
     // text only, no mode: hybrid, the text embedded beside BM25 over the text field
     let hybrid = points
@@ -164,18 +195,8 @@ async fn points_without_vectors_are_embedded_in_the_background_and_queries_are_e
         .await
         .unwrap();
     wait_embedded(&mut collections, "notes").await;
-    let dense = points
-        .query(pb::QueryRequest {
-            collection: "notes".into(),
-            text: "Insulin and glucose in diabetes.".into(),
-            mode: pb::QueryMode::Dense as i32,
-            limit: Some(1),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(ids(&dense), [3]);
+    let found = dense(&mut points, "Insulin and glucose in diabetes.", 1).await;
+    assert_eq!(ids(&found), [3]);
 
     // a backlog cut short by a restart is embedded after it
     let backlog: Vec<pb::Point> = (0..200u64)
@@ -207,6 +228,18 @@ async fn points_without_vectors_are_embedded_in_the_background_and_queries_are_e
         .unwrap()
         .into_inner();
     assert_eq!(count.count, 213);
+    // (the copies' vectors are the originals')
+    let copy = points
+        .get(pb::GetPointsRequest {
+            collection: "copy".into(),
+            ids: vec![id(2)],
+            with_vector: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(&copy.points[0].vector, v);
     let found = points
         .search(pb::SearchRequest {
             collection: "notes".into(),

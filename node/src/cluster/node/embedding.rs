@@ -3,6 +3,10 @@
 //! node's model, and writes the vectors through the group's log ([`ShardCommand::SetEmbedded`]),
 //! so every replica gets the same vector and no follower runs the model.
 //!
+//! Before embedding, the leader looks for each text's vector in the embedding cache of every
+//! replica on its node (rows written with the vectors, aged out after 7 days;
+//! [`embedding_cache`]), so identical text across points and collections is embedded once.
+//!
 //! Nothing here needs to survive a crash: the waiting points are the stored ones with no vector,
 //! found again when a replica opens, so a new leader (or the same one after a restart) goes on
 //! with the backlog. A vector is set only while the point still has the slot it was embedded
@@ -20,7 +24,8 @@ use tracing::warn;
 use super::Node;
 use crate::cluster::group::{blocking, ShardGroup};
 use crate::shard::Collection;
-use crate::sm::points::EmbeddedVector;
+use crate::sm::embedding_cache::{self, ContentHash};
+use crate::sm::points::{EmbeddedPoint, EmbeddedVector};
 use crate::sm::ShardCommand;
 
 /// How often a node with nothing to embed looks again.
@@ -43,6 +48,40 @@ pub(super) fn spawn_embedding(node: Weak<Node>) {
             }
         }
     });
+}
+
+/// The cached vectors of `hashes` (`model`'s) in any replica on this node, in their order.
+async fn cached(node: &Node, model: &str, hashes: &[ContentHash]) -> Vec<Option<Vec<f32>>> {
+    let stores: Vec<_> = node
+        .shards
+        .read()
+        .values()
+        .map(|r| r.storage().clone())
+        .collect();
+    let (model, wanted) = (model.to_owned(), hashes.to_vec());
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let found = blocking("embedding cache", move || {
+        let mut found: Vec<Option<Vec<f32>>> = vec![None; wanted.len()];
+        for storage in stores {
+            let missing: Vec<usize> = (0..wanted.len()).filter(|&i| found[i].is_none()).collect();
+            if missing.is_empty() {
+                break;
+            }
+            let keys: Vec<ContentHash> = missing.iter().map(|&i| wanted[i]).collect();
+            let rows = embedding_cache::lookup(storage.as_ref(), &model, &keys, now_ms)?;
+            for (i, row) in missing.into_iter().zip(rows) {
+                found[i] = row;
+            }
+        }
+        Ok(found)
+    })
+    .await;
+    found.unwrap_or_else(|e| {
+        warn!(error = %e, "the embedding cache cannot be read");
+        vec![None; hashes.len()]
+    })
 }
 
 /// What the embedding loop remembers between rounds.
@@ -109,26 +148,41 @@ impl Worker {
         if batch.is_empty() {
             return false;
         }
-        let texts = batch.iter().map(|(_, _, text)| text.clone()).collect();
-        let vectors = match pool.embed(texts).await {
-            Ok(vectors) => vectors,
+        let model = pool.model_id().to_owned();
+        let hashes: Vec<ContentHash> = batch.iter().map(|(_, _, t)| ContentHash::of(t)).collect();
+        let mut vectors = cached(node, &model, &hashes).await;
+        let missing: Vec<usize> = (0..batch.len()).filter(|&i| vectors[i].is_none()).collect();
+        let hits = (batch.len() - missing.len()) as u64;
+        let texts = missing.iter().map(|&i| batch[i].2.clone()).collect();
+        match pool.embed(texts).await {
+            Ok(embedded) => {
+                for (i, vector) in missing.into_iter().zip(embedded) {
+                    vectors[i] = Some(vector);
+                }
+            }
             Err(EmbedError::Busy) => return false,
             Err(e) => {
-                warn!(collection = %collection.name(), points = batch.len(), error = %e, "embedding failed");
-                batch.iter().for_each(|(_, slot, _)| {
-                    skip.insert(*slot);
-                });
+                warn!(collection = %collection.name(), points = missing.len(), error = %e, "embedding failed");
+                for &i in &missing {
+                    skip.insert(batch[i].1);
+                }
                 collection
                     .embedding()
-                    .failed(batch.len() as u64, e.to_string());
+                    .failed(missing.len() as u64, e.to_string());
                 return false;
             }
-        };
+        }
         let metric = collection.meta.spec.metric;
         let mut points = Vec::with_capacity(batch.len());
-        for ((id, slot, _), mut vector) in batch.into_iter().zip(vectors) {
+        for (((id, slot, _), hash), vector) in batch.into_iter().zip(hashes).zip(vectors) {
+            let Some(mut vector) = vector else { continue };
             if metric.prepare(&mut vector) {
-                points.push((id, slot, EmbeddedVector(vector)));
+                points.push(EmbeddedPoint {
+                    id,
+                    slot,
+                    hash,
+                    vector: EmbeddedVector(vector),
+                });
             } else {
                 skip.insert(slot);
                 collection
@@ -136,8 +190,13 @@ impl Worker {
                     .failed(1, format!("point {id}'s text embeds to a zero vector"));
             }
         }
+        let at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
         let command = ShardCommand::SetEmbedded {
             collection_id: collection.meta.id,
+            model,
+            at_ms,
             points,
         };
         // (through the write fence: a snapshot's cut holds these writes as any other)
@@ -153,6 +212,7 @@ impl Worker {
         match written.await {
             Ok(_) => {
                 collection.embedding().recovered();
+                collection.embedding().from_cache(hits);
                 true
             }
             Err(e) => {
