@@ -259,6 +259,8 @@ pub struct ShardCounts {
     pub segments: Vec<SegmentInfo>,
     /// For a collection with `embed`.
     pub embedding: Option<pb::EmbeddingStatus>,
+    /// Text written to this replica is not yet searchable.
+    pub text_pending: bool,
 }
 
 /// What a segment of a replica is doing.

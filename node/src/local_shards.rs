@@ -248,6 +248,7 @@ impl LocalShards {
                     from_cache: counts.from_cache,
                 }
             }),
+            text_pending: c.text().is_some_and(|t| t.pending()),
         })
     }
 }

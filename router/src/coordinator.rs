@@ -647,6 +647,7 @@ impl Coordinator {
                         sum.last_error = part.last_error;
                     }
                 }
+                info.text_pending |= counts.text_pending;
                 shard.leader = counts.leader;
                 shard.points_count = counts.points_count;
                 shard.indexed_vectors = counts.indexed_vectors;

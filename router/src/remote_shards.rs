@@ -171,6 +171,7 @@ impl ShardClient for RemoteShards {
             indexed_vectors: answer.indexed_vectors,
             segments: quiver_core::convert::segments_from_proto(&answer.segments),
             embedding: answer.embedding,
+            text_pending: answer.text_pending,
         })
     }
 

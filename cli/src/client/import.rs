@@ -82,30 +82,34 @@ pub async fn import(
 const EMBED_STALL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Waits, with a progress bar, until no point of `collection` waits for the server to embed
-/// its text (at once for a collection without `embed`).
+/// its text and every text written is searchable.
 async fn wait_embedded(collection: &str, endpoint: &Endpoint) -> anyhow::Result<()> {
     let mut client = CollectionsClient::new(endpoint.channel().await?);
-    let status_of = |info: pb::CollectionInfo| info.embedding;
     let get = pb::GetCollectionRequest {
         name: collection.to_owned(),
     };
-    let Some(mut embedding) =
-        status_of(client.get(get.clone()).await.map_err(status)?.into_inner())
-    else {
-        return Ok(());
-    };
-    let total = embedding.pending;
+    let mut info = client.get(get.clone()).await.map_err(status)?.into_inner();
+    let total = info.embedding.as_ref().map_or(0, |e| e.pending);
     let bar = ProgressBar::new(total);
     bar.set_style(
         ProgressStyle::with_template("embedding {bar:40} {pos}/{len} points ({per_sec}, {eta})")
             .expect("a valid template"),
     );
-    let (mut pending, mut progressed) = (embedding.pending, Instant::now());
-    while embedding.pending > 0 {
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-        let info = client.get(get.clone()).await.map_err(status)?.into_inner();
-        embedding = info.embedding.unwrap_or_default();
+    let (mut pending, mut progressed) = (total, Instant::now());
+    loop {
+        let embedding = info.embedding.clone().unwrap_or_default();
         bar.set_position(total.saturating_sub(embedding.pending));
+        if embedding.pending == 0 && !info.text_pending {
+            bar.finish_and_clear();
+            if info.embedding.is_some() {
+                print_line(format!(
+                    "embedded: {total} points waited for their vectors, none waits now ({} \
+                     failed)",
+                    embedding.failed
+                ))?;
+            }
+            return Ok(());
+        }
         if embedding.pending < pending {
             (pending, progressed) = (embedding.pending, Instant::now());
         } else if progressed.elapsed() > EMBED_STALL && !embedding.last_error.is_empty() {
@@ -117,13 +121,9 @@ async fn wait_embedded(collection: &str, endpoint: &Endpoint) -> anyhow::Result<
                 embedding.pending
             );
         }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        info = client.get(get.clone()).await.map_err(status)?.into_inner();
     }
-    bar.finish_and_clear();
-    print_line(format!(
-        "embedded: {} points waited for their vectors, none waits now ({} failed)",
-        total, embedding.failed
-    ))?;
-    Ok(())
 }
 
 /// Reads a collection snapshot file: its header, and its points (refused whole if the file was

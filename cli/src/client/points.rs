@@ -29,7 +29,7 @@ pub enum PointsCommand {
         #[arg(long, default_value_t = super::import::DEFAULT_PARALLEL)]
         parallel: usize,
         /// Then wait (with a progress bar) until the server has embedded every point that came
-        /// without a vector (a collection with --embed).
+        /// without a vector (a collection with --embed) and their text is searchable.
         #[arg(long)]
         wait: bool,
         #[command(flatten)]

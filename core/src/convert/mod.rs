@@ -428,6 +428,7 @@ pub fn collection_info(
         text_fields: text_fields_to_proto(&spec.text_fields),
         embed: spec.embed.clone().unwrap_or_default(),
         embedding: None,
+        text_pending: false,
     }
 }
 

@@ -136,6 +136,7 @@ impl Shard for ShardService {
             indexed_vectors: counts.indexed_vectors,
             segments: quiver_core::convert::segments_to_proto(&counts.segments),
             embedding: counts.embedding,
+            text_pending: counts.text_pending,
         }))
     }
 

@@ -304,6 +304,12 @@ impl CollectionText {
             })
     }
 
+    /// Whether changes applied are not yet searchable.
+    pub fn pending(&self) -> bool {
+        let progress = self.progress.lock();
+        progress.changed > progress.committed
+    }
+
     /// Documents searchable now.
     pub fn docs(&self) -> u64 {
         self.index.docs()
