@@ -63,7 +63,15 @@ pub async fn import(
     if parallel == 0 {
         bail!("--parallel must be at least 1");
     }
-    let file = read_points(path)?;
+    // (a line may hold the collection's text fields beside id, vector and payload)
+    let mut collections = CollectionsClient::new(endpoint.channel().await?);
+    let get = pb::GetCollectionRequest {
+        name: collection.clone(),
+    };
+    let info = collections.get(get).await.map_err(status)?.into_inner();
+    let mut fields: Vec<String> = info.text_fields.into_iter().map(|f| f.name).collect();
+    fields.extend((!info.embed.is_empty()).then_some(info.embed));
+    let file = read_points(path, &fields)?;
     upload(
         collection.clone(),
         &file,
@@ -153,7 +161,7 @@ pub fn read_snapshot(path: &Path) -> anyhow::Result<(Header, PointsFile<'_>)> {
         );
     };
     lines.truncate(lines.len() - 1);
-    let points = points_from_lines(path, lines.into_iter().skip(1))?;
+    let points = points_from_lines(path, lines.into_iter().skip(1), &[])?;
     if points.len() as u64 != count {
         bail!(
             "{}: the end line counts {count} points but the file holds {}; nothing was restored",
@@ -275,8 +283,9 @@ fn failed_point(e: &tonic::Status) -> Option<usize> {
     rest[..rest.find(']')?].parse().ok()
 }
 
-/// Reads and checks an import file: .fvecs (ids = row numbers) or .jsonl.
-fn read_points(path: &Path) -> anyhow::Result<PointsFile<'_>> {
+/// Reads and checks an import file: .fvecs (ids = row numbers) or .jsonl (whose lines may hold
+/// payload `fields` beside id, vector and payload).
+fn read_points<'a>(path: &'a Path, fields: &[String]) -> anyhow::Result<PointsFile<'a>> {
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
     let points = match ext {
         "fvecs" => read_fvecs(path)?
@@ -293,7 +302,7 @@ fn read_points(path: &Path) -> anyhow::Result<PointsFile<'_>> {
                 },
             })
             .collect(),
-        "jsonl" | "ndjson" => read_jsonl(path)?,
+        "jsonl" | "ndjson" => read_jsonl(path, fields)?,
         _ => bail!(
             "{}: unknown file type (expected .jsonl or .fvecs)",
             path.display()
@@ -306,7 +315,7 @@ fn read_points(path: &Path) -> anyhow::Result<PointsFile<'_>> {
     })
 }
 
-fn read_jsonl(path: &Path) -> anyhow::Result<Vec<FilePoint>> {
+fn read_jsonl(path: &Path, fields: &[String]) -> anyhow::Result<Vec<FilePoint>> {
     let file =
         std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut lines = Vec::new();
@@ -314,13 +323,16 @@ fn read_jsonl(path: &Path) -> anyhow::Result<Vec<FilePoint>> {
         let line = line.with_context(|| format!("cannot read {}", path.display()))?;
         lines.push((n + 1, line));
     }
-    points_from_lines(path, lines.iter().map(|(at, line)| (*at, line.as_str())))
+    let lines = lines.iter().map(|(at, line)| (*at, line.as_str()));
+    points_from_lines(path, lines, fields)
 }
 
-/// Points from numbered JSON lines of `path` (blank lines skipped), each id once.
+/// Points from numbered JSON lines of `path` (blank lines skipped), each id once; a line may
+/// hold payload `fields` beside id, vector and payload.
 fn points_from_lines<'a>(
     path: &Path,
     lines: impl Iterator<Item = (usize, &'a str)>,
+    fields: &[String],
 ) -> anyhow::Result<Vec<FilePoint>> {
     let mut points = Vec::new();
     // Each id once per file: a repeat is refused whether or not it falls in the same batch.
@@ -330,7 +342,7 @@ fn points_from_lines<'a>(
             continue;
         }
         let place = || format!("{}:{at}", path.display());
-        let point = parse_line(line).with_context(place)?;
+        let point = parse_line(line, fields).with_context(place)?;
         let key = id_key(point.id.as_ref());
         if let Some(first) = first_line.insert(key.clone(), at) {
             bail!(
@@ -351,14 +363,25 @@ fn id_key(id: Option<&pb::PointId>) -> String {
     }
 }
 
-/// One JSON line: `{"id": 1 | "uuid", "vector": [...], "payload": {...}}`. Other keys are
-/// payload fields too (`{"id": 1, "text": "..."}`); without a vector the collection must embed
-/// one of them (`--embed`).
-fn parse_line(line: &str) -> anyhow::Result<pb::Point> {
+/// One JSON line: `{"id": 1 | "uuid", "vector": [...], "payload": {...}}`, and any of the
+/// payload `fields` (the collection's text fields: `{"id": 1, "text": "..."}`; without a vector
+/// the collection must embed one, `--embed`). Any other key is refused (a misspelt one).
+fn parse_line(line: &str, fields: &[String]) -> anyhow::Result<pb::Point> {
     let v: Value = serde_json::from_str(line)?;
     let Value::Object(object) = v else {
         bail!("expected a JSON object with id, vector and payload");
     };
+    let known = |k: &String| KEYS.contains(&k.as_str()) || fields.contains(k);
+    if let Some(unknown) = object.keys().find(|k| !known(k)) {
+        match fields.is_empty() {
+            true => bail!("unknown key `{unknown}` (a point has id, vector and payload)"),
+            false => bail!(
+                "unknown key `{unknown}` (a point has id, vector, payload and the collection's \
+                 text fields: {})",
+                fields.join(", ")
+            ),
+        }
+    }
     let id = match object.get("id") {
         Some(Value::Number(x)) => x.as_u64().map(pb::point_id::Kind::Num),
         Some(Value::String(s)) => Some(pb::point_id::Kind::Uuid(s.clone())),
@@ -370,17 +393,17 @@ fn parse_line(line: &str) -> anyhow::Result<pb::Point> {
         None => Vec::new(),
         Some(_) => bail!("`vector` must be an array of numbers"),
     };
-    let mut fields = match object.get("payload") {
+    let mut payload = match object.get("payload") {
         Some(Value::Object(m)) => m.clone(),
         None | Some(Value::Null) => serde_json::Map::new(),
         Some(_) => bail!("`payload` must be an object"),
     };
-    for (key, value) in object.iter().filter(|(k, _)| !KEYS.contains(&k.as_str())) {
-        if fields.insert(key.clone(), value.clone()).is_some() {
+    for (key, value) in object.iter().filter(|(k, _)| fields.contains(k)) {
+        if payload.insert(key.clone(), value.clone()).is_some() {
             bail!("`{key}` is given twice: beside the payload and in it");
         }
     }
-    let payload = (!fields.is_empty()).then(|| json_to_struct(&fields));
+    let payload = (!payload.is_empty()).then(|| json_to_struct(&payload));
     Ok(pb::Point {
         id: Some(pb::PointId { kind: Some(id) }),
         vector,

@@ -245,3 +245,143 @@ fn serve_reads_a_config_file_and_environment_overrides() {
         "{err}"
     );
 }
+
+/// The README's full-text steps without a model: text fields declared, lines that carry them
+/// beside the vector, `--wait` until searchable, then BM25, hybrid with a vector and a BEIR
+/// query file whose answers carry their query ids.
+#[test]
+fn tour_text_fields_bm25_hybrid_and_query_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = must_spawn_dev(&dir.path().join("data"));
+    node.must_cli(&[
+        "collection",
+        "create",
+        "papers",
+        "--dim",
+        "2",
+        "--metric",
+        "cosine",
+        "--text-field",
+        "text",
+        "--text-field",
+        "tags:whitespace",
+    ]);
+    let file = dir.path().join("papers.jsonl");
+    std::fs::write(
+        &file,
+        concat!(
+            "{\"id\": 1, \"vector\": [1, 0], \"text\": \"BRCA1 mutations raise the risk of breast cancer\"}\n",
+            "{\"id\": 2, \"vector\": [0, 1], \"text\": \"Mitochondria power the cell\", \"tags\": [\"Biology\"]}\n",
+            "{\"id\": 3, \"vector\": [1, 1], \"payload\": {\"year\": 2024}, \"text\": \"Cancer cells divide\"}\n",
+        ),
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    node.must_cli(&["points", "import", "papers", "--file", file, "--wait"]);
+    let json = |out: &str| -> Vec<Value> {
+        out.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let ids = |answer: &Value| -> Vec<u64> {
+        answer["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_u64().unwrap())
+            .collect()
+    };
+    // searchable at once after --wait; stemmed ("cancers" finds "cancer")
+    let out = node.must_cli(&[
+        "search",
+        "papers",
+        "--text",
+        "cancers",
+        "--mode",
+        "bm25",
+        "--format",
+        "json",
+        "--with-payload",
+    ]);
+    let answer = &json(&out)[0];
+    let mut found = ids(answer);
+    found.sort();
+    assert_eq!(found, [1, 3], "{out}");
+    let third = answer["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == 3);
+    assert_eq!(third.unwrap()["payload"]["year"], 2024, "{out}");
+    // hybrid: the vector and the text, fused and explained
+    let out = node.must_cli(&[
+        "search",
+        "papers",
+        "--text",
+        "cell",
+        "--vector",
+        "[0, 1]",
+        "--explain",
+        "--format",
+        "json",
+    ]);
+    let answer = &json(&out)[0];
+    assert_eq!(ids(answer)[0], 2, "{out}");
+    assert!(
+        answer["results"][0]["explain"]["text"]["rank"].as_u64() == Some(1),
+        "{out}"
+    );
+    // BEIR queries, one answer line each with its id
+    let queries = dir.path().join("q.jsonl");
+    std::fs::write(
+        &queries,
+        "{\"_id\": \"q1\", \"text\": \"breast cancer\"}\n{\"_id\": \"q2\", \"text\": \"Biology\"}\n",
+    )
+    .unwrap();
+    let out = node.must_cli(&[
+        "search",
+        "papers",
+        "--query-file",
+        queries.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    let answers = json(&out);
+    assert_eq!(answers.len(), 2, "{out}");
+    assert_eq!(answers[0]["query_id"], "q1");
+    assert_eq!(ids(&answers[0])[0], 1);
+    assert_eq!(answers[1]["query_id"], "q2");
+    assert_eq!(ids(&answers[1]), [2]);
+    // a key that is neither a point's nor a text field is refused, naming the text fields
+    std::fs::write(
+        dir.path().join("typo.jsonl"),
+        "{\"id\": 9, \"vector\": [1, 0], \"txt\": \"x\"}\n",
+    )
+    .unwrap();
+    let typo = dir.path().join("typo.jsonl");
+    let (ok, _, err) = node.cli(&[
+        "points",
+        "import",
+        "papers",
+        "--file",
+        typo.to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert!(err.contains("`txt`") && err.contains("text, tags"), "{err}");
+    // and a query for text of a collection without text fields says so
+    node.must_cli(&[
+        "collection",
+        "create",
+        "plain",
+        "--dim",
+        "2",
+        "--metric",
+        "l2",
+    ]);
+    let (ok, _, err) = node.cli(&["search", "plain", "--text", "cancer"]);
+    assert!(!ok);
+    assert!(
+        err.contains("text: collection `plain` declares no text fields"),
+        "{err}"
+    );
+}

@@ -4,7 +4,7 @@
 use quiver_index::fusion::{Fusion, Normalization};
 use quiver_proto::v1 as pb;
 
-use super::{at_least_one, batch_items, invalid, request_filter, search_query, Limits};
+use super::{at_least_one, batch, invalid, request_filter, search_query, Limits};
 use crate::error::Result;
 use crate::point::CollectionSpec;
 use crate::shard::{SearchQuery, ShardQuery, TextQuery};
@@ -277,7 +277,7 @@ pub fn query_batch(
             "a batch holds searches or queries, not both",
         ));
     }
-    batch_items(
+    batch::items(
         "queries",
         &req.queries,
         req,

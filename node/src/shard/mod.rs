@@ -18,6 +18,8 @@
 //! segment replaces what it was built from in one step under the write lock, so a search sees
 //! each live point exactly once; searches never wait for a build. Segment files ([`persist`])
 //! let a restart load graphs instead of rebuilding them. Search and its planner: [`search`].
+//! A collection with text fields keeps a text index beside ([`text`]); one that embeds counts
+//! its points waiting for a vector in [`Points::unembedded`] and its progress in [`embedding`].
 //!
 //! Only the state machine mutates points, and only after the matching RocksDB batch has been
 //! written: memory never runs ahead of storage.
