@@ -19,7 +19,6 @@ struct Job {
 pub struct EmbedPool {
     queue: SyncSender<Job>,
     dim: usize,
-    batch: usize,
     model_id: String,
 }
 
@@ -51,7 +50,6 @@ impl EmbedPool {
         Self {
             queue: sender,
             dim,
-            batch: batch.max(1),
             model_id,
         }
     }
@@ -64,11 +62,6 @@ impl EmbedPool {
     /// The length of the vectors it makes.
     pub fn dim(&self) -> usize {
         self.dim
-    }
-
-    /// Texts a pass embeds.
-    pub fn batch(&self) -> usize {
-        self.batch
     }
 
     /// The vectors of `texts`, in their order; refused at once ([`EmbedError::Busy`]) when the

@@ -30,6 +30,9 @@ use crate::sm::ShardCommand;
 
 /// How often a node with nothing to embed looks again.
 const IDLE: Duration = Duration::from_millis(200);
+/// Points a leader embeds per call to the model. Small, so a query's text waits behind at
+/// most one such call in the model's queue (long documents take ~0.1 s each on two cores).
+const BATCH: usize = 8;
 /// How long a node whose model cannot be loaded waits before trying again.
 const NO_MODEL_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -144,7 +147,7 @@ impl Worker {
         };
         self.no_model_until = None;
         let skip = self.failed.entry(collection.meta.id).or_default();
-        let batch = collection.unembedded(pool.batch().max(1) * 2, skip);
+        let batch = collection.unembedded(BATCH, skip);
         if batch.is_empty() {
             return false;
         }
