@@ -3,6 +3,8 @@
 //! again with every shard's BM25 statistics merged, so shards rank as one index), then fuses the
 //! two lists once (RRF or weighted) and explains each result on request.
 
+#![allow(clippy::result_large_err)] // tonic's Status, which every answer here may be
+
 use std::collections::HashMap;
 use std::sync::Arc;
 

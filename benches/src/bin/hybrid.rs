@@ -107,10 +107,7 @@ async fn main() -> Result<()> {
 
     let name = "scifact_bench";
     let _ = collections
-        .delete(pb::DeleteCollectionRequest {
-            name: name.into(),
-            ..Default::default()
-        })
+        .delete(pb::DeleteCollectionRequest { name: name.into() })
         .await;
     collections
         .create(pb::CreateCollectionRequest {
@@ -197,7 +194,7 @@ async fn main() -> Result<()> {
                 limit: Some(100),
                 vector_depth: Some(args.depth.max(100)),
                 text_depth: Some(args.depth.max(100)),
-                fusion: mode.fusion.clone(),
+                fusion: mode.fusion,
                 mode: mode.mode as i32,
                 ..Default::default()
             };
