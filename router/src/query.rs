@@ -21,12 +21,12 @@ use tonic::Status;
 use crate::coordinator::{route, Coordinator};
 
 impl Coordinator {
-    pub async fn query(&self, req: pb::QueryRequest) -> Result<pb::SearchResponse, Status> {
+    pub async fn query(&self, mut req: pb::QueryRequest) -> Result<pb::SearchResponse, Status> {
         let placement = self.placement("collection", &req.collection).await?;
         let consistency = convert::read_consistency(req.consistency)?;
-        let mut req = [req];
-        self.embed_texts(&mut req, &placement.spec).await?;
-        let query = convert::query(&req[0], &placement.spec, &self.limits())?;
+        self.embed_texts(std::slice::from_mut(&mut req), &placement.spec)
+            .await?;
+        let query = convert::query(&req, &placement.spec, &self.limits())?;
         let mut answers = self
             .query_shards(&placement, consistency, vec![query.shard.clone()])
             .await?;
@@ -38,9 +38,8 @@ impl Coordinator {
     /// of them.
     pub(crate) async fn query_batch(
         &self,
-        req: pb::SearchBatchRequest,
+        mut req: pb::SearchBatchRequest,
     ) -> Result<pb::SearchBatchResponse, Status> {
-        let mut req = req;
         let placement = self.placement("collection", &req.collection).await?;
         let consistency = convert::read_consistency(req.consistency)?;
         self.embed_texts(&mut req.queries, &placement.spec).await?;

@@ -222,12 +222,20 @@ impl TextIndex {
     /// across shards, they are what [`TextIndex::search`] scores with.
     pub fn stats(&self, query: &str, fields: Option<&[&str]>) -> Result<CorpusStats, TextError> {
         let terms = self.terms(query, fields)?;
-        let searcher = self.reader.searcher();
+        self.stats_of(&self.reader.searcher(), &terms)
+    }
+
+    /// The statistics of `terms` in what `searcher` sees.
+    fn stats_of(
+        &self,
+        searcher: &tantivy::Searcher,
+        terms: &[Term],
+    ) -> Result<CorpusStats, TextError> {
         let mut stats = CorpusStats {
             docs: searcher.total_num_docs()?,
             ..CorpusStats::default()
         };
-        for term in &terms {
+        for term in terms {
             let name = self.name_of(term.field());
             if !stats.tokens.contains_key(name) {
                 let tokens = searcher.total_num_tokens(term.field())?;
@@ -268,14 +276,7 @@ impl TextIndex {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let clauses: Vec<(Occur, Box<dyn Query>)> = terms
-            .into_iter()
-            .map(|t| {
-                let q: Box<dyn Query> = Box::new(TermQuery::new(t, IndexRecordOption::WithFreqs));
-                (Occur::Should, q)
-            })
-            .collect();
-        let query = BooleanQuery::new(clauses);
+        let query = any_of(&terms);
         let searcher = self.reader.searcher();
         let collector = TopDocs::with_limit(limit).order_by_score();
         let found = match &merged {
@@ -315,7 +316,9 @@ impl TextIndex {
         accept: std::sync::Arc<dyn Fn(u64) -> bool + Send + Sync>,
     ) -> Result<TextMatches, TextError> {
         let terms = self.terms(query, fields)?;
-        let stats = self.stats(query, fields)?;
+        // (one searcher for the statistics and the matches: a commit between cannot split them)
+        let searcher = self.reader.searcher();
+        let stats = self.stats_of(&searcher, &terms)?;
         let named: Vec<QueryTerm> = terms
             .iter()
             .map(|t| QueryTerm {
@@ -330,25 +333,15 @@ impl TextIndex {
                 matches: Vec::new(),
             });
         }
-        let clauses: Vec<(Occur, Box<dyn Query>)> = terms
-            .iter()
-            .map(|t| {
-                let q: Box<dyn Query> =
-                    Box::new(TermQuery::new(t.clone(), IndexRecordOption::WithFreqs));
-                (Occur::Should, q)
-            })
-            .collect();
-        let searcher = self.reader.searcher();
         let collector = tantivy::collector::FilterCollector::new(
             SLOT.to_owned(),
             move |slot: u64| accept(slot),
             TopDocs::with_limit(limit).order_by_score(),
         );
-        let mut found = searcher.search(&BooleanQuery::new(clauses), &collector)?;
+        let mut found = searcher.search(&any_of(&terms), &collector)?;
         // each segment's documents in order, so its postings are read forward once
         found.sort_by_key(|(_, a)| (a.segment_ord, a.doc_id));
-        let mut matches = Vec::with_capacity(found.len());
-        let mut scores = Vec::with_capacity(found.len());
+        let mut scored: Vec<(f32, TextMatch)> = Vec::with_capacity(found.len());
         let mut i = 0;
         while i < found.len() {
             let ord = found[i].1.segment_ord;
@@ -385,25 +378,36 @@ impl TextIndex {
                     freqs.push(freq);
                 }
                 let lengths = norms.iter().map(|n| n.fieldnorm(address.doc_id)).collect();
-                matches.push(TextMatch {
+                let matched = TextMatch {
                     slot,
                     freqs,
                     lengths,
-                });
-                scores.push(score);
+                };
+                scored.push((score, matched));
             }
         }
         // best first again, as tantivy ranked them here
-        let mut order: Vec<usize> = (0..matches.len()).collect();
-        order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
-        let mut ranked: Vec<Option<TextMatch>> = matches.into_iter().map(Some).collect();
-        let matches = order.into_iter().filter_map(|i| ranked[i].take()).collect();
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let matches = scored.into_iter().map(|(_, m)| m).collect();
         Ok(TextMatches {
             terms: named,
             stats,
             matches,
         })
     }
+}
+
+/// The query for documents holding any of `terms`.
+fn any_of(terms: &[Term]) -> BooleanQuery {
+    let clauses: Vec<(Occur, Box<dyn Query>)> = terms
+        .iter()
+        .map(|t| {
+            let q: Box<dyn Query> =
+                Box::new(TermQuery::new(t.clone(), IndexRecordOption::WithFreqs));
+            (Occur::Should, q)
+        })
+        .collect();
+    BooleanQuery::new(clauses)
 }
 
 /// The text of a term of a text field.

@@ -34,6 +34,10 @@ fn decode<T: serde::de::DeserializeOwned>(field: &str, bytes: &[u8]) -> Result<T
     encoding::decode(field, bytes).map_err(|e| Error::invalid(field, e.to_string()))
 }
 
+fn decode_all<T: serde::de::DeserializeOwned>(field: &str, items: &[Vec<u8>]) -> Result<Vec<T>> {
+    items.iter().map(|item| decode(field, item)).collect()
+}
+
 #[tonic::async_trait]
 impl Shard for ShardService {
     async fn write(
@@ -77,11 +81,7 @@ impl Shard for ShardService {
         request: Request<pb::ShardSearchBatchRequest>,
     ) -> Result<Response<pb::SearchBatchResponse>, Status> {
         let req = request.into_inner();
-        let queries = req
-            .queries
-            .iter()
-            .map(|q| decode("queries", q))
-            .collect::<Result<Vec<_>, _>>()?;
+        let queries = decode_all("queries", &req.queries)?;
         let responses = self.shards.search_batch(&read(req.read)?, &queries).await?;
         Ok(Response::new(pb::SearchBatchResponse { responses }))
     }
@@ -91,11 +91,7 @@ impl Shard for ShardService {
         request: Request<pb::ShardQueryRequest>,
     ) -> Result<Response<pb::ShardQueryResponse>, Status> {
         let req = request.into_inner();
-        let queries = req
-            .queries
-            .iter()
-            .map(|q| decode("queries", q))
-            .collect::<Result<Vec<_>, _>>()?;
+        let queries = decode_all("queries", &req.queries)?;
         let answers = self.shards.query(&read(req.read)?, &queries).await?;
         let answers = answers
             .iter()

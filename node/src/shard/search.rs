@@ -469,9 +469,13 @@ impl Collection {
     /// The full-precision vectors of live `points` (`(id, slot)`), in their order: from memory,
     /// or, for those a quantized segment holds, from their stored rows in one batched read.
     fn full_vectors(&self, p: &Points, points: &[(PointId, Slot)]) -> Vec<Option<Vec<f32>>> {
+        // (a point waiting for its embedding has no vector yet: an empty one)
         let mut out: Vec<Option<Vec<f32>>> = points
             .iter()
-            .map(|(_, slot)| p.vector(*slot).map(<[f32]>::to_vec))
+            .map(|(_, slot)| match p.unembedded.contains(*slot) {
+                true => Some(Vec::new()),
+                false => p.vector(*slot).map(<[f32]>::to_vec),
+            })
             .collect();
         let stored: Vec<usize> = (0..points.len()).filter(|i| out[*i].is_none()).collect();
         let Some(source) = self.source.as_ref().filter(|_| !stored.is_empty()) else {
@@ -586,14 +590,7 @@ impl Collection {
         points
             .into_iter()
             .zip(vectors)
-            .filter_map(|((id, slot), vector)| {
-                // (a point waiting for its embedding has no vector yet)
-                let vector = match p.unembedded.contains(slot) {
-                    true => Vec::new(),
-                    false => vector?,
-                };
-                Some((id, vector, p.payloads.get(&slot)?.clone()))
-            })
+            .filter_map(|((id, slot), vector)| Some((id, vector?, p.payloads.get(&slot)?.clone())))
             .collect()
     }
 }

@@ -62,9 +62,7 @@ async fn cached(node: &Node, model: &str, hashes: &[ContentHash]) -> Vec<Option<
         .map(|r| r.storage().clone())
         .collect();
     let (model, wanted) = (model.to_owned(), hashes.to_vec());
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+    let now_ms = now_ms();
     let found = blocking("embedding cache", move || {
         let mut found: Vec<Option<Vec<f32>>> = vec![None; wanted.len()];
         for storage in stores {
@@ -85,6 +83,13 @@ async fn cached(node: &Node, model: &str, hashes: &[ContentHash]) -> Vec<Option<
         warn!(error = %e, "the embedding cache cannot be read");
         vec![None; hashes.len()]
     })
+}
+
+/// This node's clock, in ms since the epoch.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// What the embedding loop remembers between rounds.
@@ -193,9 +198,7 @@ impl Worker {
                     .failed(1, format!("point {id}'s text embeds to a zero vector"));
             }
         }
-        let at_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let at_ms = now_ms();
         let command = ShardCommand::SetEmbedded {
             collection_id: collection.meta.id,
             model,
