@@ -4,6 +4,7 @@
 //! - [`point`]: point ids, payloads, records and collection specs; [`placement`]: the shard map;
 //! - [`convert`]: wire <-> domain conversion, with every validation a request needs;
 //! - [`shard`]: what a coordinator asks of a shard replica, and the [`shard::ShardClient`] trait;
+//! - [`features`]: what a coordinator asks of a feature-store shard;
 //! - [`directory`]: where shards are, and who changes the catalogue;
 //! - [`encoding`]: the versioned encoding of stored rows, logged commands and shard requests;
 //! - [`snapshot_file`]: the file a collection snapshot is saved as.
@@ -14,6 +15,7 @@ pub mod convert;
 pub mod directory;
 pub mod encoding;
 pub mod error;
+pub mod features;
 pub mod placement;
 pub mod point;
 pub mod shard;
