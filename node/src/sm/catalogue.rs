@@ -1,8 +1,11 @@
-//! The meta group's namespace: the catalogue of collections and the shard map.
+//! The meta group's namespace: the catalogue of collections, the shard map and the feature
+//! store's definitions.
 //!
-//! Rows (table `meta` under `placement/` and `alias/`) and, derived from them, [`Placements`],
-//! the applied map every part of a node reads (routing, hosting replicas, reconciling). Changed
-//! only by [`MetaCommand`]s, each checked against the map it was planned from.
+//! Rows (table `meta` under `placement/` and `alias/`, and the feature [`Registry`] under
+//! `feature_registry`) and, derived from them, [`Placements`], the applied map every part of a
+//! node reads (routing, hosting replicas, reconciling). Changed only by [`MetaCommand`]s, each
+//! checked against the map it was planned from; feature definitions are applied all or none,
+//! each refused if its object changed since the version it names.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -12,6 +15,7 @@ use parking_lot::RwLock;
 use quiver_core::placement::{shard_group, AliasAction, NodeId, Placement, ShardPlacement};
 use quiver_core::point::CollectionSpec;
 use quiver_core::{Error, Result};
+use quiver_features::{DefinitionSet, PlanAction, Registry};
 use quiver_index::payload_index::FieldType;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -21,6 +25,7 @@ use crate::storage::{Storage, Table, WriteBatch};
 
 const PLACEMENT_PREFIX: &[u8] = b"placement/";
 const ALIAS_PREFIX: &[u8] = b"alias/";
+const FEATURE_REGISTRY_KEY: &[u8] = b"feature_registry";
 
 fn placement_key(name: &str) -> Vec<u8> {
     [PLACEMENT_PREFIX, name.as_bytes()].concat()
@@ -67,6 +72,8 @@ pub enum MetaCommand {
         epoch: u64,
         replicas: Vec<NodeId>,
     },
+    /// Feature definitions, applied all or none (see [`Registry::apply`]).
+    ApplyFeatures { set: DefinitionSet },
 }
 
 /// The placements a node's meta replica has applied, shared by the meta state machine (the
@@ -77,6 +84,7 @@ pub struct Placements {
     map: RwLock<BTreeMap<String, Placement>>,
     /// Alias -> collection name.
     aliases: RwLock<BTreeMap<String, String>>,
+    features: RwLock<Arc<Registry>>,
     version: watch::Sender<u64>,
 }
 
@@ -85,6 +93,7 @@ impl Default for Placements {
         Self {
             map: RwLock::default(),
             aliases: RwLock::default(),
+            features: RwLock::default(),
             version: watch::channel(0).0,
         }
     }
@@ -143,6 +152,16 @@ impl Placements {
         load
     }
 
+    /// The feature definitions applied.
+    pub fn feature_registry(&self) -> Arc<Registry> {
+        self.features.read().clone()
+    }
+
+    fn set_features(&self, registry: Arc<Registry>) {
+        *self.features.write() = registry;
+        self.version.send_modify(|v| *v += 1);
+    }
+
     /// Notified after every change.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.version.subscribe()
@@ -180,6 +199,7 @@ pub enum CatalogueEffect {
     Place(Placement),
     Unplace(String),
     Aliases(BTreeMap<String, String>),
+    Features(Arc<Registry>),
 }
 
 /// The catalogue namespace of the meta group.
@@ -277,9 +297,9 @@ impl Catalogue {
                 Ok(placement)
             }
             MetaCommand::DropCollection { name } => self.placements.get(name),
-            MetaCommand::UpdateAliases { .. } => Err(Error::Internal(
-                "alias changes are planned by plan_aliases".into(),
-            )),
+            MetaCommand::UpdateAliases { .. } | MetaCommand::ApplyFeatures { .. } => Err(
+                Error::Internal("alias and feature changes are planned on their own".into()),
+            ),
             MetaCommand::SetPayloadIndex {
                 name,
                 id,
@@ -356,6 +376,11 @@ impl Namespace for Catalogue {
             aliases.insert(alias, decode::<String>(&v)?);
         }
         self.placements.replace_all(all, aliases);
+        let registry = match storage.get(Table::Meta, FEATURE_REGISTRY_KEY)? {
+            Some(bytes) => decode(&bytes)?,
+            None => Registry::default(),
+        };
+        self.placements.set_features(Arc::new(registry));
         Ok(())
     }
 
@@ -377,6 +402,17 @@ impl Namespace for Catalogue {
                 batch.put(Table::Meta, alias_key(alias), encode(collection)?);
             }
             return Ok((CatalogueEffect::Aliases(aliases), actions.len() as u64));
+        }
+        if let MetaCommand::ApplyFeatures { set } = command {
+            set.validate()?;
+            let mut registry = (*self.placements.feature_registry()).clone();
+            let plan = registry.apply(set, index)?;
+            let changed = plan
+                .iter()
+                .filter(|p| p.action != PlanAction::Unchanged)
+                .count();
+            batch.put(Table::Meta, FEATURE_REGISTRY_KEY, encode(&registry)?);
+            return Ok((CatalogueEffect::Features(Arc::new(registry)), changed as u64));
         }
         let placement = self.plan_meta(index, command)?;
         let name = placement.spec.name.clone();
@@ -400,6 +436,7 @@ impl Namespace for Catalogue {
             CatalogueEffect::Place(placement) => self.placements.put(placement),
             CatalogueEffect::Unplace(name) => self.placements.remove(&name),
             CatalogueEffect::Aliases(aliases) => self.placements.set_aliases(aliases),
+            CatalogueEffect::Features(registry) => self.placements.set_features(registry),
         }
     }
 

@@ -5,7 +5,8 @@
 //! family) and what is derived from them in memory and in files:
 //! - [`points`]: a shard group's collection and its points ([`ShardMachine`]);
 //! - [`catalogue`]: the meta group's collections and shard map ([`MetaMachine`]);
-//! - [`embedding_cache`]: a shard group's cached embeddings, written with the vectors they set.
+//! - [`embedding_cache`]: a shard group's cached embeddings, written with the vectors they set;
+//! - [`feature_values`]: a feature-store shard group's offline rows and online values.
 //!
 //! The two are distinct machine types, so a meta command cannot be proposed to a shard, and a
 //! log entry carries the kind of machine it was proposed to ([`Proposal`]), so one that reaches
@@ -30,6 +31,7 @@
 
 pub mod catalogue;
 pub mod embedding_cache;
+pub mod feature_values;
 pub mod points;
 pub mod snapshot;
 

@@ -52,6 +52,8 @@ pub enum ShardCommand {
         at_ms: u64,
         points: Vec<EmbeddedPoint>,
     },
+    /// Feature rows pushed to a shard of the feature store ([`super::feature_values`]).
+    Features(quiver_core::features::FeaturesCommand),
 }
 
 /// A point's embedded vector, for the slot it was embedded for, and its text's hash.
@@ -577,7 +579,7 @@ impl Namespace for Points {
     fn plan(
         &self,
         storage: &dyn Storage,
-        _index: u64,
+        index: u64,
         command: &ShardCommand,
         batch: &mut WriteBatch,
     ) -> Result<(PointsEffect, u64)> {
@@ -598,6 +600,10 @@ impl Namespace for Points {
                 }
             }
             ShardCommand::Points(command) => self.plan_points(storage, command, batch),
+            ShardCommand::Features(command) => {
+                let rows = super::feature_values::plan(storage, index, command, batch)?;
+                Ok((PointsEffect::None, rows))
+            }
             ShardCommand::SetEmbedded {
                 collection_id,
                 model,

@@ -34,18 +34,22 @@ pub enum Table {
     /// Full-text index files, chunked, keyed by collection id then file path
     /// ([`TextStore`]).
     Text,
+    /// Feature values: offline rows and online values, keyed by view id then entity key.
+    Features,
 }
 
 impl Table {
-    pub const ALL: [Table; 5] = [
+    pub const ALL: [Table; 6] = [
         Table::Meta,
         Table::Points,
         Table::RaftLog,
         Table::RaftMeta,
         Table::Text,
+        Table::Features,
     ];
     /// The tables the state machine owns, which a Raft snapshot carries.
-    pub const STATE_MACHINE: [Table; 3] = [Table::Meta, Table::Points, Table::Text];
+    pub const STATE_MACHINE: [Table; 4] =
+        [Table::Meta, Table::Points, Table::Text, Table::Features];
 
     /// The table's byte in a snapshot file: fixed per table, never reused, whatever the order
     /// of the variants.
@@ -56,6 +60,7 @@ impl Table {
             Table::RaftLog => 3,
             Table::RaftMeta => 4,
             Table::Text => 5,
+            Table::Features => 6,
         }
     }
 
@@ -70,6 +75,7 @@ impl Table {
             Table::RaftLog => "raft_log",
             Table::RaftMeta => "raft_meta",
             Table::Text => "text",
+            Table::Features => "features",
         }
     }
 }
