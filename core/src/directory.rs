@@ -7,11 +7,13 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use crate::convert::Limits;
 use crate::error::Result;
 use crate::placement::{AliasAction, NodeId, Placement};
 use crate::point::CollectionSpec;
+use quiver_features::{DefinitionSet, Plan, Registry};
 use quiver_index::payload_index::FieldType;
 
 /// Where collections' shards are and how to reach the nodes that hold them.
@@ -27,6 +29,8 @@ pub trait Directory: Send + Sync {
     fn address(&self, node: NodeId) -> Option<String>;
     /// Learns the shard map again (after a stale answer).
     fn refresh(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+    /// The feature definitions as last known.
+    fn feature_registry(&self) -> Arc<Registry>;
     /// The limits requests are checked against, when known (a router learns the cluster's with
     /// the shard map).
     fn limits(&self) -> Option<Limits>;
@@ -50,6 +54,16 @@ pub trait Catalogue: Send + Sync {
 
     /// Drops collection `name` (by its own name, not an alias) and every alias of it.
     async fn drop_collection(&self, name: &str) -> Result<()>;
+
+    /// Plans feature definitions `set` against the registry and, unless `dry_run`, applies it
+    /// all or none (once per `request_id` when one is given); the first apply that defines a
+    /// feature view also places the feature store's shards.
+    async fn apply_features(
+        &self,
+        set: DefinitionSet,
+        dry_run: bool,
+        request_id: &str,
+    ) -> Result<Plan>;
 
     /// Applies alias changes all together, or none of them.
     async fn update_aliases(&self, actions: Vec<AliasAction>) -> Result<()>;

@@ -12,6 +12,7 @@ use quiver_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 use tonic::Status;
 
+use crate::features::{FeaturesAnswer, FeaturesCommand, FeaturesRead};
 use crate::point::{JsonMap, NewPoint, PointId};
 
 /// How a read must relate to the group's leader.
@@ -380,6 +381,22 @@ pub trait ShardClient: Send + Sync {
 
     /// Lifts the hold `token`; true if this replica held it, as leader, from freeze until now.
     async fn thaw(&self, group: u64, token: &str) -> Result<bool, Status>;
+
+    /// Applies a feature-store command (a push of rows) through group `group`'s log, once per
+    /// `idempotency_key`.
+    async fn features_write(
+        &self,
+        group: u64,
+        idempotency_key: &str,
+        command: &FeaturesCommand,
+    ) -> Result<pb::WriteResponse, Status>;
+
+    /// Reads a feature-store replica: online values, or point-in-time rows at a log position.
+    async fn features_read(
+        &self,
+        read: &ShardRead,
+        request: &FeaturesRead,
+    ) -> Result<FeaturesAnswer, Status>;
 }
 
 /// Wire form of a read's consistency.

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use quiver_core::convert;
+use quiver_core::features::{FeaturesAnswer, FeaturesCommand, FeaturesRead};
 use quiver_core::point::PointId;
 use quiver_core::shard::{
     CountQuery, PointsCommand, ScrollQuery, SearchQuery, ShardClient, ShardCounts, ShardQuery,
@@ -26,7 +27,7 @@ use crate::cluster::group::{blocking, ShardGroup};
 use crate::cluster::node::Node;
 use crate::shard::search::{Plan, SearchHit};
 use crate::shard::Collection;
-use crate::sm::ShardCommand;
+use crate::sm::{feature_values, ShardCommand};
 
 /// This node's shard replicas, as a [`ShardClient`].
 #[derive(Clone)]
@@ -228,6 +229,48 @@ impl LocalShards {
         })
     }
 
+    /// Applies a push of feature rows through the group's log, once per key.
+    async fn features_command(
+        &self,
+        group: u64,
+        idempotency_key: &str,
+        command: &FeaturesCommand,
+    ) -> Result<pb::WriteResponse> {
+        let replica = self.replica(group)?;
+        replica.check_writable()?;
+        let timeout = Duration::from_millis(self.node.config().cluster.write_timeout_ms);
+        let _passed = replica
+            .fence()
+            .pass(tokio::time::Instant::now() + timeout)
+            .await?;
+        let applied = replica
+            .write(idempotency_key, ShardCommand::Features(command.clone()))
+            .await?;
+        Ok(pb::WriteResponse {
+            applied_index: applied.index,
+            affected: applied.affected,
+        })
+    }
+
+    /// Reads this replica's feature values, once its consistency allows.
+    async fn features_lookup(
+        &self,
+        read: &ShardRead,
+        request: &FeaturesRead,
+    ) -> Result<FeaturesAnswer> {
+        let replica = self.replica(read.group)?;
+        replica.read_barrier(read.consistency).await?;
+        let storage = replica.storage().clone();
+        let request = request.clone();
+        blocking("features read", move || match &request {
+            FeaturesRead::Online(lookups) => feature_values::read_online(storage.as_ref(), lookups),
+            FeaturesRead::Historical { lookups, at_index } => {
+                feature_values::read_historical(storage.as_ref(), lookups, *at_index)
+            }
+        })
+        .await
+    }
+
     /// This replica's counts of collection `name` and the leader it knows.
     pub fn shard_counts(&self, group: u64, name: &str) -> Result<ShardCounts> {
         let replica = self.replica(group)?;
@@ -390,6 +433,25 @@ impl ShardClient for LocalShards {
             .into());
         }
         Ok(last)
+    }
+
+    async fn features_write(
+        &self,
+        group: u64,
+        idempotency_key: &str,
+        command: &FeaturesCommand,
+    ) -> Result<pb::WriteResponse, Status> {
+        Ok(self
+            .features_command(group, idempotency_key, command)
+            .await?)
+    }
+
+    async fn features_read(
+        &self,
+        read: &ShardRead,
+        request: &FeaturesRead,
+    ) -> Result<FeaturesAnswer, Status> {
+        Ok(self.features_lookup(read, request).await?)
     }
 
     async fn thaw(&self, group: u64, token: &str) -> Result<bool, Status> {

@@ -11,8 +11,10 @@ use std::time::Duration;
 use parking_lot::{Mutex, RwLock};
 use quiver_core::convert::{self, Limits};
 use quiver_core::directory::Directory;
+use quiver_core::encoding;
 use quiver_core::placement::{NodeId, Placement, ShardPlacement};
 use quiver_core::Error;
+use quiver_features::Registry;
 use quiver_proto::v1 as pb;
 use quiver_proto::v1::cluster_client::ClusterClient;
 use quiver_proto::wire::Channels;
@@ -28,6 +30,7 @@ struct ShardMap {
     addresses: BTreeMap<NodeId, String>,
     /// The meta leader's request limits.
     limits: Option<Limits>,
+    features: Arc<Registry>,
 }
 
 /// The shard map as this router last fetched it.
@@ -128,10 +131,15 @@ fn shard_map(answer: pb::PlacementsResponse) -> Result<ShardMap, Error> {
         .into_iter()
         .map(|a| (a.alias, a.collection))
         .collect();
+    let features = match answer.feature_registry.is_empty() {
+        true => Registry::default(),
+        false => encoding::decode("feature_registry", &answer.feature_registry)?,
+    };
     Ok(ShardMap {
         placements,
         aliases,
         addresses,
+        features: Arc::new(features),
         limits: answer.limits.as_ref().map(convert::limits_from_pb),
     })
 }
@@ -160,6 +168,10 @@ impl Directory for RemoteDirectory {
 
     fn refresh(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         Box::pin(self.fetch())
+    }
+
+    fn feature_registry(&self) -> Arc<Registry> {
+        self.map.read().features.clone()
     }
 
     fn limits(&self) -> Option<Limits> {

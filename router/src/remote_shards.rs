@@ -2,6 +2,7 @@
 //! versioned encoding, answers come back as the wire messages the coordinator merges.
 
 use quiver_core::encoding;
+use quiver_core::features::{FeaturesAnswer, FeaturesCommand, FeaturesRead};
 use quiver_core::point::PointId;
 use quiver_core::shard::{
     consistency_to_proto, CountQuery, PointsCommand, ScrollQuery, SearchQuery, ShardClient,
@@ -198,5 +199,43 @@ impl ShardClient for RemoteShards {
             token: token.to_string(),
         };
         Ok(self.client.clone().thaw(request).await?.into_inner().held)
+    }
+
+    async fn features_write(
+        &self,
+        group: u64,
+        idempotency_key: &str,
+        command: &FeaturesCommand,
+    ) -> Result<pb::WriteResponse, Status> {
+        let request = pb::ShardWriteRequest {
+            group,
+            idempotency_key: idempotency_key.to_string(),
+            command: encode(command)?,
+            wait_indexed: false,
+        };
+        Ok(self
+            .client
+            .clone()
+            .features_write(request)
+            .await?
+            .into_inner())
+    }
+
+    async fn features_read(
+        &self,
+        read: &ShardRead,
+        request: &FeaturesRead,
+    ) -> Result<FeaturesAnswer, Status> {
+        let request = pb::ShardFeaturesRequest {
+            read: Some(read_to_proto(read)),
+            request: encode(request)?,
+        };
+        let answer = self
+            .client
+            .clone()
+            .features_read(request)
+            .await?
+            .into_inner();
+        encoding::decode("features answer", &answer.answer).map_err(Status::from)
     }
 }

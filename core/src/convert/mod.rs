@@ -370,8 +370,13 @@ pub fn limits_from_pb(limits: &pb::Limits) -> Limits {
 
 /// A collection's spec back from its description (as a router learns it from the cluster).
 pub fn spec_from_info(info: &pb::CollectionInfo) -> Result<CollectionSpec> {
+    // The feature store's placement has a name no client may give a collection.
+    let reserved = info.name == crate::features::FEATURE_STORE;
     let request = pb::CreateCollectionRequest {
-        name: info.name.clone(),
+        name: match reserved {
+            true => "features".into(),
+            false => info.name.clone(),
+        },
         dim: info.dim,
         metric: info.metric,
         index: info.index,
@@ -386,7 +391,9 @@ pub fn spec_from_info(info: &pb::CollectionInfo) -> Result<CollectionSpec> {
         max_dimension: usize::MAX,
         ..LimitsConfig::default()
     };
-    collection_spec(&request, &unlimited, usize::MAX)
+    let mut spec = collection_spec(&request, &unlimited, usize::MAX)?;
+    spec.name = info.name.clone();
+    Ok(spec)
 }
 
 /// A collection's description on the wire.

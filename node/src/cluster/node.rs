@@ -14,6 +14,7 @@
 //! collection ready. If the leader fails half-way, whichever node leads next finishes the job.
 
 mod embedding;
+mod features;
 mod leadership;
 mod moves;
 mod reconcile;
@@ -50,6 +51,7 @@ use quiver_core::directory::{Catalogue, Directory};
 use quiver_core::placement::{AliasAction, Placement, ShardPlacement, META_GROUP};
 use quiver_core::point::{CollectionMeta, CollectionSpec};
 use quiver_core::{Error, Result};
+use quiver_features::{DefinitionSet, Plan, Registry};
 use quiver_index::payload_index::FieldType;
 use quiver_proto::wire::{classify, Channels, Failure};
 
@@ -553,6 +555,10 @@ impl Directory for Node {
         })
     }
 
+    fn feature_registry(&self) -> Arc<Registry> {
+        Node::placements(self).feature_registry()
+    }
+
     fn limits(&self) -> Option<Limits> {
         Some(Limits {
             request: self.config.limits.clone(),
@@ -588,6 +594,16 @@ impl Catalogue for Node {
     ) -> Result<()> {
         self.leads_meta()?;
         Node::set_payload_index(self, name, key, field_type).await
+    }
+
+    async fn apply_features(
+        &self,
+        set: DefinitionSet,
+        dry_run: bool,
+        request_id: &str,
+    ) -> Result<Plan> {
+        self.leads_meta()?;
+        Node::apply_features(self, set, dry_run, request_id).await
     }
 
     async fn update_aliases(&self, actions: Vec<AliasAction>) -> Result<()> {

@@ -207,10 +207,13 @@ impl Cluster for ClusterService {
             .into_iter()
             .map(|(alias, collection)| pb::Alias { alias, collection })
             .collect();
+        let feature_registry =
+            quiver_core::encoding::encode(self.node.placements().feature_registry().as_ref())?;
         Ok(Response::new(pb::PlacementsResponse {
             nodes,
             collections,
             aliases,
+            feature_registry,
             limits: Some(convert::limits_to_pb(&Limits {
                 request: self.node.config().limits.clone(),
                 max_ef: self.node.config().search.max_ef,

@@ -156,4 +156,29 @@ impl Shard for ShardService {
         let held = self.shards.thaw(req.group, &req.token).await?;
         Ok(Response::new(pb::ThawResponse { held }))
     }
+
+    async fn features_write(
+        &self,
+        request: Request<pb::ShardWriteRequest>,
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let req = request.into_inner();
+        let command = decode("command", &req.command)?;
+        let answer = self
+            .shards
+            .features_write(req.group, &req.idempotency_key, &command)
+            .await?;
+        Ok(Response::new(answer))
+    }
+
+    async fn features_read(
+        &self,
+        request: Request<pb::ShardFeaturesRequest>,
+    ) -> Result<Response<pb::ShardFeaturesResponse>, Status> {
+        let req = request.into_inner();
+        let lookup = decode("request", &req.request)?;
+        let answer = self.shards.features_read(&read(req.read)?, &lookup).await?;
+        Ok(Response::new(pb::ShardFeaturesResponse {
+            answer: encoding::encode(&answer)?,
+        }))
+    }
 }

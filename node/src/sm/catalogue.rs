@@ -73,7 +73,9 @@ pub enum MetaCommand {
         replicas: Vec<NodeId>,
     },
     /// Feature definitions, applied all or none (see [`Registry::apply`]).
-    ApplyFeatures { set: DefinitionSet },
+    ApplyFeatures {
+        set: DefinitionSet,
+    },
 }
 
 /// The placements a node's meta replica has applied, shared by the meta state machine (the
@@ -412,7 +414,10 @@ impl Namespace for Catalogue {
                 .filter(|p| p.action != PlanAction::Unchanged)
                 .count();
             batch.put(Table::Meta, FEATURE_REGISTRY_KEY, encode(&registry)?);
-            return Ok((CatalogueEffect::Features(Arc::new(registry)), changed as u64));
+            return Ok((
+                CatalogueEffect::Features(Arc::new(registry)),
+                changed as u64,
+            ));
         }
         let placement = self.plan_meta(index, command)?;
         let name = placement.spec.name.clone();

@@ -495,6 +495,8 @@ fn once_key(key: &str) -> Vec<u8> {
 }
 
 #[cfg(test)]
+mod feature_tests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod text_tests;
