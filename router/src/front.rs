@@ -272,10 +272,13 @@ impl Collections for CollectionsFront {
         if let CatalogueRoute::Upstream(upstream) = self.route.as_ref() {
             return upstream!(upstream, request, list);
         }
+        // Placements named with a `.` are the database's own (the feature store's), not
+        // collections.
         let placements = self.coordinator.directory().placements();
         let infos = join_all(
             placements
                 .iter()
+                .filter(|p| !p.spec.name.starts_with('.'))
                 .map(|p| self.coordinator.info(&p.spec.name)),
         )
         .await;
