@@ -27,7 +27,7 @@ use crate::cluster::group::{blocking, ShardGroup};
 use crate::cluster::node::Node;
 use crate::shard::search::{Plan, SearchHit};
 use crate::shard::Collection;
-use crate::sm::{feature_values, ShardCommand};
+use crate::sm::{feature_values, Applied, ShardCommand};
 
 /// This node's shard replicas, as a [`ShardClient`].
 #[derive(Clone)]
@@ -73,15 +73,12 @@ impl LocalShards {
         // Not before the group serves the collection: the write would be rejected, and its
         // rejection remembered under its idempotency key.
         serving(&replica, command.collection())?;
-        // While a snapshot's cut holds this shard's writes, the write waits.
-        let timeout = Duration::from_millis(self.node.config().cluster.write_timeout_ms);
-        let _passed = replica
-            .fence()
-            .pass(tokio::time::Instant::now() + timeout)
-            .await?;
         let shard_command = ShardCommand::Points(command.clone());
-        let applied = replica.write(idempotency_key, shard_command).await?;
+        let applied = self
+            .fenced_write(&replica, idempotency_key, shard_command)
+            .await?;
         if wait_indexed {
+            let timeout = Duration::from_millis(self.node.config().cluster.write_timeout_ms);
             let text = serving(&replica, command.collection())?.text().cloned();
             if let Some(text) = text {
                 let config = &self.node.config().storage;
@@ -94,6 +91,22 @@ impl LocalShards {
             applied_index: applied.index,
             affected: applied.affected,
         })
+    }
+
+    /// Proposes `command` through the replica's log, once per key; while a snapshot's cut holds
+    /// the shard's writes, the write waits.
+    async fn fenced_write(
+        &self,
+        replica: &ShardGroup,
+        idempotency_key: &str,
+        command: ShardCommand,
+    ) -> Result<Applied> {
+        let timeout = Duration::from_millis(self.node.config().cluster.write_timeout_ms);
+        let _passed = replica
+            .fence()
+            .pass(tokio::time::Instant::now() + timeout)
+            .await?;
+        replica.write(idempotency_key, command).await
     }
 
     async fn get_points(
@@ -238,13 +251,9 @@ impl LocalShards {
     ) -> Result<pb::WriteResponse> {
         let replica = self.replica(group)?;
         replica.check_writable()?;
-        let timeout = Duration::from_millis(self.node.config().cluster.write_timeout_ms);
-        let _passed = replica
-            .fence()
-            .pass(tokio::time::Instant::now() + timeout)
-            .await?;
-        let applied = replica
-            .write(idempotency_key, ShardCommand::Features(command.clone()))
+        let shard_command = ShardCommand::Features(command.clone());
+        let applied = self
+            .fenced_write(&replica, idempotency_key, shard_command)
             .await?;
         Ok(pb::WriteResponse {
             applied_index: applied.index,
