@@ -215,6 +215,8 @@ fn a_restart_indexes_what_the_last_commit_missed_and_a_snapshot_carries_the_text
         .unwrap();
         wait_indexed(&sm, 2);
         close(&sm);
+        drop(sm);
+        crate::storage::release(storage);
     }
     {
         // commits so rare that none happens before the process "dies"
@@ -235,6 +237,8 @@ fn a_restart_indexes_what_the_last_commit_missed_and_a_snapshot_carries_the_text
         );
         // (what was not committed is dropped, as by a crash)
         close(&sm);
+        drop(sm);
+        crate::storage::release(storage);
     }
     let storage: Arc<dyn Storage> = Arc::new(RocksStorage::open(&db, &env).unwrap());
     let sm = open(&storage, &derived, Duration::from_millis(20));

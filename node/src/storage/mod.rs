@@ -203,6 +203,22 @@ pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
+/// Drops `storage` and waits until no thread holds it any more (a text index's thread may hold
+/// it for a moment past its close), so a test can open the same files again.
+#[cfg(test)]
+pub(crate) fn release(storage: Arc<dyn Storage>) {
+    let weak = Arc::downgrade(&storage);
+    drop(storage);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while weak.strong_count() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the store is still held"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

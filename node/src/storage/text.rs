@@ -132,6 +132,8 @@ mod tests {
                 .unwrap();
             other.commit("applied=1").unwrap();
             storage.checkpoint(&dir.path().join("copy")).unwrap();
+            drop((index, other));
+            crate::storage::release(storage);
         }
         for db in ["db", "copy"] {
             let storage: Arc<dyn Storage> =
