@@ -12,6 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/quiver/v1/cluster.proto",
         "proto/quiver/v1/shard.proto",
         "proto/quiver/v1/snapshots.proto",
+        "proto/quiver/v1/features.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::value::ValueType;
+use crate::value::{Value, ValueType};
 use crate::{FeatureError, Result};
 
 /// The most fields a view may have, join keys an entity may have, and features a service may
@@ -116,6 +116,23 @@ impl FeatureView {
             fields: self.fields.clone(),
             ttl_seconds: self.ttl_seconds,
         }
+    }
+
+    /// The values of `wanted` in a row stored at version `version`: a feature that version
+    /// lacks, or held with another type, reads null.
+    pub fn project(&self, version: u64, values: &[Value], wanted: &[Field]) -> Vec<Value> {
+        let schema = self.at(Some(version)).ok();
+        wanted
+            .iter()
+            .map(|w| {
+                schema
+                    .as_ref()
+                    .and_then(|s| s.field(&w.name))
+                    .filter(|(_, f)| f.value_type == w.value_type)
+                    .and_then(|(i, _)| values.get(i).cloned())
+                    .unwrap_or(Value::Null)
+            })
+            .collect()
     }
 
     fn schema_differs(&self, other: &FeatureView) -> bool {

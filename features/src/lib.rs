@@ -7,12 +7,14 @@
 //!   [`Registry`] that holds them: a set of definitions is planned against it (created, changed,
 //!   unchanged) and applied all or none, refused if an object changed since the version it names;
 //! - [`key`]: an entity's key, from its join-key values, as stored and sharded;
+//! - [`layout`]: what the columns of pushed rows and entity rows mean;
 //! - [`row`]: feature rows as pushed and as stored;
 //! - [`pit`]: point-in-time selection of offline rows (the training-set join);
 //! - [`online`]: which value online serving holds, and the status it reads with.
 
 pub mod definition;
 pub mod key;
+pub mod layout;
 pub mod online;
 pub mod pit;
 pub mod row;

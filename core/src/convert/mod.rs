@@ -26,6 +26,7 @@ use crate::shard::{
 };
 
 mod batch;
+pub mod features;
 mod filter;
 mod query;
 mod text;

@@ -112,6 +112,17 @@ fn a_schema_change_is_a_new_version_that_reads_may_pin() {
     assert_eq!(view.at(Some(2)).unwrap().fields.len(), 2);
     assert_eq!(view.at(Some(3)).unwrap().version, 2, "v3 changed no schema");
     assert!(view.at(Some(4)).is_err());
+    // rows stored at one version read at another: a feature the row lacks is null
+    let current = view.current().fields;
+    assert_eq!(
+        view.project(1, &[Value::Int64(5)], &current),
+        [Value::Int64(5), Value::Null]
+    );
+    let v1 = view.at(Some(1)).unwrap().fields;
+    assert_eq!(
+        view.project(2, &[Value::Int64(5), Value::Float64(1.5)], &v1),
+        [Value::Int64(5)]
+    );
     let pinned = registry
         .select("features", &["user_stats@v1:clicks".into()], None)
         .unwrap();
