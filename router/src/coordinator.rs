@@ -726,7 +726,7 @@ fn split_selection(
 
 /// The client's idempotency key, or a fresh one (so this coordinator's own retries of a part
 /// are applied once).
-fn request_id_or_new(given: &str) -> String {
+pub(crate) fn request_id_or_new(given: &str) -> String {
     if given.is_empty() {
         uuid::Uuid::new_v4().to_string()
     } else {

@@ -58,7 +58,7 @@ fn collections(channel: Channel) -> CollectionsClient<Channel> {
 }
 
 /// `message` as a request forwarded on a client's behalf.
-fn forwarded<T>(message: T) -> Request<T> {
+pub(crate) fn forwarded<T>(message: T) -> Request<T> {
     let mut request = Request::new(message);
     request
         .metadata_mut()
@@ -81,7 +81,7 @@ macro_rules! upstream {
 
 /// Where a refused catalogue change should go instead: the leader's address, unless the request
 /// was forwarded once already (two fronts with stale views could bounce it).
-fn leader_elsewhere<T>(error: &Error, request: &Request<T>) -> Option<String> {
+pub(crate) fn leader_elsewhere<T>(error: &Error, request: &Request<T>) -> Option<String> {
     match error {
         Error::NotLeader {
             address: Some(address),
@@ -93,7 +93,7 @@ fn leader_elsewhere<T>(error: &Error, request: &Request<T>) -> Option<String> {
 
 impl CatalogueRoute {
     #[allow(clippy::result_large_err)] // tonic's Status, as every handler returns
-    fn channel(channels: &Channels, address: &str) -> Result<Channel, Status> {
+    pub(crate) fn channel(channels: &Channels, address: &str) -> Result<Channel, Status> {
         channels
             .channel(address)
             .map_err(|e| Error::Internal(format!("address `{address}`: {e}")).into())

@@ -1,7 +1,7 @@
 //! The router: quiver's front door, as a library, and the standalone `quiver router`.
 //!
-//! A front serves clients' `Collections` and `Points` ([`front`]): it validates each request
-//! once, splits writes by shard, fans reads out and merges them ([`coordinator`]), reaching shards
+//! A front serves clients' `Collections` and `Points` ([`front`]) and `Features`
+//! ([`features`]): it validates each request once, splits writes by shard, fans reads out and merges them ([`coordinator`]), reaching shards
 //! through a [`quiver_core::shard::ShardClient`] — this process's own replicas directly when it
 //! runs beside a node, every other node's `Shard` service over gRPC ([`remote_shards`]).
 //!
@@ -19,6 +19,7 @@
 pub mod coordinator;
 pub mod directory;
 mod export;
+pub mod features;
 pub mod front;
 mod query;
 pub mod remote_shards;
@@ -36,6 +37,7 @@ use quiver_core::convert::Limits;
 use quiver_core::directory::{Catalogue, Directory};
 use quiver_proto::v1::cluster_server::ClusterServer;
 use quiver_proto::v1::collections_server::CollectionsServer;
+use quiver_proto::v1::features_server::FeaturesServer;
 use quiver_proto::v1::points_server::PointsServer;
 use quiver_proto::v1::snapshots_server::SnapshotsServer;
 use quiver_proto::wire::Channels;
@@ -45,6 +47,7 @@ use tracing::info;
 
 pub use coordinator::{Coordinator, LocalShards};
 pub use directory::RemoteDirectory;
+use features::FeaturesFront;
 use front::{CatalogueRoute, ClusterForwarder, CollectionsFront, PointsFront};
 use snapshots::SnapshotsFront;
 pub use upstream::Upstream;
@@ -180,6 +183,16 @@ impl Front {
         })
     }
 
+    /// `Features`, taking requests of up to `max_request_bytes`.
+    pub fn features(&self, max_request_bytes: usize) -> FeaturesServer<FeaturesFront> {
+        FeaturesServer::new(FeaturesFront {
+            coordinator: self.coordinator.clone(),
+            route: self.route.clone(),
+        })
+        .max_decoding_message_size(max_request_bytes)
+        .max_encoding_message_size(usize::MAX)
+    }
+
     /// `Points`, taking requests of up to `max_request_bytes`.
     pub fn points(&self, max_request_bytes: usize) -> PointsServer<PointsFront> {
         PointsServer::new(PointsFront(self.coordinator.clone()))
@@ -288,6 +301,7 @@ pub async fn serve(
         .add_service(ClusterServer::new(ClusterForwarder(upstream)))
         .add_service(front.collections(usize::MAX))
         .add_service(front.points(usize::MAX))
+        .add_service(front.features(usize::MAX))
         .add_service(front.snapshots())
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;

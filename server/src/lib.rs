@@ -132,6 +132,7 @@ pub async fn serve(
         .add_service(reflection)
         .add_service(front.collections(max_bytes))
         .add_service(front.points(max_bytes).max_encoding_message_size(max_bytes))
+        .add_service(front.features(max_bytes))
         .add_service(front.snapshots())
         .add_service(
             ShardServer::new(ShardService::new(LocalShards::new(node.clone())))
