@@ -34,6 +34,10 @@ enum Command {
     /// Import, get, delete and scroll points.
     #[command(subcommand)]
     Points(client::PointsCommand),
+    /// The feature store: apply definitions, push rows, read online features, build training
+    /// sets.
+    #[command(subcommand)]
+    Features(client::FeaturesCommand),
     /// Search a collection by vector.
     Search(client::SearchArgs),
     /// Run a router: one endpoint for clients that spreads requests over the cluster's shards.
@@ -78,6 +82,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve { config } => runtime.block_on(server::serve(config)),
         Command::Collection(cmd) => runtime.block_on(client::collection(cmd)),
         Command::Points(cmd) => runtime.block_on(client::points(cmd)),
+        Command::Features(cmd) => runtime.block_on(client::features(cmd)),
         Command::Search(args) => runtime.block_on(client::search(args)),
         Command::Cluster(cmd) => runtime.block_on(client::cluster(cmd)),
         Command::Router(args) => runtime.block_on(server::router(args)),

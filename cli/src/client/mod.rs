@@ -2,6 +2,7 @@
 
 mod cluster;
 mod collection;
+mod features;
 mod import;
 mod points;
 mod search;
@@ -9,6 +10,7 @@ mod snapshot;
 
 pub use cluster::{cluster, shard, ClusterCommand, ShardCommand};
 pub use collection::{collection, CollectionCommand};
+pub use features::{features, FeaturesCommand};
 pub use points::{points, PointsCommand};
 pub use search::{search, SearchArgs};
 
