@@ -198,17 +198,11 @@ impl Value {
             Value::Null => J::Null,
             Value::Int64(i) => J::from(*i),
             Value::Float64(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
-            Value::Float32(f) => {
-                serde_json::Number::from_f64(f64::from(*f)).map_or(J::Null, J::Number)
-            }
+            Value::Float32(f) => float32_json(*f),
             Value::String(s) => J::String(s.clone()),
             Value::Bool(b) => J::Bool(*b),
             Value::Timestamp(t) => J::String(format_timestamp(*t)),
-            Value::Float32List(v) => J::Array(
-                v.iter()
-                    .map(|f| serde_json::Number::from_f64(f64::from(*f)).map_or(J::Null, J::Number))
-                    .collect(),
-            ),
+            Value::Float32List(v) => J::Array(v.iter().map(|f| float32_json(*f)).collect()),
         }
     }
 
@@ -238,6 +232,16 @@ impl Value {
                 | (Value::Float32List(_), ValueType::Float32List)
         )
     }
+}
+
+/// A float32 as the JSON number it was written as (`0.1`, not `0.10000000149011612`): the
+/// shortest decimal that reads back as the same float32.
+pub fn float32_json(f: f32) -> serde_json::Value {
+    f.to_string()
+        .parse::<f64>()
+        .ok()
+        .and_then(serde_json::Number::from_f64)
+        .map_or(serde_json::Value::Null, serde_json::Value::Number)
 }
 
 fn seconds_to_micros(seconds: f64) -> Option<Micros> {

@@ -2,6 +2,7 @@
 
 mod cluster;
 mod crash;
+mod features;
 mod new_user;
 mod shards;
 mod snapshots;

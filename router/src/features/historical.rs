@@ -39,6 +39,8 @@ struct EntityRow {
     at: Micros,
     /// Its key in each view read.
     keys: Vec<EntityKey>,
+    /// The row as the output carries it.
+    given: pb::FeatureRow,
 }
 
 /// What every chunk of one request reads with.
@@ -51,8 +53,6 @@ struct Retrieval {
     /// Each shard's log position, in shard order.
     pins: Vec<u64>,
     entities: Vec<EntityRow>,
-    /// The entity rows as given, carried to the output.
-    given: Vec<pb::FeatureRow>,
     chunk_rows: usize,
 }
 
@@ -103,7 +103,25 @@ fn entity_rows(
             .iter()
             .map(|s| layout.key(&s.keys, &cells, &at).map_err(status))
             .collect::<Result<_, _>>()?;
-        out.push(EntityRow { at: time, keys });
+        // Join keys and times are given back typed; other columns as they came.
+        let given = row
+            .values
+            .iter()
+            .zip(&cells)
+            .enumerate()
+            .map(|(i, (given, typed))| match layout.kind(i) {
+                EntityColumn::Other => given.clone(),
+                _ => convert::value_to_proto(typed),
+            })
+            .collect();
+        out.push(EntityRow {
+            at: time,
+            keys,
+            given: pb::FeatureRow {
+                values: given,
+                line: row.line,
+            },
+        });
     }
     Ok(out)
 }
@@ -220,7 +238,10 @@ impl Retrieval {
                 }
             }
         }
-        let mut out: Vec<pb::FeatureRow> = self.given[from..to].to_vec();
+        let mut out: Vec<pb::FeatureRow> = self.entities[from..to]
+            .iter()
+            .map(|e| e.given.clone())
+            .collect();
         for (selection, found) in self.selections.iter().zip(found) {
             let view = self.registry.view(&selection.view).map_err(status)?;
             for (row, value) in out.iter_mut().zip(found) {
@@ -281,7 +302,6 @@ pub(super) async fn get(
         known_at: req.known_at,
         pins,
         entities,
-        given: req.rows,
         chunk_rows,
     });
     let total = retrieval.entities.len();

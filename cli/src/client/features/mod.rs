@@ -12,7 +12,7 @@ use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use quiver_core::convert::features::value_from_proto;
 use quiver_features::layout::PushLayout;
-use quiver_features::value::format_timestamp;
+use quiver_features::value::{float32_json, format_timestamp};
 use quiver_features::{JoinKey, ValueType, ViewVersion};
 use quiver_proto::v1 as pb;
 use quiver_proto::v1::features_client::FeaturesClient;
@@ -418,11 +418,13 @@ fn value_json(v: &pb::FeatureValue) -> Value {
         None => Value::Null,
         Some(Kind::Int64Value(i)) => json!(i),
         Some(Kind::Float64Value(f)) => json!(f),
-        Some(Kind::Float32Value(f)) => json!(f),
+        Some(Kind::Float32Value(f)) => float32_json(*f),
         Some(Kind::StringValue(s)) => json!(s),
         Some(Kind::BoolValue(b)) => json!(b),
         Some(Kind::TimestampMicros(t)) => json!(format_timestamp(*t)),
-        Some(Kind::Float32ListValue(l)) => json!(l.values),
+        Some(Kind::Float32ListValue(l)) => {
+            Value::Array(l.values.iter().map(|f| float32_json(*f)).collect())
+        }
     }
 }
 
@@ -529,12 +531,13 @@ async fn historical(
             match format {
                 SetFormat::Csv => writer.write_record(row.values.iter().map(value_cell))?,
                 SetFormat::Json => {
-                    let object: serde_json::Map<String, Value> = columns
+                    // (written by hand to keep the columns' order)
+                    let fields: Vec<String> = columns
                         .iter()
-                        .cloned()
                         .zip(row.values.iter().map(value_json))
+                        .map(|(name, value)| format!("{}:{value}", json!(name)))
                         .collect();
-                    print_line(Value::Object(object))?;
+                    print_line(format!("{{{}}}", fields.join(",")))?;
                 }
             }
         }

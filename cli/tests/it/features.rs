@@ -1,0 +1,348 @@
+//! The feature store as a new user meets it: `quiver features` against `quiver dev` — a
+//! definitions file applied, planned again and changed; pushes with mistakes refused whole;
+//! online reads with statuses and ttl; point-in-time training sets pinned to a log position;
+//! everything still there after a kill -9.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+
+use crate::support::*;
+
+fn write(dir: &std::path::Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+const DEFINITIONS: &str = "\
+entities:
+  - name: user
+    join_keys: [user_id]
+feature_views:
+  - name: user_stats
+    entities: [user]
+    ttl: 2d
+    owner: growth
+    schema:
+      - {name: user_id, dtype: Int64}
+      - {name: clicks, dtype: Int64}
+      - {name: ctr, dtype: Float32}
+feature_services:
+  - name: ranker
+    features: [user_stats:clicks, user_stats:ctr]
+";
+
+fn online(dev: &QuiverProcess, features: &str, entities: &[&str]) -> Value {
+    let mut args = vec!["features", "online", "--features", features];
+    for e in entities {
+        args.extend(["--entity", e]);
+    }
+    serde_json::from_str(&dev.must_cli(&args)).unwrap()
+}
+
+fn now_seconds() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[test]
+fn definitions_are_planned_applied_and_changed_only_as_of_the_version_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = must_spawn_dev(&dir.path().join("data"));
+    let defs = write(dir.path(), "defs.yaml", DEFINITIONS);
+    let plan = dev.must_cli(&["features", "apply", &defs, "--dry-run"]);
+    assert!(plan.contains("planned (dry run): 3 created"), "{plan}");
+    let listed: Value = serde_json::from_str(&dev.must_cli(&["features", "list"])).unwrap();
+    assert_eq!(
+        listed["feature_views"],
+        Value::Array(vec![]),
+        "a dry run applies nothing"
+    );
+    let applied = dev.must_cli(&["features", "apply", &defs]);
+    assert!(applied.contains("applied: 3 created"), "{applied}");
+    let again = dev.must_cli(&["features", "apply", &defs]);
+    assert!(
+        again.contains("applied: 0 created, 0 changed, 3 unchanged"),
+        "{again}"
+    );
+
+    // a new field: a new version of the view, the old schema kept
+    let changed = write(
+        dir.path(),
+        "defs2.yaml",
+        &DEFINITIONS.replace(
+            "      - {name: ctr, dtype: Float32}\n",
+            "      - {name: ctr, dtype: Float32}\n      - {name: spend, dtype: Float64}\n",
+        ),
+    );
+    let out = dev.must_cli(&["features", "apply", &changed]);
+    assert!(
+        out.contains("user_stats") && out.contains("changed    v2  (fields)"),
+        "{out}"
+    );
+    let listed: Value = serde_json::from_str(&dev.must_cli(&["features", "list"])).unwrap();
+    let view = &listed["feature_views"][0];
+    assert_eq!(view["version"], 2);
+    assert_eq!(view["ttl_seconds"], 172_800);
+    assert_eq!(view["fields"].as_array().unwrap().len(), 3);
+    assert_eq!(view["history"][0]["fields"].as_array().unwrap().len(), 2);
+
+    // someone who read version 1 cannot overwrite version 2
+    let stale = write(
+        dir.path(),
+        "stale.yaml",
+        &DEFINITIONS.replace("    owner: growth\n", "    owner: other\n    version: 1\n"),
+    );
+    let (ok, _, err) = dev.cli(&["features", "apply", &stale]);
+    assert!(!ok);
+    assert!(
+        err.contains("Aborted") && err.contains("version 2, not 1"),
+        "{err}"
+    );
+
+    // mistakes are named, and change nothing
+    for (text, says) in [
+        (
+            DEFINITIONS.replace("Float32", "Decimal"),
+            "`Decimal` is not a type",
+        ),
+        (
+            DEFINITIONS.replace("entities: [user]", "entities: [usr]"),
+            "usr",
+        ),
+        (
+            DEFINITIONS.replace("user_stats:clicks", "user_stats:klicks"),
+            "klicks",
+        ),
+    ] {
+        let bad = write(dir.path(), "bad.yaml", &text);
+        let (ok, _, err) = dev.cli(&["features", "apply", &bad]);
+        assert!(!ok && err.contains(says), "{says}: {err}");
+    }
+    let after: Value = serde_json::from_str(&dev.must_cli(&["features", "list"])).unwrap();
+    assert_eq!(after, listed);
+}
+
+#[test]
+fn pushed_rows_are_served_online_and_joined_point_in_time_and_survive_a_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut dev = must_spawn_dev(&data);
+    let defs = write(dir.path(), "defs.yaml", DEFINITIONS);
+    dev.must_cli(&["features", "apply", &defs]);
+
+    // a bad cell anywhere refuses the whole file, named by line and column
+    let bad = write(
+        dir.path(),
+        "bad.csv",
+        "user_id,event_timestamp,clicks,ctr\n1,2024-01-01T00:00:00Z,5,0.5\n2,2024-01-01T00:00:00Z,many,0.5\n",
+    );
+    let (ok, _, err) = dev.cli(&["features", "push", "user_stats", "--file", &bad]);
+    assert!(!ok);
+    assert!(
+        err.contains("bad.csv:3, column `clicks`: expected int64"),
+        "{err}"
+    );
+    let read = online(&dev, "user_stats:clicks", &["user_id=1"]);
+    assert_eq!(read["statuses"]["clicks"][0], "NOT_FOUND", "{read}");
+    let (ok, _, err) = dev.cli(&["features", "push", "nope", "--file", &bad]);
+    assert!(!ok && err.contains("`nope` is not defined"), "{err}");
+
+    // history: user 1 on Jan 1 and Jan 3; user 2 on Jan 2 (created late, on Jan 9)
+    let history = write(
+        dir.path(),
+        "history.csv",
+        "user_id,event_timestamp,created_timestamp,clicks,ctr\n\
+         1,2024-01-01T00:00:00Z,2024-01-01T00:00:00Z,5,0.1\n\
+         1,2024-01-03T00:00:00Z,2024-01-03T00:00:00Z,7,0.2\n\
+         2,2024-01-02T00:00:00Z,2024-01-09T00:00:00Z,3,\n",
+    );
+    let out = dev.must_cli(&[
+        "features",
+        "push",
+        "user_stats",
+        "--file",
+        &history,
+        "--to",
+        "offline",
+    ]);
+    assert!(out.contains("pushed 3 rows"), "{out}");
+    // recent values, online only; an older event pushed after a newer one does not replace it
+    let now = now_seconds();
+    let recent = write(
+        dir.path(),
+        "recent.jsonl",
+        &format!(
+            "{{\"user_id\": 1, \"event_timestamp\": {}, \"clicks\": 40, \"ctr\": 0.25}}\n\
+             {{\"user_id\": 3, \"event_timestamp\": {}, \"clicks\": 9}}\n",
+            now - 60,
+            now - 5 * 86_400
+        ),
+    );
+    dev.must_cli(&[
+        "features",
+        "push",
+        "user_stats",
+        "--file",
+        &recent,
+        "--to",
+        "online",
+    ]);
+    let older = write(
+        dir.path(),
+        "older.jsonl",
+        &format!(
+            "{{\"user_id\": 1, \"event_timestamp\": {}, \"clicks\": 1}}\n",
+            now - 3600
+        ),
+    );
+    dev.must_cli(&[
+        "features",
+        "push",
+        "user_stats",
+        "--file",
+        &older,
+        "--to",
+        "online",
+    ]);
+
+    let read = online(
+        &dev,
+        "user_stats:clicks,user_stats:ctr",
+        &["user_id=1", "user_id=2", "user_id=3"],
+    );
+    assert_eq!(
+        read["values"]["user_id"],
+        serde_json::json!([1, 2, 3]),
+        "{read}"
+    );
+    assert_eq!(
+        read["values"]["clicks"][0], 40,
+        "the newest event wins: {read}"
+    );
+    assert_eq!(read["values"]["ctr"][0], 0.25);
+    assert_eq!(read["statuses"]["clicks"][0], "PRESENT");
+    assert_eq!(
+        read["statuses"]["clicks"][1], "NOT_FOUND",
+        "offline rows are not online"
+    );
+    assert_eq!(
+        read["statuses"]["clicks"][2], "OUTSIDE_MAX_AGE",
+        "older than the 2d ttl"
+    );
+    assert_eq!(read["values"]["clicks"][2], Value::Null);
+    let (ok, _, err) = dev.cli(&[
+        "features",
+        "online",
+        "--features",
+        "user_stats:clicks",
+        "--entity",
+        "user_id=abc",
+    ]);
+    assert!(!ok && err.contains("entities.user_id[0]"), "{err}");
+
+    // the training set: greatest event at or before each row's time, within the ttl
+    let entities = write(
+        dir.path(),
+        "entities.csv",
+        "user_id,event_timestamp,label\n\
+         1,2024-01-02T00:00:00Z,a\n\
+         1,2024-01-04T00:00:00Z,b\n\
+         1,2024-01-06T00:00:00Z,c\n\
+         2,2024-01-03T00:00:00Z,d\n\
+         9,2024-01-05T00:00:00Z,e\n",
+    );
+    let historical = |extra: &[&str]| {
+        let mut args = vec!["features", "historical", "--entities", &entities];
+        args.extend(extra);
+        let (ok, stdout, stderr) = dev.cli(&args);
+        assert!(ok, "{stderr}");
+        let position = stderr
+            .split("--as-of-log ")
+            .nth(1)
+            .and_then(|s| s.split(')').next())
+            .unwrap()
+            .to_string();
+        (stdout, position)
+    };
+    let (set, position) = historical(&["--service", "ranker"]);
+    assert_eq!(
+        set,
+        "user_id,event_timestamp,label,clicks,ctr\n\
+         1,2024-01-02T00:00:00Z,a,5,0.1\n\
+         1,2024-01-04T00:00:00Z,b,7,0.2\n\
+         1,2024-01-06T00:00:00Z,c,,\n\
+         2,2024-01-03T00:00:00Z,d,3,\n\
+         9,2024-01-05T00:00:00Z,e,,\n"
+    );
+    // as known at each row's time: user 2's row was created after Jan 3
+    let (known, _) = historical(&["--service", "ranker", "--known-at"]);
+    assert!(known.contains("2,2024-01-03T00:00:00Z,d,,\n"), "{known}");
+    let (full, _) = historical(&[
+        "--features",
+        "user_stats:clicks",
+        "--full-feature-names",
+        "--format",
+        "json",
+    ]);
+    let first: Value = serde_json::from_str(full.lines().next().unwrap()).unwrap();
+    assert_eq!(first["user_stats__clicks"], 5, "{full}");
+    assert_eq!(first["user_id"], 1);
+    assert_eq!(first["label"], "a");
+
+    // a late row arrives; the pinned set reads the same, an unpinned one sees it
+    let late = write(
+        dir.path(),
+        "late.csv",
+        "user_id,event_timestamp,clicks,ctr\n1,2024-01-05T00:00:00Z,11,0.3\n",
+    );
+    dev.must_cli(&["features", "push", "user_stats", "--file", &late]);
+    let (pinned, same) = historical(&["--service", "ranker", "--as-of-log", &position]);
+    assert_eq!(pinned, set);
+    assert_eq!(same, position);
+    let (fresh, moved) = historical(&["--service", "ranker"]);
+    assert!(
+        fresh.contains("1,2024-01-06T00:00:00Z,c,11,0.3\n"),
+        "{fresh}"
+    );
+    assert_ne!(moved, position);
+
+    // a version's schema can be pinned: v1 has no `spend`
+    let v2 = write(
+        dir.path(),
+        "v2.yaml",
+        &DEFINITIONS.replace(
+            "      - {name: ctr, dtype: Float32}\n",
+            "      - {name: ctr, dtype: Float32}\n      - {name: spend, dtype: Float64}\n",
+        ),
+    );
+    dev.must_cli(&["features", "apply", &v2]);
+    let read = online(
+        &dev,
+        "user_stats@v1:clicks,user_stats:spend",
+        &["user_id=1"],
+    );
+    assert_eq!(read["values"]["clicks"][0], 40, "{read}");
+    assert_eq!(read["statuses"]["spend"][0], "NULL_VALUE", "{read}");
+    let (ok, _, err) = dev.cli(&[
+        "features",
+        "online",
+        "--features",
+        "user_stats@v1:spend",
+        "--entity",
+        "user_id=1",
+    ]);
+    assert!(!ok && err.contains("no feature `spend`"), "{err}");
+
+    // kill -9: definitions, online values and the pinned set are all still there
+    dev.kill9();
+    let dev = must_spawn_dev(&data);
+    let read = online(&dev, "user_stats:clicks", &["user_id=1"]);
+    assert_eq!(read["values"]["clicks"][0], 40, "{read}");
+    let mut args = vec!["features", "historical", "--entities", &entities];
+    args.extend(["--service", "ranker", "--as-of-log", &position]);
+    assert_eq!(dev.must_cli(&args), set);
+}
