@@ -43,6 +43,10 @@ struct EntityRow {
     given: pb::FeatureRow,
 }
 
+/// The entity rows one shard is asked about: their places in the request, and their keys and
+/// times.
+type ShardRows = (Vec<usize>, Vec<(EntityKey, Micros)>);
+
 /// What every chunk of one request reads with.
 struct Retrieval {
     coordinator: Arc<Coordinator>,
@@ -151,6 +155,7 @@ async fn read_pinned(
 }
 
 /// Each shard's applied log position, as its leader knows it.
+#[allow(clippy::result_large_err)] // tonic's Status, as every handler returns
 async fn positions_now(
     coordinator: &Coordinator,
     placement: &Placement,
@@ -195,8 +200,7 @@ impl Retrieval {
         let mut parts: BTreeMap<usize, Vec<(usize, Vec<usize>, HistoricalLookup)>> =
             BTreeMap::new();
         for (s, selection) in self.selections.iter().enumerate() {
-            let mut by_shard: BTreeMap<usize, (Vec<usize>, Vec<(EntityKey, Micros)>)> =
-                BTreeMap::new();
+            let mut by_shard: BTreeMap<usize, ShardRows> = BTreeMap::new();
             for e in from..to {
                 let row = &self.entities[e];
                 let entry = by_shard.entry(row.keys[s].shard(shards)).or_default();

@@ -28,13 +28,16 @@ struct ShardPart {
     asked: Vec<(usize, Vec<usize>)>,
 }
 
+/// Join-key columns by name, each a typed value per entity.
+type KeyColumns = Vec<(String, Vec<Value>)>;
+
 /// The typed join-key columns of `req`, checked: each a join key of a view read, all of one
 /// length; in the order the views name them.
 #[allow(clippy::result_large_err)] // tonic's Status, as every handler returns
 fn key_columns(
     req: &pb::GetOnlineFeaturesRequest,
     keys: &[quiver_features::JoinKey],
-) -> Result<(Vec<(String, Vec<Value>)>, usize), Status> {
+) -> Result<(KeyColumns, usize), Status> {
     if let Some(other) = req
         .entities
         .keys()
