@@ -33,12 +33,31 @@ feature_services:
     features: [user_stats:clicks, user_stats:ctr]
 ";
 
+/// An online read, as `{"values": {name: [per entity]}, "statuses": {...}}` from the CLI's
+/// one object per entity (`{"user_id": 1, "user_stats:clicks": {"value", "status", ...}}`).
 fn online(dev: &QuiverProcess, features: &str, entities: &[&str]) -> Value {
     let mut args = vec!["features", "online", "--features", features];
     for e in entities {
         args.extend(["--entity", e]);
     }
-    serde_json::from_str(&dev.must_cli(&args)).unwrap()
+    let out = dev.must_cli(&args);
+    let mut values = serde_json::Map::new();
+    let mut statuses = serde_json::Map::new();
+    for line in out.lines() {
+        let object: serde_json::Map<String, Value> = serde_json::from_str(line).unwrap();
+        for (name, v) in object {
+            let short = name.rsplit(':').next().unwrap().to_string();
+            let (value, status) = match v.get("status") {
+                Some(status) => (v["value"].clone(), status.clone()),
+                None => (v, Value::Null),
+            };
+            let column = values.entry(short.clone()).or_insert(Value::Array(vec![]));
+            column.as_array_mut().unwrap().push(value);
+            let column = statuses.entry(short).or_insert(Value::Array(vec![]));
+            column.as_array_mut().unwrap().push(status);
+        }
+    }
+    serde_json::json!({"values": values, "statuses": statuses, "raw": out})
 }
 
 fn now_seconds() -> u64 {

@@ -224,10 +224,17 @@ pub(super) async fn get(
         }
         results.extend(feature_columns);
     }
+    let mut references = key_names.clone();
+    references.extend(
+        selections
+            .iter()
+            .flat_map(|s| s.features.iter().map(|f| s.reference(&f.name))),
+    );
     let mut names = key_names;
     names.extend(feature_names);
     Ok(pb::GetOnlineFeaturesResponse {
         feature_names: names,
         results,
+        references,
     })
 }

@@ -451,36 +451,38 @@ fn print_online(
     answer: &pb::GetOnlineFeaturesResponse,
     format: OnlineFormat,
 ) -> anyhow::Result<()> {
-    let columns = answer.feature_names.iter().zip(&answer.results);
     match format {
         OnlineFormat::Json => {
-            let mut values = serde_json::Map::new();
-            let mut statuses = serde_json::Map::new();
-            let mut times = serde_json::Map::new();
-            for (name, column) in columns {
-                values.insert(name.clone(), column.values.iter().map(value_json).collect());
-                statuses.insert(
-                    name.clone(),
-                    column
-                        .statuses
-                        .iter()
-                        .map(|s| json!(status_name(*s)))
-                        .collect(),
-                );
-                times.insert(
-                    name.clone(),
-                    column
-                        .event_timestamps
-                        .iter()
-                        .map(|t| match t {
-                            0 => Value::Null,
-                            t => json!(format_timestamp(*t)),
-                        })
-                        .collect(),
-                );
+            // One object per entity: its join keys, and per feature (`view:feature`) its
+            // value, status and event time.
+            let count = answer.results.first().map_or(0, |c| c.values.len());
+            // (join keys come first; a feature's reference always has a `:`)
+            let key_count = answer
+                .references
+                .iter()
+                .take_while(|r| !r.contains(':'))
+                .count();
+            for e in 0..count {
+                let mut fields = Vec::new();
+                for (i, (column, reference)) in
+                    answer.results.iter().zip(&answer.references).enumerate()
+                {
+                    let value = value_json(&column.values[e]);
+                    if i < key_count {
+                        fields.push(format!("{}:{value}", json!(reference)));
+                        continue;
+                    }
+                    let time = match column.event_timestamps[e] {
+                        0 => Value::Null,
+                        t => json!(format_timestamp(t)),
+                    };
+                    let status = status_name(column.statuses[e]);
+                    let feature =
+                        json!({"value": value, "status": status, "event_timestamp": time});
+                    fields.push(format!("{}:{feature}", json!(reference)));
+                }
+                print_line(format!("{{{}}}", fields.join(",")))?;
             }
-            let out = json!({"values": values, "statuses": statuses, "event_timestamps": times});
-            print_line(serde_json::to_string_pretty(&out)?)?;
         }
         OnlineFormat::Table => {
             print_line(answer.feature_names.join("\t"))?;
