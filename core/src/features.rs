@@ -26,6 +26,14 @@ pub enum FeaturesCommand {
         offline: bool,
         online: bool,
     },
+    /// Offline rows of view `view_id` made online, inside each replica: each entity's newest
+    /// row with an event in `start..=end`, held only if newer than the value held. Without
+    /// `start` (incremental), the entities pushed offline-only since the last incremental run.
+    Materialize {
+        view_id: u64,
+        start: Option<Micros>,
+        end: Micros,
+    },
 }
 
 /// The online values of some entities of one view.

@@ -234,3 +234,89 @@ fn definitions_apply_all_or_none_are_refused_when_stale_and_survive_a_reopen() {
     assert_eq!((view.version, view.id), (2, 3));
     assert_eq!(view.at(Some(1)).unwrap().ttl_seconds, 60);
 }
+
+fn materialize(start: Option<i64>, end: i64) -> ShardCommand {
+    ShardCommand::Features(FeaturesCommand::Materialize {
+        view_id: VIEW,
+        start: start.map(|s| s * SECOND),
+        end: end * SECOND,
+    })
+}
+
+#[test]
+fn materialisation_makes_the_newest_offline_rows_online_and_never_moves_a_value_back() {
+    let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::default());
+    let dir = tempfile::tempdir().unwrap();
+    let mut sm = ShardMachine::open(storage.clone(), dir.path()).unwrap();
+    let s = storage.as_ref();
+    sm.apply(
+        1,
+        &push(
+            &[(1, 10, 10, 1.0), (1, 20, 20, 2.0), (2, 5, 5, 5.0)],
+            true,
+            false,
+        ),
+    )
+    .unwrap();
+    assert_eq!(
+        online(s, 1),
+        None,
+        "offline rows are not online until materialised"
+    );
+    // a range: each entity's newest event within it
+    sm.apply(2, &materialize(Some(0), 15)).unwrap();
+    assert_eq!(online(s, 1), Some((10, 1.0)));
+    assert_eq!(online(s, 2), Some((5, 5.0)));
+    // incremental: what waits, up to the end
+    sm.apply(3, &materialize(None, 100)).unwrap();
+    assert_eq!(online(s, 1), Some((20, 2.0)));
+    // a late row with an older event never moves the value back; a range over the past neither
+    sm.apply(4, &push(&[(1, 12, 50, 1.2)], true, false))
+        .unwrap();
+    sm.apply(5, &materialize(None, 100)).unwrap();
+    sm.apply(6, &materialize(Some(0), 15)).unwrap();
+    assert_eq!(online(s, 1), Some((20, 2.0)));
+    // a row from the future waits for a run whose end reaches it
+    sm.apply(7, &push(&[(2, 200, 60, 7.0)], true, false))
+        .unwrap();
+    sm.apply(8, &materialize(None, 100)).unwrap();
+    assert_eq!(online(s, 2), Some((5, 5.0)));
+    sm.apply(9, &materialize(None, 300)).unwrap();
+    assert_eq!(online(s, 2), Some((200, 7.0)));
+}
+
+#[test]
+fn a_materialisation_interrupted_and_resumed_ends_as_one_uninterrupted_run() {
+    let rows: Vec<(i64, i64, i64, f64)> = (0..40)
+        .map(|i| (i % 7, 10 + (i * 13) % 50, i, i as f64))
+        .collect();
+    // one run over everything
+    let whole: Arc<dyn Storage> = Arc::new(MemoryStorage::default());
+    let dir = tempfile::tempdir().unwrap();
+    let mut sm = ShardMachine::open(whole.clone(), dir.path()).unwrap();
+    sm.apply(1, &push(&rows[..20], true, false)).unwrap();
+    sm.apply(2, &push(&rows[20..], true, false)).unwrap();
+    sm.apply(3, &materialize(None, 1000)).unwrap();
+
+    // the same rows; a run that ends part way, a restart, and the run again
+    let parts: Arc<dyn Storage> = Arc::new(MemoryStorage::default());
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut sm = ShardMachine::open(parts.clone(), dir.path()).unwrap();
+        sm.apply(1, &push(&rows[..20], true, false)).unwrap();
+        sm.apply(2, &materialize(None, 30)).unwrap();
+        sm.apply(3, &push(&rows[20..], true, false)).unwrap();
+    }
+    let mut sm = ShardMachine::open(parts.clone(), dir.path()).unwrap();
+    sm.apply(4, &materialize(None, 1000)).unwrap();
+    // (a replay of the last run after a crash changes nothing more)
+    sm.apply(5, &materialize(None, 1000)).unwrap();
+    for user in 0..7 {
+        assert_eq!(
+            online(parts.as_ref(), user),
+            online(whole.as_ref(), user),
+            "user {user}"
+        );
+        assert!(online(whole.as_ref(), user).is_some());
+    }
+}

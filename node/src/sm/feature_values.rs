@@ -1,13 +1,16 @@
 //! A feature-store shard's values (table `features`): the offline store, append-only rows
 //! keyed by view, entity, event time, created time and the log position that wrote them; and
-//! the online store, one value per view and entity.
+//! the online store, one value per view and entity; and a marker per entity pushed offline
+//! only, which an incremental materialisation clears once it has made the entity online.
 //!
 //! Invariants:
 //! - an offline row is never changed or removed by a push, so a read filtered to the rows
 //!   written at or before a log position reads the same later, whatever arrived since;
 //! - an online value is replaced only by a row with a later event (or an equal event created
 //!   no earlier), decided in the state machine, so every replica holds the newest event
-//!   whatever order pushes arrived in.
+//!   whatever order pushes arrived in; a materialisation follows the same rule, so it never
+//!   moves a value back, and running it again (after a crash, a leader change) changes nothing
+//!   more.
 
 use std::collections::BTreeMap;
 
@@ -15,7 +18,10 @@ use quiver_core::features::{FeaturesAnswer, FeaturesCommand, HistoricalLookup, O
 use quiver_core::{Error, Result};
 use quiver_features::online::OnlineValue;
 use quiver_features::pit::{self, PitQuery};
-use quiver_features::row::{entity_prefix, row_suffix, stamp_of, RowStamp, StoredValues};
+use quiver_features::row::{
+    entity_prefix, row_suffix, stamp_of, FeatureRow, RowStamp, StoredValues,
+};
+use quiver_features::value::Micros;
 use quiver_features::EntityKey;
 
 use super::{decode, encode, AppliedRecord, APPLIED_KEY};
@@ -23,6 +29,7 @@ use crate::storage::{Storage, Table, WriteBatch};
 
 const OFFLINE: u8 = b'o';
 const ONLINE: u8 = b'n';
+const PENDING: u8 = b'p';
 
 fn offline_prefix(view_id: u64, key: &EntityKey) -> Vec<u8> {
     [&[OFFLINE][..], &entity_prefix(view_id, key)].concat()
@@ -32,21 +39,55 @@ fn online_key(view_id: u64, key: &EntityKey) -> Vec<u8> {
     [&[ONLINE][..], &entity_prefix(view_id, key)].concat()
 }
 
-/// Fills `batch` with a push applied at log position `index`; returns the rows it wrote.
+/// Fills `batch` with the command applied at log position `index`; returns the rows it wrote
+/// (offline and online).
 pub fn plan(
     storage: &dyn Storage,
     index: u64,
     command: &FeaturesCommand,
     batch: &mut WriteBatch,
 ) -> Result<u64> {
-    let FeaturesCommand::Push {
-        view_id,
-        version,
-        rows,
-        offline,
-        online,
-    } = command;
-    if *offline {
+    match command {
+        FeaturesCommand::Push {
+            view_id,
+            version,
+            rows,
+            offline,
+            online,
+        } => push(
+            storage, index, *view_id, *version, rows, *offline, *online, batch,
+        ),
+        FeaturesCommand::Materialize {
+            view_id,
+            start,
+            end,
+        } => materialize(storage, *view_id, *start, *end, batch),
+    }
+}
+
+/// The marker of an entity with offline rows not yet materialised.
+fn pending_key(view_id: u64, key: &EntityKey) -> Vec<u8> {
+    [&[PENDING][..], &entity_prefix(view_id, key)].concat()
+}
+
+/// The entity key in a key made by `offline_prefix`, `online_key` or `pending_key`.
+fn entity_in(key: &[u8]) -> Option<EntityKey> {
+    let len = u32::from_be_bytes(key.get(9..13)?.try_into().ok()?) as usize;
+    key.get(13..13 + len).map(|k| EntityKey(k.to_vec()))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn push(
+    storage: &dyn Storage,
+    index: u64,
+    view_id: u64,
+    version: u64,
+    rows: &[FeatureRow],
+    offline: bool,
+    online: bool,
+    batch: &mut WriteBatch,
+) -> Result<u64> {
+    if offline {
         for (ordinal, row) in rows.iter().enumerate() {
             let stamp = RowStamp {
                 event_ts: row.event_ts,
@@ -54,18 +95,22 @@ pub fn plan(
                 index,
             };
             let key = [
-                offline_prefix(*view_id, &row.key),
+                offline_prefix(view_id, &row.key),
                 row_suffix(stamp, ordinal as u32).to_vec(),
             ]
             .concat();
             let stored = StoredValues {
-                version: *version,
+                version,
                 values: row.values.clone(),
             };
             batch.put(Table::Features, key, encode(&stored)?);
+            if !online {
+                // (an incremental materialisation finds the entity by this)
+                batch.put(Table::Features, pending_key(view_id, &row.key), Vec::new());
+            }
         }
     }
-    if *online {
+    if online {
         // The newest row of each entity in the push (a later one wins a tie)...
         let mut newest: BTreeMap<&EntityKey, usize> = BTreeMap::new();
         for (i, row) in rows.iter().enumerate() {
@@ -76,26 +121,123 @@ pub fn plan(
             }
         }
         // ... replaces the value held only if it is newer still.
-        let keys: Vec<Vec<u8>> = newest.keys().map(|k| online_key(*view_id, k)).collect();
-        let held = storage.multi_get(Table::Features, &keys)?;
-        for ((_, &i), (key, held)) in newest.iter().zip(keys.into_iter().zip(held)) {
+        let candidates = newest.into_iter().map(|(key, i)| {
             let row = &rows[i];
-            if let Some(bytes) = held {
-                let held: OnlineValue = decode(&bytes)?;
-                if !held.replaced_by(row.event_ts, row.created_ts) {
-                    continue;
-                }
-            }
             let value = OnlineValue {
                 event_ts: row.event_ts,
                 created_ts: row.created_ts,
-                version: *version,
+                version,
                 values: row.values.clone(),
             };
-            batch.put(Table::Features, key, encode(&value)?);
-        }
+            (key.clone(), value)
+        });
+        hold_online(storage, view_id, candidates.collect(), batch)?;
     }
     Ok(rows.len() as u64)
+}
+
+/// Holds each of `candidates` online unless the value held is newer; returns how many it holds.
+fn hold_online(
+    storage: &dyn Storage,
+    view_id: u64,
+    candidates: Vec<(EntityKey, OnlineValue)>,
+    batch: &mut WriteBatch,
+) -> Result<u64> {
+    let keys: Vec<Vec<u8>> = candidates
+        .iter()
+        .map(|(k, _)| online_key(view_id, k))
+        .collect();
+    let held = storage.multi_get(Table::Features, &keys)?;
+    let mut written = 0;
+    for ((_, value), (key, held)) in candidates.into_iter().zip(keys.into_iter().zip(held)) {
+        if let Some(bytes) = held {
+            let held: OnlineValue = decode(&bytes)?;
+            if !held.replaced_by(value.event_ts, value.created_ts) {
+                continue;
+            }
+        }
+        batch.put(Table::Features, key, encode(&value)?);
+        written += 1;
+    }
+    Ok(written)
+}
+
+/// The newest offline row of one entity with an event in `start..=end`, and whether it has rows
+/// with later events.
+fn newest_row(
+    storage: &dyn Storage,
+    view_id: u64,
+    key: &EntityKey,
+    start: Micros,
+    end: Micros,
+) -> Result<(Option<OnlineValue>, bool)> {
+    let prefix = offline_prefix(view_id, key);
+    let mut best: Option<(RowStamp, Vec<u8>)> = None;
+    let mut later = false;
+    storage.for_each(Table::Features, &prefix, &mut |k, v| {
+        if let Some(stamp) = stamp_of(&k[prefix.len()..]) {
+            if stamp.event_ts > end {
+                later = true;
+            } else if stamp.event_ts >= start {
+                // (rows come in stamp order: the last one in range is the newest)
+                best = Some((stamp, v.to_vec()));
+            }
+        }
+        Ok(true)
+    })?;
+    let value = match best {
+        Some((stamp, bytes)) => {
+            let stored: StoredValues = decode(&bytes)?;
+            Some(OnlineValue {
+                event_ts: stamp.event_ts,
+                created_ts: stamp.created_ts,
+                version: stored.version,
+                values: stored.values,
+            })
+        }
+        None => None,
+    };
+    Ok((value, later))
+}
+
+/// Makes offline rows of view `view_id` online: for each entity, its newest row with an event in
+/// `start..=end`, held if newer than what is held (so a materialisation never moves a value
+/// back). Without `start`, the entities pushed offline-only since the last such run, up to
+/// `end`; their markers are cleared unless rows with later events wait. Returns the values it
+/// holds.
+fn materialize(
+    storage: &dyn Storage,
+    view_id: u64,
+    start: Option<Micros>,
+    end: Micros,
+    batch: &mut WriteBatch,
+) -> Result<u64> {
+    let view = view_id.to_be_bytes();
+    let (marker, from) = match start {
+        Some(from) => (OFFLINE, from),
+        None => (PENDING, Micros::MIN),
+    };
+    let prefix = [&[marker][..], &view[..]].concat();
+    let mut entities: Vec<EntityKey> = Vec::new();
+    storage.for_each(Table::Features, &prefix, &mut |k, _| {
+        if let Some(key) = entity_in(k) {
+            if entities.last() != Some(&key) {
+                entities.push(key);
+            }
+        }
+        Ok(true)
+    })?;
+    let mut candidates = Vec::new();
+    for key in entities {
+        let (value, later) = newest_row(storage, view_id, &key, from, end)?;
+        if start.is_none() && !later {
+            batch.delete(Table::Features, pending_key(view_id, &key));
+        }
+        if let Some(value) = value {
+            candidates.push((key, value));
+        }
+    }
+    hold_online(storage, view_id, candidates, batch)
 }
 
 /// The online values `lookups` ask for.
