@@ -263,6 +263,67 @@ fn pushed_rows_are_served_online_and_joined_point_in_time_and_survive_a_kill() {
     ]);
     assert!(!ok && err.contains("entities.user_id[0]"), "{err}");
 
+    // materialisation: offline-only rows made online inside the database
+    let offline = write(
+        dir.path(),
+        "offline.jsonl",
+        &format!(
+            "{{\"user_id\": 5, \"event_timestamp\": {}, \"clicks\": 50}}\n",
+            now - 100
+        ),
+    );
+    dev.must_cli(&[
+        "features",
+        "push",
+        "user_stats",
+        "--file",
+        &offline,
+        "--to",
+        "offline",
+    ]);
+    let read = online(&dev, "user_stats:clicks", &["user_id=5"]);
+    assert_eq!(read["statuses"]["clicks"][0], "NOT_FOUND", "{read}");
+    let out = dev.must_cli(&["features", "materialize", "--incremental"]);
+    assert!(out.contains("materialized `user_stats`"), "{out}");
+    let read = online(&dev, "user_stats:clicks", &["user_id=5", "user_id=2"]);
+    assert_eq!(read["values"]["clicks"][0], 50, "{read}");
+    assert_eq!(
+        read["statuses"]["clicks"][1], "OUTSIDE_MAX_AGE",
+        "Jan 2024 is past the ttl"
+    );
+    // a range over older rows never moves a value back
+    let (start, end) = ((now - 1000).to_string(), (now - 500).to_string());
+    let older5 = write(
+        dir.path(),
+        "older5.jsonl",
+        &format!(
+            "{{\"user_id\": 5, \"event_timestamp\": {}, \"clicks\": 1}}\n",
+            now - 800
+        ),
+    );
+    dev.must_cli(&[
+        "features",
+        "push",
+        "user_stats",
+        "--file",
+        &older5,
+        "--to",
+        "offline",
+    ]);
+    dev.must_cli(&[
+        "features",
+        "materialize",
+        "user_stats",
+        "--start",
+        &start,
+        "--end",
+        &end,
+    ]);
+    let read = online(&dev, "user_stats:clicks", &["user_id=5"]);
+    assert_eq!(read["values"]["clicks"][0], 50, "{read}");
+    let (ok, _, err) = dev.cli(&["features", "materialize", "nope", "--incremental"]);
+    assert!(!ok && err.contains("nope"), "{err}");
+
     // the training set: greatest event at or before each row's time, within the ttl
     let entities = write(
         dir.path(),

@@ -5,9 +5,11 @@
 //! every front validates requests against the registry its directory holds. Feature values
 //! live in the shards of the feature store's placement ([`FEATURE_STORE`]), sharded by entity
 //! key: a push is checked whole and then split by shard ([`push`]); reads fan out to the shards
-//! that hold the entities asked for ([`online`], [`historical`]).
+//! that hold the entities asked for ([`online`], [`historical`]); a materialisation is a
+//! command through each shard's log ([`materialize`]).
 
 mod historical;
+mod materialize;
 mod online;
 mod push;
 
@@ -106,6 +108,8 @@ pub(crate) fn check_output_names(
 
 type HistoricalStream =
     Pin<Box<dyn Stream<Item = Result<pb::HistoricalFeaturesChunk, Status>> + Send>>;
+type MaterializeStream =
+    Pin<Box<dyn Stream<Item = Result<pb::MaterializeProgress, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Features for FeaturesFront {
@@ -185,5 +189,15 @@ impl Features for FeaturesFront {
     ) -> Result<Response<HistoricalStream>, Status> {
         let stream = historical::get(self.coordinator.clone(), request.into_inner()).await?;
         Ok(Response::new(stream))
+    }
+
+    type MaterializeStream = MaterializeStream;
+
+    async fn materialize(
+        &self,
+        request: Request<pb::MaterializeRequest>,
+    ) -> Result<Response<MaterializeStream>, Status> {
+        let progress = materialize::run(self.coordinator.clone(), request.into_inner()).await?;
+        Ok(Response::new(Box::pin(progress)))
     }
 }

@@ -12,7 +12,7 @@ use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use quiver_core::convert::features::value_from_proto;
 use quiver_features::layout::PushLayout;
-use quiver_features::value::{float32_json, format_timestamp};
+use quiver_features::value::{float32_json, format_timestamp, parse_timestamp};
 use quiver_features::{JoinKey, ValueType, ViewVersion};
 use quiver_proto::v1 as pb;
 use quiver_proto::v1::features_client::FeaturesClient;
@@ -97,6 +97,26 @@ pub enum FeaturesCommand {
         #[command(flatten)]
         endpoint: Endpoint,
     },
+    /// Make offline rows online, inside the database: each entity's newest row with an event
+    /// in a range, or (--incremental) of the entities pushed offline-only since the last run.
+    Materialize {
+        /// Views (none: every view).
+        views: Vec<String>,
+        /// RFC 3339 or epoch seconds.
+        #[arg(
+            long,
+            conflicts_with = "incremental",
+            required_unless_present = "incremental"
+        )]
+        start: Option<String>,
+        /// (default: now)
+        #[arg(long)]
+        end: Option<String>,
+        #[arg(long)]
+        incremental: bool,
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
     /// A point-in-time-correct training set: each entity row joined with the feature values
     /// known at its event_timestamp.
     Historical {
@@ -168,6 +188,30 @@ pub async fn features(cmd: FeaturesCommand) -> anyhow::Result<()> {
                 .map_err(status)?
                 .into_inner();
             print_online(&answer, format)
+        }
+        FeaturesCommand::Materialize {
+            views,
+            start,
+            end,
+            incremental,
+            endpoint,
+        } => {
+            let time = |flag: &str, text: Option<String>| {
+                text.map(|t| {
+                    parse_timestamp(&t).ok_or_else(|| {
+                        anyhow!("--{flag}: `{t}` is not a time (RFC 3339 or epoch seconds)")
+                    })
+                })
+                .transpose()
+            };
+            let req = pb::MaterializeRequest {
+                feature_views: views,
+                start_micros: time("start", start)?,
+                end_micros: time("end", end)?,
+                incremental,
+                request_id: uuid::Uuid::new_v4().to_string(),
+            };
+            materialize(req, &endpoint).await
         }
         FeaturesCommand::Historical {
             entities,
@@ -499,6 +543,38 @@ fn print_online(
                 print_line(cells.join("\t"))?;
             }
         }
+    }
+    Ok(())
+}
+
+async fn materialize(req: pb::MaterializeRequest, endpoint: &Endpoint) -> anyhow::Result<()> {
+    let mut stream = client(endpoint)
+        .await?
+        .materialize(req)
+        .await
+        .map_err(status)?
+        .into_inner();
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} shards of views ({elapsed})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut per_view: std::collections::BTreeMap<String, u64> = Default::default();
+    while let Some(part) = stream.message().await.map_err(|e| {
+        bar.abandon();
+        status(e).context(
+            "the shards that finished keep what they made online; running it again is safe",
+        )
+    })? {
+        bar.set_length(u64::from(part.total));
+        bar.set_position(u64::from(part.done));
+        *per_view.entry(part.feature_view).or_default() += part.values;
+    }
+    bar.finish_and_clear();
+    for (view, values) in per_view {
+        print_line(format!(
+            "materialized `{view}`: {values} values made online"
+        ))?;
     }
     Ok(())
 }
