@@ -426,3 +426,90 @@ fn pushed_rows_are_served_online_and_joined_point_in_time_and_survive_a_kill() {
     args.extend(["--service", "ranker", "--as-of-log", &position]);
     assert_eq!(dev.must_cli(&args), set);
 }
+
+/// Rows of `users` users, each with `clicks` = user × `factor`, at `at` (epoch seconds).
+fn user_rows(users: i64, factor: i64, at: u64) -> String {
+    let mut csv = String::from("user_id,event_timestamp,clicks,ctr\n");
+    for u in 0..users {
+        csv.push_str(&format!("{u},{at},{},0.5\n", u * factor));
+    }
+    csv
+}
+
+#[test]
+fn a_three_node_cluster_serves_features_through_any_member_and_a_router_through_a_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut nodes, addresses) = crate::cluster::must_form_cluster(dir.path());
+    let router = must_spawn(
+        &["router", "--join", &addresses[1], "--listen", "127.0.0.1:0"],
+        &[],
+    );
+    let defs = write(dir.path(), "defs.yaml", DEFINITIONS);
+    // applied through a member that does not lead the meta group (forwarded to the leader)
+    let out = nodes[1].must_cli(&["features", "apply", &defs]);
+    assert!(out.contains("applied: 3 created"), "{out}");
+    let now = now_seconds();
+    let first = write(dir.path(), "first.csv", &user_rows(60, 1, now - 100));
+    let out = router.must_cli(&["features", "push", "user_stats", "--file", &first]);
+    assert!(out.contains("pushed 60 rows"), "{out}");
+
+    let entities: Vec<String> = (0..60).map(|u| format!("user_id={u}")).collect();
+    let refs: Vec<&str> = entities.iter().map(String::as_str).collect();
+    let read = online(&nodes[0], "user_stats:clicks", &refs);
+    let clicks: Vec<i64> = read["values"]["clicks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    assert_eq!(clicks, (0..60).collect::<Vec<_>>(), "{read}");
+
+    let entity_rows = write(
+        dir.path(),
+        "entities.csv",
+        &(0..60).fold(String::from("user_id,event_timestamp\n"), |mut s, u| {
+            s.push_str(&format!("{u},{now}\n"));
+            s
+        }),
+    );
+    let historical = |node: &QuiverProcess, extra: &[&str]| {
+        let mut args = vec![
+            "features",
+            "historical",
+            "--entities",
+            &entity_rows,
+            "--features",
+            "user_stats:clicks",
+        ];
+        args.extend(extra);
+        let (ok, stdout, stderr) = node.cli(&args);
+        assert!(ok, "{stderr}");
+        let position = stderr
+            .split("--as-of-log ")
+            .nth(1)
+            .and_then(|s| s.split(')').next())
+            .unwrap()
+            .to_string();
+        (stdout, position)
+    };
+    let (set, position) = historical(&router, &[]);
+    assert_eq!(
+        position.split(',').count(),
+        3,
+        "one position per shard: {position}"
+    );
+    assert_eq!(set.lines().count(), 61);
+
+    // a member is killed; writes and reads go on through the others
+    nodes[2].kill9();
+    let second = write(dir.path(), "second.csv", &user_rows(60, 2, now - 50));
+    router.must_cli(&["features", "push", "user_stats", "--file", &second]);
+    let read = online(&nodes[0], "user_stats:clicks", &refs);
+    assert_eq!(read["values"]["clicks"][7], 14, "{read}");
+    // the training set pinned before the kill reads the same through another member
+    let (pinned, _) = historical(&nodes[1], &["--as-of-log", &position]);
+    assert_eq!(pinned, set);
+    let (fresh, _) = historical(&nodes[1], &[]);
+    assert!(fresh.contains("\n7,"), "{fresh}");
+    assert_ne!(fresh, set);
+}

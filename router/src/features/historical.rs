@@ -26,7 +26,7 @@ use quiver_proto::v1 as pb;
 use tonic::Status;
 
 use super::push::row_name;
-use super::{check_output_names, feature_store, status, HistoricalStream};
+use super::{check_output_names, feature_store, registry_having, status, HistoricalStream};
 use crate::coordinator::{Coordinator, Route};
 
 /// The most entity rows one request may carry.
@@ -272,8 +272,11 @@ pub(super) async fn get(
     coordinator: Arc<Coordinator>,
     req: pb::GetHistoricalFeaturesRequest,
 ) -> Result<HistoricalStream, Status> {
-    let registry = coordinator.directory().feature_registry();
     let service = (!req.feature_service.is_empty()).then_some(req.feature_service.as_str());
+    let registry = registry_having(&coordinator, |r| {
+        r.select("features", &req.features, service).is_ok()
+    })
+    .await;
     let selections = registry
         .select("features", &req.features, service)
         .map_err(status)?;

@@ -13,7 +13,7 @@ use quiver_features::value::Micros;
 use quiver_proto::v1 as pb;
 use tonic::Status;
 
-use super::{feature_store, now_micros, status};
+use super::{feature_store, now_micros, registry_having, status};
 use crate::coordinator::{request_id_or_new, Coordinator, Route};
 
 /// The command each shard of a view is sent.
@@ -41,7 +41,13 @@ pub(super) async fn run(
     req: pb::MaterializeRequest,
 ) -> Result<impl Stream<Item = Result<pb::MaterializeProgress, Status>> + Send, Status> {
     let (start, end) = range(&req)?;
-    let registry = coordinator.directory().feature_registry();
+    let registry = registry_having(&coordinator, |r| {
+        req.feature_views
+            .iter()
+            .all(|v| r.feature_views.contains_key(v))
+            && !r.feature_views.is_empty()
+    })
+    .await;
     let views: Vec<(String, u64)> = match req.feature_views.is_empty() {
         true => registry
             .feature_views

@@ -24,7 +24,7 @@ use quiver_core::placement::Placement;
 use quiver_core::Error;
 use quiver_features::definition::ViewSelection;
 use quiver_features::value::Micros;
-use quiver_features::FeatureError;
+use quiver_features::{FeatureError, Registry};
 use quiver_proto::v1 as pb;
 use quiver_proto::v1::features_client::FeaturesClient;
 use quiver_proto::v1::features_server::Features;
@@ -54,6 +54,20 @@ pub(crate) fn now_micros() -> Micros {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as Micros)
+}
+
+/// The definitions this front knows, learnt again once if they lack what `has` looks for: an
+/// apply made through another front a moment ago may not have reached this one.
+pub(crate) async fn registry_having(
+    coordinator: &Coordinator,
+    has: impl Fn(&Registry) -> bool,
+) -> Arc<Registry> {
+    let registry = coordinator.directory().feature_registry();
+    if has(&registry) {
+        return registry;
+    }
+    coordinator.directory().refresh().await;
+    coordinator.directory().feature_registry()
 }
 
 /// The feature store's placement, learning the shard map again (a few times, briefly) if it is
@@ -158,8 +172,15 @@ impl Features for FeaturesFront {
 
     async fn list_definitions(
         &self,
-        _request: Request<pb::ListDefinitionsRequest>,
+        request: Request<pb::ListDefinitionsRequest>,
     ) -> Result<Response<pb::FeatureDefinitions>, Status> {
+        // (a standalone router asks the meta leader: an apply plans against what this says)
+        if let CatalogueRoute::Upstream(upstream) = self.route.as_ref() {
+            let req = request.into_inner();
+            return upstream
+                .call(|c| async move { features_client(c).list_definitions(req).await })
+                .await;
+        }
         let registry = self.coordinator.directory().feature_registry();
         Ok(Response::new(convert::definitions_to_proto(&registry)))
     }

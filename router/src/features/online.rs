@@ -14,7 +14,7 @@ use quiver_features::{EntityKey, Value};
 use quiver_proto::v1 as pb;
 use tonic::Status;
 
-use super::{check_output_names, feature_store, now_micros, status};
+use super::{check_output_names, feature_store, now_micros, registry_having, status};
 use crate::coordinator::{route, Coordinator};
 
 /// The most entities one online read may ask for.
@@ -98,8 +98,11 @@ pub(super) async fn get(
     coordinator: &Coordinator,
     req: pb::GetOnlineFeaturesRequest,
 ) -> Result<pb::GetOnlineFeaturesResponse, Status> {
-    let registry = coordinator.directory().feature_registry();
     let service = (!req.feature_service.is_empty()).then_some(req.feature_service.as_str());
+    let registry = registry_having(&coordinator, |r| {
+        r.select("features", &req.features, service).is_ok()
+    })
+    .await;
     let selections = registry
         .select("features", &req.features, service)
         .map_err(status)?;

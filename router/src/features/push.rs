@@ -13,7 +13,7 @@ use quiver_features::Value;
 use quiver_proto::v1 as pb;
 use tonic::{Status, Streaming};
 
-use super::{feature_store, now_micros, status};
+use super::{feature_store, now_micros, registry_having, status};
 use crate::coordinator::{request_id_or_new, Coordinator, Route};
 
 /// The most rows one push may carry (a larger file is pushed in several).
@@ -72,7 +72,10 @@ pub(super) async fn push(
     if first.feature_view.is_empty() {
         return Err(Error::invalid("feature_view", "required: the view the rows are of").into());
     }
-    let registry = coordinator.directory().feature_registry();
+    let registry = registry_having(coordinator, |r| {
+        r.feature_views.contains_key(&first.feature_view)
+    })
+    .await;
     let view = registry.view(&first.feature_view).map_err(status)?;
     let keys = registry.view_keys(view).map_err(status)?;
     let schema = view.current();
