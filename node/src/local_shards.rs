@@ -487,6 +487,7 @@ fn search_response(hits: Vec<SearchHit>, plan: Plan) -> pb::SearchResponse {
             payload: h.payload.map(|p| convert::json_to_struct(&p)),
             vector: h.vector.unwrap_or_default(),
             explain: None,
+            features: Default::default(),
         })
         .collect();
     pb::SearchResponse {

@@ -116,6 +116,7 @@ async fn nearest(api: &Services, name: &str, body: &Body, nearest: Nearest) -> R
             exact,
             rescore,
             oversampling,
+            with_features: None,
         }))
         .await
         .map_err(as_limit)?
@@ -340,6 +341,7 @@ async fn first_points(api: &Services, name: &str, body: &Body) -> Result<Vec<Val
                 payload: p.payload.clone(),
                 vector: p.vector.clone(),
                 explain: None,
+                features: Default::default(),
             };
             scored_json(&scored, &keys, vectors)
         })

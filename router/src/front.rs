@@ -26,6 +26,7 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use crate::coordinator::Coordinator;
+use crate::features::Enrichment;
 use crate::upstream::Upstream;
 
 /// Where catalogue requests are served.
@@ -379,7 +380,14 @@ impl Points for PointsFront {
         &self,
         r: Request<pb::SearchRequest>,
     ) -> Result<Response<pb::SearchResponse>, Status> {
-        self.0.search(r.into_inner()).await.map(Response::new)
+        let mut req = r.into_inner();
+        let enrich =
+            Enrichment::prepare(&self.0, req.with_features.take(), &mut req.with_payload).await?;
+        let mut response = self.0.search(req).await?;
+        if let Some(enrich) = enrich {
+            enrich.apply(&self.0, &mut response.results).await?;
+        }
+        Ok(Response::new(response))
     }
 
     async fn search_batch(
@@ -393,7 +401,14 @@ impl Points for PointsFront {
         &self,
         r: Request<pb::QueryRequest>,
     ) -> Result<Response<pb::SearchResponse>, Status> {
-        self.0.query(r.into_inner()).await.map(Response::new)
+        let mut req = r.into_inner();
+        let enrich =
+            Enrichment::prepare(&self.0, req.with_features.take(), &mut req.with_payload).await?;
+        let mut response = self.0.query(req).await?;
+        if let Some(enrich) = enrich {
+            enrich.apply(&self.0, &mut response.results).await?;
+        }
+        Ok(Response::new(response))
     }
 
     async fn scroll(

@@ -179,6 +179,7 @@ fn text_list(depth: usize, parts: &mut [ShardQueryAnswer]) -> Vec<Candidate> {
                         payload: hit.payload.map(|p| convert::json_to_struct(&p)),
                         vector: hit.vector,
                         explain: None,
+                        features: Default::default(),
                     },
                 }
             })

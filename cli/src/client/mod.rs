@@ -2,7 +2,7 @@
 
 mod cluster;
 mod collection;
-mod features;
+pub(crate) mod features;
 mod import;
 mod points;
 mod search;

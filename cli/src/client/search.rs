@@ -84,6 +84,13 @@ pub struct SearchArgs {
     /// Print each hit's vector too.
     #[arg(long)]
     with_vector: bool,
+    /// Join online feature values (`view:feature`, comma-separated) onto each hit, by the
+    /// entity key in payload field --features-key.
+    #[arg(long, value_delimiter = ',', requires = "features_key")]
+    with_features: Vec<String>,
+    /// The payload field that holds each point's entity key (for --with-features).
+    #[arg(long, requires = "with_features")]
+    features_key: Option<String>,
     #[arg(long, value_enum, default_value = "table")]
     format: Format,
     /// linearizable (leader, confirmed with a quorum), leader, or any (this replica, may lag).
@@ -171,7 +178,16 @@ impl SearchArgs {
             exact: self.exact,
             rescore: self.rescore,
             oversampling: self.oversampling,
+            with_features: self.with_features(),
         }
+    }
+
+    fn with_features(&self) -> Option<pb::WithFeatures> {
+        self.features_key.as_ref().map(|key| pb::WithFeatures {
+            key_field: key.clone(),
+            features: self.with_features.clone(),
+            feature_service: String::new(),
+        })
     }
 
     fn query_request(&self, filter_json: &str, query: &Query) -> pb::QueryRequest {
@@ -217,6 +233,7 @@ impl SearchArgs {
             consistency: self.consistency.proto(),
             ef: self.ef,
             mode: mode as i32,
+            with_features: self.with_features(),
         }
     }
 }
@@ -335,6 +352,9 @@ fn print_answer(
                     if !r.vector.is_empty() {
                         hit["vector"] = json!(r.vector);
                     }
+                    if !r.features.is_empty() {
+                        hit["features"] = features_json(&r.features);
+                    }
                     if let Some(e) = &r.explain {
                         hit["explain"] = json!({
                             "vector": e.vector.as_ref().map(modality_json),
@@ -365,6 +385,11 @@ fn print_answer(
                 if !r.vector.is_empty() {
                     payload = format!("{payload} {}", json!(r.vector)).trim().to_string();
                 }
+                if !r.features.is_empty() {
+                    payload = format!("{payload} features={}", features_json(&r.features))
+                        .trim()
+                        .to_string();
+                }
                 if let Some(e) = &r.explain {
                     let part = |name: &str, m: &Option<pb::ModalityScore>| match m {
                         Some(m) => {
@@ -392,4 +417,13 @@ fn print_answer(
         }
     }
     Ok(())
+}
+
+/// A hit's features, by reference, in name order.
+fn features_json(features: &std::collections::HashMap<String, pb::FeatureValue>) -> Value {
+    let sorted: std::collections::BTreeMap<&String, Value> = features
+        .iter()
+        .map(|(name, v)| (name, super::features::value_json(v)))
+        .collect();
+    json!(sorted)
 }

@@ -324,6 +324,65 @@ fn pushed_rows_are_served_online_and_joined_point_in_time_and_survive_a_kill() {
     let (ok, _, err) = dev.cli(&["features", "materialize", "nope", "--incremental"]);
     assert!(!ok && err.contains("nope"), "{err}");
 
+    // search results enriched with features in the same call, by a payload field
+    dev.must_cli(&[
+        "collection",
+        "create",
+        "posts",
+        "--dim",
+        "2",
+        "--metric",
+        "l2",
+    ]);
+    let posts = write(
+        dir.path(),
+        "posts.jsonl",
+        "{\"id\": 1, \"vector\": [1, 0], \"payload\": {\"author\": 1}}\n\
+         {\"id\": 2, \"vector\": [0, 1], \"payload\": {\"author\": 3}}\n\
+         {\"id\": 3, \"vector\": [1, 1], \"payload\": {}}\n",
+    );
+    dev.must_cli(&["points", "import", "posts", "--file", &posts]);
+    let out = dev.must_cli(&[
+        "search",
+        "posts",
+        "--vector",
+        "[1,0]",
+        "--top-k",
+        "3",
+        "--format",
+        "json",
+        "--with-features",
+        "user_stats:clicks,user_stats:ctr",
+        "--features-key",
+        "author",
+    ]);
+    let hits: Value = serde_json::from_str(out.trim()).unwrap();
+    let hits = hits["results"].as_array().unwrap();
+    assert_eq!(hits.len(), 3, "{out}");
+    assert_eq!(hits[0]["id"], 1);
+    assert_eq!(hits[0]["features"]["user_stats:clicks"], 40, "{out}");
+    assert_eq!(hits[0]["features"]["user_stats:ctr"], 0.25, "{out}");
+    assert!(
+        hits[0].get("payload").is_none(),
+        "payloads only when asked: {out}"
+    );
+    assert!(
+        hits[1].get("features").is_none(),
+        "no key, or past the ttl: {out}"
+    );
+    assert!(hits[2].get("features").is_none(), "{out}");
+    let (ok, _, err) = dev.cli(&[
+        "search",
+        "posts",
+        "--vector",
+        "[1,0]",
+        "--with-features",
+        "user_stats:nope",
+        "--features-key",
+        "author",
+    ]);
+    assert!(!ok && err.contains("with_features.features"), "{err}");
+
     // the training set: greatest event at or before each row's time, within the ttl
     let entities = write(
         dir.path(),

@@ -192,6 +192,7 @@ fn vector_query(
         exact: false,
         rescore: None,
         oversampling: None,
+        with_features: None,
     };
     search_query(&search, spec, limits)
 }

@@ -6,8 +6,10 @@
 //! live in the shards of the feature store's placement ([`FEATURE_STORE`]), sharded by entity
 //! key: a push is checked whole and then split by shard ([`push`]); reads fan out to the shards
 //! that hold the entities asked for ([`online`], [`historical`]); a materialisation is a
-//! command through each shard's log ([`materialize`]).
+//! command through each shard's log ([`materialize`]). Searches may join features onto their
+//! results ([`enrich`]).
 
+mod enrich;
 mod historical;
 mod materialize;
 mod online;
@@ -30,6 +32,8 @@ use quiver_proto::v1::features_client::FeaturesClient;
 use quiver_proto::v1::features_server::Features;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
+
+pub(crate) use enrich::Enrichment;
 
 use crate::coordinator::Coordinator;
 use crate::front::{forwarded, leader_elsewhere, CatalogueRoute};

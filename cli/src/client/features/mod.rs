@@ -456,7 +456,7 @@ fn entity_columns(
 }
 
 /// A value as JSON (a timestamp as RFC 3339).
-fn value_json(v: &pb::FeatureValue) -> Value {
+pub(super) fn value_json(v: &pb::FeatureValue) -> Value {
     use pb::feature_value::Kind;
     match &v.kind {
         None => Value::Null,
