@@ -1,5 +1,5 @@
 //! quiver's gRPC API, package `quiver.v1`: the code generated from `proto/quiver/v1/*.proto`
-//! (the public `Collections`, `Points` and `Cluster` services, and the internal `Shard` and
+//! (the public `Collections`, `Points`, `Features` and `Cluster` services, and the internal `Shard` and
 //! `Raft`), and the wire contract every process follows ([`wire`]).
 //!
 //! Wire types only; conversions to domain types live in `quiver-core`.
