@@ -10,7 +10,8 @@
 //! - [`layout`]: what the columns of pushed rows and entity rows mean;
 //! - [`row`]: feature rows as pushed and as stored;
 //! - [`pit`]: point-in-time selection of offline rows (the training-set join);
-//! - [`online`]: which value online serving holds, and the status it reads with.
+//! - [`online`]: which value online serving holds, and the status it reads with;
+//! - [`stats`]: mergeable feature statistics and drift between windows.
 
 pub mod definition;
 pub mod key;
@@ -18,6 +19,7 @@ pub mod layout;
 pub mod online;
 pub mod pit;
 pub mod row;
+pub mod stats;
 pub mod value;
 
 pub use definition::{
