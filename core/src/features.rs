@@ -2,8 +2,11 @@
 //! group's log, and online and point-in-time reads of its replica. Feature values live in the
 //! shard groups of the feature store's placement ([`FEATURE_STORE`]), sharded by entity key.
 
+use std::collections::BTreeMap;
+
 use quiver_features::online::OnlineValue;
 use quiver_features::row::FeatureRow;
+use quiver_features::stats::Summary;
 use quiver_features::value::Micros;
 use quiver_features::{EntityKey, FeatureError};
 use serde::{Deserialize, Serialize};
@@ -25,6 +28,10 @@ pub enum FeaturesCommand {
         rows: Vec<FeatureRow>,
         offline: bool,
         online: bool,
+        /// The names of the version's fields, in order: offline rows are summarised by them
+        /// ([`quiver_features::stats`]).
+        #[serde(default)]
+        fields: Vec<String>,
     },
     /// Offline rows of view `view_id` made online, inside each replica: each entity's newest
     /// row with an event in `start..=end`, held only if newer than the value held. Without
@@ -57,6 +64,13 @@ pub struct HistoricalLookup {
 /// A read of a feature-store shard.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum FeaturesRead {
+    /// The statistics of view `view_id`'s offline rows with events in days `from_day..=to_day`
+    /// (days since the epoch, UTC), merged, by feature.
+    Stats {
+        view_id: u64,
+        from_day: i64,
+        to_day: i64,
+    },
     Online(Vec<OnlineLookup>),
     /// Read as of log position `at_index` (None: the replica's applied position now).
     Historical {
@@ -68,6 +82,7 @@ pub enum FeaturesRead {
 /// A shard's answer, lookup by lookup, key by key (None: nothing found).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum FeaturesAnswer {
+    Stats(BTreeMap<String, Summary>),
     Online(Vec<Vec<Option<OnlineValue>>>),
     /// The rows selected, and the log position they were read at.
     Historical {
@@ -84,4 +99,9 @@ impl From<FeatureError> for Error {
             FeatureError::Conflict(message) => Error::Conflict(message),
         }
     }
+}
+
+/// The day (since the epoch, UTC) of a time: the window statistics are kept by.
+pub fn day_of(micros: quiver_features::value::Micros) -> i64 {
+    micros.div_euclid(86_400 * 1_000_000)
 }

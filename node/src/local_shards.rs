@@ -276,6 +276,11 @@ impl LocalShards {
             FeaturesRead::Historical { lookups, at_index } => {
                 feature_values::read_historical(storage.as_ref(), lookups, *at_index)
             }
+            FeaturesRead::Stats {
+                view_id,
+                from_day,
+                to_day,
+            } => feature_values::read_stats(storage.as_ref(), *view_id, *from_day, *to_day),
         })
         .await
     }

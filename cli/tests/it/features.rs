@@ -476,6 +476,71 @@ fn pushed_rows_are_served_online_and_joined_point_in_time_and_survive_a_kill() {
     ]);
     assert!(!ok && err.contains("no feature `spend`"), "{err}");
 
+    // statistics kept as rows are written; drift of a shifted day and not of a like one
+    let mut days = String::from("user_id,event_timestamp,clicks,ctr\n");
+    for (day, shift) in [("01", 0), ("02", 0), ("03", 80)] {
+        for i in 0..500 {
+            let clicks = 100 + (i * 37) % 50 + shift;
+            let ctr = f64::from((i * 7) % 10) / 10.0;
+            days.push_str(&format!(
+                "{},2024-02-{day}T{:02}:00:00Z,{clicks},{ctr}\n",
+                100 + i,
+                i % 24
+            ));
+        }
+    }
+    let days = write(dir.path(), "days.csv", &days);
+    dev.must_cli(&[
+        "features",
+        "push",
+        "user_stats",
+        "--file",
+        &days,
+        "--to",
+        "offline",
+    ]);
+    let stats = dev.must_cli(&[
+        "features",
+        "stats",
+        "user_stats",
+        "--start",
+        "2024-02-01T00:00:00Z",
+        "--end",
+        "2024-02-01T23:00:00Z",
+    ]);
+    let clicks_line = stats.lines().find(|l| l.starts_with("clicks")).unwrap();
+    let cells: Vec<&str> = clicks_line.split_whitespace().collect();
+    assert_eq!(cells[1], "500", "{stats}");
+    let mean: f64 = cells[3].parse().unwrap();
+    assert!((mean - 124.5).abs() < 0.01, "{stats}");
+    let drift = |window: &str| {
+        dev.must_cli(&[
+            "features",
+            "drift",
+            "user_stats",
+            "--window",
+            window,
+            "--reference",
+            "2024-02-01T00:00:00Z..2024-02-01T23:00:00Z",
+        ])
+    };
+    let like = drift("2024-02-02T00:00:00Z..2024-02-02T23:00:00Z");
+    assert!(like.contains("0 of 2 features drifted"), "{like}");
+    let shifted = drift("2024-02-03T00:00:00Z..2024-02-03T23:00:00Z");
+    assert!(shifted.contains("1 of 2 features drifted"), "{shifted}");
+    let clicks_line = shifted.lines().find(|l| l.starts_with("clicks")).unwrap();
+    assert!(clicks_line.ends_with("DRIFT"), "{shifted}");
+    let (ok, _, err) = dev.cli(&[
+        "features",
+        "drift",
+        "user_stats",
+        "--window",
+        "x",
+        "--reference",
+        "y",
+    ]);
+    assert!(!ok && err.contains("START..END"), "{err}");
+
     // kill -9: definitions, online values and the pinned set are all still there
     dev.kill9();
     let dev = must_spawn_dev(&data);
@@ -484,6 +549,16 @@ fn pushed_rows_are_served_online_and_joined_point_in_time_and_survive_a_kill() {
     let mut args = vec!["features", "historical", "--entities", &entities];
     args.extend(["--service", "ranker", "--as-of-log", &position]);
     assert_eq!(dev.must_cli(&args), set);
+    let again = dev.must_cli(&[
+        "features",
+        "stats",
+        "user_stats",
+        "--start",
+        "2024-02-01T00:00:00Z",
+        "--end",
+        "2024-02-01T23:00:00Z",
+    ]);
+    assert_eq!(again, stats, "statistics survive the kill");
 }
 
 /// Rows of `users` users, each with `clicks` = user × `factor`, at `at` (epoch seconds).

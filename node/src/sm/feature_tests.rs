@@ -39,6 +39,7 @@ fn push(rows: &[(i64, i64, i64, f64)], offline: bool, online: bool) -> ShardComm
             .collect(),
         offline,
         online,
+        fields: vec!["value".into()],
     })
 }
 

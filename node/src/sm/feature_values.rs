@@ -1,7 +1,8 @@
 //! A feature-store shard's values (table `features`): the offline store, append-only rows
 //! keyed by view, entity, event time, created time and the log position that wrote them; and
 //! the online store, one value per view and entity; and a marker per entity pushed offline
-//! only, which an incremental materialisation clears once it has made the entity online.
+//! only, which an incremental materialisation clears once it has made the entity online; and
+//! per view, day and feature, the statistics of the offline rows ([`Summary`], mergeable).
 //!
 //! Invariants:
 //! - an offline row is never changed or removed by a push, so a read filtered to the rows
@@ -14,15 +15,19 @@
 
 use std::collections::BTreeMap;
 
-use quiver_core::features::{FeaturesAnswer, FeaturesCommand, HistoricalLookup, OnlineLookup};
+use quiver_core::features::{
+    day_of, FeaturesAnswer, FeaturesCommand, HistoricalLookup, OnlineLookup,
+};
 use quiver_core::{Error, Result};
 use quiver_features::online::OnlineValue;
 use quiver_features::pit::{self, PitQuery};
 use quiver_features::row::{
     entity_prefix, row_suffix, stamp_of, FeatureRow, RowStamp, StoredValues,
 };
+use quiver_features::stats::Summary;
 use quiver_features::value::Micros;
 use quiver_features::EntityKey;
+use quiver_features::Value;
 
 use super::{decode, encode, AppliedRecord, APPLIED_KEY};
 use crate::storage::{Storage, Table, WriteBatch};
@@ -30,6 +35,7 @@ use crate::storage::{Storage, Table, WriteBatch};
 const OFFLINE: u8 = b'o';
 const ONLINE: u8 = b'n';
 const PENDING: u8 = b'p';
+const STATS: u8 = b's';
 
 fn offline_prefix(view_id: u64, key: &EntityKey) -> Vec<u8> {
     [&[OFFLINE][..], &entity_prefix(view_id, key)].concat()
@@ -54,15 +60,87 @@ pub fn plan(
             rows,
             offline,
             online,
-        } => push(
-            storage, index, *view_id, *version, rows, *offline, *online, batch,
-        ),
+            fields,
+        } => {
+            if *offline {
+                summarise(storage, *view_id, rows, fields, batch)?;
+            }
+            push(
+                storage, index, *view_id, *version, rows, *offline, *online, batch,
+            )
+        }
         FeaturesCommand::Materialize {
             view_id,
             start,
             end,
         } => materialize(storage, *view_id, *start, *end, batch),
     }
+}
+
+/// The key of view `view_id`'s statistics of `field` on `day`.
+fn stats_key(view_id: u64, day: i64, field: &str) -> Vec<u8> {
+    let day = ((day as u64) ^ (1 << 63)).to_be_bytes();
+    [&[STATS][..], &view_id.to_be_bytes(), &day, field.as_bytes()].concat()
+}
+
+/// Merges the statistics of `rows` (values in the order of `fields`) into the view's daily
+/// summaries.
+fn summarise(
+    storage: &dyn Storage,
+    view_id: u64,
+    rows: &[FeatureRow],
+    fields: &[String],
+    batch: &mut WriteBatch,
+) -> Result<()> {
+    let mut days: BTreeMap<Vec<u8>, Summary> = BTreeMap::new();
+    for row in rows {
+        let day = day_of(row.event_ts);
+        for (field, value) in fields.iter().zip(&row.values) {
+            let summary = days.entry(stats_key(view_id, day, field)).or_default();
+            match value {
+                Value::Null => summary.add_null(),
+                v => summary.add(v.as_f64()),
+            }
+        }
+    }
+    let keys: Vec<Vec<u8>> = days.keys().cloned().collect();
+    let held = storage.multi_get(Table::Features, &keys)?;
+    for ((key, mut summary), held) in days.into_iter().zip(held) {
+        if let Some(bytes) = held {
+            summary.merge(&decode::<Summary>(&bytes)?);
+        }
+        batch.put(Table::Features, key, encode(&summary)?);
+    }
+    Ok(())
+}
+
+/// View `view_id`'s statistics of days `from_day..=to_day`, merged, by feature.
+pub fn read_stats(
+    storage: &dyn Storage,
+    view_id: u64,
+    from_day: i64,
+    to_day: i64,
+) -> Result<FeaturesAnswer> {
+    let prefix = [&[STATS][..], &view_id.to_be_bytes()].concat();
+    let start = stats_key(view_id, from_day, "");
+    let end = stats_key(view_id, to_day.saturating_add(1), "");
+    let mut merged: BTreeMap<String, Summary> = BTreeMap::new();
+    let mut failed = None;
+    storage.for_each_from(Table::Features, &prefix, &start, &mut |k, v| {
+        if k >= end.as_slice() {
+            return Ok(false);
+        }
+        let field = String::from_utf8_lossy(&k[prefix.len() + 8..]).into_owned();
+        match decode::<Summary>(v) {
+            Ok(summary) => merged.entry(field).or_default().merge(&summary),
+            Err(e) => failed = Some(e),
+        }
+        Ok(true)
+    })?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    Ok(FeaturesAnswer::Stats(merged))
 }
 
 /// The marker of an entity with offline rows not yet materialised.

@@ -185,7 +185,7 @@ async fn positions_now(
         .into_iter()
         .map(|answer| match answer? {
             FeaturesAnswer::Historical { index, .. } => Ok(index),
-            FeaturesAnswer::Online(_) => Err(Status::internal(
+            _ => Err(Status::internal(
                 "a shard answered a point-in-time read with another kind",
             )),
         })

@@ -7,13 +7,15 @@
 //! key: a push is checked whole and then split by shard ([`push`]); reads fan out to the shards
 //! that hold the entities asked for ([`online`], [`historical`]); a materialisation is a
 //! command through each shard's log ([`materialize`]). Searches may join features onto their
-//! results ([`enrich`]).
+//! results ([`enrich`]); statistics and drift come from summaries kept at write time
+//! ([`stats`]).
 
 mod enrich;
 mod historical;
 mod materialize;
 mod online;
 mod push;
+mod stats;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -214,6 +216,15 @@ impl Features for FeaturesFront {
     ) -> Result<Response<HistoricalStream>, Status> {
         let stream = historical::get(self.coordinator.clone(), request.into_inner()).await?;
         Ok(Response::new(stream))
+    }
+
+    async fn get_stats(
+        &self,
+        request: Request<pb::FeatureStatsRequest>,
+    ) -> Result<Response<pb::FeatureStatsResponse>, Status> {
+        Ok(Response::new(
+            stats::get(&self.coordinator, request.into_inner()).await?,
+        ))
     }
 
     type MaterializeStream = MaterializeStream;

@@ -139,6 +139,8 @@ pub(super) async fn push(
     }
 
     let (view_id, version) = (view.id, schema.version);
+    let fields: Vec<String> = schema.fields.iter().map(|f| f.name.clone()).collect();
+    let fields = &fields;
     let writes = parts
         .into_iter()
         .enumerate()
@@ -153,6 +155,7 @@ pub(super) async fn push(
                         rows,
                         offline,
                         online,
+                        fields: fields.clone(),
                     };
                     let key = format!("{request_id}/{shard}/{part}");
                     let (key, command) = (&key, &command);

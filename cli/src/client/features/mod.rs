@@ -117,6 +117,39 @@ pub enum FeaturesCommand {
         #[command(flatten)]
         endpoint: Endpoint,
     },
+    /// Statistics of a view's offline rows (count, nulls, mean, std, min, max, quantiles) in a
+    /// window of event days.
+    Stats {
+        view: String,
+        /// RFC 3339 or epoch seconds [default: the beginning].
+        #[arg(long)]
+        start: Option<String>,
+        /// [default: now]
+        #[arg(long)]
+        end: Option<String>,
+        #[arg(long)]
+        feature: Vec<String>,
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
+    /// Drift of each feature in a window from a reference window: z-scores of the mean and
+    /// std, PSI and KS, flagged over their thresholds.
+    Drift {
+        view: String,
+        #[arg(long)]
+        feature: Vec<String>,
+        /// START..END (END may be left out: now).
+        #[arg(long)]
+        window: String,
+        /// START..END, e.g. the days a model was trained on.
+        #[arg(long)]
+        reference: String,
+        /// The z-score above which the mean or std has drifted.
+        #[arg(long, default_value_t = 2.0)]
+        threshold: f64,
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
     /// A point-in-time-correct training set: each entity row joined with the feature values
     /// known at its event_timestamp.
     Historical {
@@ -196,14 +229,6 @@ pub async fn features(cmd: FeaturesCommand) -> anyhow::Result<()> {
             incremental,
             endpoint,
         } => {
-            let time = |flag: &str, text: Option<String>| {
-                text.map(|t| {
-                    parse_timestamp(&t).ok_or_else(|| {
-                        anyhow!("--{flag}: `{t}` is not a time (RFC 3339 or epoch seconds)")
-                    })
-                })
-                .transpose()
-            };
             let req = pb::MaterializeRequest {
                 feature_views: views,
                 start_micros: time("start", start)?,
@@ -212,6 +237,55 @@ pub async fn features(cmd: FeaturesCommand) -> anyhow::Result<()> {
                 request_id: uuid::Uuid::new_v4().to_string(),
             };
             materialize(req, &endpoint).await
+        }
+        FeaturesCommand::Stats {
+            view,
+            start,
+            end,
+            feature,
+            endpoint,
+        } => {
+            let req = pb::FeatureStatsRequest {
+                feature_view: view,
+                features: feature,
+                start_micros: time("start", start)?.unwrap_or(0),
+                end_micros: time("end", end)?,
+                ..Default::default()
+            };
+            let answer = client(&endpoint)
+                .await?
+                .get_stats(req)
+                .await
+                .map_err(status)?
+                .into_inner();
+            print_stats(&answer.window)
+        }
+        FeaturesCommand::Drift {
+            view,
+            feature,
+            window,
+            reference,
+            threshold,
+            endpoint,
+        } => {
+            let (start, end) = window_arg("window", &window)?;
+            let (reference_start, reference_end) = window_arg("reference", &reference)?;
+            let req = pb::FeatureStatsRequest {
+                feature_view: view,
+                features: feature,
+                start_micros: start,
+                end_micros: end,
+                reference_start_micros: Some(reference_start),
+                reference_end_micros: reference_end,
+                z_threshold: Some(threshold),
+            };
+            let answer = client(&endpoint)
+                .await?
+                .get_stats(req)
+                .await
+                .map_err(status)?
+                .into_inner();
+            print_drift(&answer)
         }
         FeaturesCommand::Historical {
             entities,
@@ -544,6 +618,80 @@ fn print_online(
             }
         }
     }
+    Ok(())
+}
+
+/// A time flag's value, in microseconds.
+fn time(flag: &str, text: Option<String>) -> anyhow::Result<Option<i64>> {
+    text.map(|t| {
+        parse_timestamp(&t)
+            .ok_or_else(|| anyhow!("--{flag}: `{t}` is not a time (RFC 3339 or epoch seconds)"))
+    })
+    .transpose()
+}
+
+/// `START..END` (END may be empty: now).
+fn window_arg(flag: &str, text: &str) -> anyhow::Result<(i64, Option<i64>)> {
+    let (start, end) = text
+        .split_once("..")
+        .ok_or_else(|| anyhow!("--{flag}: `{text}` is not START..END"))?;
+    let start = time(flag, Some(start.to_string()))?.unwrap_or(0);
+    let end = match end.trim() {
+        "" => None,
+        end => time(flag, Some(end.to_string()))?,
+    };
+    Ok((start, end))
+}
+
+fn print_stats(stats: &[pb::FeatureStats]) -> anyhow::Result<()> {
+    print_line(format!(
+        "{:<20} {:>8} {:>7} {:>12} {:>12} {:>12} {:>12} {:>12} {:>12} {:>12}",
+        "feature", "count", "nulls", "mean", "std", "min", "max", "p50", "p90", "p99"
+    ))?;
+    for s in stats {
+        let n = |x: f64| match s.numeric {
+            0 => "-".to_string(),
+            _ => format!("{x:.4}"),
+        };
+        print_line(format!(
+            "{:<20} {:>8} {:>7} {:>12} {:>12} {:>12} {:>12} {:>12} {:>12} {:>12}",
+            s.feature,
+            s.count,
+            s.nulls,
+            n(s.mean),
+            n(s.std),
+            n(s.min),
+            n(s.max),
+            n(s.p50),
+            n(s.p90),
+            n(s.p99)
+        ))?;
+    }
+    Ok(())
+}
+
+fn print_drift(answer: &pb::FeatureStatsResponse) -> anyhow::Result<()> {
+    print_line(format!(
+        "{:<20} {:>9} {:>9} {:>8} {:>8} {:>8}  drift",
+        "feature", "z(mean)", "z(std)", "psi", "ks", "ks crit"
+    ))?;
+    for d in &answer.drift {
+        print_line(format!(
+            "{:<20} {:>9.3} {:>9.3} {:>8.4} {:>8.4} {:>8.4}  {}",
+            d.feature,
+            d.z_mean,
+            d.z_std,
+            d.psi,
+            d.ks,
+            d.ks_critical,
+            if d.drifted { "DRIFT" } else { "ok" }
+        ))?;
+    }
+    let drifted = answer.drift.iter().filter(|d| d.drifted).count();
+    print_line(format!(
+        "{drifted} of {} features drifted",
+        answer.drift.len()
+    ))?;
     Ok(())
 }
 
