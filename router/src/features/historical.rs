@@ -13,9 +13,9 @@ use std::sync::Arc;
 use futures::future::join_all;
 use futures::StreamExt;
 use quiver_core::convert::features as convert;
-use quiver_core::features::{FeaturesAnswer, FeaturesRead, HistoricalLookup, FEATURE_STORE};
+use quiver_core::features::{FeaturesAnswer, FeaturesRead, HistoricalLookup};
 use quiver_core::placement::Placement;
-use quiver_core::shard::{ReadConsistency, ShardRead};
+use quiver_core::shard::ReadConsistency;
 use quiver_core::Error;
 use quiver_features::definition::ViewSelection;
 use quiver_features::layout::{EntityColumn, EntityLayout};
@@ -26,8 +26,10 @@ use quiver_proto::v1 as pb;
 use tonic::Status;
 
 use super::push::row_name;
-use super::{check_output_names, feature_store, registry_having, status, HistoricalStream};
-use crate::coordinator::{Coordinator, Route};
+use super::{
+    check_output_names, feature_store, read_shard, registry_having, status, HistoricalStream,
+};
+use crate::coordinator::Coordinator;
 
 /// The most entity rows one request may carry.
 pub const MAX_ENTITY_ROWS: usize = 1_000_000;
@@ -137,21 +139,7 @@ async fn read_pinned(
     shard: usize,
     request: &FeaturesRead,
 ) -> Result<FeaturesAnswer, Status> {
-    coordinator
-        .on_shard(
-            placement,
-            shard,
-            Route::Nearest,
-            |group, client| async move {
-                let read = ShardRead {
-                    group,
-                    collection: FEATURE_STORE.into(),
-                    consistency: ReadConsistency::Any,
-                };
-                client.features_read(&read, request).await
-            },
-        )
-        .await
+    read_shard(coordinator, placement, shard, ReadConsistency::Any, request).await
 }
 
 /// Each shard's applied log position, as its leader knows it.
@@ -166,18 +154,12 @@ async fn positions_now(
     };
     let request = &request;
     let reads = (0..placement.shards.len()).map(|shard| {
-        coordinator.on_shard(
+        read_shard(
+            coordinator,
             placement,
             shard,
-            Route::Leader,
-            |group, client| async move {
-                let read = ShardRead {
-                    group,
-                    collection: FEATURE_STORE.into(),
-                    consistency: ReadConsistency::Leader,
-                };
-                client.features_read(&read, request).await
-            },
+            ReadConsistency::Leader,
+            request,
         )
     });
     join_all(reads)

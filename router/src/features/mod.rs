@@ -23,8 +23,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::Stream;
 use quiver_core::convert::features as convert;
-use quiver_core::features::FEATURE_STORE;
+use quiver_core::features::{FeaturesAnswer, FeaturesRead, FEATURE_STORE};
 use quiver_core::placement::Placement;
+use quiver_core::shard::{ReadConsistency, ShardRead};
 use quiver_core::Error;
 use quiver_features::definition::ViewSelection;
 use quiver_features::value::Micros;
@@ -37,7 +38,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 pub(crate) use enrich::Enrichment;
 
-use crate::coordinator::Coordinator;
+use crate::coordinator::{route, Coordinator};
 use crate::front::{forwarded, leader_elsewhere, CatalogueRoute};
 
 /// `Features`, for clients.
@@ -95,6 +96,32 @@ pub(crate) async fn feature_store(coordinator: &Coordinator) -> Result<Placement
         ),
         other => other.into(),
     })
+}
+
+/// Reads shard `shard` of the feature store with `request`, from a replica `consistency`
+/// allows (ANY: the nearest; otherwise its leader).
+pub(crate) async fn read_shard(
+    coordinator: &Coordinator,
+    placement: &Placement,
+    shard: usize,
+    consistency: ReadConsistency,
+    request: &FeaturesRead,
+) -> Result<FeaturesAnswer, Status> {
+    coordinator
+        .on_shard(
+            placement,
+            shard,
+            route(consistency),
+            |group, client| async move {
+                let read = ShardRead {
+                    group,
+                    collection: FEATURE_STORE.into(),
+                    consistency,
+                };
+                client.features_read(&read, request).await
+            },
+        )
+        .await
 }
 
 /// Refuses selections whose features would share an output name.

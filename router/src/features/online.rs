@@ -6,16 +6,15 @@ use std::collections::BTreeMap;
 
 use futures::future::join_all;
 use quiver_core::convert::{self as core_convert, features as convert};
-use quiver_core::features::{FeaturesAnswer, FeaturesRead, OnlineLookup, FEATURE_STORE};
-use quiver_core::shard::ShardRead;
+use quiver_core::features::{FeaturesAnswer, FeaturesRead, OnlineLookup};
 use quiver_core::Error;
 use quiver_features::online::{self, FeatureStatus, OnlineValue};
 use quiver_features::{EntityKey, Value};
 use quiver_proto::v1 as pb;
 use tonic::Status;
 
-use super::{check_output_names, feature_store, now_micros, registry_having, status};
-use crate::coordinator::{route, Coordinator};
+use super::{check_output_names, feature_store, now_micros, read_shard, registry_having, status};
+use crate::coordinator::Coordinator;
 
 /// The most entities one online read may ask for.
 pub const MAX_ONLINE_ENTITIES: usize = 10_000;
@@ -155,21 +154,7 @@ pub(super) async fn get(
         async move {
             let request = FeaturesRead::Online(part.lookups);
             let request = &request;
-            let answer = coordinator
-                .on_shard(
-                    placement,
-                    shard,
-                    route(consistency),
-                    |group, client| async move {
-                        let read = ShardRead {
-                            group,
-                            collection: FEATURE_STORE.into(),
-                            consistency,
-                        };
-                        client.features_read(&read, request).await
-                    },
-                )
-                .await?;
+            let answer = read_shard(coordinator, placement, shard, consistency, request).await?;
             Ok::<_, Status>((part.asked, answer))
         }
     });

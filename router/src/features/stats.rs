@@ -4,16 +4,16 @@
 use std::collections::BTreeMap;
 
 use futures::future::join_all;
-use quiver_core::features::{day_of, FeaturesAnswer, FeaturesRead, FEATURE_STORE};
-use quiver_core::shard::{ReadConsistency, ShardRead};
+use quiver_core::features::{day_of, FeaturesAnswer, FeaturesRead};
+use quiver_core::shard::ReadConsistency;
 use quiver_core::Error;
 use quiver_features::stats::{drift, Summary};
 use quiver_features::value::Micros;
 use quiver_proto::v1 as pb;
 use tonic::Status;
 
-use super::{feature_store, now_micros, registry_having, status};
-use crate::coordinator::{Coordinator, Route};
+use super::{feature_store, now_micros, read_shard, registry_having, status};
+use crate::coordinator::Coordinator;
 
 /// The z-score above which a mean or std has drifted, unless the request says.
 pub const DEFAULT_Z_THRESHOLD: f64 = 2.0;
@@ -33,18 +33,12 @@ async fn window(
     };
     let (request, placement) = (&request, &placement);
     let reads = (0..placement.shards.len()).map(|shard| {
-        coordinator.on_shard(
+        read_shard(
+            coordinator,
             placement,
             shard,
-            Route::Leader,
-            |group, client| async move {
-                let read = ShardRead {
-                    group,
-                    collection: FEATURE_STORE.into(),
-                    consistency: ReadConsistency::Leader,
-                };
-                client.features_read(&read, request).await
-            },
+            ReadConsistency::Leader,
+            request,
         )
     });
     let mut merged: BTreeMap<String, Summary> = BTreeMap::new();
