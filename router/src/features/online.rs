@@ -98,7 +98,7 @@ pub(super) async fn get(
     req: pb::GetOnlineFeaturesRequest,
 ) -> Result<pb::GetOnlineFeaturesResponse, Status> {
     let service = (!req.feature_service.is_empty()).then_some(req.feature_service.as_str());
-    let registry = registry_having(&coordinator, |r| {
+    let registry = registry_having(coordinator, |r| {
         r.select("features", &req.features, service).is_ok()
     })
     .await;
