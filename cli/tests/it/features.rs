@@ -60,6 +60,22 @@ fn online(dev: &QuiverProcess, features: &str, entities: &[&str]) -> Value {
     serde_json::json!({"values": values, "statuses": statuses, "raw": out})
 }
 
+/// `quiver features historical --entities <entities> <extra>`: the set it prints, and the log
+/// position it says it read at.
+fn training_set(node: &QuiverProcess, entities: &str, extra: &[&str]) -> (String, String) {
+    let mut args = vec!["features", "historical", "--entities", entities];
+    args.extend(extra);
+    let (ok, stdout, stderr) = node.cli(&args);
+    assert!(ok, "{stderr}");
+    let position = stderr
+        .split("--as-of-log ")
+        .nth(1)
+        .and_then(|s| s.split(')').next())
+        .unwrap()
+        .to_string();
+    (stdout, position)
+}
+
 fn now_seconds() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -394,19 +410,7 @@ fn pushed_rows_are_served_online_and_joined_point_in_time_and_survive_a_kill() {
          2,2024-01-03T00:00:00Z,d\n\
          9,2024-01-05T00:00:00Z,e\n",
     );
-    let historical = |extra: &[&str]| {
-        let mut args = vec!["features", "historical", "--entities", &entities];
-        args.extend(extra);
-        let (ok, stdout, stderr) = dev.cli(&args);
-        assert!(ok, "{stderr}");
-        let position = stderr
-            .split("--as-of-log ")
-            .nth(1)
-            .and_then(|s| s.split(')').next())
-            .unwrap()
-            .to_string();
-        (stdout, position)
-    };
+    let historical = |extra: &[&str]| training_set(&dev, &entities, extra);
     let (set, position) = historical(&["--service", "ranker"]);
     assert_eq!(
         set,
@@ -607,24 +611,9 @@ fn a_three_node_cluster_serves_features_through_any_member_and_a_router_through_
         }),
     );
     let historical = |node: &QuiverProcess, extra: &[&str]| {
-        let mut args = vec![
-            "features",
-            "historical",
-            "--entities",
-            &entity_rows,
-            "--features",
-            "user_stats:clicks",
-        ];
+        let mut args = vec!["--features", "user_stats:clicks"];
         args.extend(extra);
-        let (ok, stdout, stderr) = node.cli(&args);
-        assert!(ok, "{stderr}");
-        let position = stderr
-            .split("--as-of-log ")
-            .nth(1)
-            .and_then(|s| s.split(')').next())
-            .unwrap()
-            .to_string();
-        (stdout, position)
+        training_set(node, &entity_rows, &args)
     };
     let (set, position) = historical(&router, &[]);
     assert_eq!(

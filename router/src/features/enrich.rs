@@ -3,20 +3,26 @@
 //! online read, one call per feature store shard).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use quiver_core::Error;
+use quiver_features::definition::ViewSelection;
+use quiver_features::Registry;
 use quiver_proto::v1 as pb;
 use quiver_proto::wire::struct_to_json;
 use serde_json::Value as Json;
 use tonic::Status;
 
 use super::online;
-use super::registry_having;
+use super::selections;
 use crate::coordinator::Coordinator;
 
 /// A search's `with_features`, checked before the search runs.
 pub struct Enrichment {
     with: pb::WithFeatures,
+    /// What `with` names, as resolved when it was checked.
+    registry: Arc<Registry>,
+    selections: Vec<ViewSelection>,
     /// The join key every view read is keyed by.
     join_key: String,
     /// Whether the client asked for payloads (they are read for the key either way).
@@ -42,13 +48,13 @@ impl Enrichment {
             .into());
         }
         let service = (!with.feature_service.is_empty()).then_some(with.feature_service.as_str());
-        let registry = registry_having(coordinator, |r| {
-            r.select("features", &with.features, service).is_ok()
-        })
-        .await;
-        let selections = registry
-            .select("with_features.features", &with.features, service)
-            .map_err(super::status)?;
+        let (registry, selections) = selections(
+            coordinator,
+            "with_features.features",
+            &with.features,
+            service,
+        )
+        .await?;
         let mut join_key: Option<String> = None;
         for s in &selections {
             let [key] = s.keys.as_slice() else {
@@ -80,6 +86,8 @@ impl Enrichment {
         *with_payload = true;
         Ok(Some(Self {
             with,
+            registry,
+            selections,
             join_key: join_key.unwrap_or_default(),
             keep_payload,
         }))
@@ -129,7 +137,7 @@ impl Enrichment {
             full_feature_names: false,
             consistency: 0,
         };
-        let answer = online::get(coordinator, req)
+        let answer = online::serve(coordinator, &self.registry, &self.selections, &req)
             .await
             .map_err(|status| match status.code() {
                 tonic::Code::InvalidArgument => {

@@ -27,7 +27,8 @@ use tonic::Status;
 
 use super::push::row_name;
 use super::{
-    check_output_names, feature_store, read_shard, registry_having, status, HistoricalStream,
+    check_output_names, feature_store, read_every_shard, read_shard, selections, status,
+    HistoricalStream,
 };
 use crate::coordinator::Coordinator;
 
@@ -152,20 +153,10 @@ async fn positions_now(
         lookups: Vec::new(),
         at_index: None,
     };
-    let request = &request;
-    let reads = (0..placement.shards.len()).map(|shard| {
-        read_shard(
-            coordinator,
-            placement,
-            shard,
-            ReadConsistency::Leader,
-            request,
-        )
-    });
-    join_all(reads)
-        .await
+    read_every_shard(coordinator, placement, &request)
+        .await?
         .into_iter()
-        .map(|answer| match answer? {
+        .map(|answer| match answer {
             FeaturesAnswer::Historical { index, .. } => Ok(index),
             _ => Err(Status::internal(
                 "a shard answered a point-in-time read with another kind",
@@ -255,13 +246,8 @@ pub(super) async fn get(
     req: pb::GetHistoricalFeaturesRequest,
 ) -> Result<HistoricalStream, Status> {
     let service = (!req.feature_service.is_empty()).then_some(req.feature_service.as_str());
-    let registry = registry_having(&coordinator, |r| {
-        r.select("features", &req.features, service).is_ok()
-    })
-    .await;
-    let selections = registry
-        .select("features", &req.features, service)
-        .map_err(status)?;
+    let (registry, selections) =
+        selections(&coordinator, "features", &req.features, service).await?;
     let keys: Vec<&[quiver_features::JoinKey]> =
         selections.iter().map(|s| s.keys.as_slice()).collect();
     let layout = EntityLayout::new("columns", &keys, &req.columns).map_err(status)?;

@@ -77,6 +77,25 @@ pub(crate) async fn registry_having(
     coordinator.directory().feature_registry()
 }
 
+/// The features `features` (or `service`'s) name, grouped by view, and the definitions they
+/// were read from; `field` names the request's field in errors. The definitions are learnt
+/// again once when they do not resolve, as [`registry_having`] does.
+pub(crate) async fn selections(
+    coordinator: &Coordinator,
+    field: &str,
+    features: &[String],
+    service: Option<&str>,
+) -> Result<(Arc<Registry>, Vec<ViewSelection>), Status> {
+    let registry = coordinator.directory().feature_registry();
+    if let Ok(selected) = registry.select(field, features, service) {
+        return Ok((registry, selected));
+    }
+    coordinator.directory().refresh().await;
+    let registry = coordinator.directory().feature_registry();
+    let selected = registry.select(field, features, service).map_err(status)?;
+    Ok((registry, selected))
+}
+
 /// The feature store's placement, learning the shard map again (a few times, briefly) if it is
 /// not known yet: the apply that placed it may not have reached this directory.
 pub(crate) async fn feature_store(coordinator: &Coordinator) -> Result<Placement, Status> {
@@ -122,6 +141,24 @@ pub(crate) async fn read_shard(
             },
         )
         .await
+}
+
+/// Reads every shard of the feature store with `request`, from its leader, in shard order.
+pub(crate) async fn read_every_shard(
+    coordinator: &Coordinator,
+    placement: &Placement,
+    request: &FeaturesRead,
+) -> Result<Vec<FeaturesAnswer>, Status> {
+    let reads = (0..placement.shards.len()).map(|shard| {
+        read_shard(
+            coordinator,
+            placement,
+            shard,
+            ReadConsistency::Leader,
+            request,
+        )
+    });
+    futures::future::join_all(reads).await.into_iter().collect()
 }
 
 /// Refuses selections whose features would share an output name.

@@ -8,12 +8,13 @@ use futures::future::join_all;
 use quiver_core::convert::{self as core_convert, features as convert};
 use quiver_core::features::{FeaturesAnswer, FeaturesRead, OnlineLookup};
 use quiver_core::Error;
+use quiver_features::definition::ViewSelection;
 use quiver_features::online::{self, FeatureStatus, OnlineValue};
-use quiver_features::{EntityKey, Value};
+use quiver_features::{EntityKey, Registry, Value};
 use quiver_proto::v1 as pb;
 use tonic::Status;
 
-use super::{check_output_names, feature_store, now_micros, read_shard, registry_having, status};
+use super::{check_output_names, feature_store, now_micros, read_shard, selections, status};
 use crate::coordinator::Coordinator;
 
 /// The most entities one online read may ask for.
@@ -98,13 +99,18 @@ pub(super) async fn get(
     req: pb::GetOnlineFeaturesRequest,
 ) -> Result<pb::GetOnlineFeaturesResponse, Status> {
     let service = (!req.feature_service.is_empty()).then_some(req.feature_service.as_str());
-    let registry = registry_having(coordinator, |r| {
-        r.select("features", &req.features, service).is_ok()
-    })
-    .await;
-    let selections = registry
-        .select("features", &req.features, service)
-        .map_err(status)?;
+    let (registry, selections) =
+        selections(coordinator, "features", &req.features, service).await?;
+    serve(coordinator, &registry, &selections, &req).await
+}
+
+/// Serves `req` for the features `selections` (resolved against `registry`) name.
+pub(super) async fn serve(
+    coordinator: &Coordinator,
+    registry: &Registry,
+    selections: &[ViewSelection],
+    req: &pb::GetOnlineFeaturesRequest,
+) -> Result<pb::GetOnlineFeaturesResponse, Status> {
     let consistency = core_convert::read_consistency(req.consistency)?;
     let mut keys: Vec<quiver_features::JoinKey> = Vec::new();
     for key in selections.iter().flat_map(|s| s.keys.iter()) {
@@ -112,9 +118,9 @@ pub(super) async fn get(
             keys.push(key.clone());
         }
     }
-    let (columns, count) = key_columns(&req, &keys)?;
+    let (columns, count) = key_columns(req, &keys)?;
     let key_names: Vec<String> = columns.iter().map(|(n, _)| n.clone()).collect();
-    let feature_names = check_output_names(&selections, req.full_feature_names, &key_names)?;
+    let feature_names = check_output_names(selections, req.full_feature_names, &key_names)?;
 
     let placement = feature_store(coordinator).await?;
     let shards = placement.shards.len();

@@ -3,16 +3,14 @@
 
 use std::collections::BTreeMap;
 
-use futures::future::join_all;
 use quiver_core::features::{day_of, FeaturesAnswer, FeaturesRead};
-use quiver_core::shard::ReadConsistency;
 use quiver_core::Error;
 use quiver_features::stats::{drift, Summary};
 use quiver_features::value::Micros;
 use quiver_proto::v1 as pb;
 use tonic::Status;
 
-use super::{feature_store, now_micros, read_shard, registry_having, status};
+use super::{feature_store, now_micros, read_every_shard, registry_having, status};
 use crate::coordinator::Coordinator;
 
 /// The z-score above which a mean or std has drifted, unless the request says.
@@ -31,19 +29,9 @@ async fn window(
         from_day: day_of(from),
         to_day: day_of(to),
     };
-    let (request, placement) = (&request, &placement);
-    let reads = (0..placement.shards.len()).map(|shard| {
-        read_shard(
-            coordinator,
-            placement,
-            shard,
-            ReadConsistency::Leader,
-            request,
-        )
-    });
     let mut merged: BTreeMap<String, Summary> = BTreeMap::new();
-    for answer in join_all(reads).await {
-        let FeaturesAnswer::Stats(summaries) = answer? else {
+    for answer in read_every_shard(coordinator, &placement, &request).await? {
+        let FeaturesAnswer::Stats(summaries) = answer else {
             return Err(Status::internal(
                 "a shard answered a stats read with another kind",
             ));

@@ -252,12 +252,7 @@ pub async fn features(cmd: FeaturesCommand) -> anyhow::Result<()> {
                 end_micros: time("end", end)?,
                 ..Default::default()
             };
-            let answer = client(&endpoint)
-                .await?
-                .get_stats(req)
-                .await
-                .map_err(status)?
-                .into_inner();
+            let answer = stats(req, &endpoint).await?;
             print_stats(&answer.window)
         }
         FeaturesCommand::Drift {
@@ -279,12 +274,7 @@ pub async fn features(cmd: FeaturesCommand) -> anyhow::Result<()> {
                 reference_end_micros: reference_end,
                 z_threshold: Some(threshold),
             };
-            let answer = client(&endpoint)
-                .await?
-                .get_stats(req)
-                .await
-                .map_err(status)?
-                .into_inner();
+            let answer = stats(req, &endpoint).await?;
             print_drift(&answer)
         }
         FeaturesCommand::Historical {
@@ -619,6 +609,18 @@ fn print_online(
         }
     }
     Ok(())
+}
+
+async fn stats(
+    req: pb::FeatureStatsRequest,
+    endpoint: &Endpoint,
+) -> anyhow::Result<pb::FeatureStatsResponse> {
+    Ok(client(endpoint)
+        .await?
+        .get_stats(req)
+        .await
+        .map_err(status)?
+        .into_inner())
 }
 
 /// A time flag's value, in microseconds.
