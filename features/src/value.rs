@@ -81,9 +81,9 @@ impl ValueType {
             (_, J::Null) => Value::Null,
             (ValueType::Int64, J::Number(n)) => match n.as_i64() {
                 Some(i) => Value::Int64(i),
-                None => match n.as_f64() {
-                    Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Value::Int64(f as i64),
-                    _ => return Err(format!("expected int64, got {n}")),
+                None => match n.as_f64().and_then(whole) {
+                    Some(i) => Value::Int64(i),
+                    None => return Err(format!("expected int64, got {n}")),
                 },
             },
             (ValueType::Float64, J::Number(n)) => Value::Float64(n.as_f64().ok_or_else(wrong)?),
@@ -145,7 +145,13 @@ impl ValueType {
     }
 }
 
-fn float32(f: f64) -> Result<f32, String> {
+/// `f` as an int64 when it is a whole number well within range (None otherwise).
+pub fn whole(f: f64) -> Option<i64> {
+    (f.fract() == 0.0 && f.abs() < 9.0e15).then_some(f as i64)
+}
+
+/// `f` as a float32, refused when out of its range (the error says so).
+pub fn float32(f: f64) -> Result<f32, String> {
     if f.is_finite() && f.abs() > f64::from(f32::MAX) {
         return Err(format!("{f} is out of float32's range"));
     }
@@ -244,7 +250,8 @@ pub fn float32_json(f: f32) -> serde_json::Value {
         .map_or(serde_json::Value::Null, serde_json::Value::Number)
 }
 
-fn seconds_to_micros(seconds: f64) -> Option<Micros> {
+/// Epoch seconds as microseconds (None: out of range).
+pub fn seconds_to_micros(seconds: f64) -> Option<Micros> {
     let micros = (seconds * 1e6).round();
     (micros.is_finite() && micros.abs() < 9.0e18).then_some(micros as i64)
 }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use quiver_features::online::FeatureStatus;
-use quiver_features::value::parse_duration;
+use quiver_features::value::{float32, seconds_to_micros, whole};
 use quiver_features::{
     DefinitionSet, Entity, FeatureService, FeatureView, Field, JoinKey, PlanItem, Registry, Value,
     ValueType,
@@ -186,16 +186,6 @@ pub fn plan_to_proto(plan: &[PlanItem]) -> Vec<pb::PlanItem> {
         .collect()
 }
 
-/// A ttl as users write it (`3600`, `3600s`, `1d`), named `field` in errors.
-pub fn ttl_seconds(field: &str, text: &str) -> Result<u64> {
-    parse_duration(text).ok_or_else(|| {
-        invalid(
-            field,
-            format!("`{text}` is not a duration (3600, 3600s, 90m, 1h, 7d, 2w)"),
-        )
-    })
-}
-
 fn kind_name(kind: &pb::feature_value::Kind) -> &'static str {
     use pb::feature_value::Kind;
     match kind {
@@ -209,10 +199,6 @@ fn kind_name(kind: &pb::feature_value::Kind) -> &'static str {
     }
 }
 
-fn whole(f: f64) -> Option<i64> {
-    (f.fract() == 0.0 && f.abs() < 9.0e15).then_some(f as i64)
-}
-
 /// `value` as a value of type `t`: a string is read as a CSV cell is, numbers widen (and an
 /// integral float64 narrows to int64), a number is a timestamp in epoch seconds. The error says
 /// what was expected.
@@ -223,9 +209,8 @@ pub fn value_from_proto(value: &pb::FeatureValue, t: ValueType) -> Result<Value,
     };
     let wrong = || format!("expected {}, got {}", t.name(), kind_name(kind));
     let seconds = |s: f64| {
-        let micros = (s * 1e6).round();
-        (micros.is_finite() && micros.abs() < 9.0e18)
-            .then_some(Value::Timestamp(micros as i64))
+        seconds_to_micros(s)
+            .map(Value::Timestamp)
             .ok_or_else(|| format!("{s} is not a timestamp"))
     };
     Ok(match (t, kind) {
@@ -239,12 +224,7 @@ pub fn value_from_proto(value: &pb::FeatureValue, t: ValueType) -> Result<Value,
         (ValueType::Float64, Kind::Float64Value(f)) => Value::Float64(*f),
         (ValueType::Float64, Kind::Float32Value(f)) => Value::Float64(f64::from(*f)),
         (ValueType::Float32, Kind::Int64Value(i)) => Value::Float32(*i as f32),
-        (ValueType::Float32, Kind::Float64Value(f)) => {
-            if f.is_finite() && f.abs() > f64::from(f32::MAX) {
-                return Err(format!("{f} is out of float32's range"));
-            }
-            Value::Float32(*f as f32)
-        }
+        (ValueType::Float32, Kind::Float64Value(f)) => Value::Float32(float32(*f)?),
         (ValueType::Float32, Kind::Float32Value(f)) => Value::Float32(*f),
         (ValueType::Bool, Kind::BoolValue(b)) => Value::Bool(*b),
         (ValueType::Timestamp, Kind::TimestampMicros(t)) => Value::Timestamp(*t),
