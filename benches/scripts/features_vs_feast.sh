@@ -72,8 +72,9 @@ timed() { # system step rows command...
   ended=$(date +%s.%N)
   "$PY" -c 'import json,sys; s=float(sys.argv[4])-float(sys.argv[3]); print(json.dumps({"system":sys.argv[1],"step":sys.argv[2],"seconds":round(s,3),"rows":int(sys.argv[5]),"rows_per_s":round(int(sys.argv[5])/s)}))' \
     "$system" "$step" "$began" "$ended" "$rows" >> "$OUT"
-  tail -1 "$OUT" >&2
+  tail -1 "$OUT" >&3
 }
+exec 3>&2
 
 echo "quiver: apply, push, materialize, historical" >&2
 "$BIN" features apply "$D/quiver.yaml" > /dev/null

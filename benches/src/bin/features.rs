@@ -146,7 +146,12 @@ fn read_entity_rows(path: &std::path::Path) -> Result<Vec<(EntityKey, i64)>> {
 fn draws(users: &[i64], per_request: usize, count: usize, seed: u64) -> Vec<Vec<i64>> {
     let mut rng = StdRng::seed_from_u64(seed);
     (0..count)
-        .map(|_| users.choose_multiple(&mut rng, per_request).copied().collect())
+        .map(|_| {
+            users
+                .choose_multiple(&mut rng, per_request)
+                .copied()
+                .collect()
+        })
         .collect()
 }
 
@@ -182,7 +187,11 @@ fn main() -> Result<()> {
             .enable_all()
             .build()?
             .block_on(over_grpc(&args, endpoint, &users)),
-        None => in_node(&args, rows.into_iter().map(|(_, row)| row).collect(), &users),
+        None => in_node(
+            &args,
+            rows.into_iter().map(|(_, row)| row).collect(),
+            &users,
+        ),
     }
 }
 
@@ -231,11 +240,18 @@ fn in_node(args: &Args, rows: Vec<FeatureRow>, users: &[i64]) -> Result<()> {
         };
         latencies.push(asked.elapsed());
         if found[0].len() != args.entities_per_request {
-            bail!("{} answers for {} users", found[0].len(), args.entities_per_request);
+            bail!(
+                "{} answers for {} users",
+                found[0].len(),
+                args.entities_per_request
+            );
         }
     }
     let busy = latencies.iter().sum();
-    println!("{}", online_line("quiver-in-node", args, 1, latencies, busy));
+    println!(
+        "{}",
+        online_line("quiver-in-node", args, 1, latencies, busy)
+    );
 
     let began = Instant::now();
     let mut found_rows = 0usize;
@@ -313,7 +329,10 @@ async fn over_grpc(args: &Args, endpoint: &str, users: &[i64]) -> Result<()> {
     let sequence = draws(users, args.entities_per_request, WARMUP + args.requests, 11);
     let latencies = client_run(endpoint.to_string(), sequence, None).await?;
     let busy = latencies.iter().sum();
-    println!("{}", online_line("quiver-grpc-rust", args, 1, latencies, busy));
+    println!(
+        "{}",
+        online_line("quiver-grpc-rust", args, 1, latencies, busy)
+    );
 
     let until = Instant::now() + Duration::from_secs_f64(args.seconds);
     let runs = (0..args.clients).map(|c| {
@@ -325,6 +344,9 @@ async fn over_grpc(args: &Args, endpoint: &str, users: &[i64]) -> Result<()> {
         latencies.extend(run??);
     }
     let wall = Duration::from_secs_f64(args.seconds);
-    println!("{}", online_line("quiver-grpc-rust", args, args.clients, latencies, wall));
+    println!(
+        "{}",
+        online_line("quiver-grpc-rust", args, args.clients, latencies, wall)
+    );
     Ok(())
 }
