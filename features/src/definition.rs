@@ -94,19 +94,21 @@ impl FeatureView {
     pub fn at(&self, version: Option<u64>) -> Result<ViewVersion> {
         match version {
             None => Ok(self.current()),
-            Some(v) => self
-                .history
-                .iter()
-                .rev()
-                .find(|h| h.version <= v && v <= self.version)
-                .cloned()
-                .ok_or_else(|| {
-                    FeatureError::NotFound(format!(
-                        "version {v} of feature view `{}` (it is at version {})",
-                        self.name, self.version
-                    ))
-                }),
+            Some(v) => self.recorded(v).cloned().ok_or_else(|| {
+                FeatureError::NotFound(format!(
+                    "version {v} of feature view `{}` (it is at version {})",
+                    self.name, self.version
+                ))
+            }),
         }
+    }
+
+    /// The recorded schema that version `v` reads with, borrowed.
+    fn recorded(&self, v: u64) -> Option<&ViewVersion> {
+        self.history
+            .iter()
+            .rev()
+            .find(|h| h.version <= v && v <= self.version)
     }
 
     /// The current schema.
@@ -121,12 +123,12 @@ impl FeatureView {
     /// The values of `wanted` in a row stored at version `version`: a feature that version
     /// lacks, or held with another type, reads null.
     pub fn project(&self, version: u64, values: &[Value], wanted: &[Field]) -> Vec<Value> {
-        let schema = self.at(Some(version)).ok();
+        // (borrowed, not cloned: this runs once per entity of every online read)
+        let schema = self.recorded(version);
         wanted
             .iter()
             .map(|w| {
                 schema
-                    .as_ref()
                     .and_then(|s| s.field(&w.name))
                     .filter(|(_, f)| f.value_type == w.value_type)
                     .and_then(|(i, _)| values.get(i).cloned())

@@ -503,15 +503,18 @@ fn pushed_rows_are_served_online_and_joined_point_in_time_and_survive_a_kill() {
         "--to",
         "offline",
     ]);
-    let stats = dev.must_cli(&[
-        "features",
-        "stats",
-        "user_stats",
-        "--start",
-        "2024-02-01T00:00:00Z",
-        "--end",
-        "2024-02-01T23:00:00Z",
-    ]);
+    let first_day_stats = |dev: &QuiverProcess| {
+        dev.must_cli(&[
+            "features",
+            "stats",
+            "user_stats",
+            "--start",
+            "2024-02-01T00:00:00Z",
+            "--end",
+            "2024-02-01T23:00:00Z",
+        ])
+    };
+    let stats = first_day_stats(&dev);
     let clicks_line = stats.lines().find(|l| l.starts_with("clicks")).unwrap();
     let cells: Vec<&str> = clicks_line.split_whitespace().collect();
     assert_eq!(cells[1], "500", "{stats}");
@@ -553,15 +556,7 @@ fn pushed_rows_are_served_online_and_joined_point_in_time_and_survive_a_kill() {
     let mut args = vec!["features", "historical", "--entities", &entities];
     args.extend(["--service", "ranker", "--as-of-log", &position]);
     assert_eq!(dev.must_cli(&args), set);
-    let again = dev.must_cli(&[
-        "features",
-        "stats",
-        "user_stats",
-        "--start",
-        "2024-02-01T00:00:00Z",
-        "--end",
-        "2024-02-01T23:00:00Z",
-    ]);
+    let again = first_day_stats(&dev);
     assert_eq!(again, stats, "statistics survive the kill");
 }
 
